@@ -1,0 +1,60 @@
+// duckpart — configuration of a partitioned store (the seed's PartitionConfig and its presets).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "duckpart/period.hpp"
+
+namespace duckpart {
+
+// How a store partitions and how much it keeps open. Plain data: copy freely; call validate() (the
+// repositories do) before use.
+struct PartitionConfig {
+  PartitionStrategy strategy = PartitionStrategy::kMonthly;
+  // The DATE or TIMESTAMP column that decides a row's period.
+  std::string partition_column = "production_period";
+  // Directory of the store; each schema lives in <base_partition_path>/<schema name>/.
+  std::string base_partition_path = "data/partitions";
+  // Partition files kept ATTACHed at once (least recently used are detached beyond it).
+  int max_partitions_in_memory = 24;
+  // Size above which health reports flag a partition as too large.
+  int partition_size_threshold_mb = 2000;
+  // When false, a write to a period without a partition file is an error instead of creating it.
+  bool auto_partition_enabled = true;
+  // When false, a query that needs more than one partition is an error.
+  bool enable_cross_partition_queries = true;
+  // Worker threads for parallel partition writes (0: one per hardware thread).
+  int write_threads = 0;
+
+  // Throws Error(kInvalidArgument) naming the first invalid field and its value.
+  void validate() const;
+};
+
+// The seed's partition_settings presets.
+//   development: monthly, 6 partitions in memory, 500 MB threshold
+//   production:  monthly, 24 in memory, 2000 MB (the defaults)
+//   high_volume: daily, 90 in memory, 1000 MB
+//   archive:     yearly, 4 in memory, 5000 MB
+PartitionConfig development_partition_config();
+PartitionConfig production_partition_config();
+PartitionConfig high_volume_partition_config();
+PartitionConfig archive_partition_config();
+// Preset by name ("development", "production", "high_volume", "archive"); throws Error(kInvalidArgument).
+PartitionConfig partition_config_preset(std::string_view name);
+std::vector<std::string> partition_config_preset_names();
+
+// Reads a TOML file over `base`: every key present overrides the field of the same name; an optional
+// `preset = "..."` key selects the starting preset first. Unknown keys, wrong types and invalid values
+// are errors naming the file, key and value. Example:
+//   preset = "production"
+//   strategy = "weekly"
+//   max_partitions_in_memory = 48
+PartitionConfig load_partition_config(const std::string& toml_path,
+                                      const PartitionConfig& base = PartitionConfig{});
+// Same, from TOML text; `origin` names the source in messages.
+PartitionConfig parse_partition_config(std::string_view toml_text, std::string_view origin,
+                                       const PartitionConfig& base = PartitionConfig{});
+
+}  // namespace duckpart

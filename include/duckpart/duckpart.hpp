@@ -1,0 +1,13 @@
+// duckpart — umbrella header.
+#pragma once
+
+#include "duckpart/config.hpp"
+#include "duckpart/duckdb_repository.hpp"
+#include "duckpart/error.hpp"
+#include "duckpart/partitioned_repository.hpp"
+#include "duckpart/period.hpp"
+#include "duckpart/query.hpp"
+#include "duckpart/record.hpp"
+#include "duckpart/repository.hpp"
+#include "duckpart/schema.hpp"
+#include "duckpart/value.hpp"

@@ -1,0 +1,256 @@
+#include "batch.hpp"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <random>
+
+#include "coerce.hpp"
+#include "duckpart/error.hpp"
+
+namespace duckpart {
+
+std::size_t ColumnVector::size() const noexcept {
+  return std::visit([](const auto& v) { return v.size(); }, data);
+}
+
+namespace {
+
+enum class Slot { kInt64, kInt32, kDouble, kBool, kString };
+
+Slot slot_for(ColumnType t) {
+  switch (t) {
+    case ColumnType::kBoolean: return Slot::kBool;
+    case ColumnType::kTinyint:
+    case ColumnType::kSmallint:
+    case ColumnType::kInteger:
+    case ColumnType::kBigint:
+    case ColumnType::kUtinyint:
+    case ColumnType::kUsmallint:
+    case ColumnType::kUinteger:
+    case ColumnType::kTimestamp:
+    case ColumnType::kTimestampTz: return Slot::kInt64;
+    case ColumnType::kDate: return Slot::kInt32;
+    case ColumnType::kFloat:
+    case ColumnType::kDouble: return Slot::kDouble;
+    default: return Slot::kString;
+  }
+}
+
+std::string_view slot_name(Slot s) {
+  switch (s) {
+    case Slot::kInt64: return "std::vector<int64_t>";
+    case Slot::kInt32: return "std::vector<int32_t>";
+    case Slot::kDouble: return "std::vector<double>";
+    case Slot::kBool: return "std::vector<uint8_t>";
+    case Slot::kString: return "std::vector<std::string>";
+  }
+  return "?";
+}
+
+ColumnVector make_vector(ColumnType t, std::size_t capacity) {
+  ColumnVector v;
+  switch (slot_for(t)) {
+    case Slot::kInt64: v.data = std::vector<int64_t>(); break;
+    case Slot::kInt32: v.data = std::vector<int32_t>(); break;
+    case Slot::kDouble: v.data = std::vector<double>(); break;
+    case Slot::kBool: v.data = std::vector<uint8_t>(); break;
+    case Slot::kString: v.data = std::vector<std::string>(); break;
+  }
+  std::visit([&](auto& vec) { vec.reserve(capacity); }, v.data);
+  return v;
+}
+
+bool slot_matches(const ColumnVector& v, Slot s) {
+  switch (s) {
+    case Slot::kInt64: return std::holds_alternative<std::vector<int64_t>>(v.data);
+    case Slot::kInt32: return std::holds_alternative<std::vector<int32_t>>(v.data);
+    case Slot::kDouble: return std::holds_alternative<std::vector<double>>(v.data);
+    case Slot::kBool: return std::holds_alternative<std::vector<uint8_t>>(v.data);
+    case Slot::kString: return std::holds_alternative<std::vector<std::string>>(v.data);
+  }
+  return false;
+}
+
+}  // namespace
+
+ColumnBatch make_column_batch(const Schema& schema, std::size_t capacity) {
+  ColumnBatch b;
+  for (const auto& c : schema.columns()) b.columns.push_back(make_vector(c.type, capacity));
+  return b;
+}
+
+DataRecord record_from_map(const Schema& schema, const std::map<std::string, Value>& data) {
+  DataRecord r;
+  r.values.resize(schema.columns().size());
+  for (const auto& [k, v] : data) r.values[schema.index_of(k)] = v;
+  return r;
+}
+
+ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>& records) {
+  const auto& cols = schema.columns();
+  ColumnBatch b = make_column_batch(schema, records.size());
+  b.rows = records.size();
+  for (std::size_t ci = 0; ci < cols.size(); ++ci) {
+    const Column& c = cols[ci];
+    if (c.type == ColumnType::kOther) {
+      // Carried as text and cast by DuckDB on append.
+    }
+    ColumnVector& out = b.columns[ci];
+    bool any_null = false;
+    for (std::size_t ri = 0; ri < records.size(); ++ri) {
+      const DataRecord& r = records[ri];
+      if (r.values.size() != cols.size()) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("record {}: has {} values, table '{}' has {} columns", ri,
+                                r.values.size(), schema.name(), cols.size()));
+      }
+      const Value& raw = r.values[ci];
+      if (raw.is_null()) {
+        if (!any_null) {
+          out.valid.assign(records.size(), 1);
+          any_null = true;
+        }
+        out.valid[ri] = 0;
+        std::visit([](auto& vec) { vec.emplace_back(); }, out.data);
+        continue;
+      }
+      const Value v = coerce_value(c, raw, fmt::format("record {}", ri));
+      switch (slot_for(c.type)) {
+        case Slot::kInt64:
+          std::get<std::vector<int64_t>>(out.data).push_back(
+              v.is<Timestamp>() ? v.get<Timestamp>().micros : v.get<int64_t>());
+          break;
+        case Slot::kInt32: std::get<std::vector<int32_t>>(out.data).push_back(v.get<Date>().days); break;
+        case Slot::kDouble: std::get<std::vector<double>>(out.data).push_back(v.get<double>()); break;
+        case Slot::kBool:
+          std::get<std::vector<uint8_t>>(out.data).push_back(v.get<bool>() ? 1 : 0);
+          break;
+        case Slot::kString:
+          std::get<std::vector<std::string>>(out.data).push_back(v.get<std::string>());
+          break;
+      }
+    }
+  }
+  return b;
+}
+
+void check_batch(const Schema& schema, const ColumnBatch& batch) {
+  const auto& cols = schema.columns();
+  if (batch.columns.size() != cols.size()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("column batch has {} columns, table '{}' has {}", batch.columns.size(),
+                            schema.name(), cols.size()));
+  }
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    const ColumnVector& v = batch.columns[i];
+    const Slot s = slot_for(cols[i].type);
+    if (!slot_matches(v, s)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("column batch: column '{}' ({}) must be a {}", cols[i].name,
+                              cols[i].sql_type, slot_name(s)));
+    }
+    if (v.size() != batch.rows || (!v.valid.empty() && v.valid.size() != batch.rows)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("column batch: column '{}' has {} values (validity {}), batch has {} rows",
+                              cols[i].name, v.size(), v.valid.size(), batch.rows));
+    }
+  }
+  const ColumnVector& p = batch.columns[schema.partition_index()];
+  for (std::size_t r = 0; r < batch.rows && !p.valid.empty(); ++r) {
+    if (!p.is_valid(r)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("record {}: partition column '{}' is NULL; every row needs a {} value",
+                              r, schema.partition_column(),
+                              cols[schema.partition_index()].sql_type));
+    }
+  }
+}
+
+std::string new_uuid_v7() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  static uint64_t last_ms = 0;
+  static uint64_t seq = 0;  // 12-bit rand_a used as a counter within one millisecond
+  uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  uint64_t hi = 0, lo = 0;
+  {
+    std::lock_guard lock(mu);
+    if (ms <= last_ms) {
+      ms = last_ms;
+      if (++seq > 0xFFF) {
+        ++ms;
+        seq = 0;
+      }
+    } else {
+      seq = rng() & 0x7FF;  // leave head-room for the counter
+    }
+    last_ms = ms;
+    hi = (ms << 16) | (uint64_t{7} << 12) | seq;
+    lo = (rng() & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;
+  }
+  return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", hi >> 32, (hi >> 16) & 0xFFFF,
+                     hi & 0xFFFF, lo >> 48, lo & 0xFFFFFFFFFFFFULL);
+}
+
+int64_t new_time_ordered_id() {
+  static std::atomic<uint64_t> last{0};
+  const uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  uint64_t candidate = ms << 20;
+  uint64_t prev = last.load();
+  while (true) {
+    const uint64_t next = candidate > prev ? candidate : prev + 1;
+    if (last.compare_exchange_weak(prev, next)) return static_cast<int64_t>(next & INT64_MAX);
+  }
+}
+
+int64_t assign_missing_ids(const Schema& schema, ColumnBatch& batch) {
+  if (!schema.id_index()) return 0;
+  ColumnVector& v = batch.columns[*schema.id_index()];
+  if (v.valid.empty()) return 0;
+  int64_t n = 0;
+  const ColumnType t = schema.columns()[*schema.id_index()].type;
+  for (std::size_t r = 0; r < batch.rows; ++r) {
+    if (v.valid[r]) continue;
+    if (t == ColumnType::kBigint) {
+      std::get<std::vector<int64_t>>(v.data)[r] = new_time_ordered_id();
+    } else {
+      std::get<std::vector<std::string>>(v.data)[r] = new_uuid_v7();
+    }
+    v.valid[r] = 1;
+    ++n;
+  }
+  return n;
+}
+
+Value batch_cell(const Schema& schema, const ColumnBatch& batch, std::size_t col, std::size_t row) {
+  const ColumnVector& v = batch.columns[col];
+  if (!v.is_valid(row)) return Value{};
+  const ColumnType t = schema.columns()[col].type;
+  switch (slot_for(t)) {
+    case Slot::kInt64: {
+      const int64_t x = std::get<std::vector<int64_t>>(v.data)[row];
+      if (t == ColumnType::kTimestamp || t == ColumnType::kTimestampTz) return Value(Timestamp{x});
+      return Value(x);
+    }
+    case Slot::kInt32: return Value(Date{std::get<std::vector<int32_t>>(v.data)[row]});
+    case Slot::kDouble: return Value(std::get<std::vector<double>>(v.data)[row]);
+    case Slot::kBool: return Value(std::get<std::vector<uint8_t>>(v.data)[row] != 0);
+    case Slot::kString: return Value(std::get<std::vector<std::string>>(v.data)[row]);
+  }
+  return Value{};
+}
+
+DataRecord batch_row(const Schema& schema, const ColumnBatch& batch, std::size_t row) {
+  DataRecord r;
+  for (std::size_t c = 0; c < batch.columns.size(); ++c) r.values.push_back(batch_cell(schema, batch, c, row));
+  return r;
+}
+
+}  // namespace duckpart

@@ -1,0 +1,31 @@
+// Building and checking ColumnBatches; ids. Private header.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "duckpart/record.hpp"
+#include "duckpart/schema.hpp"
+
+namespace duckpart {
+
+// Converts records (values in schema order) into a ColumnBatch, coercing each value to its column's
+// type. Throws Error(kInvalidArgument) naming the record position, column and value.
+ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>& records);
+// A record given as column -> value (the seed's dict form) in schema order; unknown columns throw.
+DataRecord record_from_map(const Schema& schema, const std::map<std::string, Value>& data);
+// Checks shape (column count, vector types and lengths) and that no partition value is NULL.
+void check_batch(const Schema& schema, const ColumnBatch& batch);
+// Fills NULL id cells with fresh time-ordered ids; returns how many were generated.
+int64_t assign_missing_ids(const Schema& schema, ColumnBatch& batch);
+// Row `row` of the batch as Values (for returning created records, messages and tests).
+DataRecord batch_row(const Schema& schema, const ColumnBatch& batch, std::size_t row);
+// Value of one cell.
+Value batch_cell(const Schema& schema, const ColumnBatch& batch, std::size_t col, std::size_t row);
+// A new UUIDv7 (RFC 9562): 48-bit millisecond time, then random bits; monotonic within a process.
+std::string new_uuid_v7();
+// A new time-ordered 63-bit integer id (milliseconds << 20 | sequence).
+int64_t new_time_ordered_id();
+
+}  // namespace duckpart

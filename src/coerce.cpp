@@ -1,0 +1,210 @@
+#include "coerce.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+
+#include "duck/duck.hpp"
+#include "duckpart/error.hpp"
+
+namespace duckpart {
+
+namespace {
+
+[[noreturn]] void wrong(const Column& c, const Value& v, std::string_view context,
+                        std::string_view expected) {
+  std::string shown = v.to_string();
+  if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+  throw Error(ErrorCode::kInvalidArgument,
+              fmt::format("{}{}column '{}' ({}): value '{}' ({}) is not {}", context,
+                          context.empty() ? "" : ": ", c.name, c.sql_type, shown, v.type_name(),
+                          expected));
+}
+
+bool parse_int64(std::string_view s, int64_t& out) {
+  if (s.empty()) return false;
+  const char* b = s.data();
+  if (*b == '+') ++b;
+  auto [p, ec] = std::from_chars(b, s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+bool parse_double(std::string_view s, double& out) {
+  if (s.empty()) return false;
+  std::string tmp(s);
+  char* end = nullptr;
+  errno = 0;
+  out = std::strtod(tmp.c_str(), &end);
+  return end == tmp.c_str() + tmp.size() && errno != ERANGE;
+}
+
+// Decimal text: [+-]digits[.digits] or with exponent — validated, kept as text for exact casting.
+bool is_decimal_text(std::string_view s) {
+  double d = 0;
+  if (!parse_double(s, d) || !std::isfinite(d)) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void range_check(const Column& c, const Value& v, std::string_view context, int64_t x) {
+  int64_t lo = std::numeric_limits<int64_t>::min(), hi = std::numeric_limits<int64_t>::max();
+  switch (c.type) {
+    case ColumnType::kTinyint: lo = -128; hi = 127; break;
+    case ColumnType::kSmallint: lo = -32768; hi = 32767; break;
+    case ColumnType::kInteger: lo = std::numeric_limits<int32_t>::min(); hi = std::numeric_limits<int32_t>::max(); break;
+    case ColumnType::kUtinyint: lo = 0; hi = 255; break;
+    case ColumnType::kUsmallint: lo = 0; hi = 65535; break;
+    case ColumnType::kUinteger: lo = 0; hi = 4294967295LL; break;
+    default: break;
+  }
+  if (x < lo || x > hi) wrong(c, v, context, fmt::format("in range [{}, {}]", lo, hi));
+}
+
+}  // namespace
+
+Value coerce_value(const Column& c, const Value& v, std::string_view context, bool allow_time) {
+  switch (c.type) {
+    case ColumnType::kBoolean:
+      if (v.is<bool>()) return v;
+      if (v.is<std::string>()) {
+        const auto& s = v.get<std::string>();
+        if (s == "true" || s == "TRUE" || s == "True") return Value(true);
+        if (s == "false" || s == "FALSE" || s == "False") return Value(false);
+      }
+      wrong(c, v, context, "a boolean (true/false)");
+    case ColumnType::kTinyint:
+    case ColumnType::kSmallint:
+    case ColumnType::kInteger:
+    case ColumnType::kBigint:
+    case ColumnType::kUtinyint:
+    case ColumnType::kUsmallint:
+    case ColumnType::kUinteger: {
+      int64_t x = 0;
+      if (v.is<int64_t>()) {
+        x = v.get<int64_t>();
+      } else if (v.is<double>()) {
+        const double d = v.get<double>();
+        if (!(std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.2e18)) {
+          wrong(c, v, context, "an integer");
+        }
+        x = static_cast<int64_t>(d);
+      } else if (v.is<std::string>()) {
+        if (!parse_int64(v.get<std::string>(), x)) wrong(c, v, context, "an integer");
+      } else {
+        wrong(c, v, context, "an integer");
+      }
+      range_check(c, v, context, x);
+      return Value(x);
+    }
+    case ColumnType::kHugeint: {
+      if (v.is<int64_t>()) return Value(std::to_string(v.get<int64_t>()));
+      if (v.is<std::string>()) {
+        const auto& s = v.get<std::string>();
+        bool ok = !s.empty() && s.size() <= 40;
+        for (std::size_t i = 0; i < s.size() && ok; ++i) {
+          ok = (s[i] >= '0' && s[i] <= '9') || (i == 0 && (s[i] == '-' || s[i] == '+') && s.size() > 1);
+        }
+        if (ok) return v;
+      }
+      wrong(c, v, context, "an integer");
+    }
+    case ColumnType::kFloat:
+    case ColumnType::kDouble: {
+      if (v.is<double>()) return v;
+      if (v.is<int64_t>()) return Value(static_cast<double>(v.get<int64_t>()));
+      double d = 0;
+      if (v.is<std::string>() && parse_double(v.get<std::string>(), d)) return Value(d);
+      wrong(c, v, context, "a number");
+    }
+    case ColumnType::kDecimal: {
+      if (v.is<int64_t>()) return Value(std::to_string(v.get<int64_t>()));
+      if (v.is<double>()) {
+        const double d = v.get<double>();
+        if (!std::isfinite(d)) wrong(c, v, context, "a finite number");
+        return Value(fmt::format("{}", d));
+      }
+      if (v.is<std::string>() && is_decimal_text(v.get<std::string>())) return v;
+      wrong(c, v, context, "a decimal number");
+    }
+    case ColumnType::kVarchar:
+    case ColumnType::kBlob:
+      if (v.is<std::string>()) return v;
+      wrong(c, v, context, "text");
+    case ColumnType::kUuid: {
+      std::string canonical;
+      if (v.is<std::string>() && duck::uuid_normalize(v.get<std::string>(), canonical)) {
+        return Value(canonical);
+      }
+      wrong(c, v, context, "a UUID");
+    }
+    case ColumnType::kDate: {
+      if (v.is<Date>()) return v;
+      if (v.is<Timestamp>()) {
+        const Timestamp t = v.get<Timestamp>();
+        if (t.micros % kMicrosPerDay == 0) return Value(date_of(t));
+        if (allow_time) return v;
+        wrong(c, v, context, "a date (it has a time of day)");
+      }
+      if (v.is<std::string>()) {
+        const auto& s = v.get<std::string>();
+        if (auto d = parse_date(s)) return Value(*d);
+        if (auto t = parse_timestamp(s)) {
+          if (t->micros % kMicrosPerDay == 0) return Value(date_of(*t));
+          if (allow_time) return Value(*t);
+        }
+      }
+      wrong(c, v, context, "a valid date (YYYY-MM-DD)");
+    }
+    case ColumnType::kTimestamp:
+    case ColumnType::kTimestampTz: {
+      if (v.is<Timestamp>()) return v;
+      if (v.is<Date>()) return Value(to_timestamp(v.get<Date>()));
+      if (v.is<std::string>()) {
+        if (auto t = parse_timestamp(v.get<std::string>())) return Value(*t);
+      }
+      wrong(c, v, context,
+            "a valid timestamp (YYYY-MM-DD[ HH:MM:SS[.ffffff]], no time zone offset)");
+    }
+    case ColumnType::kOther:
+      if (v.is<std::string>()) return v;
+      return Value(v.to_string());
+  }
+  wrong(c, v, context, "supported");
+}
+
+std::string param_sql_type(const Column& column, const Value& v) {
+  if (v.is<Date>()) return "DATE";
+  if (v.is<Timestamp>()) return column.type == ColumnType::kTimestampTz ? "TIMESTAMPTZ" : "TIMESTAMP";
+  switch (column.type) {
+    case ColumnType::kBoolean: return "BOOLEAN";
+    case ColumnType::kTinyint:
+    case ColumnType::kSmallint:
+    case ColumnType::kInteger:
+    case ColumnType::kBigint:
+    case ColumnType::kUtinyint:
+    case ColumnType::kUsmallint:
+    case ColumnType::kUinteger: return "BIGINT";
+    case ColumnType::kHugeint: return "HUGEINT";
+    case ColumnType::kFloat:
+    case ColumnType::kDouble: return "DOUBLE";
+    // Wide enough that comparing with a filter value never rounds it to the column's scale.
+    case ColumnType::kDecimal: return "DECIMAL(38,12)";
+    case ColumnType::kVarchar: return "VARCHAR";
+    case ColumnType::kUuid: return "UUID";
+    case ColumnType::kBlob: return "BLOB";
+    default: return column.sql_type;
+  }
+}
+
+int64_t temporal_micros(const Value& v) {
+  if (v.is<Date>()) return int64_t{v.get<Date>().days} * kMicrosPerDay;
+  return v.get<Timestamp>().micros;
+}
+
+}  // namespace duckpart

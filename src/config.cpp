@@ -1,0 +1,157 @@
+#include "duckpart/config.hpp"
+
+#include <fmt/format.h>
+
+#include <toml++/toml.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "duckpart/error.hpp"
+
+namespace duckpart {
+
+void PartitionConfig::validate() const {
+  auto bad = [](std::string_view field, const std::string& value, std::string_view why) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("invalid configuration: {} = {}: {}", field, value, why));
+  };
+  if (partition_column.empty()) bad("partition_column", "\"\"", "must name a DATE or TIMESTAMP column");
+  if (partition_column.find('\0') != std::string::npos) {
+    bad("partition_column", partition_column, "contains a NUL character");
+  }
+  if (base_partition_path.empty()) bad("base_partition_path", "\"\"", "must be a directory path");
+  if (max_partitions_in_memory < 1 || max_partitions_in_memory > 100000) {
+    bad("max_partitions_in_memory", std::to_string(max_partitions_in_memory),
+        "must be between 1 and 100000");
+  }
+  if (partition_size_threshold_mb < 1) {
+    bad("partition_size_threshold_mb", std::to_string(partition_size_threshold_mb),
+        "must be at least 1");
+  }
+  if (write_threads < 0 || write_threads > 256) {
+    bad("write_threads", std::to_string(write_threads), "must be between 0 (auto) and 256");
+  }
+}
+
+PartitionConfig production_partition_config() { return PartitionConfig{}; }
+
+PartitionConfig development_partition_config() {
+  PartitionConfig c;
+  c.max_partitions_in_memory = 6;
+  c.partition_size_threshold_mb = 500;
+  return c;
+}
+
+PartitionConfig high_volume_partition_config() {
+  PartitionConfig c;
+  c.strategy = PartitionStrategy::kDaily;
+  c.max_partitions_in_memory = 90;
+  c.partition_size_threshold_mb = 1000;
+  return c;
+}
+
+PartitionConfig archive_partition_config() {
+  PartitionConfig c;
+  c.strategy = PartitionStrategy::kYearly;
+  c.max_partitions_in_memory = 4;
+  c.partition_size_threshold_mb = 5000;
+  return c;
+}
+
+std::vector<std::string> partition_config_preset_names() {
+  return {"development", "production", "high_volume", "archive"};
+}
+
+PartitionConfig partition_config_preset(std::string_view name) {
+  if (name == "development") return development_partition_config();
+  if (name == "production") return production_partition_config();
+  if (name == "high_volume") return high_volume_partition_config();
+  if (name == "archive") return archive_partition_config();
+  throw Error(ErrorCode::kInvalidArgument,
+              fmt::format("unknown configuration preset '{}': expected development, production, "
+                          "high_volume or archive",
+                          name));
+}
+
+PartitionConfig parse_partition_config(std::string_view toml_text, std::string_view origin,
+                                       const PartitionConfig& base) {
+  toml::table table;
+  try {
+    table = toml::parse(toml_text, std::string(origin));
+  } catch (const toml::parse_error& e) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("{}:{}:{}: invalid TOML: {}", origin, e.source().begin.line,
+                            e.source().begin.column, e.description()));
+  }
+  PartitionConfig c = base;
+  auto wrong = [&](std::string_view key, std::string_view expected) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("{}: key '{}' must be {}", origin, key, expected));
+  };
+  if (auto* node = table.get("preset")) {
+    auto v = node->value<std::string>();
+    if (!v) wrong("preset", "a string");
+    c = partition_config_preset(*v);
+  }
+  for (auto&& [k, node] : table) {
+    const std::string key(k.str());
+    if (key == "preset") continue;
+    auto get_int = [&]() {
+      auto v = node.value<int64_t>();
+      if (!v || !node.is_integer()) wrong(key, "an integer");
+      if (*v < -2147483647 || *v > 2147483647) wrong(key, "a 32-bit integer");
+      return static_cast<int>(*v);
+    };
+    auto get_bool = [&]() {
+      if (!node.is_boolean()) wrong(key, "true or false");
+      return *node.value<bool>();
+    };
+    auto get_string = [&]() {
+      if (!node.is_string()) wrong(key, "a string");
+      return *node.value<std::string>();
+    };
+    if (key == "strategy") {
+      c.strategy = parse_strategy(get_string());
+    } else if (key == "partition_column") {
+      c.partition_column = get_string();
+    } else if (key == "base_partition_path") {
+      c.base_partition_path = get_string();
+    } else if (key == "max_partitions_in_memory") {
+      c.max_partitions_in_memory = get_int();
+    } else if (key == "partition_size_threshold_mb") {
+      c.partition_size_threshold_mb = get_int();
+    } else if (key == "auto_partition_enabled") {
+      c.auto_partition_enabled = get_bool();
+    } else if (key == "enable_cross_partition_queries") {
+      c.enable_cross_partition_queries = get_bool();
+    } else if (key == "write_threads") {
+      c.write_threads = get_int();
+    } else {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: unknown key '{}' (known: preset, strategy, partition_column, "
+                              "base_partition_path, max_partitions_in_memory, "
+                              "partition_size_threshold_mb, auto_partition_enabled, "
+                              "enable_cross_partition_queries, write_threads)",
+                              origin, key));
+    }
+  }
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", origin, e.what()));
+  }
+  return c;
+}
+
+PartitionConfig load_partition_config(const std::string& toml_path, const PartitionConfig& base) {
+  std::ifstream in(toml_path, std::ios::binary);
+  if (!in) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot read configuration file '{}'", toml_path));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_partition_config(ss.str(), toml_path, base);
+}
+
+}  // namespace duckpart

@@ -1,0 +1,492 @@
+#include "duck/duck.hpp"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+namespace duckpart::duck {
+
+ErrorCode classify(std::string_view m) noexcept {
+  auto has = [&](std::string_view s) { return m.find(s) != std::string_view::npos; };
+  if (has("Could not set lock") || has("Conflicting lock") || has("lock on file")) {
+    return ErrorCode::kLocked;
+  }
+  if (has("not a valid DuckDB database") || has("Corrupt") || has("corrupt") ||
+      has("checksum") || has("Checksum") || has("INTERNAL Error") || has("Serialization") ||
+      has("unsupported version") || has("not a DuckDB") || has("too small") ||
+      has("Failed to read") || has("database file with version")) {
+    return ErrorCode::kCorruption;
+  }
+  if (has("IO Error") || has("No space left") || has("Permission denied") ||
+      has("Read-only file system")) {
+    return ErrorCode::kIo;
+  }
+  if (has("Conversion Error") || has("Invalid Input Error") || has("Constraint Error") ||
+      has("Binder Error") || has("Parser Error") || has("Out of Range")) {
+    return ErrorCode::kInvalidArgument;
+  }
+  if (has("INTERRUPT") || has("Interrupted")) return ErrorCode::kInterrupted;
+  return ErrorCode::kDuckDb;
+}
+
+void fail(std::string_view context, std::string_view message) {
+  std::string text = context.empty() ? std::string(message) : fmt::format("{}: {}", context, message);
+  throw Error(classify(message), text);
+}
+
+std::string quote_ident(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string quote_literal(std::string_view text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+Result& Result::operator=(Result&& o) noexcept {
+  if (this != &o) {
+    if (valid_) duckdb_destroy_result(&r_);
+    r_ = o.r_;
+    valid_ = o.valid_;
+    o.valid_ = false;
+  }
+  return *this;
+}
+
+Result::~Result() {
+  if (valid_) duckdb_destroy_result(&r_);
+}
+
+idx_t Result::column_count() { return valid_ ? duckdb_column_count(&r_) : 0; }
+
+std::string Result::column_name(idx_t col) {
+  const char* n = duckdb_column_name(&r_, col);
+  return n ? n : "";
+}
+
+DataChunk Result::fetch() {
+  if (!valid_) return DataChunk{};
+  duckdb_data_chunk c = duckdb_fetch_chunk(r_);
+  if (!c) {
+    const char* err = duckdb_result_error(&r_);
+    if (err && *err) fail("reading query result", err);
+  }
+  return DataChunk(c);
+}
+
+int64_t Result::rows_changed() { return static_cast<int64_t>(duckdb_rows_changed(&r_)); }
+
+void Prepared::bind(idx_t index, const Value& v) {
+  duckdb_state st = DuckDBSuccess;
+  duckdb_prepared_statement p = p_.get();
+  struct Binder {
+    duckdb_prepared_statement p;
+    idx_t i;
+    duckdb_state operator()(std::monostate) const { return duckdb_bind_null(p, i); }
+    duckdb_state operator()(bool b) const { return duckdb_bind_boolean(p, i, b); }
+    duckdb_state operator()(int64_t x) const { return duckdb_bind_int64(p, i, x); }
+    duckdb_state operator()(double x) const { return duckdb_bind_double(p, i, x); }
+    duckdb_state operator()(const std::string& s) const {
+      return duckdb_bind_varchar_length(p, i, s.data(), s.size());
+    }
+    duckdb_state operator()(Date d) const { return duckdb_bind_date(p, i, duckdb_date{d.days}); }
+    duckdb_state operator()(Timestamp t) const {
+      return duckdb_bind_timestamp(p, i, duckdb_timestamp{t.micros});
+    }
+  };
+  st = std::visit(Binder{p, index}, v.storage());
+  if (st != DuckDBSuccess) {
+    const char* err = duckdb_prepare_error(p);
+    fail(fmt::format("binding parameter {} ({})", index, v.to_string()), err ? err : "bind failed");
+  }
+}
+
+Result Prepared::execute() {
+  duckdb_result r;
+  if (duckdb_execute_prepared(p_.get(), &r) != DuckDBSuccess) {
+    Result guard(r);
+    const char* err = duckdb_result_error(&r);
+    fail("", err ? err : "query failed");
+  }
+  return Result(r);
+}
+
+Result Prepared::execute_streaming() {
+  duckdb_pending_result pending;
+  if (duckdb_pending_prepared_streaming(p_.get(), &pending) != DuckDBSuccess) {
+    std::string err = duckdb_pending_error(pending) ? duckdb_pending_error(pending) : "query failed";
+    duckdb_destroy_pending(&pending);
+    fail("", err);
+  }
+  duckdb_result r;
+  duckdb_state st = duckdb_execute_pending(pending, &r);
+  duckdb_destroy_pending(&pending);
+  if (st != DuckDBSuccess) {
+    Result guard(r);
+    const char* err = duckdb_result_error(&r);
+    fail("", err ? err : "query failed");
+  }
+  return Result(r);
+}
+
+Connection::Connection(duckdb_database db) {
+  duckdb_connection c = nullptr;
+  if (duckdb_connect(db, &c) != DuckDBSuccess) fail("", "cannot connect to DuckDB");
+  c_.reset(c);
+}
+
+Result Connection::query(std::string_view sql, std::string_view context) {
+  duckdb_result r;
+  const std::string s(sql);
+  if (duckdb_query(c_.get(), s.c_str(), &r) != DuckDBSuccess) {
+    Result guard(r);
+    const char* err = duckdb_result_error(&r);
+    fail(context, err ? err : "query failed");
+  }
+  return Result(r);
+}
+
+Prepared Connection::prepare(const std::string& sql, std::string_view context) {
+  duckdb_prepared_statement p = nullptr;
+  if (duckdb_prepare(c_.get(), sql.c_str(), &p) != DuckDBSuccess) {
+    std::string err = duckdb_prepare_error(p) ? duckdb_prepare_error(p) : "prepare failed";
+    duckdb_destroy_prepare(&p);
+    fail(context, err);
+  }
+  return Prepared(p, sql);
+}
+
+int64_t Connection::query_int(std::string_view sql, std::string_view context) {
+  Result r = query(sql, context);
+  DataChunk c = r.fetch();
+  if (!c || c.size() == 0) return 0;
+  duckdb_vector v = duckdb_data_chunk_get_vector(c.get(), 0);
+  uint64_t* validity = duckdb_vector_get_validity(v);
+  if (validity && !duckdb_validity_row_is_valid(validity, 0)) return 0;
+  Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(duckdb_vector_get_column_type(v));
+  void* data = duckdb_vector_get_data(v);
+  switch (duckdb_get_type_id(t.get())) {
+    case DUCKDB_TYPE_BIGINT: return static_cast<int64_t*>(data)[0];
+    case DUCKDB_TYPE_INTEGER: return static_cast<int32_t*>(data)[0];
+    case DUCKDB_TYPE_UBIGINT: return static_cast<int64_t>(static_cast<uint64_t*>(data)[0]);
+    case DUCKDB_TYPE_HUGEINT: return static_cast<int64_t>(static_cast<duckdb_hugeint*>(data)[0].lower);
+    case DUCKDB_TYPE_BOOLEAN: return static_cast<bool*>(data)[0] ? 1 : 0;
+    default: fail(context, "query_int: result is not an integer");
+  }
+}
+
+Database Database::open(const std::string& path, bool read_only) {
+  duckdb_config cfg = nullptr;
+  duckdb_create_config(&cfg);
+  if (read_only) duckdb_set_config(cfg, "access_mode", "READ_ONLY");
+  // Nothing can be downloaded here; never try.
+  duckdb_set_config(cfg, "autoinstall_known_extensions", "false");
+  duckdb_set_config(cfg, "autoload_known_extensions", "false");
+  duckdb_database db = nullptr;
+  char* err = nullptr;
+  const std::string p = (path.empty() || path == ":memory:") ? std::string() : path;
+  duckdb_state st = duckdb_open_ext(p.empty() ? nullptr : p.c_str(), &db, cfg, &err);
+  duckdb_destroy_config(&cfg);
+  if (st != DuckDBSuccess) {
+    std::string msg = err ? err : "cannot open database";
+    if (err) duckdb_free(err);
+    fail(fmt::format("opening DuckDB file '{}'", path), msg);
+  }
+  Database d;
+  d.db_.reset(db);
+  return d;
+}
+
+// ---- UUID ---------------------------------------------------------------------------------------
+
+std::string uuid_to_string(duckdb_hugeint h) {
+  const uint64_t upper = static_cast<uint64_t>(h.upper) ^ (uint64_t{1} << 63);
+  const uint64_t lower = h.lower;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(36, '-');
+  int pos = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
+    const uint64_t word = i < 16 ? upper : lower;
+    const int shift = 60 - 4 * (i % 16);
+    out[static_cast<std::size_t>(pos++)] = kHex[(word >> shift) & 0xF];
+  }
+  return out;
+}
+
+bool uuid_normalize(std::string_view text, std::string& canonical) {
+  if (text.size() >= 2 && text.front() == '{' && text.back() == '}') {
+    text = text.substr(1, text.size() - 2);
+  }
+  std::string hex;
+  hex.reserve(32);
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '-') {
+      // Hyphens only at the canonical positions.
+      if (text.size() != 36 || (i != 8 && i != 13 && i != 18 && i != 23)) return false;
+      continue;
+    }
+    if (c >= '0' && c <= '9') {
+      hex += c;
+    } else if (c >= 'a' && c <= 'f') {
+      hex += c;
+    } else if (c >= 'A' && c <= 'F') {
+      hex += static_cast<char>(c - 'A' + 'a');
+    } else {
+      return false;
+    }
+  }
+  if (hex.size() != 32) return false;
+  canonical = hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
+              hex.substr(16, 4) + "-" + hex.substr(20);
+  return true;
+}
+
+// ---- decoding -----------------------------------------------------------------------------------
+
+namespace {
+
+std::string decimal_to_string(__int128 v, uint8_t scale) {
+  const bool neg = v < 0;
+  unsigned __int128 u = neg ? static_cast<unsigned __int128>(-(v + 1)) + 1 : static_cast<unsigned __int128>(v);
+  std::string digits;
+  do {
+    digits += static_cast<char>('0' + static_cast<int>(u % 10));
+    u /= 10;
+  } while (u != 0);
+  while (digits.size() <= scale) digits += '0';
+  std::string out;
+  if (neg) out += '-';
+  for (std::size_t i = digits.size(); i-- > 0;) {
+    out += digits[i];
+    if (i == scale && scale > 0) out += '.';
+  }
+  return out;
+}
+
+std::string hugeint_to_string(duckdb_hugeint h) {
+  const __int128 v = (static_cast<__int128>(h.upper) << 64) | static_cast<__int128>(h.lower);
+  return decimal_to_string(v, 0);
+}
+
+std::string read_string(duckdb_string_t* s) {
+  return std::string(duckdb_string_t_data(s), duckdb_string_t_length(*s));
+}
+
+}  // namespace
+
+ChunkDecoder::ChunkDecoder(Result& result) {
+  const idx_t n = result.column_count();
+  readers_.resize(n);
+  names_.reserve(n);
+  for (idx_t i = 0; i < n; ++i) {
+    names_.push_back(result.column_name(i));
+    Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(
+        duckdb_column_logical_type(result.raw(), i));
+    ColumnReader& r = readers_[i];
+    r.type = duckdb_get_type_id(t.get());
+    if (r.type == DUCKDB_TYPE_DECIMAL) {
+      r.internal = duckdb_decimal_internal_type(t.get());
+      r.scale = duckdb_decimal_scale(t.get());
+    }
+  }
+}
+
+void ChunkDecoder::decode(const DataChunk& chunk, std::vector<DataRecord>& out) const {
+  const idx_t rows = chunk.size();
+  const std::size_t first = out.size();
+  out.resize(first + rows);
+  for (std::size_t row = first; row < out.size(); ++row) out[row].values.resize(readers_.size());
+  for (idx_t col = 0; col < readers_.size(); ++col) {
+    duckdb_vector v = duckdb_data_chunk_get_vector(chunk.get(), col);
+    uint64_t* validity = duckdb_vector_get_validity(v);
+    void* data = duckdb_vector_get_data(v);
+    const ColumnReader& r = readers_[col];
+    for (idx_t i = 0; i < rows; ++i) {
+      Value& cell = out[first + i].values[col];
+      if (validity && !duckdb_validity_row_is_valid(validity, i)) {
+        cell = Value{};
+        continue;
+      }
+      switch (r.type) {
+        case DUCKDB_TYPE_BOOLEAN: cell = Value(static_cast<bool*>(data)[i]); break;
+        case DUCKDB_TYPE_TINYINT: cell = Value(static_cast<int8_t*>(data)[i]); break;
+        case DUCKDB_TYPE_SMALLINT: cell = Value(static_cast<int16_t*>(data)[i]); break;
+        case DUCKDB_TYPE_INTEGER: cell = Value(static_cast<int32_t*>(data)[i]); break;
+        case DUCKDB_TYPE_BIGINT: cell = Value(static_cast<int64_t*>(data)[i]); break;
+        case DUCKDB_TYPE_UTINYINT: cell = Value(static_cast<uint8_t*>(data)[i]); break;
+        case DUCKDB_TYPE_USMALLINT: cell = Value(static_cast<uint16_t*>(data)[i]); break;
+        case DUCKDB_TYPE_UINTEGER: cell = Value(static_cast<uint32_t*>(data)[i]); break;
+        case DUCKDB_TYPE_UBIGINT: {
+          const uint64_t u = static_cast<uint64_t*>(data)[i];
+          cell = u <= static_cast<uint64_t>(INT64_MAX) ? Value(static_cast<int64_t>(u))
+                                                       : Value(std::to_string(u));
+          break;
+        }
+        case DUCKDB_TYPE_FLOAT: cell = Value(static_cast<double>(static_cast<float*>(data)[i])); break;
+        case DUCKDB_TYPE_DOUBLE: cell = Value(static_cast<double*>(data)[i]); break;
+        case DUCKDB_TYPE_DATE: cell = Value(Date{static_cast<duckdb_date*>(data)[i].days}); break;
+        case DUCKDB_TYPE_TIMESTAMP:
+        case DUCKDB_TYPE_TIMESTAMP_TZ:
+          cell = Value(Timestamp{static_cast<duckdb_timestamp*>(data)[i].micros});
+          break;
+        case DUCKDB_TYPE_VARCHAR:
+        case DUCKDB_TYPE_BLOB:
+          cell = Value(read_string(&static_cast<duckdb_string_t*>(data)[i]));
+          break;
+        case DUCKDB_TYPE_UUID: cell = Value(uuid_to_string(static_cast<duckdb_hugeint*>(data)[i])); break;
+        case DUCKDB_TYPE_HUGEINT:
+          cell = Value(hugeint_to_string(static_cast<duckdb_hugeint*>(data)[i]));
+          break;
+        case DUCKDB_TYPE_DECIMAL: {
+          __int128 raw = 0;
+          switch (r.internal) {
+            case DUCKDB_TYPE_SMALLINT: raw = static_cast<int16_t*>(data)[i]; break;
+            case DUCKDB_TYPE_INTEGER: raw = static_cast<int32_t*>(data)[i]; break;
+            case DUCKDB_TYPE_BIGINT: raw = static_cast<int64_t*>(data)[i]; break;
+            default: {
+              const duckdb_hugeint h = static_cast<duckdb_hugeint*>(data)[i];
+              raw = (static_cast<__int128>(h.upper) << 64) | static_cast<__int128>(h.lower);
+            }
+          }
+          cell = Value(decimal_to_string(raw, r.scale));
+          break;
+        }
+        default:
+          // Query builders cast every other type to VARCHAR; reaching here is a programming error.
+          throw Error(ErrorCode::kDuckDb,
+                      fmt::format("column '{}' has a type duckpart cannot decode (type id {})",
+                                  names_[col], static_cast<int>(r.type)));
+      }
+    }
+  }
+}
+
+// ---- appending ----------------------------------------------------------------------------------
+
+namespace {
+
+duckdb_type chunk_type_for(const Column& c) {
+  switch (c.type) {
+    case ColumnType::kBoolean: return DUCKDB_TYPE_BOOLEAN;
+    case ColumnType::kTinyint:
+    case ColumnType::kSmallint:
+    case ColumnType::kInteger:
+    case ColumnType::kBigint:
+    case ColumnType::kUtinyint:
+    case ColumnType::kUsmallint:
+    case ColumnType::kUinteger: return DUCKDB_TYPE_BIGINT;
+    case ColumnType::kFloat:
+    case ColumnType::kDouble: return DUCKDB_TYPE_DOUBLE;
+    case ColumnType::kDate: return DUCKDB_TYPE_DATE;
+    case ColumnType::kTimestamp: return DUCKDB_TYPE_TIMESTAMP;
+    case ColumnType::kTimestampTz: return DUCKDB_TYPE_TIMESTAMP_TZ;
+    case ColumnType::kBlob: return DUCKDB_TYPE_BLOB;
+    default: return DUCKDB_TYPE_VARCHAR;
+  }
+}
+
+}  // namespace
+
+BatchAppender::BatchAppender(Connection& conn, const std::string& catalog, const std::string& table,
+                             const Schema& schema, std::string context)
+    : context_(std::move(context)) {
+  duckdb_appender a = nullptr;
+  if (duckdb_appender_create_ext(conn.get(), catalog.empty() ? nullptr : catalog.c_str(), "main",
+                                 table.c_str(), &a) != DuckDBSuccess) {
+    std::string err = a && duckdb_appender_error(a) ? duckdb_appender_error(a) : "cannot append";
+    duckdb_appender_destroy(&a);
+    fail(context_, err);
+  }
+  app_.reset(a);
+  for (const Column& c : schema.columns()) {
+    chunk_types_.push_back(chunk_type_for(c));
+    logical_.emplace_back(duckdb_create_logical_type(chunk_types_.back()));
+  }
+}
+
+void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>& rows) {
+  std::vector<duckdb_logical_type> types;
+  types.reserve(logical_.size());
+  for (auto& t : logical_) types.push_back(t.get());
+  const idx_t capacity = duckdb_vector_size();
+  Owned<duckdb_data_chunk, duckdb_destroy_data_chunk> chunk(
+      duckdb_create_data_chunk(types.data(), types.size()));
+  for (std::size_t begin = 0; begin < rows.size(); begin += capacity) {
+    const std::size_t n = std::min<std::size_t>(capacity, rows.size() - begin);
+    duckdb_data_chunk_reset(chunk.get());
+    for (std::size_t col = 0; col < chunk_types_.size(); ++col) {
+      duckdb_vector v = duckdb_data_chunk_get_vector(chunk.get(), col);
+      const ColumnVector& src = batch.columns[col];
+      if (!src.valid.empty()) {
+        duckdb_vector_ensure_validity_writable(v);
+        uint64_t* validity = duckdb_vector_get_validity(v);
+        for (std::size_t i = 0; i < n; ++i) {
+          duckdb_validity_set_row_validity(validity, i, src.valid[rows[begin + i]] != 0);
+        }
+      }
+      void* data = duckdb_vector_get_data(v);
+      switch (chunk_types_[col]) {
+        case DUCKDB_TYPE_BOOLEAN: {
+          const auto& s = std::get<std::vector<uint8_t>>(src.data);
+          auto* d = static_cast<bool*>(data);
+          for (std::size_t i = 0; i < n; ++i) d[i] = s[rows[begin + i]] != 0;
+          break;
+        }
+        case DUCKDB_TYPE_BIGINT:
+        case DUCKDB_TYPE_TIMESTAMP:
+        case DUCKDB_TYPE_TIMESTAMP_TZ: {
+          const auto& s = std::get<std::vector<int64_t>>(src.data);
+          auto* d = static_cast<int64_t*>(data);
+          for (std::size_t i = 0; i < n; ++i) d[i] = s[rows[begin + i]];
+          break;
+        }
+        case DUCKDB_TYPE_DATE: {
+          const auto& s = std::get<std::vector<int32_t>>(src.data);
+          auto* d = static_cast<int32_t*>(data);
+          for (std::size_t i = 0; i < n; ++i) d[i] = s[rows[begin + i]];
+          break;
+        }
+        case DUCKDB_TYPE_DOUBLE: {
+          const auto& s = std::get<std::vector<double>>(src.data);
+          auto* d = static_cast<double*>(data);
+          for (std::size_t i = 0; i < n; ++i) d[i] = s[rows[begin + i]];
+          break;
+        }
+        default: {
+          const auto& s = std::get<std::vector<std::string>>(src.data);
+          for (std::size_t i = 0; i < n; ++i) {
+            const std::string& str = s[rows[begin + i]];
+            duckdb_vector_assign_string_element_len(v, i, str.data(), str.size());
+          }
+        }
+      }
+    }
+    duckdb_data_chunk_set_size(chunk.get(), n);
+    if (duckdb_append_data_chunk(app_.get(), chunk.get()) != DuckDBSuccess) {
+      const char* err = duckdb_appender_error(app_.get());
+      fail(context_, err ? err : "append failed");
+    }
+  }
+}
+
+void BatchAppender::close() {
+  if (duckdb_appender_close(app_.get()) != DuckDBSuccess) {
+    const char* err = duckdb_appender_error(app_.get());
+    fail(context_, err ? err : "append failed");
+  }
+}
+
+}  // namespace duckpart::duck

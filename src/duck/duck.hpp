@@ -1,0 +1,167 @@
+// Thin RAII owners over DuckDB's C API. The only place in duckpart that includes duckdb.h.
+//
+// Every handle is move-only and closed exactly once. Failures throw duckpart::Error with DuckDB's
+// message plus the context given by the caller (a file, a partition); lock and corruption failures
+// are classified (kLocked, kCorruption, kIo) so callers can tell the user what to do.
+#pragma once
+
+#include <duckdb.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "duckpart/error.hpp"
+#include "duckpart/record.hpp"
+#include "duckpart/schema.hpp"
+#include "duckpart/value.hpp"
+
+namespace duckpart::duck {
+
+template <auto kClose>
+struct CloseWith {
+  template <class T>
+  void operator()(T* h) const noexcept {
+    kClose(&h);
+  }
+};
+template <class Handle, auto kClose>
+using Owned = std::unique_ptr<std::remove_pointer_t<Handle>, CloseWith<kClose>>;
+
+// Classifies a DuckDB error message into an ErrorCode (lock conflicts, damaged files, I/O).
+ErrorCode classify(std::string_view duckdb_message) noexcept;
+// Throws Error(classify(message)) with "<context>: <message>".
+[[noreturn]] void fail(std::string_view context, std::string_view duckdb_message);
+
+// Quotes an identifier for SQL ("a""b"). Identifiers are also validated against the schema elsewhere.
+std::string quote_ident(std::string_view name);
+// Quotes a string literal ('it''s'). Only for values that cannot be bound (ATTACH paths).
+std::string quote_literal(std::string_view text);
+
+class DataChunk;
+
+// A materialised or streaming query result. Always destroyed with duckdb_destroy_result.
+class Result {
+ public:
+  Result() = default;
+  explicit Result(duckdb_result r) : r_(r), valid_(true) {}
+  Result(Result&& o) noexcept : r_(o.r_), valid_(o.valid_) { o.valid_ = false; }
+  Result& operator=(Result&& o) noexcept;
+  Result(const Result&) = delete;
+  Result& operator=(const Result&) = delete;
+  ~Result();
+
+  idx_t column_count();
+  std::string column_name(idx_t col);
+  // Next chunk, or an empty DataChunk at the end. Throws on a streaming error.
+  DataChunk fetch();
+  int64_t rows_changed();
+  duckdb_result* raw() noexcept { return &r_; }
+
+ private:
+  duckdb_result r_{};
+  bool valid_ = false;
+};
+
+class DataChunk {
+ public:
+  DataChunk() = default;
+  explicit DataChunk(duckdb_data_chunk c) : c_(c) {}
+  explicit operator bool() const noexcept { return c_ != nullptr; }
+  idx_t size() const noexcept { return c_ ? duckdb_data_chunk_get_size(c_.get()) : 0; }
+  duckdb_data_chunk get() const noexcept { return c_.get(); }
+
+ private:
+  Owned<duckdb_data_chunk, duckdb_destroy_data_chunk> c_;
+};
+
+class Prepared {
+ public:
+  Prepared(duckdb_prepared_statement p, std::string sql) : p_(p), sql_(std::move(sql)) {}
+  // Binds parameter `index` (1-based) to `v` with its natural DuckDB type.
+  void bind(idx_t index, const Value& v);
+  Result execute();
+  // A streaming result: chunks are produced as they are fetched (bounded memory).
+  Result execute_streaming();
+
+ private:
+  Owned<duckdb_prepared_statement, duckdb_destroy_prepare> p_;
+  std::string sql_;
+};
+
+class Connection {
+ public:
+  Connection() = default;
+  explicit Connection(duckdb_database db);
+  explicit operator bool() const noexcept { return c_ != nullptr; }
+  // Runs `sql` (one or more statements); throws with `context` on failure.
+  Result query(std::string_view sql, std::string_view context = "");
+  void exec(std::string_view sql, std::string_view context = "") { query(sql, context); }
+  Prepared prepare(const std::string& sql, std::string_view context = "");
+  // Single value of a single-row result as int64 (count(*) and friends); 0 for NULL.
+  int64_t query_int(std::string_view sql, std::string_view context = "");
+  void interrupt() noexcept { duckdb_interrupt(c_.get()); }
+  duckdb_connection get() const noexcept { return c_.get(); }
+
+ private:
+  Owned<duckdb_connection, duckdb_disconnect> c_;
+};
+
+class Database {
+ public:
+  // Opens `path` (":memory:"/"" for in-memory). Throws Error with the path (kLocked if another
+  // process holds it).
+  static Database open(const std::string& path, bool read_only = false);
+  Connection connect() const { return Connection(db_.get()); }
+  duckdb_database get() const noexcept { return db_.get(); }
+
+ private:
+  Owned<duckdb_database, duckdb_close> db_;
+};
+
+// Decodes result chunks into DataRecords, one ColumnReader per result column.
+class ChunkDecoder {
+ public:
+  explicit ChunkDecoder(Result& result);
+  // Appends every row of `chunk` to `out`.
+  void decode(const DataChunk& chunk, std::vector<DataRecord>& out) const;
+  const std::vector<std::string>& names() const noexcept { return names_; }
+
+ private:
+  struct ColumnReader {
+    duckdb_type type = DUCKDB_TYPE_INVALID;
+    duckdb_type internal = DUCKDB_TYPE_INVALID;  // DECIMAL storage type
+    uint8_t scale = 0;
+  };
+  std::vector<ColumnReader> readers_;
+  std::vector<std::string> names_;
+};
+
+// Appends rows of a ColumnBatch (selected by index) into a table through DuckDB's chunk appender.
+// Columns whose C++ form is text but whose SQL type is not (DECIMAL, UUID, HUGEINT, ...) are appended
+// as VARCHAR and cast by DuckDB.
+class BatchAppender {
+ public:
+  BatchAppender(Connection& conn, const std::string& catalog, const std::string& table,
+                const Schema& schema, std::string context);
+  // Appends batch rows `rows[begin, end)`.
+  void append(const ColumnBatch& batch, const std::vector<uint32_t>& rows);
+  // Flushes and closes (errors surface here).
+  void close();
+
+ private:
+  Owned<duckdb_appender, duckdb_appender_destroy> app_;
+  std::vector<duckdb_type> chunk_types_;
+  std::vector<Owned<duckdb_logical_type, duckdb_destroy_logical_type>> logical_;
+  std::string context_;
+};
+
+// Canonical text of a UUID stored as DuckDB's hugeint; and back (accepts the forms DuckDB accepts:
+// 32 hex digits with optional hyphens and braces). Returns false on invalid text.
+std::string uuid_to_string(duckdb_hugeint h);
+bool uuid_normalize(std::string_view text, std::string& canonical);
+
+}  // namespace duckpart::duck

@@ -1,0 +1,63 @@
+// Partition files on disk: stamps, the metadata table inside each file, the catalog. Private header.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "duckpart/period.hpp"
+#include "duckpart/schema.hpp"
+#include "duckpart/value.hpp"
+
+namespace duckpart {
+
+inline constexpr int kPartitionFormatVersion = 1;
+inline constexpr const char* kMetaTable = "_duckpart_meta";
+inline constexpr const char* kBatchesTable = "_duckpart_batches";
+inline constexpr const char* kCatalogFile = "_catalog.json";
+inline constexpr const char* kIdIndexDir = "_ids";
+
+// Size and modification time of a partition file and its write-ahead log: if both are unchanged since
+// the catalog recorded them, the catalog's copy of the file's metadata is current.
+struct FileStamp {
+  int64_t size = -1;
+  int64_t mtime_ns = 0;
+  int64_t wal_size = -1;
+  int64_t wal_mtime_ns = 0;
+  friend bool operator==(const FileStamp&, const FileStamp&) = default;
+};
+FileStamp stamp_of(const std::string& path);
+
+// A partition's metadata, as stored in its file's _duckpart_meta table and cached in the catalog.
+struct PartitionMeta {
+  int64_t row_count = 0;
+  std::optional<int64_t> min_value;  // partition column, microseconds
+  std::optional<int64_t> max_value;
+  Value min_id;  // id column (text or BIGINT); NULL when no rows or no id column
+  Value max_id;
+  int64_t commit_version = 0;
+};
+
+// DDL creating the metadata tables in catalog `alias` and the INSERT of the initial row
+// (parameters: none; values are spliced as validated literals of our own making).
+std::vector<std::string> partition_init_sql(const std::string& alias, const Schema& schema,
+                                            PartitionStrategy strategy, const PartitionKey& key);
+
+// One catalog entry.
+struct CatalogEntry {
+  std::string file_name;
+  PartitionMeta meta;
+  FileStamp stamp;
+};
+struct Catalog {
+  std::string schema_json;
+  std::string strategy;
+  std::vector<CatalogEntry> entries;
+};
+// Reads <dir>/_catalog.json; nullopt when missing or unreadable (it is only a cache).
+std::optional<Catalog> read_catalog(const std::string& dir, const Schema* schema);
+// Writes it atomically (temp file, fsync, rename, fsync directory). Throws Error(kIo).
+void write_catalog(const std::string& dir, const Catalog& catalog, const Schema& schema);
+
+}  // namespace duckpart

@@ -1,0 +1,1150 @@
+#include "duckpart/partitioned_repository.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "batch.hpp"
+#include "bloom.hpp"
+#include "coerce.hpp"
+#include "connection_pool.hpp"
+#include "duck/duck.hpp"
+#include "duckpart/error.hpp"
+#include "partition_files.hpp"
+#include "pruning.hpp"
+#include "query_sql.hpp"
+#include "table_sql.hpp"
+
+namespace fs = std::filesystem;
+
+namespace duckpart {
+
+namespace {
+
+// Directories held by a repository of this process: DuckDB's file locks are per process, so two
+// repositories here on one directory would not exclude each other.
+std::mutex g_dirs_mu;
+std::set<std::string> g_open_dirs;
+
+// One partition file of one schema. Metadata is written under both write_mu (held for the whole
+// commit) and Impl::mu (held briefly); it is read under either.
+struct Entry {
+  PartitionKey key;
+  std::string name;
+  std::string file;
+  std::string alias;
+  PartitionMeta meta;
+  std::string problem;  // non-empty: the file cannot be used
+  // Runtime state, under Impl::mu.
+  bool attached = false;
+  int pins = 0;
+  uint64_t last_used = 0;
+  std::mutex write_mu;
+  // Id index, under bloom_mu. Valid when bloom && bloom_version == meta.commit_version.
+  std::mutex bloom_mu;
+  std::unique_ptr<IdBloom> bloom;
+  int64_t bloom_version = -1;
+  bool bloom_dirty = false;
+
+  int64_t range_min() const { return key.is_null ? 0 : key.start_ts().micros; }
+  int64_t range_max() const { return key.is_null ? 0 : key.end_ts().micros - 1; }
+};
+
+struct Store {
+  Schema schema;
+  std::string dir;
+  std::map<PartitionKey, std::unique_ptr<Entry>> entries;
+  std::vector<std::string> problems;  // files that are not partitions at all
+};
+
+struct Group {
+  PartitionKey key;
+  std::vector<uint32_t> rows;
+  int64_t min_v = 0, max_v = 0;
+  Value min_id, max_id;
+  Entry* entry = nullptr;
+  bool created = false;
+};
+
+bool id_less(const Value& a, const Value& b) {
+  if (a.is<int64_t>() && b.is<int64_t>()) return a.get<int64_t>() < b.get<int64_t>();
+  return a.to_string() < b.to_string();
+}
+
+std::string id_key(const Value& v) { return v.to_string(); }
+
+}  // namespace
+
+struct PartitionedDataRepository::Impl {
+  PartitionConfig config;
+  PartitionedRepositoryOptions options;
+  std::string base_dir;
+  duck::Database hub;
+  std::unique_ptr<ConnectionPool> pool;
+  duck::Connection admin;  // ATTACH/DETACH/DDL, under mu
+
+  mutable std::mutex mu;
+  std::map<std::string, std::unique_ptr<Store>> stores;
+  uint64_t clock = 0;
+  int64_t attached_count = 0;
+  RepositoryCounters counters;
+  std::function<void(const std::string&)> commit_hook;
+  std::mutex catalog_mu;
+
+  // ---- attach / detach (under mu) -------------------------------------------------------------
+
+  void attach_locked(Entry& e) {
+    std::string sql = fmt::format("ATTACH {} AS {}", duck::quote_literal(e.file), duck::quote_ident(e.alias));
+    if (options.read_only) sql += " (READ_ONLY)";
+    try {
+      admin.exec(sql);
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::kLocked) {
+        throw Error(ErrorCode::kLocked,
+                    fmt::format("partition file '{}' is locked by another process ({}); stop that "
+                                "process or run through it",
+                                e.file, err.what()));
+      }
+      if (err.code() == ErrorCode::kCorruption || err.code() == ErrorCode::kDuckDb) {
+        e.problem = fmt::format("cannot be opened: {}", err.what());
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("partition file '{}' is damaged or not a DuckDB file: {}", e.file,
+                                err.what()));
+      }
+      throw Error(err.code(), fmt::format("partition file '{}': {}", e.file, err.what()));
+    }
+    e.attached = true;
+    ++attached_count;
+    ++counters.partitions_opened;
+    counters.partitions_attached_now = attached_count;
+    counters.partitions_attached_peak = std::max(counters.partitions_attached_peak, attached_count);
+  }
+
+  void detach_locked(Entry& e) noexcept {
+    if (!e.attached || e.pins > 0) return;
+    try {
+      admin.exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)));
+    } catch (const std::exception&) {
+      return;  // stays attached; retried at the next trim
+    }
+    e.attached = false;
+    --attached_count;
+    ++counters.partitions_detached;
+    counters.partitions_attached_now = attached_count;
+  }
+
+  void trim_locked() noexcept {
+    while (attached_count > config.max_partitions_in_memory) {
+      Entry* victim = nullptr;
+      for (auto& [name, s] : stores) {
+        for (auto& [k, e] : s->entries) {
+          if (e->attached && e->pins == 0 && (!victim || e->last_used < victim->last_used)) {
+            victim = e.get();
+          }
+        }
+      }
+      if (!victim) return;
+      const int64_t before = attached_count;
+      detach_locked(*victim);
+      if (attached_count == before) return;
+    }
+  }
+
+  // Pins `entries` (attaching as needed) for the lifetime of the returned object.
+  class Pins {
+   public:
+    Pins(Impl* impl, std::vector<Entry*> entries) : impl_(impl), entries_(std::move(entries)) {}
+    Pins(Pins&& o) noexcept : impl_(o.impl_), entries_(std::move(o.entries_)) { o.impl_ = nullptr; }
+    Pins(const Pins&) = delete;
+    Pins& operator=(const Pins&) = delete;
+    Pins& operator=(Pins&&) = delete;
+    ~Pins() {
+      if (!impl_) return;
+      std::lock_guard lock(impl_->mu);
+      for (Entry* e : entries_) --e->pins;
+      impl_->trim_locked();
+    }
+
+   private:
+    Impl* impl_;
+    std::vector<Entry*> entries_;
+  };
+
+  Pins acquire(const std::vector<Entry*>& entries, QueryStats* stats) {
+    std::lock_guard lock(mu);
+    std::vector<Entry*> pinned;
+    try {
+      for (Entry* e : entries) {
+        if (!e->problem.empty()) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("partition {} ('{}') is needed by this request but unusable: {}",
+                                  e->name, e->file, e->problem));
+        }
+        if (!e->attached) {
+          attach_locked(*e);
+          if (stats) ++stats->partitions_attached;
+        }
+        ++e->pins;
+        e->last_used = ++clock;
+        pinned.push_back(e);
+      }
+    } catch (...) {
+      for (Entry* e : pinned) --e->pins;
+      trim_locked();
+      throw;
+    }
+    return Pins(this, std::move(pinned));
+  }
+
+class PinnedSource final : public RecordStream::Source {
+   public:
+    PinnedSource(std::unique_ptr<Pins> pins, ConnectionPool::Lease lease,
+                 duck::Result result)
+        : pins_(std::move(pins)), lease_(std::move(lease)), result_(std::move(result)), decoder_(result_) {}
+    bool fetch(std::vector<DataRecord>& out) override {
+      duck::DataChunk c = result_.fetch();
+      if (!c || c.size() == 0) return false;
+      decoder_.decode(c, out);
+      return true;
+    }
+  
+   private:
+    // Destruction order (reverse): result, then the connection, then the pins.
+    std::unique_ptr<Pins> pins_;
+    ConnectionPool::Lease lease_;
+    duck::Result result_;
+    duck::ChunkDecoder decoder_;
+  };
+
+  // ---- loading a schema's store ---------------------------------------------------------------
+
+  std::string alias_for(const Schema& schema, const PartitionKey& key) const {
+    return fmt::format("dp_{}_{}_{}", schema.name(), strategy_name(key.strategy), key.label());
+  }
+
+  std::unique_ptr<Entry> make_entry(const Store& store, const PartitionKey& key) const {
+    auto e = std::make_unique<Entry>();
+    e->key = key;
+    e->name = key.name();
+    e->file = store.dir + "/" + key.file_name();
+    e->alias = alias_for(store.schema, key);
+    return e;
+  }
+
+  // Reads (and checks) the metadata of an attached or attachable file. Under mu.
+  void verify_entry_locked(Store& store, Entry& e) {
+    try {
+      if (!e.attached) attach_locked(e);
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::kLocked) throw;
+      if (e.problem.empty()) e.problem = err.what();
+      return;
+    }
+    e.last_used = ++clock;
+    const std::string a = duck::quote_ident(e.alias);
+    const int64_t tables = admin.query_int(
+        fmt::format("SELECT count(*) FROM duckdb_tables() WHERE database_name = {}",
+                    duck::quote_literal(e.alias)));
+    const int64_t has_meta = admin.query_int(
+        fmt::format("SELECT count(*) FROM duckdb_tables() WHERE database_name = {} AND table_name = {}",
+                    duck::quote_literal(e.alias), duck::quote_literal(kMetaTable)));
+    if (has_meta == 0) {
+      if (tables == 0 && !options.read_only) {
+        // A creation interrupted before its first commit: finish it.
+        init_partition_locked(store, e);
+        return;
+      }
+      e.problem = fmt::format("not a duckpart partition of '{}' (no {} table)", store.schema.name(),
+                              kMetaTable);
+      return;
+    }
+    duck::Result r = admin.query(
+        fmt::format("SELECT format_version, schema_json, strategy, period, row_count, min_value, "
+                    "max_value, min_id, max_id, commit_version FROM {}.main.{}",
+                    a, kMetaTable),
+        e.file);
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> rows;
+    while (auto c = r.fetch()) dec.decode(c, rows);
+    if (rows.size() != 1) {
+      e.problem = fmt::format("metadata table has {} rows instead of 1", rows.size());
+      return;
+    }
+    const auto& v = rows[0].values;
+    try {
+      const Schema stored = Schema::from_json(v[1].get<std::string>());
+      if (!stored.same_layout(store.schema)) {
+        e.problem = fmt::format("belongs to another table or layout (stored: {}; expected: {})",
+                                stored.to_json(), store.schema.to_json());
+        return;
+      }
+      if (v[2].get<std::string>() != strategy_name(config.strategy)) {
+        e.problem = fmt::format("was written with the {} strategy, the store is {}",
+                                v[2].get<std::string>(), strategy_name(config.strategy));
+        return;
+      }
+      if (v[3].get<std::string>() != e.key.label()) {
+        e.problem = fmt::format("holds period {} but is named for {}", v[3].get<std::string>(),
+                                e.key.label());
+        return;
+      }
+      e.meta.row_count = v[4].get<int64_t>();
+      e.meta.min_value = v[5].is_null() ? std::nullopt : std::optional(v[5].get<Timestamp>().micros);
+      e.meta.max_value = v[6].is_null() ? std::nullopt : std::optional(v[6].get<Timestamp>().micros);
+      e.meta.min_id = decode_id(store.schema, v[7]);
+      e.meta.max_id = decode_id(store.schema, v[8]);
+      e.meta.commit_version = v[9].get<int64_t>();
+    } catch (const std::exception& ex) {
+      e.problem = fmt::format("unreadable metadata: {}", ex.what());
+    }
+  }
+
+  static Value decode_id(const Schema& schema, const Value& stored) {
+    if (stored.is_null() || !schema.id_index()) return Value{};
+    if (schema.columns()[*schema.id_index()].type == ColumnType::kBigint) {
+      return Value(static_cast<int64_t>(std::stoll(stored.get<std::string>())));
+    }
+    return stored;
+  }
+
+  void init_partition_locked(Store& store, Entry& e) {
+    admin.exec("BEGIN TRANSACTION");
+    try {
+      admin.exec(create_table_sql(e.alias, store.schema, false), e.file);
+      for (const auto& sql : partition_init_sql(e.alias, store.schema, config.strategy, e.key)) {
+        admin.exec(sql, e.file);
+      }
+      admin.exec("COMMIT", e.file);
+    } catch (...) {
+      try {
+        admin.exec("ROLLBACK");
+      } catch (...) {
+      }
+      throw;
+    }
+    e.meta = PartitionMeta{};
+  }
+
+  Store& store_for(const Schema& schema) {
+    std::lock_guard lock(mu);
+    return store_for_locked(schema);
+  }
+
+  Store& store_for_locked(const Schema& schema) {
+    auto it = stores.find(schema.name());
+    if (it != stores.end()) {
+      if (!it->second->schema.same_layout(schema)) {
+        throw Error(ErrorCode::kConflict,
+                    fmt::format("table '{}' is stored with another layout: stored {}, given {}",
+                                schema.name(), it->second->schema.to_json(), schema.to_json()));
+      }
+      return *it->second;
+    }
+    if (schema.partition_column() != config.partition_column &&
+        !(schema.find(config.partition_column) &&
+          schema.columns()[*schema.find(config.partition_column)].name == schema.partition_column())) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("table '{}' is partitioned on '{}' but the configuration says "
+                              "partition_column = '{}'",
+                              schema.name(), schema.partition_column(), config.partition_column));
+    }
+    auto store = std::make_unique<Store>();
+    store->schema = schema;
+    store->dir = base_dir + "/" + schema.name();
+    load_store_locked(*store);
+    Store& ref = *store;
+    stores.emplace(schema.name(), std::move(store));
+    trim_locked();
+    return ref;
+  }
+
+  void load_store_locked(Store& store) {
+    std::error_code ec;
+    if (!fs::exists(store.dir, ec)) {
+      if (options.read_only) return;
+      fs::create_directories(store.dir, ec);
+      if (ec) {
+        throw Error(ErrorCode::kIo, fmt::format("cannot create partition directory '{}': {}",
+                                                store.dir, ec.message()));
+      }
+      return;
+    }
+    std::optional<Catalog> catalog = read_catalog(store.dir, &store.schema);
+    std::map<std::string, const CatalogEntry*> cached;
+    if (catalog && catalog->strategy == strategy_name(config.strategy)) {
+      try {
+        if (Schema::from_json(catalog->schema_json).same_layout(store.schema)) {
+          for (const auto& ce : catalog->entries) cached[ce.file_name] = &ce;
+        }
+      } catch (const Error&) {
+      }
+    }
+    std::vector<fs::path> files;
+    for (fs::directory_iterator it(store.dir, ec), end; !ec && it != end; it.increment(ec)) {
+      if (it->is_regular_file() && it->path().extension() == ".duckdb") files.push_back(it->path());
+    }
+    if (ec) {
+      throw Error(ErrorCode::kIo,
+                  fmt::format("cannot list partition directory '{}': {}", store.dir, ec.message()));
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& path : files) {
+      const std::string fname = path.filename().string();
+      auto key = parse_partition_name(fname);
+      if (!key) {
+        store.problems.push_back(
+            fmt::format("'{}' is not named like a partition file (partition_YYYY[_MM[_DD]|_wWW]"
+                        ".duckdb); it is ignored",
+                        path.string()));
+        continue;
+      }
+      if (key->is_null) key->strategy = config.strategy;
+      auto e = make_entry(store, *key);
+      if (key->strategy != config.strategy) {
+        e->problem = fmt::format("is named for the {} strategy, but the store is {}",
+                                 strategy_name(key->strategy), strategy_name(config.strategy));
+      } else if (auto c = cached.find(fname);
+                 c != cached.end() && c->second->stamp == stamp_of(e->file)) {
+        e->meta = c->second->meta;
+      } else {
+        verify_entry_locked(store, *e);
+      }
+      store.entries.emplace(*key, std::move(e));
+    }
+  }
+
+  // ---- writing ---------------------------------------------------------------------------------
+
+  Entry& ensure_partition_locked(Store& store, const PartitionKey& key, bool& created) {
+    created = false;
+    if (auto it = store.entries.find(key); it != store.entries.end()) return *it->second;
+    if (!config.auto_partition_enabled) {
+      throw Error(ErrorCode::kNotFound,
+                  fmt::format("no partition for period {} of table '{}' ('{}') and "
+                              "auto_partition_enabled is false; create it first or enable it",
+                              key.label(), store.schema.name(), store.dir + "/" + key.file_name()));
+    }
+    auto e = make_entry(store, key);
+    std::error_code ec;
+    if (!fs::exists(store.dir, ec)) fs::create_directories(store.dir, ec);
+    if (fs::exists(e->file, ec)) {
+      verify_entry_locked(store, *e);
+    } else {
+      attach_locked(*e);
+      try {
+        init_partition_locked(store, *e);
+      } catch (...) {
+        detach_locked(*e);
+        std::error_code rm;
+        fs::remove(e->file, rm);
+        fs::remove(e->file + ".wal", rm);
+        throw;
+      }
+      created = true;
+      ++counters.partitions_created;
+    }
+    e->last_used = ++clock;
+    Entry& ref = *e;
+    store.entries.emplace(key, std::move(e));
+    return ref;
+  }
+
+  // Commits one group into its partition; returns false when the batch was already there.
+  bool commit_group(Store& store, const ColumnBatch& batch, Group& g, const std::string& batch_id,
+                    bool check_replay, duck::Connection& conn) {
+    Entry& e = *g.entry;
+    std::lock_guard wlock(e.write_mu);
+    const std::string a = duck::quote_ident(e.alias);
+    const std::string ctx = fmt::format("partition {} ('{}')", e.name, e.file);
+    conn.exec("BEGIN TRANSACTION", ctx);
+    try {
+      if (check_replay) {
+        auto st = conn.prepare(
+            fmt::format("SELECT count(*) FROM {}.main.{} WHERE batch_id = ?", a, kBatchesTable), ctx);
+        st.bind(1, Value(batch_id));
+        duck::Result r = st.execute();
+        duck::ChunkDecoder dec(r);
+        std::vector<DataRecord> rows;
+        while (auto c = r.fetch()) dec.decode(c, rows);
+        if (rows[0].values[0].get<int64_t>() > 0) {
+          conn.exec("ROLLBACK", ctx);
+          return false;
+        }
+      }
+      duck::BatchAppender app(conn, e.alias, store.schema.name(), store.schema, ctx);
+      app.append(batch, g.rows);
+      app.close();
+      PartitionMeta m = e.meta;
+      const auto n = static_cast<int64_t>(g.rows.size());
+      m.row_count += n;
+      m.min_value = m.min_value ? std::min(*m.min_value, g.min_v) : g.min_v;
+      m.max_value = m.max_value ? std::max(*m.max_value, g.max_v) : g.max_v;
+      if (!g.min_id.is_null()) {
+        if (m.min_id.is_null() || id_less(g.min_id, m.min_id)) m.min_id = g.min_id;
+        if (m.max_id.is_null() || id_less(m.max_id, g.max_id)) m.max_id = g.max_id;
+      }
+      ++m.commit_version;
+      auto ins = conn.prepare(
+          fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable), ctx);
+      ins.bind(1, Value(batch_id));
+      ins.bind(2, Value(n));
+      ins.execute();
+      auto upd = conn.prepare(
+          fmt::format("UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
+                      "min_id = ?, max_id = ?, commit_version = ?, updated_at = now()::TIMESTAMP",
+                      a, kMetaTable),
+          ctx);
+      upd.bind(1, Value(m.row_count));
+      upd.bind(2, Value(Timestamp{*m.min_value}));
+      upd.bind(3, Value(Timestamp{*m.max_value}));
+      upd.bind(4, m.min_id.is_null() ? Value{} : Value(m.min_id.to_string()));
+      upd.bind(5, m.max_id.is_null() ? Value{} : Value(m.max_id.to_string()));
+      upd.bind(6, Value(m.commit_version));
+      upd.execute();
+      conn.exec("COMMIT", ctx);
+      {
+        std::lock_guard lock(mu);
+        e.meta = m;
+        ++counters.batches_committed;
+        counters.rows_written += n;
+      }
+    } catch (...) {
+      try {
+        conn.exec("ROLLBACK");
+      } catch (...) {
+      }
+      throw;
+    }
+    update_bloom_after_write(store, batch, g);
+    return true;
+  }
+
+  void update_bloom_after_write(const Store& store, const ColumnBatch& batch, const Group& g) {
+    if (!store.schema.id_index()) return;
+    Entry& e = *g.entry;
+    std::lock_guard lock(e.bloom_mu);
+    const int64_t version = e.meta.commit_version;
+    if (!e.bloom || e.bloom_version != version - 1) {
+      e.bloom.reset();
+      return;
+    }
+    for (uint32_t r : g.rows) {
+      e.bloom->add(id_key(batch_cell(store.schema, batch, *store.schema.id_index(), r)));
+    }
+    if (e.bloom->full()) {
+      e.bloom.reset();
+      return;
+    }
+    e.bloom_version = version;
+    e.bloom_dirty = true;
+  }
+
+  BatchResult write(const Schema& schema, ColumnBatch& batch, const BatchOptions& opts) {
+    if (options.read_only) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("the partition store '{}' is open read-only; writes are refused",
+                              base_dir));
+    }
+    check_batch(schema, batch);
+    Store& store = store_for(schema);
+    BatchResult res;
+    const bool check_replay = !opts.batch_id.empty();
+    res.batch_id = check_replay ? opts.batch_id : new_uuid_v7();
+    if (batch.rows == 0) return res;
+    if (batch.rows > UINT32_MAX) {
+      throw Error(ErrorCode::kInvalidArgument, "a batch holds at most 4294967295 rows");
+    }
+    // Route every row before writing anything: a bad value fails the whole batch untouched.
+    const std::size_t pcol = schema.partition_index();
+    const bool is_date = schema.columns()[pcol].type == ColumnType::kDate;
+    std::vector<Group> groups;
+    std::unordered_map<int64_t, std::size_t> by_day;  // day -> group (keys are whole days)
+    int64_t last_day = INT64_MIN;
+    std::size_t last_group = 0;
+    for (uint32_t r = 0; r < batch.rows; ++r) {
+      const int64_t micros = is_date
+                                 ? int64_t{std::get<std::vector<int32_t>>(batch.columns[pcol].data)[r]} *
+                                       kMicrosPerDay
+                                 : std::get<std::vector<int64_t>>(batch.columns[pcol].data)[r];
+      const int64_t day = date_of(Timestamp{micros}).days;
+      std::size_t gi = last_group;
+      if (day != last_day) {
+        auto it = by_day.find(day);
+        if (it == by_day.end()) {
+          PartitionKey key;
+          try {
+            key = partition_key_of(config.strategy, Date{static_cast<int32_t>(day)});
+          } catch (const Error& err) {
+            throw Error(ErrorCode::kInvalidArgument,
+                        fmt::format("record {}: partition column '{}' value {}: {}", r,
+                                    schema.partition_column(),
+                                    is_date ? format_date(Date{static_cast<int32_t>(day)})
+                                            : format_timestamp(Timestamp{micros}),
+                                    err.what()));
+          }
+          gi = groups.size();
+          for (std::size_t j = 0; j < groups.size(); ++j) {
+            if (groups[j].key == key) gi = j;
+          }
+          if (gi == groups.size()) {
+            groups.push_back(Group{key, {}, micros, micros, {}, {}, nullptr, false});
+          }
+          by_day.emplace(day, gi);
+        } else {
+          gi = it->second;
+        }
+        last_day = day;
+        last_group = gi;
+      }
+      Group& g = groups[gi];
+      g.rows.push_back(r);
+      g.min_v = std::min(g.min_v, micros);
+      g.max_v = std::max(g.max_v, micros);
+    }
+    res.ids_generated = assign_missing_ids(schema, batch);
+    if (schema.id_index()) {
+      for (Group& g : groups) {
+        for (uint32_t r : g.rows) {
+          const Value id = batch_cell(schema, batch, *schema.id_index(), r);
+          if (g.min_id.is_null() || id_less(id, g.min_id)) g.min_id = id;
+          if (g.max_id.is_null() || id_less(g.max_id, id)) g.max_id = id;
+        }
+      }
+    }
+    std::sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) { return a.key < b.key; });
+    {
+      std::lock_guard lock(mu);
+      if (!config.auto_partition_enabled) {
+        for (Group& g : groups) {
+          if (!store.entries.count(g.key)) ensure_partition_locked(store, g.key, g.created);
+        }
+      }
+      for (Group& g : groups) {
+        g.entry = &ensure_partition_locked(store, g.key, g.created);
+        if (g.created) ++res.partitions_created;
+        if (!g.entry->problem.empty()) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("cannot write to partition {} ('{}'): {}", g.entry->name,
+                                  g.entry->file, g.entry->problem));
+        }
+      }
+      trim_locked();
+    }
+    // Commit in windows of at most max_partitions_in_memory partitions, groups of a window in parallel.
+    const std::size_t window = static_cast<std::size_t>(config.max_partitions_in_memory);
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    const unsigned max_threads =
+        config.write_threads > 0 ? static_cast<unsigned>(config.write_threads) : hw;
+    std::vector<std::string> failures;
+    std::optional<Error> first_error;
+    std::vector<std::string> committed;
+    std::mutex result_mu;
+    for (std::size_t begin = 0; begin < groups.size(); begin += window) {
+      const std::size_t end = std::min(groups.size(), begin + window);
+      std::vector<Entry*> win;
+      for (std::size_t i = begin; i < end; ++i) win.push_back(groups[i].entry);
+      Pins pins = acquire(win, nullptr);
+      std::atomic<std::size_t> next{begin};
+      auto work = [&]() {
+        auto conn = pool->take();
+        for (std::size_t i = next++; i < end; i = next++) {
+          Group& g = groups[i];
+          try {
+            const bool done = commit_group(store, batch, g, res.batch_id, check_replay, *conn);
+            std::lock_guard lock(result_mu);
+            if (done) {
+              res.rows_written += static_cast<int64_t>(g.rows.size());
+              ++res.partitions_written;
+              committed.push_back(g.entry->name);
+            } else {
+              res.rows_skipped += static_cast<int64_t>(g.rows.size());
+              ++res.partitions_skipped;
+            }
+          } catch (const Error& err) {
+            std::lock_guard lock(result_mu);
+            failures.push_back(fmt::format("{}: {}", g.entry->name, err.what()));
+            if (!first_error) first_error = err;
+            continue;
+          } catch (const std::exception& ex) {
+            std::lock_guard lock(result_mu);
+            failures.push_back(fmt::format("{}: {}", g.entry->name, ex.what()));
+            if (!first_error) first_error = Error(ErrorCode::kDuckDb, ex.what());
+            continue;
+          }
+          if (commit_hook) commit_hook(g.entry->name);
+        }
+      };
+      const std::size_t n = std::min<std::size_t>(max_threads, end - begin);
+      std::vector<std::thread> threads;
+      for (std::size_t t = 1; t < n; ++t) threads.emplace_back(work);
+      work();
+      for (auto& t : threads) t.join();
+    }
+    {
+      std::lock_guard lock(mu);
+      counters.batches_skipped += res.partitions_skipped;
+    }
+    if (first_error) {
+      std::sort(committed.begin(), committed.end());
+      throw Error(first_error->code(),
+                  fmt::format("batch {}: {} of {} partitions failed and wrote nothing ({}); {} "
+                              "committed{}{}. Write the same batch again with batch_id '{}' to "
+                              "finish it exactly once",
+                              res.batch_id, failures.size(), groups.size(), fmt::join(failures, "; "),
+                              committed.size(), committed.empty() ? "" : ": ",
+                              fmt::join(committed, ", "), res.batch_id));
+    }
+    return res;
+  }
+
+  // ---- reading --------------------------------------------------------------------------------
+
+  struct Selection {
+    std::vector<Entry*> entries;
+    QueryStats stats;
+  };
+
+  Selection select_partitions(Store& store, const CompiledQuery& q) {
+    Selection sel;
+    const PartitionPredicate pred(q, store.schema.partition_index());
+    std::lock_guard lock(mu);
+    sel.stats.partitions_total = static_cast<int64_t>(store.entries.size());
+    for (auto& [key, e] : store.entries) {
+      bool keep = false;
+      if (key.is_null) {
+        keep = pred.may_match_null() && (!e->problem.empty() || e->meta.row_count > 0);
+      } else if (!e->problem.empty()) {
+        keep = pred.may_match(e->range_min(), e->range_max());
+      } else if (e->meta.row_count > 0 && e->meta.min_value && e->meta.max_value) {
+        keep = pred.may_match(*e->meta.min_value, *e->meta.max_value);
+      }
+      if (keep) sel.entries.push_back(e.get());
+    }
+    sel.stats.partitions_scanned = static_cast<int64_t>(sel.entries.size());
+    sel.stats.partitions_pruned = sel.stats.partitions_total - sel.stats.partitions_scanned;
+    ++counters.queries;
+    counters.partitions_scanned += sel.stats.partitions_scanned;
+    counters.partitions_pruned += sel.stats.partitions_pruned;
+    if (!config.enable_cross_partition_queries && sel.entries.size() > 1) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("this query spans {} partitions of '{}' ({} .. {}) but "
+                              "enable_cross_partition_queries is false; narrow the filter on '{}'",
+                              sel.entries.size(), store.schema.name(), sel.entries.front()->name,
+                              sel.entries.back()->name, store.schema.partition_column()));
+    }
+    return sel;
+  }
+
+  static std::string union_source(const Store& store, const std::vector<Entry*>& entries) {
+    const std::string table = duck::quote_ident(store.schema.name());
+    if (entries.size() == 1) return duck::quote_ident(entries[0]->alias) + ".main." + table;
+    std::string sql = "(";
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (i) sql += " UNION ALL ";
+      sql += "SELECT * FROM " + duck::quote_ident(entries[i]->alias) + ".main." + table;
+    }
+    return sql + ") AS partitions";
+  }
+};
+
+namespace {
+
+std::vector<DataRecord> run_rows(duck::Connection& conn, const std::string& sql,
+                                 const std::vector<Value>& params) {
+  auto st = conn.prepare(sql);
+  for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
+  duck::Result r = st.execute();
+  duck::ChunkDecoder dec(r);
+  std::vector<DataRecord> rows;
+  while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+  return rows;
+}
+
+class NoRows final : public RecordStream::Source {
+ public:
+  bool fetch(std::vector<DataRecord>&) override { return false; }
+};
+
+}  // namespace
+
+PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
+                                                     PartitionedRepositoryOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  config.validate();
+  impl_->config = std::move(config);
+  impl_->options = options;
+  std::error_code ec;
+  fs::path base(impl_->config.base_partition_path);
+  if (!fs::exists(base, ec)) {
+    if (options.read_only) {
+      throw Error(ErrorCode::kNotFound,
+                  fmt::format("partition directory '{}' does not exist", base.string()));
+    }
+    fs::create_directories(base, ec);
+    if (ec) {
+      throw Error(ErrorCode::kIo, fmt::format("cannot create partition directory '{}': {}",
+                                              base.string(), ec.message()));
+    }
+  } else if (!fs::is_directory(base, ec)) {
+    throw Error(ErrorCode::kIo,
+                fmt::format("partition path '{}' exists but is not a directory", base.string()));
+  }
+  impl_->base_dir = fs::weakly_canonical(fs::absolute(base)).string();
+  {
+    std::lock_guard lock(g_dirs_mu);
+    if (!g_open_dirs.insert(impl_->base_dir).second) {
+      throw Error(ErrorCode::kLocked,
+                  fmt::format("partition directory '{}' is already open in this process; share "
+                              "one PartitionedDataRepository instead of opening a second",
+                              impl_->base_dir));
+    }
+  }
+  try {
+    impl_->hub = duck::Database::open(":memory:");
+    impl_->admin = impl_->hub.connect();
+    impl_->pool = std::make_unique<ConnectionPool>(impl_->hub.get());
+  } catch (...) {
+    std::lock_guard lock(g_dirs_mu);
+    g_open_dirs.erase(impl_->base_dir);
+    throw;
+  }
+}
+
+PartitionedDataRepository::~PartitionedDataRepository() {
+  try {
+    flush();
+  } catch (...) {
+  }
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [name, s] : impl_->stores) {
+      for (auto& [k, e] : s->entries) impl_->detach_locked(*e);
+    }
+  }
+  std::lock_guard lock(g_dirs_mu);
+  g_open_dirs.erase(impl_->base_dir);
+}
+
+const PartitionConfig& PartitionedDataRepository::config() const noexcept { return impl_->config; }
+
+void PartitionedDataRepository::initialize(const Schema& schema) { impl_->store_for(schema); }
+
+void PartitionedDataRepository::set_commit_hook(std::function<void(const std::string&)> hook) {
+  impl_->commit_hook = std::move(hook);
+}
+
+std::vector<std::string> PartitionedDataRepository::list_schemas() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(impl_->base_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_directory()) continue;
+    const std::string name = it->path().filename().string();
+    if (name.empty() || name[0] == '_' || name[0] == '.') continue;
+    bool has_partition = fs::exists(it->path() / kCatalogFile);
+    for (fs::directory_iterator f(it->path(), ec), fend; !ec && !has_partition && f != fend;
+         f.increment(ec)) {
+      has_partition = parse_partition_name(f->path().filename().string()).has_value();
+    }
+    if (has_partition) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Schema PartitionedDataRepository::load_schema(const std::string& table) {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (auto it = impl_->stores.find(table); it != impl_->stores.end()) return it->second->schema;
+  }
+  const std::string dir = impl_->base_dir + "/" + table;
+  if (auto c = read_catalog(dir, nullptr)) return Schema::from_json(c->schema_json);
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (parse_partition_name(it->path().filename().string())) files.push_back(it->path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    try {
+      duck::Database db = duck::Database::open(f.string(), /*read_only=*/true);
+      duck::Connection c = db.connect();
+      duck::Result r = c.query(fmt::format("SELECT schema_json FROM main.{}", kMetaTable));
+      duck::ChunkDecoder dec(r);
+      std::vector<DataRecord> rows;
+      while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+      if (rows.size() == 1) return Schema::from_json(rows[0].values[0].get<std::string>());
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::kLocked) throw;
+    }
+  }
+  throw Error(ErrorCode::kNotFound,
+              fmt::format("no partitions of table '{}' under '{}'", table, impl_->base_dir));
+}
+
+DataRecord PartitionedDataRepository::create(const Schema& schema,
+                                             const std::map<std::string, Value>& data) {
+  ColumnBatch b = records_to_batch(schema, {record_from_map(schema, data)});
+  impl_->write(schema, b, {});
+  return batch_row(schema, b, 0);
+}
+
+BatchResult PartitionedDataRepository::create_batch(const Schema& schema,
+                                                    const std::vector<DataRecord>& records,
+                                                    const BatchOptions& options) {
+  ColumnBatch b = records_to_batch(schema, records);
+  return impl_->write(schema, b, options);
+}
+
+BatchResult PartitionedDataRepository::create_batch_columnar(const Schema& schema, ColumnBatch batch,
+                                                             const BatchOptions& options) {
+  return impl_->write(schema, batch, options);
+}
+
+std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& schema, const Value& id) {
+  if (!schema.id_index()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("table '{}' has no id column", schema.name()));
+  }
+  if (id.is_null()) throw Error(ErrorCode::kInvalidArgument, "get_by_id: id is NULL");
+  const Column& c = schema.columns()[*schema.id_index()];
+  const Value v = coerce_value(c, id, "get_by_id");
+  Store& store = impl_->store_for(schema);
+  const std::string key = id_key(v);
+  std::vector<Entry*> candidates;
+  std::vector<Entry*> damaged;
+  {
+    std::lock_guard lock(impl_->mu);
+    ++impl_->counters.queries;
+    for (auto& [k, e] : store.entries) {
+      if (!e->problem.empty()) {
+        damaged.push_back(e.get());
+        continue;
+      }
+      if (e->meta.row_count == 0 || e->meta.min_id.is_null()) continue;
+      if (id_less(v, e->meta.min_id) || id_less(e->meta.max_id, v)) continue;
+      candidates.push_back(e.get());
+    }
+  }
+  const std::string select = fmt::format(
+      "SELECT {} FROM {{}}.main.{} WHERE {} = CAST(? AS {}) LIMIT 1", full_select_list(schema),
+      duck::quote_ident(schema.name()), duck::quote_ident(c.name), param_sql_type(c, v));
+  const std::string id_dir = store.dir + "/" + kIdIndexDir;
+  for (Entry* e : candidates) {
+    bool need_build = false;
+    {
+      std::lock_guard lock(e->bloom_mu);
+      const int64_t version = e->meta.commit_version;
+      if (!e->bloom || e->bloom_version != version) {
+        auto b = std::make_unique<IdBloom>();
+        if (b->load(id_dir + "/" + e->name + ".bloom", version)) {
+          e->bloom = std::move(b);
+          e->bloom_version = version;
+          e->bloom_dirty = false;
+        } else {
+          need_build = true;
+        }
+      }
+      if (!need_build && !e->bloom->may_contain(key)) continue;
+    }
+    auto pins = impl_->acquire({e}, nullptr);
+    auto conn = impl_->pool->take();
+    if (need_build) {
+      std::lock_guard wlock(e->write_mu);  // a stable version while the index is built
+      std::lock_guard lock(e->bloom_mu);
+      auto b = std::make_unique<IdBloom>(static_cast<uint64_t>(e->meta.row_count) * 2 + 1024);
+      duck::Result r = conn->query(fmt::format("SELECT CAST({} AS VARCHAR) FROM {}.main.{}",
+                                               duck::quote_ident(c.name), duck::quote_ident(e->alias),
+                                               duck::quote_ident(schema.name())),
+                                   e->file);
+      while (auto chunk = r.fetch()) {
+        duckdb_vector vec = duckdb_data_chunk_get_vector(chunk.get(), 0);
+        auto* data = static_cast<duckdb_string_t*>(duckdb_vector_get_data(vec));
+        uint64_t* validity = duckdb_vector_get_validity(vec);
+        for (idx_t i = 0; i < chunk.size(); ++i) {
+          if (validity && !duckdb_validity_row_is_valid(validity, i)) continue;
+          b->add(std::string_view(duckdb_string_t_data(&data[i]), duckdb_string_t_length(data[i])));
+        }
+      }
+      e->bloom = std::move(b);
+      e->bloom_version = e->meta.commit_version;
+      e->bloom_dirty = true;
+      if (!e->bloom->may_contain(key)) continue;
+    }
+    {
+      std::lock_guard lock(impl_->mu);
+      ++impl_->counters.partitions_scanned;
+    }
+    auto rows = run_rows(*conn, fmt::format(fmt::runtime(select), duck::quote_ident(e->alias)), {v});
+    if (!rows.empty()) return std::move(rows[0]);
+  }
+  if (!damaged.empty()) {
+    throw Error(ErrorCode::kCorruption,
+                fmt::format("id {} was not found in the readable partitions of '{}', but {} "
+                            "partition(s) cannot be read and may hold it: {} ({})",
+                            key, schema.name(), damaged.size(), damaged[0]->file, damaged[0]->problem));
+  }
+  return std::nullopt;
+}
+
+PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
+                                                     const DataQueryRequest& request) {
+  const CompiledQuery q = compile_query(schema, request);
+  Store& store = impl_->store_for(schema);
+  auto sel = impl_->select_partitions(store, q);
+  PaginatedResponse resp;
+  resp.columns = q.column_names;
+  resp.limit = request.limit;
+  resp.offset = request.offset;
+  if (sel.entries.empty()) {
+    resp.stats = sel.stats;
+    return resp;
+  }
+  auto pins = impl_->acquire(sel.entries, &sel.stats);
+  resp.stats = sel.stats;
+  auto conn = impl_->pool->take();
+  const std::string source = Impl::union_source(store, sel.entries);
+  std::vector<Value> params;
+  resp.items = run_rows(*conn, rows_sql(q, source, true, params), params);
+  params.clear();
+  auto count = run_rows(*conn, count_sql(q, source, params), params);
+  resp.total = count.empty() ? 0 : count[0].values[0].get<int64_t>();
+  resp.has_more = request.offset + static_cast<int64_t>(resp.items.size()) < resp.total;
+  return resp;
+}
+
+RecordStream PartitionedDataRepository::stream_query_results(const Schema& schema,
+                                                             const DataQueryRequest& request) {
+  const CompiledQuery q = compile_query(schema, request);
+  Store& store = impl_->store_for(schema);
+  auto sel = impl_->select_partitions(store, q);
+  if (sel.entries.empty()) return RecordStream(q.column_names, std::make_unique<NoRows>(), sel.stats);
+  auto pins = std::make_unique<Impl::Pins>(impl_->acquire(sel.entries, &sel.stats));
+  auto conn = impl_->pool->take();
+  std::vector<Value> params;
+  auto st = conn->prepare(rows_sql(q, Impl::union_source(store, sel.entries), true, params));
+  for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
+  duck::Result r = st.execute_streaming();
+  return RecordStream(q.column_names,
+                      std::make_unique<Impl::PinnedSource>(std::move(pins), std::move(conn), std::move(r)),
+                      sel.stats);
+}
+
+int64_t PartitionedDataRepository::count_all(const Schema& schema, const DataQueryRequest& request) {
+  const CompiledQuery q = compile_query(schema, request);
+  Store& store = impl_->store_for(schema);
+  auto sel = impl_->select_partitions(store, q);
+  if (sel.entries.empty()) return 0;
+  if (q.filters.empty()) {
+    // No filter at all: the metadata row counts are exact (committed with the rows).
+    std::lock_guard lock(impl_->mu);
+    bool all_ok = true;
+    int64_t total = 0;
+    for (Entry* e : sel.entries) {
+      all_ok = all_ok && e->problem.empty();
+      total += e->meta.row_count;
+    }
+    if (all_ok) return total;
+  }
+  auto pins = impl_->acquire(sel.entries, &sel.stats);
+  auto conn = impl_->pool->take();
+  std::vector<Value> params;
+  auto rows = run_rows(*conn, count_sql(q, Impl::union_source(store, sel.entries), params), params);
+  return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
+}
+
+RepositoryCounters PartitionedDataRepository::counters() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->counters;
+}
+
+StorageStatistics PartitionedDataRepository::get_partition_statistics() {
+  StorageStatistics s;
+  s.kind = "partitioned";
+  for (const auto& name : list_schemas()) {
+    bool loaded = false;
+    {
+      std::lock_guard lock(impl_->mu);
+      loaded = impl_->stores.count(name) > 0;
+    }
+    if (!loaded) impl_->store_for(load_schema(name));
+  }
+  std::lock_guard lock(impl_->mu);
+  for (auto& [name, store] : impl_->stores) {
+    SchemaStatistics ss;
+    ss.schema = name;
+    ss.directory = store->dir;
+    ss.problems = store->problems;
+    for (auto& [key, e] : store->entries) {
+      PartitionStatistics p;
+      p.name = e->name;
+      p.file = e->file;
+      if (!key.is_null) {
+        p.period_start = key.start();
+        p.period_end = key.end();
+      }
+      p.rows = e->meta.row_count;
+      const FileStamp st = stamp_of(e->file);
+      p.bytes = static_cast<uint64_t>(std::max<int64_t>(st.size, 0) + std::max<int64_t>(st.wal_size, 0));
+      p.modified_unix = st.mtime_ns / 1'000'000'000;
+      if (e->meta.min_value) p.min_value = Timestamp{*e->meta.min_value};
+      if (e->meta.max_value) p.max_value = Timestamp{*e->meta.max_value};
+      p.attached = e->attached;
+      p.problem = e->problem;
+      ss.total_rows += p.rows;
+      ss.total_bytes += p.bytes;
+      ss.partitions.push_back(std::move(p));
+    }
+    s.schemas.push_back(std::move(ss));
+  }
+  s.counters = impl_->counters;
+  return s;
+}
+
+void PartitionedDataRepository::flush() {
+  std::vector<Store*> stores;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [name, s] : impl_->stores) {
+      stores.push_back(s.get());
+      for (auto& [k, e] : s->entries) impl_->detach_locked(*e);
+    }
+  }
+  if (impl_->options.read_only) return;
+  std::lock_guard clock(impl_->catalog_mu);
+  for (Store* s : stores) {
+    std::vector<Entry*> entries;
+    {
+      std::lock_guard lock(impl_->mu);
+      for (auto& [k, e] : s->entries) entries.push_back(e.get());
+    }
+    Catalog cat;
+    cat.strategy = std::string(strategy_name(impl_->config.strategy));
+    for (Entry* e : entries) {
+      std::lock_guard wlock(e->write_mu);
+      {
+        std::lock_guard lock(impl_->mu);
+        if (!e->problem.empty()) continue;
+        cat.entries.push_back(CatalogEntry{e->key.file_name(), e->meta, stamp_of(e->file)});
+      }
+      std::lock_guard block(e->bloom_mu);
+      if (e->bloom && e->bloom_dirty && e->bloom_version == e->meta.commit_version) {
+        std::error_code ec;
+        fs::create_directories(s->dir + "/" + kIdIndexDir, ec);
+        if (e->bloom->save(s->dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", e->bloom_version)) {
+          e->bloom_dirty = false;
+        }
+      }
+    }
+    std::error_code ec;
+    if (fs::exists(s->dir, ec)) write_catalog(s->dir, cat, s->schema);
+  }
+}
+
+}  // namespace duckpart
