@@ -22,7 +22,8 @@ enum class Slot { kInt64, kInt32, kDouble, kBool, kString };
 
 Slot slot_for(ColumnType t) {
   switch (t) {
-    case ColumnType::kBoolean: return Slot::kBool;
+    case ColumnType::kBoolean:
+      return Slot::kBool;
     case ColumnType::kTinyint:
     case ColumnType::kSmallint:
     case ColumnType::kInteger:
@@ -31,21 +32,30 @@ Slot slot_for(ColumnType t) {
     case ColumnType::kUsmallint:
     case ColumnType::kUinteger:
     case ColumnType::kTimestamp:
-    case ColumnType::kTimestampTz: return Slot::kInt64;
-    case ColumnType::kDate: return Slot::kInt32;
+    case ColumnType::kTimestampTz:
+      return Slot::kInt64;
+    case ColumnType::kDate:
+      return Slot::kInt32;
     case ColumnType::kFloat:
-    case ColumnType::kDouble: return Slot::kDouble;
-    default: return Slot::kString;
+    case ColumnType::kDouble:
+      return Slot::kDouble;
+    default:
+      return Slot::kString;
   }
 }
 
 std::string_view slot_name(Slot s) {
   switch (s) {
-    case Slot::kInt64: return "std::vector<int64_t>";
-    case Slot::kInt32: return "std::vector<int32_t>";
-    case Slot::kDouble: return "std::vector<double>";
-    case Slot::kBool: return "std::vector<uint8_t>";
-    case Slot::kString: return "std::vector<std::string>";
+    case Slot::kInt64:
+      return "std::vector<int64_t>";
+    case Slot::kInt32:
+      return "std::vector<int32_t>";
+    case Slot::kDouble:
+      return "std::vector<double>";
+    case Slot::kBool:
+      return "std::vector<uint8_t>";
+    case Slot::kString:
+      return "std::vector<std::string>";
   }
   return "?";
 }
@@ -53,11 +63,21 @@ std::string_view slot_name(Slot s) {
 ColumnVector make_vector(ColumnType t, std::size_t capacity) {
   ColumnVector v;
   switch (slot_for(t)) {
-    case Slot::kInt64: v.data = std::vector<int64_t>(); break;
-    case Slot::kInt32: v.data = std::vector<int32_t>(); break;
-    case Slot::kDouble: v.data = std::vector<double>(); break;
-    case Slot::kBool: v.data = std::vector<uint8_t>(); break;
-    case Slot::kString: v.data = std::vector<std::string>(); break;
+    case Slot::kInt64:
+      v.data = std::vector<int64_t>();
+      break;
+    case Slot::kInt32:
+      v.data = std::vector<int32_t>();
+      break;
+    case Slot::kDouble:
+      v.data = std::vector<double>();
+      break;
+    case Slot::kBool:
+      v.data = std::vector<uint8_t>();
+      break;
+    case Slot::kString:
+      v.data = std::vector<std::string>();
+      break;
   }
   std::visit([&](auto& vec) { vec.reserve(capacity); }, v.data);
   return v;
@@ -65,13 +85,53 @@ ColumnVector make_vector(ColumnType t, std::size_t capacity) {
 
 bool slot_matches(const ColumnVector& v, Slot s) {
   switch (s) {
-    case Slot::kInt64: return std::holds_alternative<std::vector<int64_t>>(v.data);
-    case Slot::kInt32: return std::holds_alternative<std::vector<int32_t>>(v.data);
-    case Slot::kDouble: return std::holds_alternative<std::vector<double>>(v.data);
-    case Slot::kBool: return std::holds_alternative<std::vector<uint8_t>>(v.data);
-    case Slot::kString: return std::holds_alternative<std::vector<std::string>>(v.data);
+    case Slot::kInt64:
+      return std::holds_alternative<std::vector<int64_t>>(v.data);
+    case Slot::kInt32:
+      return std::holds_alternative<std::vector<int32_t>>(v.data);
+    case Slot::kDouble:
+      return std::holds_alternative<std::vector<double>>(v.data);
+    case Slot::kBool:
+      return std::holds_alternative<std::vector<uint8_t>>(v.data);
+    case Slot::kString:
+      return std::holds_alternative<std::vector<std::string>>(v.data);
   }
   return false;
+}
+
+// Values already in the form coerce_value would produce (the common case): no copy, no check.
+bool already_canonical(ColumnType t, const Value& v) {
+  switch (t) {
+    case ColumnType::kBoolean:
+      return v.is<bool>();
+    case ColumnType::kBigint:
+      return v.is<int64_t>();
+    case ColumnType::kDouble:
+      return v.is<double>();
+    case ColumnType::kVarchar:
+    case ColumnType::kBlob:
+      return v.is<std::string>();
+    case ColumnType::kDate:
+      return v.is<Date>();
+    case ColumnType::kTimestamp:
+      return v.is<Timestamp>();
+    case ColumnType::kUuid: {
+      if (!v.is<std::string>()) return false;
+      const std::string& s = v.get<std::string>();
+      if (s.size() != 36) return false;
+      for (std::size_t i = 0; i < 36; ++i) {
+        const char ch = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+          if (ch != '-') return false;
+        } else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
+          return false;
+        }
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
 }
 
 }  // namespace
@@ -117,14 +177,28 @@ ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>
         std::visit([](auto& vec) { vec.emplace_back(); }, out.data);
         continue;
       }
-      const Value v = coerce_value(c, raw, fmt::format("record {}", ri));
+      Value coerced;
+      const Value* vp = &raw;
+      if (!already_canonical(c.type, raw)) {
+        try {
+          coerced = coerce_value(c, raw, "");
+        } catch (const Error& e) {
+          throw Error(e.code(), fmt::format("record {}: {}", ri, e.what()));
+        }
+        vp = &coerced;
+      }
+      const Value& v = *vp;
       switch (slot_for(c.type)) {
         case Slot::kInt64:
           std::get<std::vector<int64_t>>(out.data).push_back(
               v.is<Timestamp>() ? v.get<Timestamp>().micros : v.get<int64_t>());
           break;
-        case Slot::kInt32: std::get<std::vector<int32_t>>(out.data).push_back(v.get<Date>().days); break;
-        case Slot::kDouble: std::get<std::vector<double>>(out.data).push_back(v.get<double>()); break;
+        case Slot::kInt32:
+          std::get<std::vector<int32_t>>(out.data).push_back(v.get<Date>().days);
+          break;
+        case Slot::kDouble:
+          std::get<std::vector<double>>(out.data).push_back(v.get<double>());
+          break;
         case Slot::kBool:
           std::get<std::vector<uint8_t>>(out.data).push_back(v.get<bool>() ? 1 : 0);
           break;
@@ -153,18 +227,19 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
                               cols[i].sql_type, slot_name(s)));
     }
     if (v.size() != batch.rows || (!v.valid.empty() && v.valid.size() != batch.rows)) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("column batch: column '{}' has {} values (validity {}), batch has {} rows",
-                              cols[i].name, v.size(), v.valid.size(), batch.rows));
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("column batch: column '{}' has {} values (validity {}), batch has {} rows",
+                      cols[i].name, v.size(), v.valid.size(), batch.rows));
     }
   }
   const ColumnVector& p = batch.columns[schema.partition_index()];
   for (std::size_t r = 0; r < batch.rows && !p.valid.empty(); ++r) {
     if (!p.is_valid(r)) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("record {}: partition column '{}' is NULL; every row needs a {} value",
-                              r, schema.partition_column(),
-                              cols[schema.partition_index()].sql_type));
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("record {}: partition column '{}' is NULL; every row needs a {} value", r,
+                      schema.partition_column(), cols[schema.partition_index()].sql_type));
     }
   }
 }
@@ -239,17 +314,22 @@ Value batch_cell(const Schema& schema, const ColumnBatch& batch, std::size_t col
       if (t == ColumnType::kTimestamp || t == ColumnType::kTimestampTz) return Value(Timestamp{x});
       return Value(x);
     }
-    case Slot::kInt32: return Value(Date{std::get<std::vector<int32_t>>(v.data)[row]});
-    case Slot::kDouble: return Value(std::get<std::vector<double>>(v.data)[row]);
-    case Slot::kBool: return Value(std::get<std::vector<uint8_t>>(v.data)[row] != 0);
-    case Slot::kString: return Value(std::get<std::vector<std::string>>(v.data)[row]);
+    case Slot::kInt32:
+      return Value(Date{std::get<std::vector<int32_t>>(v.data)[row]});
+    case Slot::kDouble:
+      return Value(std::get<std::vector<double>>(v.data)[row]);
+    case Slot::kBool:
+      return Value(std::get<std::vector<uint8_t>>(v.data)[row] != 0);
+    case Slot::kString:
+      return Value(std::get<std::vector<std::string>>(v.data)[row]);
   }
   return Value{};
 }
 
 DataRecord batch_row(const Schema& schema, const ColumnBatch& batch, std::size_t row) {
   DataRecord r;
-  for (std::size_t c = 0; c < batch.columns.size(); ++c) r.values.push_back(batch_cell(schema, batch, c, row));
+  for (std::size_t c = 0; c < batch.columns.size(); ++c)
+    r.values.push_back(batch_cell(schema, batch, c, row));
   return r;
 }
 

@@ -1,4 +1,5 @@
-// A Bloom filter over id values, persisted beside a partition as a rebuildable cache. Private header.
+// A Bloom filter over id values, persisted beside a partition as a rebuildable cache. Private
+// header.
 #pragma once
 
 #define XXH_INLINE_ALL
@@ -26,7 +27,10 @@ class IdBloom {
   bool full() const noexcept { return count_ > capacity_; }
   void add(std::string_view key) noexcept {
     ++count_;
-    probe(key, [&](uint64_t bit) { words_[bit >> 6] |= uint64_t{1} << (bit & 63); return true; });
+    probe(key, [&](uint64_t bit) {
+      words_[bit >> 6] |= uint64_t{1} << (bit & 63);
+      return true;
+    });
   }
   bool may_contain(std::string_view key) const noexcept {
     if (words_.empty()) return true;
@@ -54,7 +58,8 @@ class IdBloom {
     if (!in) return false;
     uint64_t header[5] = {};
     if (!in.read(reinterpret_cast<char*>(header), sizeof(header))) return false;
-    if (header[0] != kMagic || header[1] != static_cast<uint64_t>(stamp) || header[4] > (1ULL << 32)) {
+    if (header[0] != kMagic || header[1] != static_cast<uint64_t>(stamp) ||
+        header[4] > (1ULL << 32)) {
       return false;
     }
     std::vector<uint64_t> words(header[4]);

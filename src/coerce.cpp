@@ -17,10 +17,10 @@ namespace {
                         std::string_view expected) {
   std::string shown = v.to_string();
   if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
-  throw Error(ErrorCode::kInvalidArgument,
-              fmt::format("{}{}column '{}' ({}): value '{}' ({}) is not {}", context,
-                          context.empty() ? "" : ": ", c.name, c.sql_type, shown, v.type_name(),
-                          expected));
+  throw Error(
+      ErrorCode::kInvalidArgument,
+      fmt::format("{}{}column '{}' ({}): value '{}' ({}) is not {}", context,
+                  context.empty() ? "" : ": ", c.name, c.sql_type, shown, v.type_name(), expected));
 }
 
 bool parse_int64(std::string_view s, int64_t& out) {
@@ -55,13 +55,32 @@ bool is_decimal_text(std::string_view s) {
 void range_check(const Column& c, const Value& v, std::string_view context, int64_t x) {
   int64_t lo = std::numeric_limits<int64_t>::min(), hi = std::numeric_limits<int64_t>::max();
   switch (c.type) {
-    case ColumnType::kTinyint: lo = -128; hi = 127; break;
-    case ColumnType::kSmallint: lo = -32768; hi = 32767; break;
-    case ColumnType::kInteger: lo = std::numeric_limits<int32_t>::min(); hi = std::numeric_limits<int32_t>::max(); break;
-    case ColumnType::kUtinyint: lo = 0; hi = 255; break;
-    case ColumnType::kUsmallint: lo = 0; hi = 65535; break;
-    case ColumnType::kUinteger: lo = 0; hi = 4294967295LL; break;
-    default: break;
+    case ColumnType::kTinyint:
+      lo = -128;
+      hi = 127;
+      break;
+    case ColumnType::kSmallint:
+      lo = -32768;
+      hi = 32767;
+      break;
+    case ColumnType::kInteger:
+      lo = std::numeric_limits<int32_t>::min();
+      hi = std::numeric_limits<int32_t>::max();
+      break;
+    case ColumnType::kUtinyint:
+      lo = 0;
+      hi = 255;
+      break;
+    case ColumnType::kUsmallint:
+      lo = 0;
+      hi = 65535;
+      break;
+    case ColumnType::kUinteger:
+      lo = 0;
+      hi = 4294967295LL;
+      break;
+    default:
+      break;
   }
   if (x < lo || x > hi) wrong(c, v, context, fmt::format("in range [{}, {}]", lo, hi));
 }
@@ -108,7 +127,8 @@ Value coerce_value(const Column& c, const Value& v, std::string_view context, bo
         const auto& s = v.get<std::string>();
         bool ok = !s.empty() && s.size() <= 40;
         for (std::size_t i = 0; i < s.size() && ok; ++i) {
-          ok = (s[i] >= '0' && s[i] <= '9') || (i == 0 && (s[i] == '-' || s[i] == '+') && s.size() > 1);
+          ok = (s[i] >= '0' && s[i] <= '9') ||
+               (i == 0 && (s[i] == '-' || s[i] == '+') && s.size() > 1);
         }
         if (ok) return v;
       }
@@ -180,25 +200,35 @@ Value coerce_value(const Column& c, const Value& v, std::string_view context, bo
 
 std::string param_sql_type(const Column& column, const Value& v) {
   if (v.is<Date>()) return "DATE";
-  if (v.is<Timestamp>()) return column.type == ColumnType::kTimestampTz ? "TIMESTAMPTZ" : "TIMESTAMP";
+  if (v.is<Timestamp>())
+    return column.type == ColumnType::kTimestampTz ? "TIMESTAMPTZ" : "TIMESTAMP";
   switch (column.type) {
-    case ColumnType::kBoolean: return "BOOLEAN";
+    case ColumnType::kBoolean:
+      return "BOOLEAN";
     case ColumnType::kTinyint:
     case ColumnType::kSmallint:
     case ColumnType::kInteger:
     case ColumnType::kBigint:
     case ColumnType::kUtinyint:
     case ColumnType::kUsmallint:
-    case ColumnType::kUinteger: return "BIGINT";
-    case ColumnType::kHugeint: return "HUGEINT";
+    case ColumnType::kUinteger:
+      return "BIGINT";
+    case ColumnType::kHugeint:
+      return "HUGEINT";
     case ColumnType::kFloat:
-    case ColumnType::kDouble: return "DOUBLE";
+    case ColumnType::kDouble:
+      return "DOUBLE";
     // Wide enough that comparing with a filter value never rounds it to the column's scale.
-    case ColumnType::kDecimal: return "DECIMAL(38,12)";
-    case ColumnType::kVarchar: return "VARCHAR";
-    case ColumnType::kUuid: return "UUID";
-    case ColumnType::kBlob: return "BLOB";
-    default: return column.sql_type;
+    case ColumnType::kDecimal:
+      return "DECIMAL(38,12)";
+    case ColumnType::kVarchar:
+      return "VARCHAR";
+    case ColumnType::kUuid:
+      return "UUID";
+    case ColumnType::kBlob:
+      return "BLOB";
+    default:
+      return column.sql_type;
   }
 }
 

@@ -11,11 +11,12 @@ namespace duckpart {
 
 // Converts `v` (non-NULL) to the canonical C++ form for `column`:
 //   BOOLEAN -> bool; integer types -> int64 (range-checked; HUGEINT -> decimal text);
-//   FLOAT/DOUBLE -> double; DECIMAL -> decimal text; VARCHAR/BLOB/other -> string; UUID -> canonical
-//   text; DATE -> Date, or Timestamp when the value has a time of day (filters only, `allow_time`);
-//   TIMESTAMP(TZ) -> Timestamp.
-// Throws Error(kInvalidArgument) "<context>: column 'x' (TYPE) ...: value 'v' is not ..." on a value
-// of the wrong type, text that does not parse (2023-02-30), or a number out of the column's range.
+//   FLOAT/DOUBLE -> double; DECIMAL -> decimal text; VARCHAR/BLOB/other -> string; UUID ->
+//   canonical text; DATE -> Date, or Timestamp when the value has a time of day (filters only,
+//   `allow_time`); TIMESTAMP(TZ) -> Timestamp.
+// Throws Error(kInvalidArgument) "<context>: column 'x' (TYPE) ...: value 'v' is not ..." on a
+// value of the wrong type, text that does not parse (2023-02-30), or a number out of the column's
+// range.
 Value coerce_value(const Column& column, const Value& v, std::string_view context,
                    bool allow_time = false);
 

@@ -16,7 +16,8 @@ void PartitionConfig::validate() const {
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("invalid configuration: {} = {}: {}", field, value, why));
   };
-  if (partition_column.empty()) bad("partition_column", "\"\"", "must name a DATE or TIMESTAMP column");
+  if (partition_column.empty())
+    bad("partition_column", "\"\"", "must name a DATE or TIMESTAMP column");
   if (partition_column.find('\0') != std::string::npos) {
     bad("partition_column", partition_column, "contains a NUL character");
   }

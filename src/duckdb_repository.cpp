@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <sys/stat.h>
 #include <filesystem>
 #include <mutex>
 #include <set>
-#include <sys/stat.h>
 
 #include "batch.hpp"
 #include "coerce.hpp"
@@ -49,7 +49,8 @@ struct DuckDBDataRepository::Impl {
       if (known_tables.count(schema.name())) return true;
     }
     auto st = conn.prepare(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema='main' AND table_name=?");
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema='main' AND "
+        "table_name=?");
     st.bind(1, Value(schema.name()));
     duck::Result r = st.execute();
     std::vector<DataRecord> rows;
@@ -75,11 +76,12 @@ struct DuckDBDataRepository::Impl {
       unsigned m = 0, dd = 0;
       civil_from_date(d, y, m, dd);
       if (y < kMinPartitionYear || y > kMaxPartitionYear) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("record {}: partition column '{}' value {} is outside the supported "
-                                "years {}..{}",
-                                r, schema.partition_column(), v.to_string(), kMinPartitionYear,
-                                kMaxPartitionYear));
+        throw Error(
+            ErrorCode::kInvalidArgument,
+            fmt::format("record {}: partition column '{}' value {} is outside the supported "
+                        "years {}..{}",
+                        r, schema.partition_column(), v.to_string(), kMinPartitionYear,
+                        kMaxPartitionYear));
       }
     }
     (void)pcol;
@@ -107,10 +109,12 @@ struct DuckDBDataRepository::Impl {
       }
       std::vector<uint32_t> all(batch.rows);
       for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
-      duck::BatchAppender app(*conn, "", schema.name(), schema, fmt::format("{}: table '{}'", path, schema.name()));
+      duck::BatchAppender app(*conn, "", schema.name(), schema,
+                              fmt::format("{}: table '{}'", path, schema.name()));
       app.append(batch, all);
       app.close();
-      auto ins = conn->prepare("INSERT INTO main._duckpart_batches VALUES (?, ?, ?, now()::TIMESTAMP)");
+      auto ins =
+          conn->prepare("INSERT INTO main._duckpart_batches VALUES (?, ?, ?, now()::TIMESTAMP)");
       ins.bind(1, Value(schema.name()));
       ins.bind(2, Value(res.batch_id));
       ins.bind(3, Value(static_cast<int64_t>(batch.rows)));
@@ -140,9 +144,8 @@ DuckDBDataRepository::DuckDBDataRepository(const std::string& database_path,
   if (impl_->path != ":memory:") {
     const auto parent = std::filesystem::path(impl_->path).parent_path();
     if (!parent.empty() && !std::filesystem::exists(parent)) {
-      throw Error(ErrorCode::kIo,
-                  fmt::format("directory '{}' of database '{}' does not exist", parent.string(),
-                              impl_->path));
+      throw Error(ErrorCode::kIo, fmt::format("directory '{}' of database '{}' does not exist",
+                                              parent.string(), impl_->path));
     }
     if (options.read_only && !std::filesystem::exists(impl_->path)) {
       throw Error(ErrorCode::kNotFound,
@@ -209,7 +212,8 @@ std::vector<DataRecord> run_rows(duck::Connection& conn, const std::string& sql,
   return rows;
 }
 
-int64_t run_count(duck::Connection& conn, const std::string& sql, const std::vector<Value>& params) {
+int64_t run_count(duck::Connection& conn, const std::string& sql,
+                  const std::vector<Value>& params) {
   auto rows = run_rows(conn, sql, params);
   return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
 }
@@ -289,10 +293,11 @@ StorageStatistics DuckDBDataRepository::get_partition_statistics() {
   StorageStatistics s;
   s.kind = "single_file";
   auto conn = impl_->pool->take();
-  auto tables = run_rows(*conn,
-                         "SELECT table_name FROM information_schema.tables WHERE table_schema='main' "
-                         "AND table_name NOT LIKE '\\_duckpart%' ESCAPE '\\' ORDER BY table_name",
-                         {});
+  auto tables =
+      run_rows(*conn,
+               "SELECT table_name FROM information_schema.tables WHERE table_schema='main' "
+               "AND table_name NOT LIKE '\\_duckpart%' ESCAPE '\\' ORDER BY table_name",
+               {});
   uint64_t bytes = 0;
   int64_t mtime = 0;
   if (impl_->path != ":memory:") {
@@ -301,7 +306,8 @@ StorageStatistics DuckDBDataRepository::get_partition_statistics() {
       bytes = static_cast<uint64_t>(st.st_size);
       mtime = st.st_mtime;
     }
-    if (::stat((impl_->path + ".wal").c_str(), &st) == 0) bytes += static_cast<uint64_t>(st.st_size);
+    if (::stat((impl_->path + ".wal").c_str(), &st) == 0)
+      bytes += static_cast<uint64_t>(st.st_size);
   }
   for (const auto& t : tables) {
     SchemaStatistics ss;
@@ -310,7 +316,8 @@ StorageStatistics DuckDBDataRepository::get_partition_statistics() {
     PartitionStatistics p;
     p.name = ss.schema;
     p.file = impl_->path;
-    p.rows = conn->query_int(fmt::format("SELECT count(*) FROM main.{}", duck::quote_ident(ss.schema)));
+    p.rows =
+        conn->query_int(fmt::format("SELECT count(*) FROM main.{}", duck::quote_ident(ss.schema)));
     p.bytes = bytes;
     p.modified_unix = mtime;
     p.attached = true;

@@ -40,20 +40,22 @@ std::vector<std::string> partition_init_sql(const std::string& alias, const Sche
     end = duck::quote_literal(format_date(key.end())) + "::TIMESTAMP";
   }
   return {
-      fmt::format("CREATE TABLE {}.main.{} (format_version INTEGER, schema_name VARCHAR, "
-                  "schema_json VARCHAR, strategy VARCHAR, period VARCHAR, range_start TIMESTAMP, "
-                  "range_end TIMESTAMP, row_count BIGINT, min_value TIMESTAMP, max_value TIMESTAMP, "
-                  "min_id VARCHAR, max_id VARCHAR, commit_version BIGINT, created_at TIMESTAMP, "
-                  "updated_at TIMESTAMP)",
-                  a, kMetaTable),
+      fmt::format(
+          "CREATE TABLE {}.main.{} (format_version INTEGER, schema_name VARCHAR, "
+          "schema_json VARCHAR, strategy VARCHAR, period VARCHAR, range_start TIMESTAMP, "
+          "range_end TIMESTAMP, row_count BIGINT, min_value TIMESTAMP, max_value TIMESTAMP, "
+          "min_id VARCHAR, max_id VARCHAR, commit_version BIGINT, created_at TIMESTAMP, "
+          "updated_at TIMESTAMP)",
+          a, kMetaTable),
       fmt::format("CREATE TABLE {}.main.{} (batch_id VARCHAR, row_count BIGINT, committed_at "
                   "TIMESTAMP)",
                   a, kBatchesTable),
       fmt::format("INSERT INTO {}.main.{} VALUES ({}, {}, {}, {}, {}, {}, {}, 0, NULL, NULL, NULL, "
                   "NULL, 0, now()::TIMESTAMP, now()::TIMESTAMP)",
                   a, kMetaTable, kPartitionFormatVersion, duck::quote_literal(schema.name()),
-                  duck::quote_literal(schema.to_json()), duck::quote_literal(strategy_name(strategy)),
-                  duck::quote_literal(key.label()), start, end),
+                  duck::quote_literal(schema.to_json()),
+                  duck::quote_literal(strategy_name(strategy)), duck::quote_literal(key.label()),
+                  start, end),
   };
 }
 
@@ -117,14 +119,15 @@ void write_catalog(const std::string& dir, const Catalog& c, const Schema& schem
   j["strategy"] = c.strategy;
   auto parts = nlohmann::ordered_json::array();
   for (const auto& e : c.entries) {
-    parts.push_back({{"file", e.file_name},
-                     {"rows", e.meta.row_count},
-                     {"min_value", opt_json(e.meta.min_value)},
-                     {"max_value", opt_json(e.meta.max_value)},
-                     {"min_id", value_json(e.meta.min_id)},
-                     {"max_id", value_json(e.meta.max_id)},
-                     {"commit_version", e.meta.commit_version},
-                     {"stamp", {e.stamp.size, e.stamp.mtime_ns, e.stamp.wal_size, e.stamp.wal_mtime_ns}}});
+    parts.push_back(
+        {{"file", e.file_name},
+         {"rows", e.meta.row_count},
+         {"min_value", opt_json(e.meta.min_value)},
+         {"max_value", opt_json(e.meta.max_value)},
+         {"min_id", value_json(e.meta.min_id)},
+         {"max_id", value_json(e.meta.max_id)},
+         {"commit_version", e.meta.commit_version},
+         {"stamp", {e.stamp.size, e.stamp.mtime_ns, e.stamp.wal_size, e.stamp.wal_mtime_ns}}});
   }
   j["partitions"] = std::move(parts);
   const std::string text = j.dump(1);

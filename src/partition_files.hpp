@@ -1,4 +1,5 @@
-// Partition files on disk: stamps, the metadata table inside each file, the catalog. Private header.
+// Partition files on disk: stamps, the metadata table inside each file, the catalog. Private
+// header.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +19,8 @@ inline constexpr const char* kBatchesTable = "_duckpart_batches";
 inline constexpr const char* kCatalogFile = "_catalog.json";
 inline constexpr const char* kIdIndexDir = "_ids";
 
-// Size and modification time of a partition file and its write-ahead log: if both are unchanged since
-// the catalog recorded them, the catalog's copy of the file's metadata is current.
+// Size and modification time of a partition file and its write-ahead log: if both are unchanged
+// since the catalog recorded them, the catalog's copy of the file's metadata is current.
 struct FileStamp {
   int64_t size = -1;
   int64_t mtime_ns = 0;

@@ -101,7 +101,8 @@ struct PartitionedDataRepository::Impl {
   // ---- attach / detach (under mu) -------------------------------------------------------------
 
   void attach_locked(Entry& e) {
-    std::string sql = fmt::format("ATTACH {} AS {}", duck::quote_literal(e.file), duck::quote_ident(e.alias));
+    std::string sql =
+        fmt::format("ATTACH {} AS {}", duck::quote_literal(e.file), duck::quote_ident(e.alias));
     if (options.read_only) sql += " (READ_ONLY)";
     try {
       admin.exec(sql);
@@ -203,18 +204,20 @@ struct PartitionedDataRepository::Impl {
     return Pins(this, std::move(pinned));
   }
 
-class PinnedSource final : public RecordStream::Source {
+  class PinnedSource final : public RecordStream::Source {
    public:
-    PinnedSource(std::unique_ptr<Pins> pins, ConnectionPool::Lease lease,
-                 duck::Result result)
-        : pins_(std::move(pins)), lease_(std::move(lease)), result_(std::move(result)), decoder_(result_) {}
+    PinnedSource(std::unique_ptr<Pins> pins, ConnectionPool::Lease lease, duck::Result result)
+        : pins_(std::move(pins)),
+          lease_(std::move(lease)),
+          result_(std::move(result)),
+          decoder_(result_) {}
     bool fetch(std::vector<DataRecord>& out) override {
       duck::DataChunk c = result_.fetch();
       if (!c || c.size() == 0) return false;
       decoder_.decode(c, out);
       return true;
     }
-  
+
    private:
     // Destruction order (reverse): result, then the connection, then the pins.
     std::unique_ptr<Pins> pins_;
@@ -249,12 +252,12 @@ class PinnedSource final : public RecordStream::Source {
     }
     e.last_used = ++clock;
     const std::string a = duck::quote_ident(e.alias);
-    const int64_t tables = admin.query_int(
-        fmt::format("SELECT count(*) FROM duckdb_tables() WHERE database_name = {}",
-                    duck::quote_literal(e.alias)));
-    const int64_t has_meta = admin.query_int(
-        fmt::format("SELECT count(*) FROM duckdb_tables() WHERE database_name = {} AND table_name = {}",
-                    duck::quote_literal(e.alias), duck::quote_literal(kMetaTable)));
+    const int64_t tables =
+        admin.query_int(fmt::format("SELECT count(*) FROM duckdb_tables() WHERE database_name = {}",
+                                    duck::quote_literal(e.alias)));
+    const int64_t has_meta = admin.query_int(fmt::format(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = {} AND table_name = {}",
+        duck::quote_literal(e.alias), duck::quote_literal(kMetaTable)));
     if (has_meta == 0) {
       if (tables == 0 && !options.read_only) {
         // A creation interrupted before its first commit: finish it.
@@ -296,8 +299,10 @@ class PinnedSource final : public RecordStream::Source {
         return;
       }
       e.meta.row_count = v[4].get<int64_t>();
-      e.meta.min_value = v[5].is_null() ? std::nullopt : std::optional(v[5].get<Timestamp>().micros);
-      e.meta.max_value = v[6].is_null() ? std::nullopt : std::optional(v[6].get<Timestamp>().micros);
+      e.meta.min_value =
+          v[5].is_null() ? std::nullopt : std::optional(v[5].get<Timestamp>().micros);
+      e.meta.max_value =
+          v[6].is_null() ? std::nullopt : std::optional(v[6].get<Timestamp>().micros);
       e.meta.min_id = decode_id(store.schema, v[7]);
       e.meta.max_id = decode_id(store.schema, v[8]);
       e.meta.commit_version = v[9].get<int64_t>();
@@ -346,14 +351,6 @@ class PinnedSource final : public RecordStream::Source {
                                 schema.name(), it->second->schema.to_json(), schema.to_json()));
       }
       return *it->second;
-    }
-    if (schema.partition_column() != config.partition_column &&
-        !(schema.find(config.partition_column) &&
-          schema.columns()[*schema.find(config.partition_column)].name == schema.partition_column())) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("table '{}' is partitioned on '{}' but the configuration says "
-                              "partition_column = '{}'",
-                              schema.name(), schema.partition_column(), config.partition_column));
     }
     auto store = std::make_unique<Store>();
     store->schema = schema;
@@ -467,7 +464,8 @@ class PinnedSource final : public RecordStream::Source {
     try {
       if (check_replay) {
         auto st = conn.prepare(
-            fmt::format("SELECT count(*) FROM {}.main.{} WHERE batch_id = ?", a, kBatchesTable), ctx);
+            fmt::format("SELECT count(*) FROM {}.main.{} WHERE batch_id = ?", a, kBatchesTable),
+            ctx);
         st.bind(1, Value(batch_id));
         duck::Result r = st.execute();
         duck::ChunkDecoder dec(r);
@@ -492,7 +490,8 @@ class PinnedSource final : public RecordStream::Source {
       }
       ++m.commit_version;
       auto ins = conn.prepare(
-          fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable), ctx);
+          fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable),
+          ctx);
       ins.bind(1, Value(batch_id));
       ins.bind(2, Value(n));
       ins.execute();
@@ -548,9 +547,9 @@ class PinnedSource final : public RecordStream::Source {
 
   BatchResult write(const Schema& schema, ColumnBatch& batch, const BatchOptions& opts) {
     if (options.read_only) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("the partition store '{}' is open read-only; writes are refused",
-                              base_dir));
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("the partition store '{}' is open read-only; writes are refused", base_dir));
     }
     check_batch(schema, batch);
     Store& store = store_for(schema);
@@ -569,10 +568,10 @@ class PinnedSource final : public RecordStream::Source {
     int64_t last_day = INT64_MIN;
     std::size_t last_group = 0;
     for (uint32_t r = 0; r < batch.rows; ++r) {
-      const int64_t micros = is_date
-                                 ? int64_t{std::get<std::vector<int32_t>>(batch.columns[pcol].data)[r]} *
-                                       kMicrosPerDay
-                                 : std::get<std::vector<int64_t>>(batch.columns[pcol].data)[r];
+      const int64_t micros =
+          is_date
+              ? int64_t{std::get<std::vector<int32_t>>(batch.columns[pcol].data)[r]} * kMicrosPerDay
+              : std::get<std::vector<int64_t>>(batch.columns[pcol].data)[r];
       const int64_t day = date_of(Timestamp{micros}).days;
       std::size_t gi = last_group;
       if (day != last_day) {
@@ -618,7 +617,8 @@ class PinnedSource final : public RecordStream::Source {
         }
       }
     }
-    std::sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) { return a.key < b.key; });
+    std::sort(groups.begin(), groups.end(),
+              [](const Group& a, const Group& b) { return a.key < b.key; });
     {
       std::lock_guard lock(mu);
       if (!config.auto_partition_enabled) {
@@ -636,8 +636,13 @@ class PinnedSource final : public RecordStream::Source {
         }
       }
       trim_locked();
+      // Partitions already open go first: fewer detach/attach cycles when a batch spans more
+      // periods than max_partitions_in_memory.
+      std::stable_partition(groups.begin(), groups.end(),
+                            [](const Group& g) { return g.entry->attached; });
     }
-    // Commit in windows of at most max_partitions_in_memory partitions, groups of a window in parallel.
+    // Commit in windows of at most max_partitions_in_memory partitions, groups of a window in
+    // parallel.
     const std::size_t window = static_cast<std::size_t>(config.max_partitions_in_memory);
     const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
     const unsigned max_threads =
@@ -693,13 +698,14 @@ class PinnedSource final : public RecordStream::Source {
     }
     if (first_error) {
       std::sort(committed.begin(), committed.end());
-      throw Error(first_error->code(),
-                  fmt::format("batch {}: {} of {} partitions failed and wrote nothing ({}); {} "
-                              "committed{}{}. Write the same batch again with batch_id '{}' to "
-                              "finish it exactly once",
-                              res.batch_id, failures.size(), groups.size(), fmt::join(failures, "; "),
-                              committed.size(), committed.empty() ? "" : ": ",
-                              fmt::join(committed, ", "), res.batch_id));
+      throw Error(
+          first_error->code(),
+          fmt::format("batch {}: {} of {} partitions failed and wrote nothing ({}); {} "
+                      "committed{}{}. Write the same batch again with batch_id '{}' to "
+                      "finish it exactly once",
+                      res.batch_id, failures.size(), groups.size(), fmt::join(failures, "; "),
+                      committed.size(), committed.empty() ? "" : ": ", fmt::join(committed, ", "),
+                      res.batch_id));
     }
     return res;
   }
@@ -902,12 +908,14 @@ BatchResult PartitionedDataRepository::create_batch(const Schema& schema,
   return impl_->write(schema, b, options);
 }
 
-BatchResult PartitionedDataRepository::create_batch_columnar(const Schema& schema, ColumnBatch batch,
+BatchResult PartitionedDataRepository::create_batch_columnar(const Schema& schema,
+                                                             ColumnBatch batch,
                                                              const BatchOptions& options) {
   return impl_->write(schema, batch, options);
 }
 
-std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& schema, const Value& id) {
+std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& schema,
+                                                               const Value& id) {
   if (!schema.id_index()) {
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("table '{}' has no id column", schema.name()));
@@ -959,10 +967,10 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       std::lock_guard wlock(e->write_mu);  // a stable version while the index is built
       std::lock_guard lock(e->bloom_mu);
       auto b = std::make_unique<IdBloom>(static_cast<uint64_t>(e->meta.row_count) * 2 + 1024);
-      duck::Result r = conn->query(fmt::format("SELECT CAST({} AS VARCHAR) FROM {}.main.{}",
-                                               duck::quote_ident(c.name), duck::quote_ident(e->alias),
-                                               duck::quote_ident(schema.name())),
-                                   e->file);
+      duck::Result r = conn->query(
+          fmt::format("SELECT CAST({} AS VARCHAR) FROM {}.main.{}", duck::quote_ident(c.name),
+                      duck::quote_ident(e->alias), duck::quote_ident(schema.name())),
+          e->file);
       while (auto chunk = r.fetch()) {
         duckdb_vector vec = duckdb_data_chunk_get_vector(chunk.get(), 0);
         auto* data = static_cast<duckdb_string_t*>(duckdb_vector_get_data(vec));
@@ -981,14 +989,16 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       std::lock_guard lock(impl_->mu);
       ++impl_->counters.partitions_scanned;
     }
-    auto rows = run_rows(*conn, fmt::format(fmt::runtime(select), duck::quote_ident(e->alias)), {v});
+    auto rows =
+        run_rows(*conn, fmt::format(fmt::runtime(select), duck::quote_ident(e->alias)), {v});
     if (!rows.empty()) return std::move(rows[0]);
   }
   if (!damaged.empty()) {
-    throw Error(ErrorCode::kCorruption,
-                fmt::format("id {} was not found in the readable partitions of '{}', but {} "
-                            "partition(s) cannot be read and may hold it: {} ({})",
-                            key, schema.name(), damaged.size(), damaged[0]->file, damaged[0]->problem));
+    throw Error(
+        ErrorCode::kCorruption,
+        fmt::format("id {} was not found in the readable partitions of '{}', but {} "
+                    "partition(s) cannot be read and may hold it: {} ({})",
+                    key, schema.name(), damaged.size(), damaged[0]->file, damaged[0]->problem));
   }
   return std::nullopt;
 }
@@ -1024,19 +1034,22 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
   const CompiledQuery q = compile_query(schema, request);
   Store& store = impl_->store_for(schema);
   auto sel = impl_->select_partitions(store, q);
-  if (sel.entries.empty()) return RecordStream(q.column_names, std::make_unique<NoRows>(), sel.stats);
+  if (sel.entries.empty())
+    return RecordStream(q.column_names, std::make_unique<NoRows>(), sel.stats);
   auto pins = std::make_unique<Impl::Pins>(impl_->acquire(sel.entries, &sel.stats));
   auto conn = impl_->pool->take();
   std::vector<Value> params;
   auto st = conn->prepare(rows_sql(q, Impl::union_source(store, sel.entries), true, params));
   for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
   duck::Result r = st.execute_streaming();
-  return RecordStream(q.column_names,
-                      std::make_unique<Impl::PinnedSource>(std::move(pins), std::move(conn), std::move(r)),
-                      sel.stats);
+  return RecordStream(
+      q.column_names,
+      std::make_unique<Impl::PinnedSource>(std::move(pins), std::move(conn), std::move(r)),
+      sel.stats);
 }
 
-int64_t PartitionedDataRepository::count_all(const Schema& schema, const DataQueryRequest& request) {
+int64_t PartitionedDataRepository::count_all(const Schema& schema,
+                                             const DataQueryRequest& request) {
   const CompiledQuery q = compile_query(schema, request);
   Store& store = impl_->store_for(schema);
   auto sel = impl_->select_partitions(store, q);
@@ -1091,7 +1104,8 @@ StorageStatistics PartitionedDataRepository::get_partition_statistics() {
       }
       p.rows = e->meta.row_count;
       const FileStamp st = stamp_of(e->file);
-      p.bytes = static_cast<uint64_t>(std::max<int64_t>(st.size, 0) + std::max<int64_t>(st.wal_size, 0));
+      p.bytes =
+          static_cast<uint64_t>(std::max<int64_t>(st.size, 0) + std::max<int64_t>(st.wal_size, 0));
       p.modified_unix = st.mtime_ns / 1'000'000'000;
       if (e->meta.min_value) p.min_value = Timestamp{*e->meta.min_value};
       if (e->meta.max_value) p.max_value = Timestamp{*e->meta.max_value};
@@ -1137,7 +1151,8 @@ void PartitionedDataRepository::flush() {
       if (e->bloom && e->bloom_dirty && e->bloom_version == e->meta.commit_version) {
         std::error_code ec;
         fs::create_directories(s->dir + "/" + kIdIndexDir, ec);
-        if (e->bloom->save(s->dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", e->bloom_version)) {
+        if (e->bloom->save(s->dir + "/" + kIdIndexDir + "/" + e->name + ".bloom",
+                           e->bloom_version)) {
           e->bloom_dirty = false;
         }
       }

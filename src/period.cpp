@@ -11,10 +11,14 @@ namespace duckpart {
 
 std::string_view strategy_name(PartitionStrategy s) noexcept {
   switch (s) {
-    case PartitionStrategy::kYearly: return "yearly";
-    case PartitionStrategy::kMonthly: return "monthly";
-    case PartitionStrategy::kWeekly: return "weekly";
-    case PartitionStrategy::kDaily: return "daily";
+    case PartitionStrategy::kYearly:
+      return "yearly";
+    case PartitionStrategy::kMonthly:
+      return "monthly";
+    case PartitionStrategy::kWeekly:
+      return "weekly";
+    case PartitionStrategy::kDaily:
+      return "daily";
   }
   return "?";
 }
@@ -27,8 +31,9 @@ PartitionStrategy parse_strategy(std::string_view name) {
   if (lower == "monthly") return PartitionStrategy::kMonthly;
   if (lower == "weekly") return PartitionStrategy::kWeekly;
   if (lower == "daily") return PartitionStrategy::kDaily;
-  throw Error(ErrorCode::kInvalidArgument,
-              fmt::format("invalid strategy '{}': expected yearly, monthly, weekly or daily", name));
+  throw Error(
+      ErrorCode::kInvalidArgument,
+      fmt::format("invalid strategy '{}': expected yearly, monthly, weekly or daily", name));
 }
 
 namespace {
@@ -48,8 +53,8 @@ Date iso_year_start(int iso_year) noexcept {
 void check_year(int year, std::string_view what) {
   if (year < kMinPartitionYear || year > kMaxPartitionYear) {
     throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{} falls in year {}, outside the supported partition years {}..{}", what,
-                            year, kMinPartitionYear, kMaxPartitionYear));
+                fmt::format("{} falls in year {}, outside the supported partition years {}..{}",
+                            what, year, kMinPartitionYear, kMaxPartitionYear));
   }
 }
 
@@ -73,10 +78,14 @@ int iso_weeks_in_year(int iso_year) noexcept {
 std::string PartitionKey::label() const {
   if (is_null) return "null";
   switch (strategy) {
-    case PartitionStrategy::kYearly: return fmt::format("{:04d}", year);
-    case PartitionStrategy::kMonthly: return fmt::format("{:04d}_{:02d}", year, number);
-    case PartitionStrategy::kWeekly: return fmt::format("{:04d}_w{:02d}", year, number);
-    case PartitionStrategy::kDaily: return fmt::format("{:04d}_{:02d}_{:02d}", year, number, day);
+    case PartitionStrategy::kYearly:
+      return fmt::format("{:04d}", year);
+    case PartitionStrategy::kMonthly:
+      return fmt::format("{:04d}_{:02d}", year, number);
+    case PartitionStrategy::kWeekly:
+      return fmt::format("{:04d}_w{:02d}", year, number);
+    case PartitionStrategy::kDaily:
+      return fmt::format("{:04d}_{:02d}_{:02d}", year, number, day);
   }
   return "?";
 }
@@ -85,9 +94,12 @@ std::string PartitionKey::name() const { return "partition_" + label(); }
 
 Date PartitionKey::start() const {
   switch (strategy) {
-    case PartitionStrategy::kYearly: return date_from_civil(year, 1, 1);
-    case PartitionStrategy::kMonthly: return date_from_civil(year, static_cast<unsigned>(number), 1);
-    case PartitionStrategy::kWeekly: return Date{iso_year_start(year).days + (number - 1) * 7};
+    case PartitionStrategy::kYearly:
+      return date_from_civil(year, 1, 1);
+    case PartitionStrategy::kMonthly:
+      return date_from_civil(year, static_cast<unsigned>(number), 1);
+    case PartitionStrategy::kWeekly:
+      return Date{iso_year_start(year).days + (number - 1) * 7};
     case PartitionStrategy::kDaily:
       return date_from_civil(year, static_cast<unsigned>(number), static_cast<unsigned>(day));
   }
@@ -97,7 +109,9 @@ Date PartitionKey::start() const {
 PartitionKey PartitionKey::next() const {
   PartitionKey k = *this;
   switch (strategy) {
-    case PartitionStrategy::kYearly: ++k.year; break;
+    case PartitionStrategy::kYearly:
+      ++k.year;
+      break;
     case PartitionStrategy::kMonthly:
       if (++k.number > 12) {
         k.number = 1;
@@ -126,12 +140,15 @@ PartitionKey PartitionKey::next() const {
 
 Date PartitionKey::end() const {
   switch (strategy) {
-    case PartitionStrategy::kYearly: return date_from_civil(year + 1, 1, 1);
+    case PartitionStrategy::kYearly:
+      return date_from_civil(year + 1, 1, 1);
     case PartitionStrategy::kMonthly:
       return number == 12 ? date_from_civil(year + 1, 1, 1)
                           : date_from_civil(year, static_cast<unsigned>(number + 1), 1);
-    case PartitionStrategy::kWeekly: return Date{start().days + 7};
-    case PartitionStrategy::kDaily: return Date{start().days + 1};
+    case PartitionStrategy::kWeekly:
+      return Date{start().days + 7};
+    case PartitionStrategy::kDaily:
+      return Date{start().days + 1};
   }
   return Date{};
 }

@@ -26,20 +26,36 @@ PartitionPredicate::PartitionPredicate(const CompiledQuery& q, std::size_t parti
     std::vector<int64_t> v;
     for (const Value& x : f.values) v.push_back(temporal_micros(x));
     switch (f.op) {
-      case FilterOperator::kEq: non_null_ = true; narrow_points({v[0]}); break;
-      case FilterOperator::kNe: non_null_ = true; excluded_.push_back(v[0]); break;
+      case FilterOperator::kEq:
+        non_null_ = true;
+        narrow_points({v[0]});
+        break;
+      case FilterOperator::kNe:
+        non_null_ = true;
+        excluded_.push_back(v[0]);
+        break;
       case FilterOperator::kGt:
         non_null_ = true;
-        if (v[0] == std::numeric_limits<int64_t>::max()) impossible_ = true;
-        else lo_ = std::max(lo_, v[0] + 1);
+        if (v[0] == std::numeric_limits<int64_t>::max())
+          impossible_ = true;
+        else
+          lo_ = std::max(lo_, v[0] + 1);
         break;
-      case FilterOperator::kGte: non_null_ = true; lo_ = std::max(lo_, v[0]); break;
+      case FilterOperator::kGte:
+        non_null_ = true;
+        lo_ = std::max(lo_, v[0]);
+        break;
       case FilterOperator::kLt:
         non_null_ = true;
-        if (v[0] == std::numeric_limits<int64_t>::min()) impossible_ = true;
-        else hi_ = std::min(hi_, v[0] - 1);
+        if (v[0] == std::numeric_limits<int64_t>::min())
+          impossible_ = true;
+        else
+          hi_ = std::min(hi_, v[0] - 1);
         break;
-      case FilterOperator::kLte: non_null_ = true; hi_ = std::min(hi_, v[0]); break;
+      case FilterOperator::kLte:
+        non_null_ = true;
+        hi_ = std::min(hi_, v[0]);
+        break;
       case FilterOperator::kBetween:
         non_null_ = true;
         lo_ = std::max(lo_, v[0]);
@@ -54,9 +70,15 @@ PartitionPredicate::PartitionPredicate(const CompiledQuery& q, std::size_t parti
         if (!v.empty()) non_null_ = true;  // NOT IN () is TRUE, also for NULL
         excluded_.insert(excluded_.end(), v.begin(), v.end());
         break;
-      case FilterOperator::kIsNull: null_only_ = true; break;
-      case FilterOperator::kIsNotNull: non_null_ = true; break;
-      case FilterOperator::kLike: non_null_ = true; break;
+      case FilterOperator::kIsNull:
+        null_only_ = true;
+        break;
+      case FilterOperator::kIsNotNull:
+        non_null_ = true;
+        break;
+      case FilterOperator::kLike:
+        non_null_ = true;
+        break;
     }
   }
   if (null_only_ && non_null_) impossible_ = true;
@@ -68,7 +90,9 @@ bool PartitionPredicate::may_match(int64_t min, int64_t max) const noexcept {
   const int64_t a = std::max(min, lo_);
   const int64_t b = std::min(max, hi_);
   if (a > b) return false;
-  auto excluded = [&](int64_t x) { return std::binary_search(excluded_.begin(), excluded_.end(), x); };
+  auto excluded = [&](int64_t x) {
+    return std::binary_search(excluded_.begin(), excluded_.end(), x);
+  };
   if (points_) {
     auto it = std::lower_bound(points_->begin(), points_->end(), a);
     for (; it != points_->end() && *it <= b; ++it) {

@@ -1,5 +1,5 @@
-// Partition pruning: decides from catalog metadata alone whether a partition can hold a matching row.
-// Private header.
+// Partition pruning: decides from catalog metadata alone whether a partition can hold a matching
+// row. Private header.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +10,8 @@
 
 namespace duckpart {
 
-// What the filters on the partition column allow, in microseconds since the epoch (inclusive bounds).
+// What the filters on the partition column allow, in microseconds since the epoch (inclusive
+// bounds).
 class PartitionPredicate {
  public:
   // Folds every filter of `q` on column `partition_index` (others are ignored).

@@ -10,18 +10,30 @@ namespace duckpart {
 
 std::string_view operator_name(FilterOperator op) noexcept {
   switch (op) {
-    case FilterOperator::kEq: return "eq";
-    case FilterOperator::kNe: return "ne";
-    case FilterOperator::kGt: return "gt";
-    case FilterOperator::kGte: return "gte";
-    case FilterOperator::kLt: return "lt";
-    case FilterOperator::kLte: return "lte";
-    case FilterOperator::kIn: return "in";
-    case FilterOperator::kNotIn: return "not_in";
-    case FilterOperator::kLike: return "like";
-    case FilterOperator::kBetween: return "between";
-    case FilterOperator::kIsNull: return "is_null";
-    case FilterOperator::kIsNotNull: return "is_not_null";
+    case FilterOperator::kEq:
+      return "eq";
+    case FilterOperator::kNe:
+      return "ne";
+    case FilterOperator::kGt:
+      return "gt";
+    case FilterOperator::kGte:
+      return "gte";
+    case FilterOperator::kLt:
+      return "lt";
+    case FilterOperator::kLte:
+      return "lte";
+    case FilterOperator::kIn:
+      return "in";
+    case FilterOperator::kNotIn:
+      return "not_in";
+    case FilterOperator::kLike:
+      return "like";
+    case FilterOperator::kBetween:
+      return "between";
+    case FilterOperator::kIsNull:
+      return "is_null";
+    case FilterOperator::kIsNotNull:
+      return "is_not_null";
   }
   return "?";
 }
@@ -113,8 +125,9 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
                     fmt::format("{}: takes one value, not a list", ctx));
       }
       if (f.value.is_null()) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}: value is NULL (use is_null / is_not_null to test for NULL)", ctx));
+        throw Error(
+            ErrorCode::kInvalidArgument,
+            fmt::format("{}: value is NULL (use is_null / is_not_null to test for NULL)", ctx));
       }
       b.values.push_back(coerce_value(c, f.value, ctx, /*allow_time=*/true));
     };
@@ -144,9 +157,9 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
       }
       case FilterOperator::kLike: {
         if (c.type != ColumnType::kVarchar) {
-          throw Error(ErrorCode::kInvalidArgument,
-                      fmt::format("{}: like needs a VARCHAR column, '{}' is {}", ctx, c.name,
-                                  c.sql_type));
+          throw Error(
+              ErrorCode::kInvalidArgument,
+              fmt::format("{}: like needs a VARCHAR column, '{}' is {}", ctx, c.name, c.sql_type));
         }
         one();
         cond = fmt::format("{} LIKE CAST(? AS VARCHAR)", col);
@@ -177,7 +190,8 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
                       fmt::format("{}: between needs exactly two values (low, high), got {}", ctx,
                                   b.values.size()));
         }
-        cond = fmt::format("{} BETWEEN {} AND {}", col, param(c, b.values[0]), param(c, b.values[1]));
+        cond =
+            fmt::format("{} BETWEEN {} AND {}", col, param(c, b.values[0]), param(c, b.values[1]));
         q.where_params.push_back(b.values[0]);
         q.where_params.push_back(b.values[1]);
         break;
@@ -218,7 +232,8 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
 
 std::string rows_sql(const CompiledQuery& q, const std::string& source, bool paged,
                      std::vector<Value>& params) {
-  std::string sql = fmt::format("SELECT {} FROM {}{}{}", q.select_list, source, q.where_sql, q.order_sql);
+  std::string sql =
+      fmt::format("SELECT {} FROM {}{}{}", q.select_list, source, q.where_sql, q.order_sql);
   params.insert(params.end(), q.where_params.begin(), q.where_params.end());
   if (paged) {
     if (q.limit) {
@@ -233,7 +248,8 @@ std::string rows_sql(const CompiledQuery& q, const std::string& source, bool pag
   return sql;
 }
 
-std::string count_sql(const CompiledQuery& q, const std::string& source, std::vector<Value>& params) {
+std::string count_sql(const CompiledQuery& q, const std::string& source,
+                      std::vector<Value>& params) {
   params.insert(params.end(), q.where_params.begin(), q.where_params.end());
   return fmt::format("SELECT count(*) FROM {}{}", source, q.where_sql);
 }

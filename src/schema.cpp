@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
-#include <nlohmann/json.hpp>
 #include <toml++/toml.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -25,8 +25,10 @@ bool is_integer_type(ColumnType t) noexcept {
     case ColumnType::kUtinyint:
     case ColumnType::kUsmallint:
     case ColumnType::kUinteger:
-    case ColumnType::kHugeint: return true;
-    default: return false;
+    case ColumnType::kHugeint:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -78,26 +80,46 @@ ColumnType parse_column_type(std::string_view sql_type) {
   std::string base = t.substr(0, t.find('('));
   while (!base.empty() && base.back() == ' ') base.pop_back();
   static const std::pair<const char*, ColumnType> kNames[] = {
-      {"BOOLEAN", ColumnType::kBoolean},     {"BOOL", ColumnType::kBoolean},
-      {"LOGICAL", ColumnType::kBoolean},     {"TINYINT", ColumnType::kTinyint},
-      {"INT1", ColumnType::kTinyint},        {"SMALLINT", ColumnType::kSmallint},
-      {"INT2", ColumnType::kSmallint},       {"SHORT", ColumnType::kSmallint},
-      {"INTEGER", ColumnType::kInteger},     {"INT", ColumnType::kInteger},
-      {"INT4", ColumnType::kInteger},        {"SIGNED", ColumnType::kInteger},
-      {"BIGINT", ColumnType::kBigint},       {"INT8", ColumnType::kBigint},
-      {"LONG", ColumnType::kBigint},         {"UTINYINT", ColumnType::kUtinyint},
-      {"USMALLINT", ColumnType::kUsmallint}, {"UINTEGER", ColumnType::kUinteger},
-      {"HUGEINT", ColumnType::kHugeint},     {"INT128", ColumnType::kHugeint},
-      {"FLOAT", ColumnType::kFloat},         {"REAL", ColumnType::kFloat},
-      {"FLOAT4", ColumnType::kFloat},        {"DOUBLE", ColumnType::kDouble},
-      {"FLOAT8", ColumnType::kDouble},       {"DECIMAL", ColumnType::kDecimal},
-      {"NUMERIC", ColumnType::kDecimal},     {"VARCHAR", ColumnType::kVarchar},
-      {"TEXT", ColumnType::kVarchar},        {"STRING", ColumnType::kVarchar},
-      {"CHAR", ColumnType::kVarchar},        {"BPCHAR", ColumnType::kVarchar},
-      {"DATE", ColumnType::kDate},           {"TIMESTAMP", ColumnType::kTimestamp},
-      {"DATETIME", ColumnType::kTimestamp},  {"TIMESTAMP WITH TIME ZONE", ColumnType::kTimestampTz},
-      {"TIMESTAMPTZ", ColumnType::kTimestampTz}, {"UUID", ColumnType::kUuid},
-      {"BLOB", ColumnType::kBlob},           {"BYTEA", ColumnType::kBlob},
+      {"BOOLEAN", ColumnType::kBoolean},
+      {"BOOL", ColumnType::kBoolean},
+      {"LOGICAL", ColumnType::kBoolean},
+      {"TINYINT", ColumnType::kTinyint},
+      {"INT1", ColumnType::kTinyint},
+      {"SMALLINT", ColumnType::kSmallint},
+      {"INT2", ColumnType::kSmallint},
+      {"SHORT", ColumnType::kSmallint},
+      {"INTEGER", ColumnType::kInteger},
+      {"INT", ColumnType::kInteger},
+      {"INT4", ColumnType::kInteger},
+      {"SIGNED", ColumnType::kInteger},
+      {"BIGINT", ColumnType::kBigint},
+      {"INT8", ColumnType::kBigint},
+      {"LONG", ColumnType::kBigint},
+      {"UTINYINT", ColumnType::kUtinyint},
+      {"USMALLINT", ColumnType::kUsmallint},
+      {"UINTEGER", ColumnType::kUinteger},
+      {"HUGEINT", ColumnType::kHugeint},
+      {"INT128", ColumnType::kHugeint},
+      {"FLOAT", ColumnType::kFloat},
+      {"REAL", ColumnType::kFloat},
+      {"FLOAT4", ColumnType::kFloat},
+      {"DOUBLE", ColumnType::kDouble},
+      {"FLOAT8", ColumnType::kDouble},
+      {"DECIMAL", ColumnType::kDecimal},
+      {"NUMERIC", ColumnType::kDecimal},
+      {"VARCHAR", ColumnType::kVarchar},
+      {"TEXT", ColumnType::kVarchar},
+      {"STRING", ColumnType::kVarchar},
+      {"CHAR", ColumnType::kVarchar},
+      {"BPCHAR", ColumnType::kVarchar},
+      {"DATE", ColumnType::kDate},
+      {"TIMESTAMP", ColumnType::kTimestamp},
+      {"DATETIME", ColumnType::kTimestamp},
+      {"TIMESTAMP WITH TIME ZONE", ColumnType::kTimestampTz},
+      {"TIMESTAMPTZ", ColumnType::kTimestampTz},
+      {"UUID", ColumnType::kUuid},
+      {"BLOB", ColumnType::kBlob},
+      {"BYTEA", ColumnType::kBlob},
   };
   for (const auto& [name, type] : kNames) {
     if (base == name) return type;
@@ -110,8 +132,9 @@ namespace {
 void check_identifier(std::string_view name, std::string_view what) {
   if (name.empty()) throw Error(ErrorCode::kInvalidArgument, fmt::format("empty {} name", what));
   if (name.size() > 255) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{} name '{}...' is longer than 255 characters", what, name.substr(0, 32)));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{} name '{}...' is longer than 255 characters", what, name.substr(0, 32)));
   }
   for (char c : name) {
     if (c == '\0' || static_cast<unsigned char>(c) < 0x20) {
@@ -157,17 +180,18 @@ Schema::Schema(std::string table_name, std::vector<Column> columns, std::string 
   auto p = find(partition_column_);
   if (!p) {
     throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("partition column '{}' is not a column of table '{}'", partition_column_,
-                            name_));
+                fmt::format("partition column '{}' is not a column of table '{}'",
+                            partition_column_, name_));
   }
   partition_index_ = *p;
   partition_column_ = columns_[*p].name;
   const ColumnType pt = columns_[*p].type;
   if (pt != ColumnType::kDate && pt != ColumnType::kTimestamp) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("partition column '{}' of table '{}' is {}, but must be DATE or TIMESTAMP "
-                            "(cast TIMESTAMP WITH TIME ZONE to a UTC TIMESTAMP first)",
-                            partition_column_, name_, columns_[*p].sql_type));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("partition column '{}' of table '{}' is {}, but must be DATE or TIMESTAMP "
+                    "(cast TIMESTAMP WITH TIME ZONE to a UTC TIMESTAMP first)",
+                    partition_column_, name_, columns_[*p].sql_type));
   }
   if (id_column_) {
     auto i = find(*id_column_);
@@ -177,9 +201,10 @@ Schema::Schema(std::string table_name, std::vector<Column> columns, std::string 
     }
     const ColumnType it = columns_[*i].type;
     if (it != ColumnType::kUuid && it != ColumnType::kVarchar && it != ColumnType::kBigint) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("id column '{}' of table '{}' is {}, but must be UUID, VARCHAR or BIGINT",
-                              *id_column_, name_, columns_[*i].sql_type));
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("id column '{}' of table '{}' is {}, but must be UUID, VARCHAR or BIGINT",
+                      *id_column_, name_, columns_[*i].sql_type));
     }
     if (*i == partition_index_) {
       throw Error(ErrorCode::kInvalidArgument,
@@ -207,8 +232,9 @@ std::size_t Schema::index_of(std::string_view column, std::string_view what) con
     if (!names.empty()) names += ", ";
     names += c.name;
   }
-  throw Error(ErrorCode::kInvalidArgument,
-              fmt::format("unknown {} '{}' in table '{}' (columns: {})", what, column, name_, names));
+  throw Error(
+      ErrorCode::kInvalidArgument,
+      fmt::format("unknown {} '{}' in table '{}' (columns: {})", what, column, name_, names));
 }
 
 std::string Schema::to_json() const {
@@ -233,7 +259,8 @@ Schema Schema::from_json(std::string_view json) {
                             ColumnType::kOther, true});
     }
     std::optional<std::string> id;
-    if (j.contains("id_column") && !j["id_column"].is_null()) id = j["id_column"].get<std::string>();
+    if (j.contains("id_column") && !j["id_column"].is_null())
+      id = j["id_column"].get<std::string>();
     return Schema(j.at("name").get<std::string>(), std::move(cols),
                   j.at("partition_column").get<std::string>(), id);
   } catch (const nlohmann::json::exception& e) {
@@ -274,9 +301,11 @@ Schema Schema::well_production() {
 }
 
 Schema introspect_schema(const std::string& database_path, const std::string& table,
-                         const std::string& partition_column, std::optional<std::string> id_column) {
+                         const std::string& partition_column,
+                         std::optional<std::string> id_column) {
   if (!std::filesystem::exists(database_path)) {
-    throw Error(ErrorCode::kNotFound, fmt::format("database file '{}' does not exist", database_path));
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("database file '{}' does not exist", database_path));
   }
   duck::Database db = duck::Database::open(database_path, /*read_only=*/true);
   duck::Connection conn = db.connect();
@@ -319,13 +348,14 @@ Schema parse_schema_toml(std::string_view toml_text, std::string_view origin) {
   try {
     t = toml::parse(toml_text, std::string(origin));
   } catch (const toml::parse_error& e) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{}:{}: invalid TOML: {}", origin, e.source().begin.line, e.description()));
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("{}:{}: invalid TOML: {}", origin,
+                                                         e.source().begin.line, e.description()));
   }
   auto str = [&](std::string_view key) -> std::optional<std::string> {
     if (auto* n = t.get(key)) {
       if (!n->is_string()) {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: '{}' must be a string", origin, key));
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("{}: '{}' must be a string", origin, key));
       }
       return *n->value<std::string>();
     }
@@ -339,8 +369,9 @@ Schema parse_schema_toml(std::string_view toml_text, std::string_view origin) {
   }
   const toml::array* arr = t["columns"].as_array();
   if (!arr) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{}: 'columns' must be an array of {{ name = ..., type = ... }}", origin));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{}: 'columns' must be an array of {{ name = ..., type = ... }}", origin));
   }
   std::vector<Column> cols;
   for (const auto& node : *arr) {

@@ -8,8 +8,9 @@
 
 namespace duckpart {
 
-// CREATE TABLE [IF NOT EXISTS] [<catalog>.]main.<table> (empty catalog: the default database) (<columns>): types verbatim, no key or index
-// (they slow bulk loads several-fold; uniqueness of ids comes from how ids are made).
+// CREATE TABLE [IF NOT EXISTS] [<catalog>.]main.<table> (empty catalog: the default database)
+// (<columns>): types verbatim, no key or index (they slow bulk loads several-fold; uniqueness of
+// ids comes from how ids are made).
 inline std::string create_table_sql(const std::string& catalog, const Schema& schema,
                                     bool if_not_exists) {
   std::string sql = "CREATE TABLE ";

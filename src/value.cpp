@@ -7,7 +7,8 @@
 
 namespace duckpart {
 
-// Howard Hinnant's days_from_civil / civil_from_days: exact for the whole proleptic Gregorian range.
+// Howard Hinnant's days_from_civil / civil_from_days: exact for the whole proleptic Gregorian
+// range.
 Date date_from_civil(int year, unsigned month, unsigned day) noexcept {
   const int64_t y = static_cast<int64_t>(year) - (month <= 2 ? 1 : 0);
   const int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -57,7 +58,8 @@ bool parse_uint(std::string_view s, std::size_t pos, std::size_t len, unsigned& 
   return true;
 }
 
-// "YYYY-MM-DD" (four-digit year, optionally with a leading '-') at the start of `s`; returns the length.
+// "YYYY-MM-DD" (four-digit year, optionally with a leading '-') at the start of `s`; returns the
+// length.
 std::size_t parse_date_prefix(std::string_view s, Date& out) {
   std::size_t pos = 0;
   bool negative = false;
@@ -129,21 +131,28 @@ std::string format_timestamp(Timestamp ts) {
   int64_t rem = ts.micros - int64_t{d.days} * kMicrosPerDay;
   const int64_t frac = rem % 1'000'000;
   rem /= 1'000'000;
-  std::string out = fmt::format("{} {:02d}:{:02d}:{:02d}", format_date(d), rem / 3600,
-                                (rem / 60) % 60, rem % 60);
+  std::string out =
+      fmt::format("{} {:02d}:{:02d}:{:02d}", format_date(d), rem / 3600, (rem / 60) % 60, rem % 60);
   if (frac != 0) out += fmt::format(".{:06d}", frac);
   return out;
 }
 
 std::string_view Value::type_name() const noexcept {
   switch (v_.index()) {
-    case 0: return "NULL";
-    case 1: return "BOOLEAN";
-    case 2: return "BIGINT";
-    case 3: return "DOUBLE";
-    case 4: return "VARCHAR";
-    case 5: return "DATE";
-    case 6: return "TIMESTAMP";
+    case 0:
+      return "NULL";
+    case 1:
+      return "BOOLEAN";
+    case 2:
+      return "BIGINT";
+    case 3:
+      return "DOUBLE";
+    case 4:
+      return "VARCHAR";
+    case 5:
+      return "DATE";
+    case 6:
+      return "TIMESTAMP";
   }
   return "?";
 }

@@ -13,7 +13,8 @@ namespace duckpart {
 // repositories do) before use.
 struct PartitionConfig {
   PartitionStrategy strategy = PartitionStrategy::kMonthly;
-  // The DATE or TIMESTAMP column that decides a row's period.
+  // The DATE or TIMESTAMP column that decides a row's period, used when a schema is read from an
+  // existing table (introspection, the CLI). A Schema given in code names its own partition column.
   std::string partition_column = "production_period";
   // Directory of the store; each schema lives in <base_partition_path>/<schema name>/.
   std::string base_partition_path = "data/partitions";
@@ -41,13 +42,14 @@ PartitionConfig development_partition_config();
 PartitionConfig production_partition_config();
 PartitionConfig high_volume_partition_config();
 PartitionConfig archive_partition_config();
-// Preset by name ("development", "production", "high_volume", "archive"); throws Error(kInvalidArgument).
+// Preset by name ("development", "production", "high_volume", "archive"); throws
+// Error(kInvalidArgument).
 PartitionConfig partition_config_preset(std::string_view name);
 std::vector<std::string> partition_config_preset_names();
 
-// Reads a TOML file over `base`: every key present overrides the field of the same name; an optional
-// `preset = "..."` key selects the starting preset first. Unknown keys, wrong types and invalid values
-// are errors naming the file, key and value. Example:
+// Reads a TOML file over `base`: every key present overrides the field of the same name; an
+// optional `preset = "..."` key selects the starting preset first. Unknown keys, wrong types and
+// invalid values are errors naming the file, key and value. Example:
 //   preset = "production"
 //   strategy = "weekly"
 //   max_partitions_in_memory = 48

@@ -20,8 +20,8 @@ struct DuckDBRepositoryOptions {
 class DuckDBDataRepository final : public IDataRepository {
  public:
   // Opens (or creates) the DuckDB file at `database_path`; ":memory:" or "" opens an in-memory
-  // database. Throws Error(kLocked) when another process holds the file, Error(kIo) when it cannot be
-  // created. Thread-safe.
+  // database. Throws Error(kLocked) when another process holds the file, Error(kIo) when it cannot
+  // be created. Thread-safe.
   explicit DuckDBDataRepository(const std::string& database_path,
                                 DuckDBRepositoryOptions options = {});
   ~DuckDBDataRepository() override;

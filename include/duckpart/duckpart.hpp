@@ -2,6 +2,7 @@
 #pragma once
 
 #include "duckpart/config.hpp"
+#include "duckpart/demo_data.hpp"
 #include "duckpart/duckdb_repository.hpp"
 #include "duckpart/error.hpp"
 #include "duckpart/partitioned_repository.hpp"

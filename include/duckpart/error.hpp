@@ -1,8 +1,8 @@
 // duckpart — errors.
 //
-// One exception type for the whole library. Every message names what went wrong and where: the file,
-// partition, column, record or value involved. Operations throw only when they cannot complete; a
-// legitimately absent result is a std::optional.
+// One exception type for the whole library. Every message names what went wrong and where: the
+// file, partition, column, record or value involved. Operations throw only when they cannot
+// complete; a legitimately absent result is a std::optional.
 #pragma once
 
 #include <stdexcept>

@@ -5,13 +5,13 @@
 // _catalog.json, a cache of that metadata rebuilt from the files when missing or stale.
 //
 // Reads prune on the catalog before any file is opened, ATTACH the surviving files lazily into one
-// in-memory DuckDB instance (least recently used detached beyond max_partitions_in_memory; files in use
-// by a running query or stream are pinned) and run one parameterised SQL statement over them.
-// Writes group rows per period, append each group through DuckDB's appender in parallel and commit once
-// per partition, recording the batch id in the same transaction (exactly-once replay).
+// in-memory DuckDB instance (least recently used detached beyond max_partitions_in_memory; files in
+// use by a running query or stream are pinned) and run one parameterised SQL statement over them.
+// Writes group rows per period, append each group through DuckDB's appender in parallel and commit
+// once per partition, recording the batch id in the same transaction (exactly-once replay).
 //
-// A single request that needs more partitions than max_partitions_in_memory attaches them all for its
-// duration and trims back afterwards.
+// A single request that needs more partitions than max_partitions_in_memory attaches them all for
+// its duration and trims back afterwards.
 #pragma once
 
 #include <memory>
@@ -42,10 +42,10 @@ class PartitionedDataRepository final : public IDataRepository {
 
   const PartitionConfig& config() const noexcept;
 
-  // Loads the catalog of `schema` (the seed's initialize()). Called implicitly on first use; calling it
-  // explicitly surfaces damaged or foreign files early. Throws Error(kConflict) if files of the schema's
-  // directory were written with another layout or strategy... only when strict; otherwise they are
-  // reported as problems and refused when a request needs them.
+  // Loads the catalog of `schema` (the seed's initialize()). Called implicitly on first use;
+  // calling it explicitly surfaces damaged or foreign files early. Throws Error(kConflict) if files
+  // of the schema's directory were written with another layout or strategy... only when strict;
+  // otherwise they are reported as problems and refused when a request needs them.
   void initialize(const Schema& schema);
   // Schemas present under base_partition_path (directories holding partition files), by name.
   std::vector<std::string> list_schemas() const;

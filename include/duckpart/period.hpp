@@ -21,15 +21,17 @@ enum class PartitionStrategy { kYearly, kMonthly, kWeekly, kDaily };
 
 // "yearly", "monthly", "weekly", "daily".
 std::string_view strategy_name(PartitionStrategy s) noexcept;
-// Parses a strategy name (case-insensitive); throws Error(kInvalidArgument) naming the accepted values.
+// Parses a strategy name (case-insensitive); throws Error(kInvalidArgument) naming the accepted
+// values.
 PartitionStrategy parse_strategy(std::string_view name);
 
 inline constexpr int kMinPartitionYear = 1;
 inline constexpr int kMaxPartitionYear = 9999;
 
-// One period of one strategy. For weekly keys `year` is the ISO year and `number` the ISO week (1-53);
-// for monthly `number` is the month; for daily `number` is the month and `day` the day; for yearly both
-// are 0. A null key (is_null) is the period of NULL partition values. Ordered by time, null first.
+// One period of one strategy. For weekly keys `year` is the ISO year and `number` the ISO week
+// (1-53); for monthly `number` is the month; for daily `number` is the month and `day` the day; for
+// yearly both are 0. A null key (is_null) is the period of NULL partition values. Ordered by time,
+// null first.
 struct PartitionKey {
   PartitionStrategy strategy = PartitionStrategy::kMonthly;
   bool is_null = false;
@@ -62,7 +64,8 @@ struct PartitionKey {
   }
 };
 
-// ISO-8601 week date of `d`: the ISO year (may differ from the calendar year near 1 January) and week.
+// ISO-8601 week date of `d`: the ISO year (may differ from the calendar year near 1 January) and
+// week.
 void iso_week_of(Date d, int& iso_year, int& week) noexcept;
 // Number of ISO weeks (52 or 53) in an ISO year.
 int iso_weeks_in_year(int iso_year) noexcept;
@@ -74,7 +77,8 @@ PartitionKey partition_key_of(PartitionStrategy s, Timestamp ts);
 PartitionKey null_partition_key(PartitionStrategy s) noexcept;
 
 // Parses a partition name ("partition_2023_01") or file name ("partition_2023_01.duckdb") of any
-// strategy; nullopt when the text is not exactly one of the seed's formats or names an impossible period.
+// strategy; nullopt when the text is not exactly one of the seed's formats or names an impossible
+// period.
 std::optional<PartitionKey> parse_partition_name(std::string_view name);
 
 }  // namespace duckpart

@@ -27,14 +27,16 @@ enum class FilterOperator {
   kIsNotNull,
 };
 
-// "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "like", "between", "is_null", "is_not_null".
+// "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "like", "between", "is_null",
+// "is_not_null".
 std::string_view operator_name(FilterOperator op) noexcept;
 // Parses the names above; throws Error(kInvalidArgument).
 FilterOperator parse_operator(std::string_view name);
 
-// One condition `field <op> value`. `value` is used by the comparison operators and like; `values` by
-// in/not_in (any number) and between (exactly two: low, high, both inclusive); is_null/is_not_null use
-// neither. Comparisons follow SQL: a NULL cell never matches eq/ne/gt/.../in/not_in/like/between.
+// One condition `field <op> value`. `value` is used by the comparison operators and like; `values`
+// by in/not_in (any number) and between (exactly two: low, high, both inclusive);
+// is_null/is_not_null use neither. Comparisons follow SQL: a NULL cell never matches
+// eq/ne/gt/.../in/not_in/like/between.
 struct QueryFilter {
   std::string field;
   FilterOperator op = FilterOperator::kEq;
@@ -55,8 +57,8 @@ struct SortKey {
   SortDirection direction = SortDirection::kAsc;
 };
 
-// A query: filters joined with AND, sort keys in order (NULLs last for asc, first for desc — DuckDB's
-// defaults), pagination and projection (empty: all columns, in schema order).
+// A query: filters joined with AND, sort keys in order (NULLs last for asc, first for desc —
+// DuckDB's defaults), pagination and projection (empty: all columns, in schema order).
 struct DataQueryRequest {
   std::vector<QueryFilter> filters;
   std::vector<SortKey> sort;
@@ -65,12 +67,13 @@ struct DataQueryRequest {
   std::vector<std::string> columns;
 };
 
-// Which partitions a request touched; filled by both repositories (the single-file one reports 1 of 1).
+// Which partitions a request touched; filled by both repositories (the single-file one reports 1 of
+// 1).
 struct QueryStats {
-  int64_t partitions_total = 0;    // partitions the schema has
-  int64_t partitions_scanned = 0;  // partitions the request read
-  int64_t partitions_pruned = 0;   // partitions skipped without opening them
-  int64_t partitions_attached = 0; // partitions that had to be opened (ATTACH) for this request
+  int64_t partitions_total = 0;     // partitions the schema has
+  int64_t partitions_scanned = 0;   // partitions the request read
+  int64_t partitions_pruned = 0;    // partitions skipped without opening them
+  int64_t partitions_attached = 0;  // partitions that had to be opened (ATTACH) for this request
 };
 
 // One page of results. `total` counts every row matching the filters (ignoring limit/offset).

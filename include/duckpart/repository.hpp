@@ -1,7 +1,8 @@
 // duckpart — the repository interface of the seed, and what it returns.
 //
-// Two implementations, interchangeable in user code: DuckDBDataRepository (one DuckDB file: the set-up
-// an application has before partitioning) and PartitionedDataRepository (one file per period).
+// Two implementations, interchangeable in user code: DuckDBDataRepository (one DuckDB file: the
+// set-up an application has before partitioning) and PartitionedDataRepository (one file per
+// period).
 //
 // Threads: every method may be called from several threads at once on one repository.
 // Errors: methods throw duckpart::Error (see error.hpp); a failed write leaves no row of the failed
@@ -25,24 +26,25 @@ namespace duckpart {
 
 // Options of one batch write.
 struct BatchOptions {
-  // Identifies the batch for exactly-once replay: writing a batch with an id that a partition already
-  // committed skips that partition. Empty: a fresh id is generated (no replay protection across calls).
+  // Identifies the batch for exactly-once replay: writing a batch with an id that a partition
+  // already committed skips that partition. Empty: a fresh id is generated (no replay protection
+  // across calls).
   std::string batch_id;
 };
 
 // What a batch write did.
 struct BatchResult {
   std::string batch_id;
-  int64_t rows_written = 0;         // rows committed by this call
-  int64_t rows_skipped = 0;         // rows of partitions that had already committed this batch id
-  int64_t partitions_written = 0;   // partitions that committed
-  int64_t partitions_skipped = 0;   // partitions that already had the batch (replay)
-  int64_t partitions_created = 0;   // partition files created by this call
-  int64_t ids_generated = 0;        // ids assigned because the id cell was NULL
+  int64_t rows_written = 0;        // rows committed by this call
+  int64_t rows_skipped = 0;        // rows of partitions that had already committed this batch id
+  int64_t partitions_written = 0;  // partitions that committed
+  int64_t partitions_skipped = 0;  // partitions that already had the batch (replay)
+  int64_t partitions_created = 0;  // partition files created by this call
+  int64_t ids_generated = 0;       // ids assigned because the id cell was NULL
 };
 
-// Rows of a query, pulled in chunks with bounded memory. Move-only; holds the partitions it reads open
-// (pinned) until it is exhausted or destroyed. Not thread-safe: one consumer at a time.
+// Rows of a query, pulled in chunks with bounded memory. Move-only; holds the partitions it reads
+// open (pinned) until it is exhausted or destroyed. Not thread-safe: one consumer at a time.
 class RecordStream {
  public:
   // Produces the next rows; returns false when there are none left. Implementations live in src/.
@@ -75,12 +77,12 @@ class RecordStream {
 
 // One partition (for the single-file repository: the whole table).
 struct PartitionStatistics {
-  std::string name;   // "partition_2023_01" (single file: the table name)
-  std::string file;   // path of the DuckDB file
+  std::string name;                  // "partition_2023_01" (single file: the table name)
+  std::string file;                  // path of the DuckDB file
   std::optional<Date> period_start;  // [start, end) of the period; empty for the null partition
   std::optional<Date> period_end;
   int64_t rows = 0;
-  uint64_t bytes = 0;  // file + write-ahead log
+  uint64_t bytes = 0;                  // file + write-ahead log
   std::optional<Timestamp> min_value;  // of the partition column
   std::optional<Timestamp> max_value;
   int64_t modified_unix = 0;  // file mtime, seconds
@@ -96,10 +98,10 @@ struct RepositoryCounters {
   int64_t partitions_attached_peak = 0;
   int64_t partitions_created = 0;
   int64_t queries = 0;
-  int64_t partitions_scanned = 0;   // summed over queries
-  int64_t partitions_pruned = 0;    // summed over queries
-  int64_t batches_committed = 0;    // partition commits of batches
-  int64_t batches_skipped = 0;      // partition commits skipped by replay protection
+  int64_t partitions_scanned = 0;  // summed over queries
+  int64_t partitions_pruned = 0;   // summed over queries
+  int64_t batches_committed = 0;   // partition commits of batches
+  int64_t batches_skipped = 0;     // partition commits skipped by replay protection
   int64_t rows_written = 0;
 };
 
@@ -120,19 +122,21 @@ struct StorageStatistics {
   std::string to_json() const;
 };
 
-// The seed's repository interface. `schema` names the table; implementations create it on first write.
+// The seed's repository interface. `schema` names the table; implementations create it on first
+// write.
 class IDataRepository {
  public:
   virtual ~IDataRepository() = default;
 
   // Writes one record given as column -> value (missing columns are NULL; unknown columns are an
-  // error). Assigns an id when the schema has an id column and none is given. Returns the stored row
-  // (all columns, schema order).
+  // error). Assigns an id when the schema has an id column and none is given. Returns the stored
+  // row (all columns, schema order).
   virtual DataRecord create(const Schema& schema, const std::map<std::string, Value>& data) = 0;
   // Writes records (values in schema order), grouped per partition, one commit per partition.
   virtual BatchResult create_batch(const Schema& schema, const std::vector<DataRecord>& records,
                                    const BatchOptions& options = {}) = 0;
-  // The columnar bulk path: whole columns per call (see ColumnBatch). Same guarantees as create_batch.
+  // The columnar bulk path: whole columns per call (see ColumnBatch). Same guarantees as
+  // create_batch.
   virtual BatchResult create_batch_columnar(const Schema& schema, ColumnBatch batch,
                                             const BatchOptions& options = {}) = 0;
   // The row whose id column equals `id` (all columns), or nullopt. Throws if the schema has no id.

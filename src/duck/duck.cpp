@@ -11,8 +11,8 @@ ErrorCode classify(std::string_view m) noexcept {
   if (has("Could not set lock") || has("Conflicting lock") || has("lock on file")) {
     return ErrorCode::kLocked;
   }
-  if (has("not a valid DuckDB database") || has("Corrupt") || has("corrupt") ||
-      has("checksum") || has("Checksum") || has("INTERNAL Error") || has("Serialization") ||
+  if (has("not a valid DuckDB database") || has("Corrupt") || has("corrupt") || has("checksum") ||
+      has("Checksum") || has("INTERNAL Error") || has("Serialization") ||
       has("unsupported version") || has("not a DuckDB") || has("too small") ||
       has("Failed to read") || has("database file with version")) {
     return ErrorCode::kCorruption;
@@ -30,7 +30,8 @@ ErrorCode classify(std::string_view m) noexcept {
 }
 
 void fail(std::string_view context, std::string_view message) {
-  std::string text = context.empty() ? std::string(message) : fmt::format("{}: {}", context, message);
+  std::string text =
+      context.empty() ? std::string(message) : fmt::format("{}: {}", context, message);
   throw Error(classify(message), text);
 }
 
@@ -125,7 +126,8 @@ Result Prepared::execute() {
 Result Prepared::execute_streaming() {
   duckdb_pending_result pending;
   if (duckdb_pending_prepared_streaming(p_.get(), &pending) != DuckDBSuccess) {
-    std::string err = duckdb_pending_error(pending) ? duckdb_pending_error(pending) : "query failed";
+    std::string err =
+        duckdb_pending_error(pending) ? duckdb_pending_error(pending) : "query failed";
     duckdb_destroy_pending(&pending);
     fail("", err);
   }
@@ -177,12 +179,18 @@ int64_t Connection::query_int(std::string_view sql, std::string_view context) {
   Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(duckdb_vector_get_column_type(v));
   void* data = duckdb_vector_get_data(v);
   switch (duckdb_get_type_id(t.get())) {
-    case DUCKDB_TYPE_BIGINT: return static_cast<int64_t*>(data)[0];
-    case DUCKDB_TYPE_INTEGER: return static_cast<int32_t*>(data)[0];
-    case DUCKDB_TYPE_UBIGINT: return static_cast<int64_t>(static_cast<uint64_t*>(data)[0]);
-    case DUCKDB_TYPE_HUGEINT: return static_cast<int64_t>(static_cast<duckdb_hugeint*>(data)[0].lower);
-    case DUCKDB_TYPE_BOOLEAN: return static_cast<bool*>(data)[0] ? 1 : 0;
-    default: fail(context, "query_int: result is not an integer");
+    case DUCKDB_TYPE_BIGINT:
+      return static_cast<int64_t*>(data)[0];
+    case DUCKDB_TYPE_INTEGER:
+      return static_cast<int32_t*>(data)[0];
+    case DUCKDB_TYPE_UBIGINT:
+      return static_cast<int64_t>(static_cast<uint64_t*>(data)[0]);
+    case DUCKDB_TYPE_HUGEINT:
+      return static_cast<int64_t>(static_cast<duckdb_hugeint*>(data)[0].lower);
+    case DUCKDB_TYPE_BOOLEAN:
+      return static_cast<bool*>(data)[0] ? 1 : 0;
+    default:
+      fail(context, "query_int: result is not an integer");
   }
 }
 
@@ -258,9 +266,12 @@ bool uuid_normalize(std::string_view text, std::string& canonical) {
 
 namespace {
 
-std::string decimal_to_string(__int128 v, uint8_t scale) {
+__extension__ using int128 = __int128;
+__extension__ using uint128 = unsigned __int128;
+
+std::string decimal_to_string(int128 v, uint8_t scale) {
   const bool neg = v < 0;
-  unsigned __int128 u = neg ? static_cast<unsigned __int128>(-(v + 1)) + 1 : static_cast<unsigned __int128>(v);
+  uint128 u = neg ? static_cast<uint128>(-(v + 1)) + 1 : static_cast<uint128>(v);
   std::string digits;
   do {
     digits += static_cast<char>('0' + static_cast<int>(u % 10));
@@ -277,7 +288,7 @@ std::string decimal_to_string(__int128 v, uint8_t scale) {
 }
 
 std::string hugeint_to_string(duckdb_hugeint h) {
-  const __int128 v = (static_cast<__int128>(h.upper) << 64) | static_cast<__int128>(h.lower);
+  const int128 v = (static_cast<int128>(h.upper) << 64) | static_cast<int128>(h.lower);
   return decimal_to_string(v, 0);
 }
 
@@ -321,23 +332,45 @@ void ChunkDecoder::decode(const DataChunk& chunk, std::vector<DataRecord>& out) 
         continue;
       }
       switch (r.type) {
-        case DUCKDB_TYPE_BOOLEAN: cell = Value(static_cast<bool*>(data)[i]); break;
-        case DUCKDB_TYPE_TINYINT: cell = Value(static_cast<int8_t*>(data)[i]); break;
-        case DUCKDB_TYPE_SMALLINT: cell = Value(static_cast<int16_t*>(data)[i]); break;
-        case DUCKDB_TYPE_INTEGER: cell = Value(static_cast<int32_t*>(data)[i]); break;
-        case DUCKDB_TYPE_BIGINT: cell = Value(static_cast<int64_t*>(data)[i]); break;
-        case DUCKDB_TYPE_UTINYINT: cell = Value(static_cast<uint8_t*>(data)[i]); break;
-        case DUCKDB_TYPE_USMALLINT: cell = Value(static_cast<uint16_t*>(data)[i]); break;
-        case DUCKDB_TYPE_UINTEGER: cell = Value(static_cast<uint32_t*>(data)[i]); break;
+        case DUCKDB_TYPE_BOOLEAN:
+          cell = Value(static_cast<bool*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_TINYINT:
+          cell = Value(static_cast<int8_t*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_SMALLINT:
+          cell = Value(static_cast<int16_t*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_INTEGER:
+          cell = Value(static_cast<int32_t*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_BIGINT:
+          cell = Value(static_cast<int64_t*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_UTINYINT:
+          cell = Value(static_cast<uint8_t*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_USMALLINT:
+          cell = Value(static_cast<uint16_t*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_UINTEGER:
+          cell = Value(static_cast<uint32_t*>(data)[i]);
+          break;
         case DUCKDB_TYPE_UBIGINT: {
           const uint64_t u = static_cast<uint64_t*>(data)[i];
           cell = u <= static_cast<uint64_t>(INT64_MAX) ? Value(static_cast<int64_t>(u))
                                                        : Value(std::to_string(u));
           break;
         }
-        case DUCKDB_TYPE_FLOAT: cell = Value(static_cast<double>(static_cast<float*>(data)[i])); break;
-        case DUCKDB_TYPE_DOUBLE: cell = Value(static_cast<double*>(data)[i]); break;
-        case DUCKDB_TYPE_DATE: cell = Value(Date{static_cast<duckdb_date*>(data)[i].days}); break;
+        case DUCKDB_TYPE_FLOAT:
+          cell = Value(static_cast<double>(static_cast<float*>(data)[i]));
+          break;
+        case DUCKDB_TYPE_DOUBLE:
+          cell = Value(static_cast<double*>(data)[i]);
+          break;
+        case DUCKDB_TYPE_DATE:
+          cell = Value(Date{static_cast<duckdb_date*>(data)[i].days});
+          break;
         case DUCKDB_TYPE_TIMESTAMP:
         case DUCKDB_TYPE_TIMESTAMP_TZ:
           cell = Value(Timestamp{static_cast<duckdb_timestamp*>(data)[i].micros});
@@ -346,19 +379,27 @@ void ChunkDecoder::decode(const DataChunk& chunk, std::vector<DataRecord>& out) 
         case DUCKDB_TYPE_BLOB:
           cell = Value(read_string(&static_cast<duckdb_string_t*>(data)[i]));
           break;
-        case DUCKDB_TYPE_UUID: cell = Value(uuid_to_string(static_cast<duckdb_hugeint*>(data)[i])); break;
+        case DUCKDB_TYPE_UUID:
+          cell = Value(uuid_to_string(static_cast<duckdb_hugeint*>(data)[i]));
+          break;
         case DUCKDB_TYPE_HUGEINT:
           cell = Value(hugeint_to_string(static_cast<duckdb_hugeint*>(data)[i]));
           break;
         case DUCKDB_TYPE_DECIMAL: {
-          __int128 raw = 0;
+          int128 raw = 0;
           switch (r.internal) {
-            case DUCKDB_TYPE_SMALLINT: raw = static_cast<int16_t*>(data)[i]; break;
-            case DUCKDB_TYPE_INTEGER: raw = static_cast<int32_t*>(data)[i]; break;
-            case DUCKDB_TYPE_BIGINT: raw = static_cast<int64_t*>(data)[i]; break;
+            case DUCKDB_TYPE_SMALLINT:
+              raw = static_cast<int16_t*>(data)[i];
+              break;
+            case DUCKDB_TYPE_INTEGER:
+              raw = static_cast<int32_t*>(data)[i];
+              break;
+            case DUCKDB_TYPE_BIGINT:
+              raw = static_cast<int64_t*>(data)[i];
+              break;
             default: {
               const duckdb_hugeint h = static_cast<duckdb_hugeint*>(data)[i];
-              raw = (static_cast<__int128>(h.upper) << 64) | static_cast<__int128>(h.lower);
+              raw = (static_cast<int128>(h.upper) << 64) | static_cast<int128>(h.lower);
             }
           }
           cell = Value(decimal_to_string(raw, r.scale));
@@ -380,21 +421,29 @@ namespace {
 
 duckdb_type chunk_type_for(const Column& c) {
   switch (c.type) {
-    case ColumnType::kBoolean: return DUCKDB_TYPE_BOOLEAN;
+    case ColumnType::kBoolean:
+      return DUCKDB_TYPE_BOOLEAN;
     case ColumnType::kTinyint:
     case ColumnType::kSmallint:
     case ColumnType::kInteger:
     case ColumnType::kBigint:
     case ColumnType::kUtinyint:
     case ColumnType::kUsmallint:
-    case ColumnType::kUinteger: return DUCKDB_TYPE_BIGINT;
+    case ColumnType::kUinteger:
+      return DUCKDB_TYPE_BIGINT;
     case ColumnType::kFloat:
-    case ColumnType::kDouble: return DUCKDB_TYPE_DOUBLE;
-    case ColumnType::kDate: return DUCKDB_TYPE_DATE;
-    case ColumnType::kTimestamp: return DUCKDB_TYPE_TIMESTAMP;
-    case ColumnType::kTimestampTz: return DUCKDB_TYPE_TIMESTAMP_TZ;
-    case ColumnType::kBlob: return DUCKDB_TYPE_BLOB;
-    default: return DUCKDB_TYPE_VARCHAR;
+    case ColumnType::kDouble:
+      return DUCKDB_TYPE_DOUBLE;
+    case ColumnType::kDate:
+      return DUCKDB_TYPE_DATE;
+    case ColumnType::kTimestamp:
+      return DUCKDB_TYPE_TIMESTAMP;
+    case ColumnType::kTimestampTz:
+      return DUCKDB_TYPE_TIMESTAMP_TZ;
+    case ColumnType::kBlob:
+      return DUCKDB_TYPE_BLOB;
+    default:
+      return DUCKDB_TYPE_VARCHAR;
   }
 }
 

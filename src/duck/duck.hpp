@@ -36,7 +36,8 @@ ErrorCode classify(std::string_view duckdb_message) noexcept;
 // Throws Error(classify(message)) with "<context>: <message>".
 [[noreturn]] void fail(std::string_view context, std::string_view duckdb_message);
 
-// Quotes an identifier for SQL ("a""b"). Identifiers are also validated against the schema elsewhere.
+// Quotes an identifier for SQL ("a""b"). Identifiers are also validated against the schema
+// elsewhere.
 std::string quote_ident(std::string_view name);
 // Quotes a string literal ('it''s'). Only for values that cannot be bound (ATTACH paths).
 std::string quote_literal(std::string_view text);
@@ -141,8 +142,8 @@ class ChunkDecoder {
 };
 
 // Appends rows of a ColumnBatch (selected by index) into a table through DuckDB's chunk appender.
-// Columns whose C++ form is text but whose SQL type is not (DECIMAL, UUID, HUGEINT, ...) are appended
-// as VARCHAR and cast by DuckDB.
+// Columns whose C++ form is text but whose SQL type is not (DECIMAL, UUID, HUGEINT, ...) are
+// appended as VARCHAR and cast by DuckDB.
 class BatchAppender {
  public:
   BatchAppender(Connection& conn, const std::string& catalog, const std::string& table,

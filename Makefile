@@ -1,0 +1,48 @@
+# duckpart — the two commands a new user runs: `make demo` and `make test`.
+# Both install what is missing first (scripts/bootstrap, idempotent), then build.
+.PHONY: all bootstrap build demo test asan format format-check install-check bench clean
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+DEMO_ROWS ?= 2000000
+
+all: build
+
+bootstrap:
+	@bash scripts/bootstrap
+
+build: bootstrap
+	@cmake --preset release >/dev/null
+	@cmake --build build/release -j $(JOBS)
+
+data/data.duckdb: | build
+	@./build/release/tools/generate_demo_data --database data/data.duckdb --rows $(DEMO_ROWS)
+
+demo: build data/data.duckdb
+	@./build/release/examples/example_partitioned_usage --database data/data.duckdb --partitions data/partitions
+
+test: build
+	@ctest --preset release -j $(JOBS)
+
+asan: bootstrap
+	@cmake --preset asan >/dev/null
+	@cmake --build build/asan -j $(JOBS)
+	@ctest --preset asan -j $(JOBS)
+
+format:
+	@git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
+
+format-check:
+	@git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run -Werror
+
+# Installs the library into build/install and builds examples/ against it with find_package(duckpart).
+install-check: build
+	@cmake --install build/release --prefix build/install >/dev/null
+	@cmake -S examples -B build/examples-installed -DCMAKE_PREFIX_PATH=$(CURDIR)/build/install >/dev/null
+	@cmake --build build/examples-installed -j $(JOBS)
+	@echo "install-check: examples built against the installed duckpart package"
+
+bench: build
+	@./build/release/bench/duckpart_bench
+
+clean:
+	@rm -rf build
