@@ -5,8 +5,8 @@
 //
 //   example_partitioned_usage [--database data/data.duckdb] [--partitions data/partitions]
 //
-// Re-running it is safe: every batch carries a batch id, so a batch already committed to a partition
-// is skipped there (exactly-once), and nothing is duplicated.
+// Re-running it is safe: every batch carries a batch id, so a batch already committed to a
+// partition is skipped there (exactly-once), and nothing is duplicated.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -69,10 +69,11 @@ int main(int argc, char** argv) {
     }
     flush();
     const double load_s = seconds_since(t0);
-    std::printf("create_batch %lld rows routed in %.2f s (%.0f rows/s), %lld partitions created, "
-                "%lld rows skipped as already committed (re-run)\n",
-                static_cast<long long>(routed), load_s, load_s > 0 ? routed / load_s : 0.0,
-                static_cast<long long>(created), static_cast<long long>(skipped));
+    std::printf(
+        "create_batch %lld rows routed in %.2f s (%.0f rows/s), %lld partitions created, "
+        "%lld rows skipped as already committed (re-run)\n",
+        static_cast<long long>(routed), load_s, load_s > 0 ? routed / load_s : 0.0,
+        static_cast<long long>(created), static_cast<long long>(skipped));
 
     // 4. A pruned time-range query: Q4 2023 only touches three monthly partitions.
     DataQueryRequest q4;
@@ -83,15 +84,17 @@ int main(int argc, char** argv) {
     q4.columns = {"well_id", "production_period", "oil_bbl", "operator_name"};
     const auto t1 = std::chrono::steady_clock::now();
     const PaginatedResponse page = repo.get_all(schema, q4);
-    std::printf("get_all     Q4 2023: %lld matching rows, top %zu by oil in %.1f ms; partitions "
-                "scanned %lld of %lld (%lld pruned, %lld opened)\n",
-                static_cast<long long>(page.total), page.items.size(), seconds_since(t1) * 1e3,
-                static_cast<long long>(page.stats.partitions_scanned),
-                static_cast<long long>(page.stats.partitions_total),
-                static_cast<long long>(page.stats.partitions_pruned),
-                static_cast<long long>(page.stats.partitions_attached));
+    std::printf(
+        "get_all     Q4 2023: %lld matching rows, top %zu by oil in %.1f ms; partitions "
+        "scanned %lld of %lld (%lld pruned, %lld opened)\n",
+        static_cast<long long>(page.total), page.items.size(), seconds_since(t1) * 1e3,
+        static_cast<long long>(page.stats.partitions_scanned),
+        static_cast<long long>(page.stats.partitions_total),
+        static_cast<long long>(page.stats.partitions_pruned),
+        static_cast<long long>(page.stats.partitions_attached));
     for (std::size_t i = 0; i < page.items.size(); ++i) {
-      std::printf("              %s  %s  %10s bbl  %s\n", page.value(i, "well_id").to_string().c_str(),
+      std::printf("              %s  %s  %10s bbl  %s\n",
+                  page.value(i, "well_id").to_string().c_str(),
                   page.value(i, "production_period").to_string().c_str(),
                   page.value(i, "oil_bbl").to_string().c_str(),
                   page.value(i, "operator_name").to_string().c_str());
@@ -144,21 +147,23 @@ int main(int argc, char** argv) {
     const StorageStatistics stats = repo.get_partition_statistics();
     for (const auto& s : stats.schemas) {
       if (s.schema != schema.name()) continue;
-      std::printf("statistics  %s: %zu partitions, %lld rows, %.1f MB on disk; first %s (%lld rows), "
-                  "last %s (%lld rows)\n",
-                  s.schema.c_str(), s.partitions.size(), static_cast<long long>(s.total_rows),
-                  static_cast<double>(s.total_bytes) / 1e6,
-                  s.partitions.empty() ? "-" : s.partitions.front().name.c_str(),
-                  s.partitions.empty() ? 0LL : static_cast<long long>(s.partitions.front().rows),
-                  s.partitions.empty() ? "-" : s.partitions.back().name.c_str(),
-                  s.partitions.empty() ? 0LL : static_cast<long long>(s.partitions.back().rows));
+      std::printf(
+          "statistics  %s: %zu partitions, %lld rows, %.1f MB on disk; first %s (%lld rows), "
+          "last %s (%lld rows)\n",
+          s.schema.c_str(), s.partitions.size(), static_cast<long long>(s.total_rows),
+          static_cast<double>(s.total_bytes) / 1e6,
+          s.partitions.empty() ? "-" : s.partitions.front().name.c_str(),
+          s.partitions.empty() ? 0LL : static_cast<long long>(s.partitions.front().rows),
+          s.partitions.empty() ? "-" : s.partitions.back().name.c_str(),
+          s.partitions.empty() ? 0LL : static_cast<long long>(s.partitions.back().rows));
     }
-    std::printf("counters    partitions opened %lld, attached now %lld (limit %d), queries %lld, "
-                "partitions pruned %lld\n",
-                static_cast<long long>(stats.counters.partitions_opened),
-                static_cast<long long>(stats.counters.partitions_attached_now),
-                config.max_partitions_in_memory, static_cast<long long>(stats.counters.queries),
-                static_cast<long long>(stats.counters.partitions_pruned));
+    std::printf(
+        "counters    partitions opened %lld, attached now %lld (limit %d), queries %lld, "
+        "partitions pruned %lld\n",
+        static_cast<long long>(stats.counters.partitions_opened),
+        static_cast<long long>(stats.counters.partitions_attached_now),
+        config.max_partitions_in_memory, static_cast<long long>(stats.counters.queries),
+        static_cast<long long>(stats.counters.partitions_pruned));
     return n_part == n_single ? 0 : 1;
   } catch (const Error& e) {
     std::fprintf(stderr, "example_partitioned_usage: %s\n", e.what());

@@ -158,6 +158,24 @@ struct PartitionedDataRepository::Impl {
     }
   }
 
+  // Detaches least recently used unpinned partitions until one more fits under the limit.
+  void make_room_locked() noexcept {
+    while (attached_count >= config.max_partitions_in_memory) {
+      const int64_t before = attached_count;
+      Entry* victim = nullptr;
+      for (auto& [name, s] : stores) {
+        for (auto& [k, e] : s->entries) {
+          if (e->attached && e->pins == 0 && (!victim || e->last_used < victim->last_used)) {
+            victim = e.get();
+          }
+        }
+      }
+      if (!victim) return;
+      detach_locked(*victim);
+      if (attached_count == before) return;
+    }
+  }
+
   // Pins `entries` (attaching as needed) for the lifetime of the returned object.
   class Pins {
    public:
@@ -189,6 +207,7 @@ struct PartitionedDataRepository::Impl {
                                   e->name, e->file, e->problem));
         }
         if (!e->attached) {
+          make_room_locked();
           attach_locked(*e);
           if (stats) ++stats->partitions_attached;
         }

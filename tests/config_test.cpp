@@ -33,41 +33,54 @@ TEST(ConfigTest, Presets) {
   EXPECT_EQ(partition_config_preset("development").max_partitions_in_memory, 6);
   EXPECT_EQ(partition_config_preset("production").max_partitions_in_memory, 24);
   EXPECT_EQ(partition_config_preset_names().size(), 4u);
-  EXPECT_NE(error_of([] { partition_config_preset("staging"); }).find("staging"), std::string::npos);
+  EXPECT_NE(error_of([] { partition_config_preset("staging"); }).find("staging"),
+            std::string::npos);
 }
 
 TEST(ConfigTest, TomlOverridesPreset) {
   const auto c = parse_partition_config(
-      "preset = \"archive\"\nmax_partitions_in_memory = 48\nbase_partition_path = \"/x\"\n", "t.toml");
+      "preset = \"archive\"\nmax_partitions_in_memory = 48\nbase_partition_path = \"/x\"\n",
+      "t.toml");
   EXPECT_EQ(c.strategy, PartitionStrategy::kYearly);
   EXPECT_EQ(c.max_partitions_in_memory, 48);
   EXPECT_EQ(c.base_partition_path, "/x");
-  const auto w = parse_partition_config("strategy = \"weekly\"\nauto_partition_enabled = false\n", "t.toml");
+  const auto w =
+      parse_partition_config("strategy = \"weekly\"\nauto_partition_enabled = false\n", "t.toml");
   EXPECT_EQ(w.strategy, PartitionStrategy::kWeekly);
   EXPECT_FALSE(w.auto_partition_enabled);
 }
 
 TEST(ConfigTest, TomlErrorsNameFileKeyAndValue) {
-  EXPECT_NE(error_of([] { parse_partition_config("bogus = 1\n", "cfg.toml"); }).find("cfg.toml: unknown key 'bogus'"),
+  EXPECT_NE(error_of([] {
+              parse_partition_config("bogus = 1\n", "cfg.toml");
+            }).find("cfg.toml: unknown key 'bogus'"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_partition_config("max_partitions_in_memory = \"ten\"\n", "cfg.toml"); })
-                .find("'max_partitions_in_memory' must be an integer"),
+  EXPECT_NE(error_of([] {
+              parse_partition_config("max_partitions_in_memory = \"ten\"\n", "cfg.toml");
+            }).find("'max_partitions_in_memory' must be an integer"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_partition_config("max_partitions_in_memory = 0\n", "cfg.toml"); })
-                .find("max_partitions_in_memory = 0"),
+  EXPECT_NE(error_of([] {
+              parse_partition_config("max_partitions_in_memory = 0\n", "cfg.toml");
+            }).find("max_partitions_in_memory = 0"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_partition_config("strategy = \"hourly\"\n", "cfg.toml"); }).find("hourly"),
+  EXPECT_NE(error_of([] {
+              parse_partition_config("strategy = \"hourly\"\n", "cfg.toml");
+            }).find("hourly"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_partition_config("strategy = \n", "cfg.toml"); }).find("cfg.toml:1"),
-            std::string::npos);
-  EXPECT_NE(error_of([] { load_partition_config("/nonexistent/duckpart.toml"); }).find("/nonexistent/duckpart.toml"),
+  EXPECT_NE(
+      error_of([] { parse_partition_config("strategy = \n", "cfg.toml"); }).find("cfg.toml:1"),
+      std::string::npos);
+  EXPECT_NE(error_of([] {
+              load_partition_config("/nonexistent/duckpart.toml");
+            }).find("/nonexistent/duckpart.toml"),
             std::string::npos);
 }
 
 TEST(ConfigTest, ValidationNamesTheField) {
   PartitionConfig c;
   c.partition_size_threshold_mb = -1;
-  EXPECT_NE(error_of([&] { c.validate(); }).find("partition_size_threshold_mb = -1"), std::string::npos);
+  EXPECT_NE(error_of([&] { c.validate(); }).find("partition_size_threshold_mb = -1"),
+            std::string::npos);
   c = PartitionConfig{};
   c.base_partition_path = "";
   EXPECT_NE(error_of([&] { c.validate(); }).find("base_partition_path"), std::string::npos);

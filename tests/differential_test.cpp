@@ -37,12 +37,14 @@ DataQueryRequest random_request(std::mt19937_64& rng, const Schema& schema,
   const int nfilters = static_cast<int>(rng() % 4);
   for (int i = 0; i < nfilters; ++i) {
     // Bias towards the partition column so that pruning is exercised hard.
-    const std::size_t col = rng() % 3 == 0 ? schema.partition_index() : rng() % schema.columns().size();
+    const std::size_t col =
+        rng() % 3 == 0 ? schema.partition_index() : rng() % schema.columns().size();
     const Column& c = schema.columns()[col];
-    std::vector<FilterOperator> ops = {FilterOperator::kEq,      FilterOperator::kNe,     FilterOperator::kGt,
-                                       FilterOperator::kGte,     FilterOperator::kLt,     FilterOperator::kLte,
-                                       FilterOperator::kIn,      FilterOperator::kNotIn,  FilterOperator::kBetween,
-                                       FilterOperator::kIsNull,  FilterOperator::kIsNotNull};
+    std::vector<FilterOperator> ops = {
+        FilterOperator::kEq,     FilterOperator::kNe,       FilterOperator::kGt,
+        FilterOperator::kGte,    FilterOperator::kLt,       FilterOperator::kLte,
+        FilterOperator::kIn,     FilterOperator::kNotIn,    FilterOperator::kBetween,
+        FilterOperator::kIsNull, FilterOperator::kIsNotNull};
     if (c.type == ColumnType::kVarchar) ops.push_back(FilterOperator::kLike);
     const FilterOperator op = ops[rng() % ops.size()];
     QueryFilter f;
@@ -62,7 +64,8 @@ DataQueryRequest random_request(std::mt19937_64& rng, const Schema& schema,
         break;
       }
       case FilterOperator::kIsNull:
-      case FilterOperator::kIsNotNull: break;
+      case FilterOperator::kIsNotNull:
+        break;
       case FilterOperator::kLike: {
         static const char* kPatterns[] = {"a%", "%a", "%e%", "_eta", "x\\%y%", "%", "it's", "Ω%"};
         f.value = Value(kPatterns[rng() % 8]);
@@ -87,7 +90,8 @@ DataQueryRequest random_request(std::mt19937_64& rng, const Schema& schema,
   }
   if (rng() % 2) q.limit = static_cast<int64_t>(rng() % 50);
   if (rng() % 3 == 0) q.offset = static_cast<int64_t>(rng() % 100);
-  if (!q.sort.empty() || q.limit || q.offset) q.sort.push_back({"id", SortDirection::kAsc});  // total order
+  if (!q.sort.empty() || q.limit || q.offset)
+    q.sort.push_back({"id", SortDirection::kAsc});  // total order
   if (rng() % 3 == 0) {
     q.columns = {"id"};
     for (const auto& c : schema.columns()) {
@@ -108,7 +112,8 @@ std::string describe(const DataQueryRequest& q) {
     }
     s += "; ";
   }
-  for (const auto& k : q.sort) s += "sort " + k.field + (k.direction == SortDirection::kAsc ? " asc; " : " desc; ");
+  for (const auto& k : q.sort)
+    s += "sort " + k.field + (k.direction == SortDirection::kAsc ? " asc; " : " desc; ");
   if (q.limit) s += "limit " + std::to_string(*q.limit) + "; ";
   s += "offset " + std::to_string(q.offset);
   return s;
@@ -117,7 +122,8 @@ std::string describe(const DataQueryRequest& q) {
 TEST_P(DifferentialTest, RandomRequestsMatchTheSingleFile) {
   const Case& c = GetParam();
   const uint64_t seed = seed_from_env() + static_cast<uint64_t>(c.strategy) * 1000;
-  std::printf("differential seed %llu (set DUCKPART_TEST_SEED to replay)\n", static_cast<unsigned long long>(seed));
+  std::printf("differential seed %llu (set DUCKPART_TEST_SEED to replay)\n",
+              static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(seed);
   const Schema schema = wide_schema(c.partition_type);
   const bool date_part = std::string(c.partition_type) == "DATE";
@@ -149,7 +155,8 @@ TEST_P(DifferentialTest, RandomRequestsMatchTheSingleFile) {
     ASSERT_EQ(a.columns, b.columns);
     ASSERT_EQ(a.items.size(), b.items.size());
     if (!q.sort.empty()) {
-      for (std::size_t r = 0; r < a.items.size(); ++r) ASSERT_EQ(row_text(a.items[r]), row_text(b.items[r]));
+      for (std::size_t r = 0; r < a.items.size(); ++r)
+        ASSERT_EQ(row_text(a.items[r]), row_text(b.items[r]));
     } else {
       ASSERT_EQ(sorted_texts(a.items), sorted_texts(b.items));
     }
@@ -164,19 +171,25 @@ TEST_P(DifferentialTest, RandomRequestsMatchTheSingleFile) {
     }
     ASSERT_LE(parts.counters().partitions_attached_now, c.max_in_memory);
   }
-  EXPECT_GT(pruned_queries, requests / 10) << "random filters on the partition column should prune often";
+  EXPECT_GT(pruned_queries, requests / 10)
+      << "random filters on the partition column should prune often";
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Strategies, DifferentialTest,
-    ::testing::Values(
-        Case{PartitionStrategy::kYearly, "TIMESTAMP", date_from_civil(1965, 1, 1), date_from_civil(1975, 12, 31), 4},
-        Case{PartitionStrategy::kMonthly, "TIMESTAMP", date_from_civil(2021, 1, 1), date_from_civil(2023, 12, 31), 40},
-        Case{PartitionStrategy::kMonthly, "DATE", date_from_civil(2021, 6, 1), date_from_civil(2022, 6, 30), 24},
-        Case{PartitionStrategy::kWeekly, "TIMESTAMP", date_from_civil(2020, 11, 1), date_from_civil(2021, 3, 1), 8},
-        Case{PartitionStrategy::kDaily, "DATE", date_from_civil(2024, 2, 1), date_from_civil(2024, 3, 31), 64}),
+    ::testing::Values(Case{PartitionStrategy::kYearly, "TIMESTAMP", date_from_civil(1965, 1, 1),
+                           date_from_civil(1975, 12, 31), 4},
+                      Case{PartitionStrategy::kMonthly, "TIMESTAMP", date_from_civil(2021, 1, 1),
+                           date_from_civil(2023, 12, 31), 40},
+                      Case{PartitionStrategy::kMonthly, "DATE", date_from_civil(2021, 6, 1),
+                           date_from_civil(2022, 6, 30), 24},
+                      Case{PartitionStrategy::kWeekly, "TIMESTAMP", date_from_civil(2020, 11, 1),
+                           date_from_civil(2021, 3, 1), 8},
+                      Case{PartitionStrategy::kDaily, "DATE", date_from_civil(2024, 2, 1),
+                           date_from_civil(2024, 3, 31), 64}),
     [](const ::testing::TestParamInfo<Case>& param_info) {
-      return std::string(strategy_name(param_info.param.strategy)) + "_" + param_info.param.partition_type;
+      return std::string(strategy_name(param_info.param.strategy)) + "_" +
+             param_info.param.partition_type;
     });
 
 }  // namespace

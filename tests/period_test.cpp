@@ -13,18 +13,26 @@ Date ymd(int y, unsigned m, unsigned d) { return date_from_civil(y, m, d); }
 TEST(PeriodTest, FileNamesAreTheSeeds) {
   const Date d = ymd(2023, 1, 5);
   EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, d).file_name(), "partition_2023.duckdb");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kMonthly, d).file_name(), "partition_2023_01.duckdb");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, d).file_name(), "partition_2023_w01.duckdb");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, d).file_name(), "partition_2023_01_05.duckdb");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kMonthly, d).file_name(),
+            "partition_2023_01.duckdb");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, d).file_name(),
+            "partition_2023_w01.duckdb");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, d).file_name(),
+            "partition_2023_01_05.duckdb");
   EXPECT_EQ(null_partition_key(PartitionStrategy::kMonthly).file_name(), "partition_null.duckdb");
 }
 
 TEST(PeriodTest, IsoWeekUsesIsoYear) {
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2021, 1, 1)).name(), "partition_2020_w53");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2021, 1, 3)).name(), "partition_2020_w53");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2021, 1, 4)).name(), "partition_2021_w01");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2019, 12, 30)).name(), "partition_2020_w01");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2024, 12, 30)).name(), "partition_2025_w01");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2021, 1, 1)).name(),
+            "partition_2020_w53");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2021, 1, 3)).name(),
+            "partition_2020_w53");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2021, 1, 4)).name(),
+            "partition_2021_w01");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2019, 12, 30)).name(),
+            "partition_2020_w01");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kWeekly, ymd(2024, 12, 30)).name(),
+            "partition_2025_w01");
   EXPECT_EQ(iso_weeks_in_year(2020), 53);
   EXPECT_EQ(iso_weeks_in_year(2021), 52);
   EXPECT_EQ(iso_weeks_in_year(2026), 53);
@@ -45,16 +53,23 @@ TEST(PeriodTest, HalfOpenRanges) {
 
 TEST(PeriodTest, TimestampsAtBoundaries) {
   const int64_t last_micro_2023 = to_timestamp(ymd(2024, 1, 1)).micros - 1;  // 23:59:59.999999
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, Timestamp{last_micro_2023}).name(), "partition_2023");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, Timestamp{last_micro_2023}).name(),
+            "partition_2023");
   EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, Timestamp{last_micro_2023}).name(),
             "partition_2023_12_31");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, Timestamp{last_micro_2023 + 1}).name(), "partition_2024");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, Timestamp{last_micro_2023 + 1}).name(),
+            "partition_2024");
   // Before 1970 the floor matters: one microsecond before the epoch is 1969-12-31.
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, Timestamp{-1}).name(), "partition_1969_12_31");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, Timestamp{0}).name(), "partition_1970_01_01");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kMonthly, ymd(1900, 2, 28)).name(), "partition_1900_02");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, ymd(2400, 2, 29)).name(), "partition_2400_02_29");
-  EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, ymd(9999, 12, 31)).name(), "partition_9999");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, Timestamp{-1}).name(),
+            "partition_1969_12_31");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, Timestamp{0}).name(),
+            "partition_1970_01_01");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kMonthly, ymd(1900, 2, 28)).name(),
+            "partition_1900_02");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, ymd(2400, 2, 29)).name(),
+            "partition_2400_02_29");
+  EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, ymd(9999, 12, 31)).name(),
+            "partition_9999");
   EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, ymd(1, 1, 1)).name(), "partition_0001");
 }
 
@@ -71,18 +86,21 @@ TEST(PeriodTest, YearsOutsideTheSupportedRangeAreErrors) {
 }
 
 TEST(PeriodTest, ParsingNames) {
-  for (const char* good : {"partition_2023", "partition_2023_01", "partition_2020_w53",
-                           "partition_2024_02_29.duckdb", "partition_0001_01_01", "partition_null"}) {
+  for (const char* good :
+       {"partition_2023", "partition_2023_01", "partition_2020_w53", "partition_2024_02_29.duckdb",
+        "partition_0001_01_01", "partition_null"}) {
     auto k = parse_partition_name(good);
     ASSERT_TRUE(k.has_value()) << good;
     std::string expect = good;
-    if (expect.size() > 7 && expect.substr(expect.size() - 7) == ".duckdb") expect.resize(expect.size() - 7);
+    if (expect.size() > 7 && expect.substr(expect.size() - 7) == ".duckdb")
+      expect.resize(expect.size() - 7);
     EXPECT_EQ(k->name(), expect);
   }
-  for (const char* bad : {"partition_2023_13", "partition_2023_00", "partition_2021_w53", "partition_2023_w00",
-                          "partition_2023_02_29", "partition_2023_02_30", "partition_0000", "partition_23",
-                          "partition_2023_1", "partition_2023-01", "foo_2023_01", "partition_2023_01.db",
-                          "partition_2023_01_01_01", "partition_", ""}) {
+  for (const char* bad :
+       {"partition_2023_13", "partition_2023_00", "partition_2021_w53", "partition_2023_w00",
+        "partition_2023_02_29", "partition_2023_02_30", "partition_0000", "partition_23",
+        "partition_2023_1", "partition_2023-01", "foo_2023_01", "partition_2023_01.db",
+        "partition_2023_01_01_01", "partition_", ""}) {
     EXPECT_FALSE(parse_partition_name(bad).has_value()) << bad;
   }
 }
@@ -119,8 +137,8 @@ TEST(PeriodTest, ExhaustiveAgainstDuckDB) {
     ASSERT_EQ(day.year, y);
     ASSERT_EQ(day.number, m);
     ASSERT_EQ(day.day, dd);
-    for (auto s : {PartitionStrategy::kYearly, PartitionStrategy::kMonthly, PartitionStrategy::kWeekly,
-                   PartitionStrategy::kDaily}) {
+    for (auto s : {PartitionStrategy::kYearly, PartitionStrategy::kMonthly,
+                   PartitionStrategy::kWeekly, PartitionStrategy::kDaily}) {
       const auto k = partition_key_of(s, d);
       ASSERT_LE(k.start(), d) << k.name();
       ASSERT_LT(d, k.end()) << k.name();

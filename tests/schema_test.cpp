@@ -19,8 +19,10 @@ TEST_F(SchemaTest, IntrospectsAnyTableWithATemporalColumn) {
   {
     duck::Database db = duck::Database::open(path("src.duckdb"));
     duck::Connection c = db.connect();
-    c.exec("CREATE TABLE readings (sensor_id BIGINT, taken_at TIMESTAMP, value DECIMAL(18,4), "
-           "ok BOOLEAN, tag VARCHAR, u UUID, t TINYINT, f FLOAT, h HUGEINT, iv INTERVAL, l INTEGER[])");
+    c.exec(
+        "CREATE TABLE readings (sensor_id BIGINT, taken_at TIMESTAMP, value DECIMAL(18,4), "
+        "ok BOOLEAN, tag VARCHAR, u UUID, t TINYINT, f FLOAT, h HUGEINT, iv INTERVAL, l "
+        "INTEGER[])");
   }
   const Schema s = introspect_schema(path("src.duckdb"), "readings", "taken_at");
   EXPECT_EQ(s.columns().size(), 11u);
@@ -33,14 +35,17 @@ TEST_F(SchemaTest, IntrospectsAnyTableWithATemporalColumn) {
   EXPECT_EQ(s.columns()[10].type, ColumnType::kOther);
   const Schema with_id = introspect_schema(path("src.duckdb"), "readings", "taken_at", "sensor_id");
   EXPECT_EQ(with_id.id_column().value(), "sensor_id");
-  EXPECT_NE(error_of([&] { introspect_schema(path("src.duckdb"), "nope", "taken_at"); })
-                .find("table 'nope' does not exist"),
+  EXPECT_NE(error_of([&] {
+              introspect_schema(path("src.duckdb"), "nope", "taken_at");
+            }).find("table 'nope' does not exist"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { introspect_schema(path("src.duckdb"), "readings", "tag"); })
-                .find("must be DATE or TIMESTAMP"),
+  EXPECT_NE(error_of([&] {
+              introspect_schema(path("src.duckdb"), "readings", "tag");
+            }).find("must be DATE or TIMESTAMP"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { introspect_schema(path("missing.duckdb"), "readings", "taken_at"); })
-                .find("missing.duckdb"),
+  EXPECT_NE(error_of([&] {
+              introspect_schema(path("missing.duckdb"), "readings", "taken_at");
+            }).find("missing.duckdb"),
             std::string::npos);
 }
 
@@ -53,22 +58,35 @@ TEST_F(SchemaTest, WellProductionDemoSchema) {
 }
 
 TEST_F(SchemaTest, RejectsBadDeclarations) {
-  auto make = [](std::vector<Column> cols, std::string p, std::optional<std::string> id = std::nullopt) {
+  auto make = [](std::vector<Column> cols, std::string p,
+                 std::optional<std::string> id = std::nullopt) {
     return error_of([&] { Schema("t", cols, p, id); });
   };
-  EXPECT_NE(make({{"a", "DATE"}, {"A", "INTEGER"}}, "a").find("two columns named"), std::string::npos);
-  EXPECT_NE(make({{"a", "DATE"}}, "b").find("partition column 'b' is not a column"), std::string::npos);
+  EXPECT_NE(make({{"a", "DATE"}, {"A", "INTEGER"}}, "a").find("two columns named"),
+            std::string::npos);
+  EXPECT_NE(make({{"a", "DATE"}}, "b").find("partition column 'b' is not a column"),
+            std::string::npos);
   EXPECT_NE(make({{"a", "VARCHAR"}}, "a").find("must be DATE or TIMESTAMP"), std::string::npos);
   EXPECT_NE(make({{"a", "TIMESTAMPTZ"}}, "a").find("must be DATE or TIMESTAMP"), std::string::npos);
-  EXPECT_NE(make({{"a", "DATE"}, {"b", "DOUBLE"}}, "a", "b").find("must be UUID, VARCHAR or BIGINT"),
+  EXPECT_NE(
+      make({{"a", "DATE"}, {"b", "DOUBLE"}}, "a", "b").find("must be UUID, VARCHAR or BIGINT"),
+      std::string::npos);
+  EXPECT_NE(
+      make({{"a", "DATE"}, {"b", "INTEGER); DROP TABLE x; --"}}, "a").find("invalid column type"),
+      std::string::npos);
+  EXPECT_NE(make({{"a", "DATE"}, {"", "INTEGER"}}, "a").find("empty column name"),
             std::string::npos);
-  EXPECT_NE(make({{"a", "DATE"}, {"b", "INTEGER); DROP TABLE x; --"}}, "a").find("invalid column type"),
+  EXPECT_NE(error_of([] {
+              Schema("../evil", {{"a", "DATE"}}, "a");
+            }).find("directory name"),
             std::string::npos);
-  EXPECT_NE(make({{"a", "DATE"}, {"", "INTEGER"}}, "a").find("empty column name"), std::string::npos);
-  EXPECT_NE(error_of([] { Schema("../evil", {{"a", "DATE"}}, "a"); }).find("directory name"), std::string::npos);
-  EXPECT_NE(error_of([] { Schema("_x", {{"a", "DATE"}}, "a"); }).find("directory name"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              Schema("_x", {{"a", "DATE"}}, "a");
+            }).find("directory name"),
+            std::string::npos);
   // Odd but legal names are fine: they are quoted, never spliced.
-  EXPECT_NO_THROW(Schema("weird \"name\"", {{"a b\"; DROP TABLE t; --", "DATE"}}, "a b\"; DROP TABLE t; --"));
+  EXPECT_NO_THROW(
+      Schema("weird \"name\"", {{"a b\"; DROP TABLE t; --", "DATE"}}, "a b\"; DROP TABLE t; --"));
 }
 
 TEST_F(SchemaTest, TomlDeclaration) {
@@ -82,7 +100,8 @@ columns = [ { name = "id", type = "UUID" }, { name = "production_period", type =
                                      "schema.toml");
   EXPECT_EQ(s.columns().size(), 3u);
   EXPECT_EQ(*s.id_column(), "id");
-  EXPECT_NE(error_of([] { parse_schema_toml("name = \"x\"\n", "s.toml"); }).find("s.toml"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_schema_toml("name = \"x\"\n", "s.toml"); }).find("s.toml"),
+            std::string::npos);
 }
 
 }  // namespace

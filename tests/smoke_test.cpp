@@ -8,7 +8,8 @@ class SmokeTest : public TempDirTest {};
 TEST_F(SmokeTest, WriteQueryBothRepositories) {
   const Schema schema = wide_schema();
   std::mt19937_64 rng(1);
-  auto rows = random_wide_rows(rng, 1000, date_from_civil(2022, 11, 1), date_from_civil(2023, 3, 31));
+  auto rows =
+      random_wide_rows(rng, 1000, date_from_civil(2022, 11, 1), date_from_civil(2023, 3, 31));
   DuckDBDataRepository single(path("single.duckdb"));
   PartitionedDataRepository parts(test_config(path("parts"), PartitionStrategy::kMonthly));
   single.create_batch(schema, rows);

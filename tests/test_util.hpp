@@ -81,8 +81,9 @@ inline std::vector<DataRecord> random_wide_rows(std::mt19937_64& rng, std::size_
   for (std::size_t i = 0; i < n; ++i) {
     DataRecord r;
     const Date d{day(rng)};
-    const int64_t tod = date_partition ? 0 : static_cast<int64_t>(rng() % 86400) * 1'000'000 +
-                                                 (rng() % 3 == 0 ? 999'999 : 0);
+    const int64_t tod = date_partition ? 0
+                                       : static_cast<int64_t>(rng() % 86400) * 1'000'000 +
+                                             (rng() % 3 == 0 ? 999'999 : 0);
     r.values = {
         Value(random_uuid(rng)),
         date_partition ? Value(d) : Value(Timestamp{int64_t{d.days} * kMicrosPerDay + tod}),

@@ -1,0 +1,334 @@
+// PartitionedDataRepository: pruning, LRU, lookups by id, the catalog, damaged and foreign files.
+#include <fstream>
+
+#include "duck/duck.hpp"
+#include "process_util.hpp"
+#include "test_util.hpp"
+
+#ifndef DUCKPART_LOCK_HELPER
+#define DUCKPART_LOCK_HELPER ""
+#endif
+
+namespace duckpart::testing {
+namespace {
+
+std::string error_of(const std::function<void()>& f, ErrorCode* code = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (code) *code = e.code();
+    return e.what();
+  }
+  return "";
+}
+
+DataQueryRequest where(std::vector<QueryFilter> filters) {
+  DataQueryRequest q;
+  q.filters = std::move(filters);
+  return q;
+}
+
+class PartitionedTest : public TempDirTest {
+ protected:
+  const Schema schema_ = wide_schema();
+
+  // 36 monthly partitions (2021-01 .. 2023-12), one batch per month written at different times.
+  std::vector<DataRecord> fill_36_months(int max_in_memory = 24) {
+    PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly, max_in_memory));
+    std::mt19937_64 rng(7);
+    std::vector<DataRecord> all;
+    for (int m = 0; m < 36; ++m) {
+      const int y = 2021 + m / 12;
+      const unsigned mo = static_cast<unsigned>(m % 12 + 1);
+      const Date first = date_from_civil(y, mo, 1);
+      const Date last{partition_key_of(PartitionStrategy::kMonthly, first).end().days - 1};
+      auto rows = random_wide_rows(rng, 50, first, last);
+      for (auto& r : rows) r.values[0] = Value{};  // ids assigned by the store (time-ordered)
+      repo.create_batch(schema_, rows);
+      all.insert(all.end(), rows.begin(), rows.end());
+    }
+    return all;
+  }
+
+  PartitionedDataRepository open(int max_in_memory = 24) {
+    return PartitionedDataRepository(test_config(path("parts"), PartitionStrategy::kMonthly, max_in_memory));
+  }
+};
+
+TEST_F(PartitionedTest, ThreeMonthQueryAttachesExactlyThreeFiles) {
+  fill_36_months();
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  DataQueryRequest q;
+  q.filters = {{"ts", FilterOperator::kGte, Value("2022-04-01")}, {"ts", FilterOperator::kLt, Value("2022-07-01")}};
+  const auto page = repo.get_all(schema_, q);
+  EXPECT_EQ(page.total, 150);
+  EXPECT_EQ(page.stats.partitions_total, 36);
+  EXPECT_EQ(page.stats.partitions_scanned, 3);
+  EXPECT_EQ(page.stats.partitions_pruned, 33);
+  EXPECT_EQ(page.stats.partitions_attached, 3);
+  EXPECT_EQ(repo.counters().partitions_opened, 3) << "the catalog must answer without opening files";
+}
+
+TEST_F(PartitionedTest, EveryOperatorOnThePartitionColumnPrunes) {
+  const auto rows = fill_36_months();
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  auto scanned = [&](std::vector<QueryFilter> f) {
+    DataQueryRequest q;
+    q.filters = std::move(f);
+    return repo.get_all(schema_, q).stats.partitions_scanned;
+  };
+  // Exact timestamps of stored rows are random; use period boundaries and ranges.
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kGte, Value("2023-12-01")}}), 1);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kGt, Value("2023-11-30 23:59:59.999999")}}), 1);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kLt, Value("2021-02-01")}}), 1);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kLte, Value("2021-01-31 23:59:59.999999")}}), 1);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kBetween, std::vector<Value>{Value("2022-01-15"), Value("2022-03-02")}}}), 3);
+  // eq/in on values that exist: exactly their partitions. (Values between a partition's stored
+  // min and max may prune further than the period: the catalog keeps the real min/max.)
+  const Value a = rows[100].values[1], b = rows[1000].values[1];  // months 3 and 21
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kIn, std::vector<Value>{a, b}}}), 2);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kEq, a}}), 1);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kIn, std::vector<Value>{Value("2019-01-01"), a}}}), 1);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kIsNull}}), 0);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kIsNotNull}}), 36);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kNe, Value("2022-06-10")}}), 36);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kIn, std::vector<Value>{}}}), 0);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kGte, Value("2024-01-01")}}), 0);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kGte, Value("2022-01-01")}, {"ts", FilterOperator::kLt, Value("2021-06-01")}}), 0);
+  EXPECT_EQ(scanned({{"qty", FilterOperator::kGt, Value(5)}}), 36);
+}
+
+TEST_F(PartitionedTest, LruNeverHoldsMoreThanTheLimit) {
+  fill_36_months(4);
+  PartitionedDataRepository repo = open(4);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 60; ++i) {
+    const int m = static_cast<int>(rng() % 33);
+    const Date from = date_from_civil(2021 + m / 12, static_cast<unsigned>(m % 12 + 1), 1);
+    DataQueryRequest q;
+    q.filters = {{"ts", FilterOperator::kGte, Value(from)},
+                 {"ts", FilterOperator::kLt, Value(Date{from.days + 85})}};
+    repo.count_all(schema_, q);
+    ASSERT_LE(repo.counters().partitions_attached_now, 4);
+  }
+  EXPECT_LE(repo.counters().partitions_attached_peak, 4);
+  EXPECT_GT(repo.counters().partitions_detached, 0);
+  // A request that needs more than the limit still answers (all pinned), then trims back.
+  EXPECT_EQ(repo.count_all(schema_, where({{"qty", FilterOperator::kGte, Value(0)}})) >= 0, true);
+  EXPECT_LE(repo.counters().partitions_attached_now, 4);
+}
+
+TEST_F(PartitionedTest, GetByIdOpensOnePartition) {
+  fill_36_months();
+  std::vector<Value> ids;
+  {
+    PartitionedDataRepository repo = open();
+    DataQueryRequest q;
+    q.columns = {"id"};
+    for (const auto& r : repo.get_all(schema_, q).items) ids.push_back(r.values[0]);
+  }
+  ASSERT_EQ(ids.size(), 1800u);
+  PartitionedDataRepository repo = open();
+  for (int i = 0; i < 20; ++i) {
+    const auto before = repo.counters();
+    auto rec = repo.get_by_id(schema_, ids[static_cast<std::size_t>(i) * 89]);
+    ASSERT_TRUE(rec.has_value());
+    EXPECT_EQ(rec->values[0], ids[static_cast<std::size_t>(i) * 89]);
+    const auto after = repo.counters();
+    EXPECT_EQ(after.partitions_scanned - before.partitions_scanned, 1);
+    EXPECT_LE(after.partitions_opened - before.partitions_opened, 1);
+  }
+  EXPECT_FALSE(repo.get_by_id(schema_, Value("00000000-0000-7000-8000-000000000000")).has_value());
+}
+
+TEST_F(PartitionedTest, GetByIdUsesBloomFiltersWhenIdRangesOverlap) {
+  // One batch over 24 months: ids interleave across partitions, so only the Bloom filters can prune.
+  std::mt19937_64 rng(11);
+  auto rows = random_wide_rows(rng, 4800, date_from_civil(2022, 1, 1), date_from_civil(2023, 12, 31));
+  {
+    PartitionedDataRepository repo = open();
+    repo.create_batch(schema_, rows);
+    ASSERT_TRUE(repo.get_by_id(schema_, rows[0].values[0]).has_value());  // builds the id indexes
+  }
+  PartitionedDataRepository repo = open();  // the indexes were saved on close
+  int64_t scanned = 0, opened = 0;
+  for (int i = 0; i < 50; ++i) {
+    const auto before = repo.counters();
+    const auto& want = rows[static_cast<std::size_t>(i) * 95];
+    auto rec = repo.get_by_id(schema_, want.values[0]);
+    ASSERT_TRUE(rec.has_value());
+    EXPECT_EQ(rec->values[0], want.values[0]);
+    EXPECT_EQ(rec->values[1], want.values[1]);
+    scanned += repo.counters().partitions_scanned - before.partitions_scanned;
+    opened += repo.counters().partitions_opened - before.partitions_opened;
+  }
+  EXPECT_LE(scanned, 55) << "about one partition per lookup (1% false positives per partition)";
+  EXPECT_LE(opened, 55);
+}
+
+TEST_F(PartitionedTest, CatalogIsRebuiltFromTheFiles) {
+  const auto rows = fill_36_months();
+  std::filesystem::remove(path("parts/events/_catalog.json"));
+  {
+    PartitionedDataRepository repo = open();
+    EXPECT_EQ(repo.count_all(schema_), 1800);
+    EXPECT_EQ(repo.get_partition_statistics().schemas.at(0).partitions.size(), 36u);
+  }
+  ASSERT_TRUE(std::filesystem::exists(path("parts/events/_catalog.json")));
+  { std::ofstream(path("parts/events/_catalog.json")) << "{ not json"; }
+  PartitionedDataRepository repo = open();
+  DataQueryRequest q;
+  q.filters = {{"ts", FilterOperator::kGte, Value("2023-01-01")}};
+  EXPECT_EQ(repo.count_all(schema_, q), 600);
+}
+
+TEST_F(PartitionedTest, AutoPartitionDisabledRefusesNewPeriodsAndWritesNothing) {
+  fill_36_months();
+  auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  cfg.auto_partition_enabled = false;
+  PartitionedDataRepository repo(cfg);
+  std::mt19937_64 rng(5);
+  auto rows = random_wide_rows(rng, 10, date_from_civil(2023, 12, 1), date_from_civil(2024, 1, 31));
+  ErrorCode code{};
+  const std::string msg = error_of([&] { repo.create_batch(schema_, rows); }, &code);
+  EXPECT_EQ(code, ErrorCode::kNotFound);
+  EXPECT_NE(msg.find("no partition for period 2024_01"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("auto_partition_enabled"), std::string::npos) << msg;
+  EXPECT_EQ(repo.count_all(schema_), 1800);
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2024_01.duckdb")));
+  // Existing periods are still writable.
+  auto ok = random_wide_rows(rng, 10, date_from_civil(2023, 12, 1), date_from_civil(2023, 12, 31));
+  EXPECT_EQ(repo.create_batch(schema_, ok).rows_written, 10);
+}
+
+TEST_F(PartitionedTest, CrossPartitionQueriesCanBeDisabled) {
+  fill_36_months();
+  auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  cfg.enable_cross_partition_queries = false;
+  PartitionedDataRepository repo(cfg);
+  DataQueryRequest one;
+  one.filters = {{"ts", FilterOperator::kBetween, std::vector<Value>{Value("2022-02-01"), Value("2022-02-20")}}};
+  EXPECT_EQ(repo.count_all(schema_, one) > 0, true);
+  DataQueryRequest two;
+  two.filters = {{"ts", FilterOperator::kBetween, std::vector<Value>{Value("2022-02-01"), Value("2022-03-20")}}};
+  const std::string msg = error_of([&] { repo.get_all(schema_, two); });
+  EXPECT_NE(msg.find("spans 2 partitions"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("enable_cross_partition_queries"), std::string::npos) << msg;
+}
+
+TEST_F(PartitionedTest, ForeignAndDamagedFilesAreNamedAndIsolated) {
+  fill_36_months();
+  // A DuckDB file of another table, named like a partition of 2022-05.
+  std::filesystem::remove(path("parts/events/partition_2022_05.duckdb"));
+  {
+    duck::Database db = duck::Database::open(path("parts/events/partition_2022_05.duckdb"));
+    db.connect().exec("CREATE TABLE other(x INTEGER); INSERT INTO other VALUES (1)");
+  }
+  // A truncated partition.
+  std::filesystem::resize_file(path("parts/events/partition_2023_02.duckdb"), 5000);
+  // A file that is not named like a partition at all, and a yearly name in a monthly store.
+  { std::ofstream(path("parts/events/notes.duckdb")) << "hello"; }
+  std::filesystem::copy_file(path("parts/events/partition_2021_01.duckdb"), path("parts/events/partition_2030.duckdb"));
+
+  PartitionedDataRepository repo = open();
+  DataQueryRequest fine;
+  fine.filters = {{"ts", FilterOperator::kLt, Value("2022-01-01")}};
+  EXPECT_EQ(repo.count_all(schema_, fine), 600) << "periods away from the damage still answer";
+  DataQueryRequest may;
+  may.filters = {{"ts", FilterOperator::kGte, Value("2022-05-01")}, {"ts", FilterOperator::kLt, Value("2022-06-01")}};
+  ErrorCode code{};
+  std::string msg = error_of([&] { repo.get_all(schema_, may); }, &code);
+  EXPECT_EQ(code, ErrorCode::kCorruption);
+  EXPECT_NE(msg.find("partition_2022_05.duckdb"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not a duckpart partition"), std::string::npos) << msg;
+  DataQueryRequest feb;
+  feb.filters = {{"ts", FilterOperator::kGte, Value("2023-02-10")}, {"ts", FilterOperator::kLt, Value("2023-02-11")}};
+  msg = error_of([&] { repo.count_all(schema_, feb); });
+  EXPECT_NE(msg.find("partition_2023_02.duckdb"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { repo.count_all(schema_, where({{"ts", FilterOperator::kGte, Value("2025-01-01")}})); })
+                .find("named for the yearly strategy"),
+            std::string::npos);
+  // A full scan must not silently skip damaged partitions.
+  EXPECT_NE(error_of([&] { repo.count_all(schema_, where({{"qty", FilterOperator::kGte, Value(0)}})); }), "");
+  const auto stats = repo.get_partition_statistics();
+  const auto& s = stats.schemas.at(0);
+  int problems = 0;
+  for (const auto& p : s.partitions) problems += p.problem.empty() ? 0 : 1;
+  EXPECT_EQ(problems, 3);  // 2022_05 foreign, 2023_02 truncated, 2030 wrong strategy
+  ASSERT_EQ(s.problems.size(), 1u);
+  EXPECT_NE(s.problems[0].find("notes.duckdb"), std::string::npos);
+  // Writing into a damaged period is refused with the file's name; other periods take writes.
+  std::mt19937_64 rng(1);
+  auto bad = random_wide_rows(rng, 3, date_from_civil(2023, 2, 1), date_from_civil(2023, 2, 28));
+  EXPECT_NE(error_of([&] { repo.create_batch(schema_, bad); }).find("partition_2023_02.duckdb"), std::string::npos);
+}
+
+TEST_F(PartitionedTest, FileLockedByAnotherProcessIsNamed) {
+  fill_36_months();
+  const std::string file = path("parts/events/partition_2022_07.duckdb");
+  ChildProcess holder({DUCKPART_LOCK_HELPER, file});
+  ASSERT_EQ(holder.line(), "locked");
+  PartitionedDataRepository repo = open();
+  DataQueryRequest q;
+  q.filters = {{"ts", FilterOperator::kGte, Value("2022-07-01")}, {"ts", FilterOperator::kLt, Value("2022-08-01")}};
+  ErrorCode code{};
+  const std::string msg = error_of([&] { repo.get_all(schema_, q); }, &code);
+  EXPECT_EQ(code, ErrorCode::kLocked) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  EXPECT_NE(msg.find("another process"), std::string::npos) << msg;
+  holder.kill();
+  EXPECT_EQ(repo.count_all(schema_, q), 50) << "usable again once the other process is gone";
+}
+
+TEST_F(PartitionedTest, OneDirectoryOneRepositoryPerProcess) {
+  PartitionedDataRepository a = open();
+  ErrorCode code{};
+  const std::string msg = error_of([&] { open(); }, &code);
+  EXPECT_EQ(code, ErrorCode::kLocked);
+  EXPECT_NE(msg.find("already open in this process"), std::string::npos);
+}
+
+TEST_F(PartitionedTest, ReadOnlyRefusesWrites) {
+  fill_36_months();
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly), {.read_only = true});
+  EXPECT_EQ(repo.count_all(schema_), 1800);
+  std::mt19937_64 rng(1);
+  auto rows = random_wide_rows(rng, 3, date_from_civil(2022, 2, 1), date_from_civil(2022, 2, 28));
+  EXPECT_NE(error_of([&] { repo.create_batch(schema_, rows); }).find("read-only"), std::string::npos);
+  EXPECT_EQ(repo.count_all(schema_), 1800);
+}
+
+TEST_F(PartitionedTest, StatisticsReportEveryPartition) {
+  fill_36_months();
+  PartitionedDataRepository repo = open();
+  const auto stats = repo.get_partition_statistics();
+  ASSERT_EQ(stats.schemas.size(), 1u);
+  const auto& s = stats.schemas[0];
+  EXPECT_EQ(s.schema, "events");
+  EXPECT_EQ(s.total_rows, 1800);
+  ASSERT_EQ(s.partitions.size(), 36u);
+  EXPECT_EQ(s.partitions.front().name, "partition_2021_01");
+  EXPECT_EQ(*s.partitions.front().period_start, date_from_civil(2021, 1, 1));
+  EXPECT_EQ(*s.partitions.front().period_end, date_from_civil(2021, 2, 1));
+  for (const auto& p : s.partitions) {
+    EXPECT_EQ(p.rows, 50);
+    EXPECT_GT(p.bytes, 0u);
+    ASSERT_TRUE(p.min_value && p.max_value);
+    EXPECT_GE(p.min_value->micros, to_timestamp(*p.period_start).micros);
+    EXPECT_LT(p.max_value->micros, to_timestamp(*p.period_end).micros);
+  }
+  EXPECT_NE(stats.to_json().find("\"partition_2023_12\""), std::string::npos);
+  EXPECT_EQ(repo.load_schema("events").to_json(), schema_.to_json());
+  EXPECT_EQ(repo.list_schemas(), std::vector<std::string>{"events"});
+}
+
+TEST_F(PartitionedTest, LayoutConflictIsAnError) {
+  fill_36_months();
+  PartitionedDataRepository repo = open();
+  repo.initialize(schema_);
+  Schema other("events", {{"id", "UUID"}, {"ts", "TIMESTAMP"}}, "ts", "id");
+  EXPECT_NE(error_of([&] { repo.count_all(other); }).find("another layout"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace duckpart::testing
