@@ -34,7 +34,8 @@ class PartitionedTest : public TempDirTest {
 
   // 36 monthly partitions (2021-01 .. 2023-12), one batch per month written at different times.
   std::vector<DataRecord> fill_36_months(int max_in_memory = 24) {
-    PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly, max_in_memory));
+    PartitionedDataRepository repo(
+        test_config(path("parts"), PartitionStrategy::kMonthly, max_in_memory));
     std::mt19937_64 rng(7);
     std::vector<DataRecord> all;
     for (int m = 0; m < 36; ++m) {
@@ -51,7 +52,8 @@ class PartitionedTest : public TempDirTest {
   }
 
   PartitionedDataRepository open(int max_in_memory = 24) {
-    return PartitionedDataRepository(test_config(path("parts"), PartitionStrategy::kMonthly, max_in_memory));
+    return PartitionedDataRepository(
+        test_config(path("parts"), PartitionStrategy::kMonthly, max_in_memory));
   }
 };
 
@@ -59,14 +61,16 @@ TEST_F(PartitionedTest, ThreeMonthQueryAttachesExactlyThreeFiles) {
   fill_36_months();
   PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
   DataQueryRequest q;
-  q.filters = {{"ts", FilterOperator::kGte, Value("2022-04-01")}, {"ts", FilterOperator::kLt, Value("2022-07-01")}};
+  q.filters = {{"ts", FilterOperator::kGte, Value("2022-04-01")},
+               {"ts", FilterOperator::kLt, Value("2022-07-01")}};
   const auto page = repo.get_all(schema_, q);
   EXPECT_EQ(page.total, 150);
   EXPECT_EQ(page.stats.partitions_total, 36);
   EXPECT_EQ(page.stats.partitions_scanned, 3);
   EXPECT_EQ(page.stats.partitions_pruned, 33);
   EXPECT_EQ(page.stats.partitions_attached, 3);
-  EXPECT_EQ(repo.counters().partitions_opened, 3) << "the catalog must answer without opening files";
+  EXPECT_EQ(repo.counters().partitions_opened, 3)
+      << "the catalog must answer without opening files";
 }
 
 TEST_F(PartitionedTest, EveryOperatorOnThePartitionColumnPrunes) {
@@ -82,7 +86,9 @@ TEST_F(PartitionedTest, EveryOperatorOnThePartitionColumnPrunes) {
   EXPECT_EQ(scanned({{"ts", FilterOperator::kGt, Value("2023-11-30 23:59:59.999999")}}), 1);
   EXPECT_EQ(scanned({{"ts", FilterOperator::kLt, Value("2021-02-01")}}), 1);
   EXPECT_EQ(scanned({{"ts", FilterOperator::kLte, Value("2021-01-31 23:59:59.999999")}}), 1);
-  EXPECT_EQ(scanned({{"ts", FilterOperator::kBetween, std::vector<Value>{Value("2022-01-15"), Value("2022-03-02")}}}), 3);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kBetween,
+                      std::vector<Value>{Value("2022-01-15"), Value("2022-03-02")}}}),
+            3);
   // eq/in on values that exist: exactly their partitions. (Values between a partition's stored
   // min and max may prune further than the period: the catalog keeps the real min/max.)
   const Value a = rows[100].values[1], b = rows[1000].values[1];  // months 3 and 21
@@ -94,7 +100,9 @@ TEST_F(PartitionedTest, EveryOperatorOnThePartitionColumnPrunes) {
   EXPECT_EQ(scanned({{"ts", FilterOperator::kNe, Value("2022-06-10")}}), 36);
   EXPECT_EQ(scanned({{"ts", FilterOperator::kIn, std::vector<Value>{}}}), 0);
   EXPECT_EQ(scanned({{"ts", FilterOperator::kGte, Value("2024-01-01")}}), 0);
-  EXPECT_EQ(scanned({{"ts", FilterOperator::kGte, Value("2022-01-01")}, {"ts", FilterOperator::kLt, Value("2021-06-01")}}), 0);
+  EXPECT_EQ(scanned({{"ts", FilterOperator::kGte, Value("2022-01-01")},
+                     {"ts", FilterOperator::kLt, Value("2021-06-01")}}),
+            0);
   EXPECT_EQ(scanned({{"qty", FilterOperator::kGt, Value(5)}}), 36);
 }
 
@@ -142,9 +150,11 @@ TEST_F(PartitionedTest, GetByIdOpensOnePartition) {
 }
 
 TEST_F(PartitionedTest, GetByIdUsesBloomFiltersWhenIdRangesOverlap) {
-  // One batch over 24 months: ids interleave across partitions, so only the Bloom filters can prune.
+  // One batch over 24 months: ids interleave across partitions, so only the Bloom filters can
+  // prune.
   std::mt19937_64 rng(11);
-  auto rows = random_wide_rows(rng, 4800, date_from_civil(2022, 1, 1), date_from_civil(2023, 12, 31));
+  auto rows =
+      random_wide_rows(rng, 4800, date_from_civil(2022, 1, 1), date_from_civil(2023, 12, 31));
   {
     PartitionedDataRepository repo = open();
     repo.create_batch(schema_, rows);
@@ -207,10 +217,12 @@ TEST_F(PartitionedTest, CrossPartitionQueriesCanBeDisabled) {
   cfg.enable_cross_partition_queries = false;
   PartitionedDataRepository repo(cfg);
   DataQueryRequest one;
-  one.filters = {{"ts", FilterOperator::kBetween, std::vector<Value>{Value("2022-02-01"), Value("2022-02-20")}}};
+  one.filters = {{"ts", FilterOperator::kBetween,
+                  std::vector<Value>{Value("2022-02-01"), Value("2022-02-20")}}};
   EXPECT_EQ(repo.count_all(schema_, one) > 0, true);
   DataQueryRequest two;
-  two.filters = {{"ts", FilterOperator::kBetween, std::vector<Value>{Value("2022-02-01"), Value("2022-03-20")}}};
+  two.filters = {{"ts", FilterOperator::kBetween,
+                  std::vector<Value>{Value("2022-02-01"), Value("2022-03-20")}}};
   const std::string msg = error_of([&] { repo.get_all(schema_, two); });
   EXPECT_NE(msg.find("spans 2 partitions"), std::string::npos) << msg;
   EXPECT_NE(msg.find("enable_cross_partition_queries"), std::string::npos) << msg;
@@ -228,28 +240,35 @@ TEST_F(PartitionedTest, ForeignAndDamagedFilesAreNamedAndIsolated) {
   std::filesystem::resize_file(path("parts/events/partition_2023_02.duckdb"), 5000);
   // A file that is not named like a partition at all, and a yearly name in a monthly store.
   { std::ofstream(path("parts/events/notes.duckdb")) << "hello"; }
-  std::filesystem::copy_file(path("parts/events/partition_2021_01.duckdb"), path("parts/events/partition_2030.duckdb"));
+  std::filesystem::copy_file(path("parts/events/partition_2021_01.duckdb"),
+                             path("parts/events/partition_2030.duckdb"));
 
   PartitionedDataRepository repo = open();
   DataQueryRequest fine;
   fine.filters = {{"ts", FilterOperator::kLt, Value("2022-01-01")}};
   EXPECT_EQ(repo.count_all(schema_, fine), 600) << "periods away from the damage still answer";
   DataQueryRequest may;
-  may.filters = {{"ts", FilterOperator::kGte, Value("2022-05-01")}, {"ts", FilterOperator::kLt, Value("2022-06-01")}};
+  may.filters = {{"ts", FilterOperator::kGte, Value("2022-05-01")},
+                 {"ts", FilterOperator::kLt, Value("2022-06-01")}};
   ErrorCode code{};
   std::string msg = error_of([&] { repo.get_all(schema_, may); }, &code);
   EXPECT_EQ(code, ErrorCode::kCorruption);
   EXPECT_NE(msg.find("partition_2022_05.duckdb"), std::string::npos) << msg;
   EXPECT_NE(msg.find("not a duckpart partition"), std::string::npos) << msg;
   DataQueryRequest feb;
-  feb.filters = {{"ts", FilterOperator::kGte, Value("2023-02-10")}, {"ts", FilterOperator::kLt, Value("2023-02-11")}};
+  feb.filters = {{"ts", FilterOperator::kGte, Value("2023-02-10")},
+                 {"ts", FilterOperator::kLt, Value("2023-02-11")}};
   msg = error_of([&] { repo.count_all(schema_, feb); });
   EXPECT_NE(msg.find("partition_2023_02.duckdb"), std::string::npos) << msg;
-  EXPECT_NE(error_of([&] { repo.count_all(schema_, where({{"ts", FilterOperator::kGte, Value("2025-01-01")}})); })
-                .find("named for the yearly strategy"),
+  EXPECT_NE(error_of([&] {
+              repo.count_all(schema_, where({{"ts", FilterOperator::kGte, Value("2025-01-01")}}));
+            }).find("named for the yearly strategy"),
             std::string::npos);
   // A full scan must not silently skip damaged partitions.
-  EXPECT_NE(error_of([&] { repo.count_all(schema_, where({{"qty", FilterOperator::kGte, Value(0)}})); }), "");
+  EXPECT_NE(error_of([&] {
+              repo.count_all(schema_, where({{"qty", FilterOperator::kGte, Value(0)}}));
+            }),
+            "");
   const auto stats = repo.get_partition_statistics();
   const auto& s = stats.schemas.at(0);
   int problems = 0;
@@ -260,7 +279,8 @@ TEST_F(PartitionedTest, ForeignAndDamagedFilesAreNamedAndIsolated) {
   // Writing into a damaged period is refused with the file's name; other periods take writes.
   std::mt19937_64 rng(1);
   auto bad = random_wide_rows(rng, 3, date_from_civil(2023, 2, 1), date_from_civil(2023, 2, 28));
-  EXPECT_NE(error_of([&] { repo.create_batch(schema_, bad); }).find("partition_2023_02.duckdb"), std::string::npos);
+  EXPECT_NE(error_of([&] { repo.create_batch(schema_, bad); }).find("partition_2023_02.duckdb"),
+            std::string::npos);
 }
 
 TEST_F(PartitionedTest, FileLockedByAnotherProcessIsNamed) {
@@ -270,7 +290,8 @@ TEST_F(PartitionedTest, FileLockedByAnotherProcessIsNamed) {
   ASSERT_EQ(holder.line(), "locked");
   PartitionedDataRepository repo = open();
   DataQueryRequest q;
-  q.filters = {{"ts", FilterOperator::kGte, Value("2022-07-01")}, {"ts", FilterOperator::kLt, Value("2022-08-01")}};
+  q.filters = {{"ts", FilterOperator::kGte, Value("2022-07-01")},
+               {"ts", FilterOperator::kLt, Value("2022-08-01")}};
   ErrorCode code{};
   const std::string msg = error_of([&] { repo.get_all(schema_, q); }, &code);
   EXPECT_EQ(code, ErrorCode::kLocked) << msg;
@@ -290,11 +311,13 @@ TEST_F(PartitionedTest, OneDirectoryOneRepositoryPerProcess) {
 
 TEST_F(PartitionedTest, ReadOnlyRefusesWrites) {
   fill_36_months();
-  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly), {.read_only = true});
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly),
+                                 {.read_only = true});
   EXPECT_EQ(repo.count_all(schema_), 1800);
   std::mt19937_64 rng(1);
   auto rows = random_wide_rows(rng, 3, date_from_civil(2022, 2, 1), date_from_civil(2022, 2, 28));
-  EXPECT_NE(error_of([&] { repo.create_batch(schema_, rows); }).find("read-only"), std::string::npos);
+  EXPECT_NE(error_of([&] { repo.create_batch(schema_, rows); }).find("read-only"),
+            std::string::npos);
   EXPECT_EQ(repo.count_all(schema_), 1800);
 }
 

@@ -12,7 +12,8 @@ namespace duckpart::testing {
 
 class ChildProcess {
  public:
-  // Starts `argv[0]` with arguments; blocks until the child prints its first line (returned by line()).
+  // Starts `argv[0]` with arguments; blocks until the child prints its first line (returned by
+  // line()).
   explicit ChildProcess(const std::vector<std::string>& argv) {
     int fds[2];
     if (::pipe(fds) != 0) return;
