@@ -24,7 +24,8 @@ class ErrorsTest : public TempDirTest {
   void SetUp() override {
     TempDirTest::SetUp();
     single_ = std::make_unique<DuckDBDataRepository>(path("single.duckdb"));
-    parts_ = std::make_unique<PartitionedDataRepository>(test_config(path("parts"), PartitionStrategy::kMonthly));
+    parts_ = std::make_unique<PartitionedDataRepository>(
+        test_config(path("parts"), PartitionStrategy::kMonthly));
     std::mt19937_64 rng(4);
     good_ = random_wide_rows(rng, 20, date_from_civil(2023, 1, 1), date_from_civil(2023, 3, 31));
     single_->create_batch(schema_, good_);
@@ -74,39 +75,55 @@ class ErrorsTest : public TempDirTest {
 TEST_F(ErrorsTest, PartitionValues) {
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value{})); },
                  "record 5: partition column 'ts' is NULL");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value("2023-02-30"))); },
-                 "record 5: column 'ts' (TIMESTAMP): value '2023-02-30'");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value("2023-01-01T10:00:00+02:00"))); },
-                 "no time zone offset");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value("2023-02-30"))); },
+      "record 5: column 'ts' (TIMESTAMP): value '2023-02-30'");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(1, Value("2023-01-01T10:00:00+02:00")));
+      },
+      "no time zone offset");
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value(""))); },
                  "value ''");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value("yesterday"))); },
-                 "value 'yesterday'");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value("yesterday"))); },
+      "value 'yesterday'");
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value(12345))); },
                  "is not a valid timestamp");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value(Date{date_from_civil(10000, 1, 1)}))); },
-                 "outside the supported");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value(Timestamp{INT64_MIN / 2}))); },
-                 "outside the supported");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(1, Value(Date{date_from_civil(10000, 1, 1)})));
+      },
+      "outside the supported");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(1, Value(Timestamp{INT64_MIN / 2})));
+      },
+      "outside the supported");
 }
 
 TEST_F(ErrorsTest, ValueTypes) {
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(4, Value("abc"))); },
                  "record 5: column 'qty' (INTEGER): value 'abc' (VARCHAR) is not an integer");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(4, Value(int64_t{1} << 40))); },
-                 "is not in range");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(4, Value(int64_t{1} << 40))); },
+      "is not in range");
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(3, Value(40000))); },
                  "column 'small' (SMALLINT)");
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(8, Value(5))); },
                  "column 'name' (VARCHAR): value '5' (BIGINT) is not text");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(2, Value("maybe"))); },
-                 "is not a boolean");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(0, Value("not-a-uuid"))); },
-                 "column 'id' (UUID): value 'not-a-uuid'");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(7, Value("12.3.4"))); },
-                 "is not a decimal number");
-  expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(9, Value("2023-02-29"))); },
-                 "column 'day' (DATE)");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(2, Value("maybe"))); },
+      "is not a boolean");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(0, Value("not-a-uuid"))); },
+      "column 'id' (UUID): value 'not-a-uuid'");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(7, Value("12.3.4"))); },
+      "is not a decimal number");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(9, Value("2023-02-29"))); },
+      "column 'day' (DATE)");
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(6, Value(true))); },
                  "is not a number");
   expect_refused(
@@ -116,8 +133,11 @@ TEST_F(ErrorsTest, ValueTypes) {
         r.create_batch(schema_, b);
       },
       "record 5: has 10 values, table 'events' has 11 columns");
-  expect_refused([&](IDataRepository& r) { r.create(schema_, {{"nope", Value(1)}, {"ts", Value("2023-01-01")}}); },
-                 "unknown column 'nope' in table 'events'");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create(schema_, {{"nope", Value(1)}, {"ts", Value("2023-01-01")}});
+      },
+      "unknown column 'nope' in table 'events'");
   expect_refused(
       [&](IDataRepository& r) {
         ColumnBatch b = make_column_batch(schema_);
@@ -130,8 +150,11 @@ TEST_F(ErrorsTest, ValueTypes) {
 }
 
 TEST_F(ErrorsTest, Queries) {
-  expect_refused([&](IDataRepository& r) { r.get_all(schema_, filter("nope", FilterOperator::kEq, Value(1))); },
-                 "unknown filter column 'nope' in table 'events' (columns: id, ts,");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.get_all(schema_, filter("nope", FilterOperator::kEq, Value(1)));
+      },
+      "unknown filter column 'nope' in table 'events' (columns: id, ts,");
   expect_refused(
       [&](IDataRepository& r) {
         DataQueryRequest q;
@@ -146,16 +169,29 @@ TEST_F(ErrorsTest, Queries) {
         r.get_all(schema_, q);
       },
       "unknown projected column '\"name\"'");
-  expect_refused([&](IDataRepository& r) { r.get_all(schema_, filter("qty", FilterOperator::kEq, Value("many"))); },
-                 "filter 1 (qty eq): column 'qty' (INTEGER): value 'many'");
-  expect_refused([&](IDataRepository& r) { r.get_all(schema_, filter("qty", FilterOperator::kLike, Value("1%"))); },
-                 "like needs a VARCHAR column");
-  expect_refused([&](IDataRepository& r) { r.get_all(schema_, filter("qty", FilterOperator::kEq)); },
-                 "value is NULL (use is_null");
-  expect_refused([&](IDataRepository& r) { r.get_all(schema_, filter("ts", FilterOperator::kGte, Value("2023-13-01"))); },
-                 "column 'ts' (TIMESTAMP): value '2023-13-01'");
-  expect_refused([&](IDataRepository& r) { r.get_all(schema_, filter("qty", FilterOperator::kIsNull, Value(1))); },
-                 "takes no value");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.get_all(schema_, filter("qty", FilterOperator::kEq, Value("many")));
+      },
+      "filter 1 (qty eq): column 'qty' (INTEGER): value 'many'");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.get_all(schema_, filter("qty", FilterOperator::kLike, Value("1%")));
+      },
+      "like needs a VARCHAR column");
+  expect_refused(
+      [&](IDataRepository& r) { r.get_all(schema_, filter("qty", FilterOperator::kEq)); },
+      "value is NULL (use is_null");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.get_all(schema_, filter("ts", FilterOperator::kGte, Value("2023-13-01")));
+      },
+      "column 'ts' (TIMESTAMP): value '2023-13-01'");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.get_all(schema_, filter("qty", FilterOperator::kIsNull, Value(1)));
+      },
+      "takes no value");
   expect_refused(
       [&](IDataRepository& r) {
         DataQueryRequest q;
@@ -177,7 +213,8 @@ TEST_F(ErrorsTest, Queries) {
         r.get_all(schema_, q);
       },
       "offset must not be negative");
-  expect_refused([&](IDataRepository& r) { r.get_by_id(schema_, Value("zzz")); }, "get_by_id: column 'id' (UUID)");
+  expect_refused([&](IDataRepository& r) { r.get_by_id(schema_, Value("zzz")); },
+                 "get_by_id: column 'id' (UUID)");
   expect_refused([&](IDataRepository& r) { r.get_by_id(schema_, Value{}); }, "id is NULL");
   Schema no_id("noid", {{"ts", "DATE"}}, "ts");
   expect_refused([&](IDataRepository& r) { r.get_by_id(no_id, Value(1)); }, "has no id column");
@@ -207,17 +244,22 @@ TEST_F(ErrorsTest, EmptyBatchWritesNothingAndSucceeds) {
 
 TEST_F(ErrorsTest, BadDirectories) {
   PartitionConfig c = test_config("", PartitionStrategy::kMonthly);
-  EXPECT_NE(error_of([&] { PartitionedDataRepository r(c); }).message.find("base_partition_path"), std::string::npos);
+  EXPECT_NE(error_of([&] { PartitionedDataRepository r(c); }).message.find("base_partition_path"),
+            std::string::npos);
   { std::ofstream(path("afile")) << "x"; }
   c.base_partition_path = path("afile");
-  EXPECT_NE(error_of([&] { PartitionedDataRepository r(c); }).message.find("is not a directory"), std::string::npos);
+  EXPECT_NE(error_of([&] { PartitionedDataRepository r(c); }).message.find("is not a directory"),
+            std::string::npos);
   c.base_partition_path = path("afile/sub");
   const Outcome o = error_of([&] { PartitionedDataRepository r(c); });
   EXPECT_EQ(o.code, ErrorCode::kIo);
   EXPECT_NE(o.message.find("afile/sub"), std::string::npos) << o.message;
   c.base_partition_path = path("missing");
-  EXPECT_EQ(error_of([&] { PartitionedDataRepository r(c, {.read_only = true}); }).code, ErrorCode::kNotFound);
-  EXPECT_NE(error_of([&] { DuckDBDataRepository r(path("no/such/dir/x.duckdb")); }).message.find("no/such/dir"),
+  EXPECT_EQ(error_of([&] { PartitionedDataRepository r(c, {.read_only = true}); }).code,
+            ErrorCode::kNotFound);
+  EXPECT_NE(error_of([&] {
+              DuckDBDataRepository r(path("no/such/dir/x.duckdb"));
+            }).message.find("no/such/dir"),
             std::string::npos);
 }
 

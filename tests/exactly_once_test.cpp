@@ -1,5 +1,5 @@
-// A batch interrupted by a process death between two partition commits, replayed with the same batch
-// id, ends up applied exactly once in every partition.
+// A batch interrupted by a process death between two partition commits, replayed with the same
+// batch id, ends up applied exactly once in every partition.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,7 +14,8 @@ class ExactlyOnceTest : public TempDirTest {};
 
 std::vector<DataRecord> batch_rows() {
   std::mt19937_64 rng(99);
-  return random_wide_rows(rng, 3000, date_from_civil(2023, 1, 1), date_from_civil(2023, 8, 31));  // 8 months
+  return random_wide_rows(rng, 3000, date_from_civil(2023, 1, 1),
+                          date_from_civil(2023, 8, 31));  // 8 months
 }
 
 TEST_F(ExactlyOnceTest, ReplayAfterCrashBetweenPartitionCommits) {
@@ -90,8 +91,10 @@ TEST_F(ExactlyOnceTest, CommittedDataSurvivesKillWithoutCheckpoint) {
   DuckDBDataRepository single(":memory:");
   single.create_batch(schema, rows);
   DataQueryRequest q;
-  q.filters = {{"ts", FilterOperator::kGte, Value("2023-03-01")}, {"qty", FilterOperator::kLt, Value(500)}};
-  EXPECT_EQ(sorted_texts(repo.get_all(schema, q).items), sorted_texts(single.get_all(schema, q).items));
+  q.filters = {{"ts", FilterOperator::kGte, Value("2023-03-01")},
+               {"qty", FilterOperator::kLt, Value(500)}};
+  EXPECT_EQ(sorted_texts(repo.get_all(schema, q).items),
+            sorted_texts(single.get_all(schema, q).items));
 }
 
 }  // namespace
