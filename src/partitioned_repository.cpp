@@ -472,10 +472,14 @@ struct PartitionedDataRepository::Impl {
     return ref;
   }
 
-  // Commits one group into its partition; returns false when the batch was already there.
-  bool commit_group(Store& store, const ColumnBatch& batch, Group& g, const std::string& batch_id,
-                    bool check_replay, duck::Connection& conn) {
-    Entry& e = *g.entry;
+  using AppendFn = std::function<void(duck::Connection&, const std::string& ctx)>;
+  // Metadata after the append, computed inside the transaction from the old metadata.
+  using MetaFn = std::function<PartitionMeta(duck::Connection&, const PartitionMeta& old)>;
+
+  // One transaction on one partition: replay check, append, batch id, metadata, commit. Returns
+  // false when the partition already has `batch_id` (nothing written). Serialised per partition.
+  bool commit_partition(Entry& e, const std::string& batch_id, bool check_replay,
+                        duck::Connection& conn, const AppendFn& append, const MetaFn& new_meta) {
     std::lock_guard wlock(e.write_mu);
     const std::string a = duck::quote_ident(e.alias);
     const std::string ctx = fmt::format("partition {} ('{}')", e.name, e.file);
@@ -495,24 +499,14 @@ struct PartitionedDataRepository::Impl {
           return false;
         }
       }
-      duck::BatchAppender app(conn, e.alias, store.schema.name(), store.schema, ctx);
-      app.append(batch, g.rows);
-      app.close();
-      PartitionMeta m = e.meta;
-      const auto n = static_cast<int64_t>(g.rows.size());
-      m.row_count += n;
-      m.min_value = m.min_value ? std::min(*m.min_value, g.min_v) : g.min_v;
-      m.max_value = m.max_value ? std::max(*m.max_value, g.max_v) : g.max_v;
-      if (!g.min_id.is_null()) {
-        if (m.min_id.is_null() || id_less(g.min_id, m.min_id)) m.min_id = g.min_id;
-        if (m.max_id.is_null() || id_less(m.max_id, g.max_id)) m.max_id = g.max_id;
-      }
+      append(conn, ctx);
+      PartitionMeta m = new_meta(conn, e.meta);
       ++m.commit_version;
       auto ins = conn.prepare(
           fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable),
           ctx);
       ins.bind(1, Value(batch_id));
-      ins.bind(2, Value(n));
+      ins.bind(2, Value(m.row_count - e.meta.row_count));
       ins.execute();
       auto upd = conn.prepare(
           fmt::format("UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
@@ -520,19 +514,17 @@ struct PartitionedDataRepository::Impl {
                       a, kMetaTable),
           ctx);
       upd.bind(1, Value(m.row_count));
-      upd.bind(2, Value(Timestamp{*m.min_value}));
-      upd.bind(3, Value(Timestamp{*m.max_value}));
+      upd.bind(2, m.min_value ? Value(Timestamp{*m.min_value}) : Value{});
+      upd.bind(3, m.max_value ? Value(Timestamp{*m.max_value}) : Value{});
       upd.bind(4, m.min_id.is_null() ? Value{} : Value(m.min_id.to_string()));
       upd.bind(5, m.max_id.is_null() ? Value{} : Value(m.max_id.to_string()));
       upd.bind(6, Value(m.commit_version));
       upd.execute();
       conn.exec("COMMIT", ctx);
-      {
-        std::lock_guard lock(mu);
-        e.meta = m;
-        ++counters.batches_committed;
-        counters.rows_written += n;
-      }
+      std::lock_guard lock(mu);
+      ++counters.batches_committed;
+      counters.rows_written += m.row_count - e.meta.row_count;
+      e.meta = m;
     } catch (...) {
       try {
         conn.exec("ROLLBACK");
@@ -540,8 +532,60 @@ struct PartitionedDataRepository::Impl {
       }
       throw;
     }
-    update_bloom_after_write(store, batch, g);
     return true;
+  }
+
+  // Commits one group of a ColumnBatch into its partition.
+  bool commit_group(Store& store, const ColumnBatch& batch, Group& g, const std::string& batch_id,
+                    bool check_replay, duck::Connection& conn) {
+    Entry& e = *g.entry;
+    const bool done = commit_partition(
+        e, batch_id, check_replay, conn,
+        [&](duck::Connection& c, const std::string& ctx) {
+          duck::BatchAppender app(c, e.alias, store.schema.name(), store.schema, ctx);
+          app.append(batch, g.rows);
+          app.close();
+        },
+        [&](duck::Connection&, const PartitionMeta& old) {
+          PartitionMeta m = old;
+          m.row_count += static_cast<int64_t>(g.rows.size());
+          m.min_value = m.min_value ? std::min(*m.min_value, g.min_v) : g.min_v;
+          m.max_value = m.max_value ? std::max(*m.max_value, g.max_v) : g.max_v;
+          if (!g.min_id.is_null()) {
+            if (m.min_id.is_null() || id_less(g.min_id, m.min_id)) m.min_id = g.min_id;
+            if (m.max_id.is_null() || id_less(m.max_id, g.max_id)) m.max_id = g.max_id;
+          }
+          return m;
+        });
+    if (done) update_bloom_after_write(store, batch, g);
+    return done;
+  }
+
+  // Metadata of a partition recomputed by DuckDB inside the running transaction.
+  PartitionMeta scan_meta(const Store& store, const Entry& e, duck::Connection& conn,
+                          const PartitionMeta& old) {
+    const Schema& schema = store.schema;
+    std::string sql = fmt::format("SELECT count(*), min({0}), max({0})",
+                                  duck::quote_ident(schema.partition_column()));
+    if (schema.id_index()) {
+      sql += fmt::format(", min({0}), max({0})", duck::quote_ident(*schema.id_column()));
+    }
+    sql += fmt::format(" FROM {}.main.{}", duck::quote_ident(e.alias),
+                       duck::quote_ident(schema.name()));
+    duck::Result r = conn.query(sql, e.file);
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> rows;
+    while (auto c = r.fetch()) dec.decode(c, rows);
+    PartitionMeta m = old;
+    const auto& v = rows.at(0).values;
+    m.row_count = v[0].get<int64_t>();
+    m.min_value = v[1].is_null() ? std::nullopt : std::optional(temporal_micros(v[1]));
+    m.max_value = v[2].is_null() ? std::nullopt : std::optional(temporal_micros(v[2]));
+    if (schema.id_index()) {
+      m.min_id = v[3];
+      m.max_id = v[4];
+    }
+    return m;
   }
 
   void update_bloom_after_write(const Store& store, const ColumnBatch& batch, const Group& g) {
@@ -660,8 +704,189 @@ struct PartitionedDataRepository::Impl {
       std::stable_partition(groups.begin(), groups.end(),
                             [](const Group& g) { return g.entry->attached; });
     }
-    // Commit in windows of at most max_partitions_in_memory partitions, groups of a window in
-    // parallel.
+    run_commits(
+        groups.size(), res,
+        [&](std::size_t i, duck::Connection& conn) {
+          Group& g = groups[i];
+          const bool done = commit_group(store, batch, g, res.batch_id, check_replay, conn);
+          return std::make_pair(done, static_cast<int64_t>(g.rows.size()));
+        },
+        [&](std::size_t i) { return groups[i].entry; });
+    return res;
+  }
+
+  // ---- the SQL bulk path ----------------------------------------------------------------------
+
+  struct Staged {
+    PartitionKey key;
+    std::vector<duck::Owned<duckdb_data_chunk, duckdb_destroy_data_chunk>> chunks;
+    idx_t fill = 0;  // rows in the last chunk
+    int64_t rows = 0;
+    Entry* entry = nullptr;
+    bool created = false;
+  };
+
+  BatchResult write_query(const Schema& schema, const std::string& select_sql,
+                          const BatchOptions& opts, bool null_partition) {
+    if (options.read_only) {
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("the partition store '{}' is open read-only; writes are refused", base_dir));
+    }
+    Store& store = store_for(schema);
+    BatchResult res;
+    const bool check_replay = !opts.batch_id.empty();
+    res.batch_id = check_replay ? opts.batch_id : new_uuid_v7();
+    const std::size_t ncols = schema.columns().size();
+    std::map<int64_t, Staged> staged;  // by period code; INT64_MIN is the null period
+    int64_t null_rows = 0;
+    {
+      auto conn = pool->take();
+      const std::string sql = fmt::format(
+          "SELECT *, {} AS __dp_code FROM ({}) AS __dp_source",
+          partition_code_sql(config.strategy, duck::quote_ident(schema.partition_column())),
+          select_sql);
+      auto st = conn->prepare(sql, "bulk source query");
+      duck::Result r = st.execute_streaming();
+      if (r.column_count() != ncols + 1) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("the source query returns {} columns, table '{}' has {}",
+                                r.column_count() - 1, schema.name(), ncols));
+      }
+      std::vector<duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type>> types;
+      std::vector<duckdb_logical_type> raw_types;
+      for (idx_t i = 0; i < ncols; ++i) {
+        const std::string name = r.column_name(i);
+        if (!schema.find(name) || *schema.find(name) != i) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      fmt::format("source column {} is '{}', table '{}' expects '{}' there", i + 1,
+                                  name, schema.name(), schema.columns()[i].name));
+        }
+        types.emplace_back(duckdb_column_logical_type(r.raw(), i));
+        raw_types.push_back(types.back().get());
+      }
+      const idx_t capacity = duckdb_vector_size();
+      std::unordered_map<int64_t, std::vector<sel_t>> rows_by_code;
+      duck::OwnedByValue<duckdb_selection_vector, duckdb_destroy_selection_vector> sel(
+          duckdb_create_selection_vector(capacity));
+      while (true) {
+        duck::DataChunk chunk = r.fetch();
+        if (!chunk || chunk.size() == 0) break;
+        const idx_t n = chunk.size();
+        duckdb_vector codes = duckdb_data_chunk_get_vector(chunk.get(), ncols);
+        const auto* code = static_cast<const int64_t*>(duckdb_vector_get_data(codes));
+        uint64_t* validity = duckdb_vector_get_validity(codes);
+        for (auto& [k, v] : rows_by_code) v.clear();
+        for (idx_t i = 0; i < n; ++i) {
+          int64_t c = code[i];
+          if (validity && !duckdb_validity_row_is_valid(validity, i)) {
+            ++null_rows;
+            if (!null_partition) continue;
+            c = INT64_MIN;
+          }
+          rows_by_code[c].push_back(static_cast<sel_t>(i));
+        }
+        for (auto& [c, rows] : rows_by_code) {
+          if (rows.empty()) continue;
+          auto it = staged.find(c);
+          if (it == staged.end()) {
+            Staged stg;
+            stg.key = c == INT64_MIN ? null_partition_key(config.strategy)
+                                     : partition_key_from_code(config.strategy, c);
+            it = staged.emplace(c, std::move(stg)).first;
+          }
+          Staged& stg = it->second;
+          std::copy(rows.begin(), rows.end(), duckdb_selection_vector_get_data_ptr(sel.get()));
+          idx_t done = 0;
+          while (done < rows.size()) {
+            if (stg.chunks.empty() || stg.fill == capacity) {
+              stg.chunks.emplace_back(duckdb_create_data_chunk(raw_types.data(), ncols));
+              stg.fill = 0;
+            }
+            const idx_t take = std::min<idx_t>(rows.size() - done, capacity - stg.fill);
+            duckdb_data_chunk dst = stg.chunks.back().get();
+            for (idx_t col = 0; col < ncols; ++col) {
+              duckdb_vector_copy_sel(duckdb_data_chunk_get_vector(chunk.get(), col),
+                                     duckdb_data_chunk_get_vector(dst, col), sel.get(), done + take,
+                                     done, stg.fill);
+            }
+            stg.fill += take;
+            duckdb_data_chunk_set_size(dst, stg.fill);
+            done += take;
+          }
+          stg.rows += static_cast<int64_t>(rows.size());
+        }
+      }
+    }
+    if (null_rows > 0 && !null_partition) {
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{} source row(s) have a NULL '{}'; nothing was written. Route them to "
+                      "partition_null with the null-partition option, or fix the source",
+                      null_rows, schema.partition_column()));
+    }
+    std::vector<Staged*> groups;
+    {
+      std::lock_guard lock(mu);
+      for (auto& [c, stg] : staged) {
+        stg.entry = &ensure_partition_locked(store, stg.key, stg.created);
+        if (stg.created) ++res.partitions_created;
+        if (!stg.entry->problem.empty()) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("cannot write to partition {} ('{}'): {}", stg.entry->name,
+                                  stg.entry->file, stg.entry->problem));
+        }
+        groups.push_back(&stg);
+      }
+      trim_locked();
+      std::stable_partition(groups.begin(), groups.end(),
+                            [](const Staged* g) { return g->entry->attached; });
+    }
+    run_commits(
+        groups.size(), res,
+        [&](std::size_t i, duck::Connection& conn) {
+          Staged& g = *groups[i];
+          Entry& e = *g.entry;
+          const bool done = commit_partition(
+              e, res.batch_id, check_replay, conn,
+              [&](duck::Connection& c, const std::string& ctx) {
+                duckdb_appender app = nullptr;
+                if (duckdb_appender_create_ext(c.get(), e.alias.c_str(), "main",
+                                               schema.name().c_str(), &app) != DuckDBSuccess) {
+                  std::string err = app && duckdb_appender_error(app) ? duckdb_appender_error(app)
+                                                                      : "append failed";
+                  duckdb_appender_destroy(&app);
+                  duck::fail(ctx, err);
+                }
+                duck::Owned<duckdb_appender, duckdb_appender_destroy> owned(app);
+                for (auto& chunk : g.chunks) {
+                  if (duckdb_append_data_chunk(app, chunk.get()) != DuckDBSuccess) {
+                    duck::fail(ctx, duckdb_appender_error(app));
+                  }
+                }
+                if (duckdb_appender_close(app) != DuckDBSuccess) {
+                  duck::fail(ctx, duckdb_appender_error(app));
+                }
+              },
+              [&](duck::Connection& c, const PartitionMeta& old) {
+                return scan_meta(store, e, c, old);
+              });
+          if (done) {
+            std::lock_guard lock(e.bloom_mu);
+            e.bloom.reset();  // rebuilt by the next lookup that needs it
+          }
+          return std::make_pair(done, g.rows);
+        },
+        [&](std::size_t i) { return groups[i]->entry; });
+    return res;
+  }
+
+  // Runs `commit(i, conn)` for i in [0, n) in windows of at most max_partitions_in_memory pinned
+  // partitions, on write_threads threads; throws one error naming every failed partition.
+  void run_commits(
+      std::size_t n, BatchResult& res,
+      const std::function<std::pair<bool, int64_t>(std::size_t, duck::Connection&)>& commit,
+      const std::function<Entry*(std::size_t)>& entry_of) {
     const std::size_t window = static_cast<std::size_t>(config.max_partitions_in_memory);
     const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
     const unsigned max_threads =
@@ -670,44 +895,44 @@ struct PartitionedDataRepository::Impl {
     std::optional<Error> first_error;
     std::vector<std::string> committed;
     std::mutex result_mu;
-    for (std::size_t begin = 0; begin < groups.size(); begin += window) {
-      const std::size_t end = std::min(groups.size(), begin + window);
+    for (std::size_t begin = 0; begin < n; begin += window) {
+      const std::size_t end = std::min(n, begin + window);
       std::vector<Entry*> win;
-      for (std::size_t i = begin; i < end; ++i) win.push_back(groups[i].entry);
+      for (std::size_t i = begin; i < end; ++i) win.push_back(entry_of(i));
       Pins pins = acquire(win, nullptr);
       std::atomic<std::size_t> next{begin};
       auto work = [&]() {
         auto conn = pool->take();
         for (std::size_t i = next++; i < end; i = next++) {
-          Group& g = groups[i];
+          Entry* e = entry_of(i);
           try {
-            const bool done = commit_group(store, batch, g, res.batch_id, check_replay, *conn);
+            const auto [done, rows] = commit(i, *conn);
             std::lock_guard lock(result_mu);
             if (done) {
-              res.rows_written += static_cast<int64_t>(g.rows.size());
+              res.rows_written += rows;
               ++res.partitions_written;
-              committed.push_back(g.entry->name);
+              committed.push_back(e->name);
             } else {
-              res.rows_skipped += static_cast<int64_t>(g.rows.size());
+              res.rows_skipped += rows;
               ++res.partitions_skipped;
             }
           } catch (const Error& err) {
             std::lock_guard lock(result_mu);
-            failures.push_back(fmt::format("{}: {}", g.entry->name, err.what()));
+            failures.push_back(fmt::format("{}: {}", e->name, err.what()));
             if (!first_error) first_error = err;
             continue;
           } catch (const std::exception& ex) {
             std::lock_guard lock(result_mu);
-            failures.push_back(fmt::format("{}: {}", g.entry->name, ex.what()));
+            failures.push_back(fmt::format("{}: {}", e->name, ex.what()));
             if (!first_error) first_error = Error(ErrorCode::kDuckDb, ex.what());
             continue;
           }
-          if (commit_hook) commit_hook(g.entry->name);
+          if (commit_hook) commit_hook(e->name);
         }
       };
-      const std::size_t n = std::min<std::size_t>(max_threads, end - begin);
+      const std::size_t threads_n = std::min<std::size_t>(max_threads, end - begin);
       std::vector<std::thread> threads;
-      for (std::size_t t = 1; t < n; ++t) threads.emplace_back(work);
+      for (std::size_t t = 1; t < threads_n; ++t) threads.emplace_back(work);
       work();
       for (auto& t : threads) t.join();
     }
@@ -722,11 +947,9 @@ struct PartitionedDataRepository::Impl {
           fmt::format("batch {}: {} of {} partitions failed and wrote nothing ({}); {} "
                       "committed{}{}. Write the same batch again with batch_id '{}' to "
                       "finish it exactly once",
-                      res.batch_id, failures.size(), groups.size(), fmt::join(failures, "; "),
-                      committed.size(), committed.empty() ? "" : ": ", fmt::join(committed, ", "),
-                      res.batch_id));
+                      res.batch_id, failures.size(), n, fmt::join(failures, "; "), committed.size(),
+                      committed.empty() ? "" : ": ", fmt::join(committed, ", "), res.batch_id));
     }
-    return res;
   }
 
   // ---- reading --------------------------------------------------------------------------------
@@ -931,6 +1154,73 @@ BatchResult PartitionedDataRepository::create_batch_columnar(const Schema& schem
                                                              ColumnBatch batch,
                                                              const BatchOptions& options) {
   return impl_->write(schema, batch, options);
+}
+
+BatchResult PartitionedDataRepository::create_batch_from_query(const Schema& schema,
+                                                               const std::string& select_sql,
+                                                               const BatchOptions& options,
+                                                               bool null_partition) {
+  return impl_->write_query(schema, select_sql, options, null_partition);
+}
+
+void PartitionedDataRepository::attach_database(const std::string& path, const std::string& alias,
+                                                bool read_only) {
+  if (!fs::exists(path)) {
+    throw Error(ErrorCode::kNotFound, fmt::format("database file '{}' does not exist", path));
+  }
+  std::lock_guard lock(impl_->mu);
+  try {
+    impl_->admin.exec(fmt::format("ATTACH {} AS {}{}", duck::quote_literal(path),
+                                  duck::quote_ident(alias), read_only ? " (READ_ONLY)" : ""));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kLocked) {
+      throw Error(ErrorCode::kLocked,
+                  fmt::format("'{}' is held by another process (DuckDB allows one writing process "
+                              "per file): stop that process, or run the migration through the "
+                              "library inside it (PartitionMigrator). DuckDB said: {}",
+                              path, e.what()));
+    }
+    throw Error(e.code(), fmt::format("cannot open '{}': {}", path, e.what()));
+  }
+}
+
+void PartitionedDataRepository::detach_database(const std::string& alias) noexcept {
+  std::lock_guard lock(impl_->mu);
+  try {
+    impl_->admin.exec(fmt::format("DETACH {}", duck::quote_ident(alias)));
+  } catch (...) {
+  }
+}
+
+std::string PartitionedDataRepository::checksum_sql(const Schema& schema) {
+  std::string cols;
+  for (const auto& c : schema.columns()) {
+    if (!cols.empty()) cols += ", ";
+    cols += duck::quote_ident(c.name);
+  }
+  return fmt::format("CAST(coalesce(sum(CAST(hash({}) AS HUGEINT)), 0) AS VARCHAR)", cols);
+}
+
+std::vector<PartitionedDataRepository::PartitionChecksum>
+PartitionedDataRepository::checksum_partitions(const Schema& schema) {
+  Store& store = impl_->store_for(schema);
+  std::vector<Entry*> entries;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [k, e] : store.entries) entries.push_back(e.get());
+  }
+  std::vector<PartitionChecksum> out;
+  for (Entry* e : entries) {
+    auto pins = impl_->acquire({e}, nullptr);
+    auto conn = impl_->pool->take();
+    auto rows = run_rows(*conn,
+                         fmt::format("SELECT count(*), {} FROM {}.main.{}", checksum_sql(schema),
+                                     duck::quote_ident(e->alias), duck::quote_ident(schema.name())),
+                         {});
+    out.push_back(PartitionChecksum{e->key, e->name, rows.at(0).values[0].get<int64_t>(),
+                                    rows.at(0).values[1].get<std::string>()});
+  }
+  return out;
 }
 
 std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& schema,

@@ -248,4 +248,54 @@ std::optional<PartitionKey> parse_partition_name(std::string_view name) {
   return std::nullopt;
 }
 
+std::string partition_code_sql(PartitionStrategy s, const std::string& c) {
+  switch (s) {
+    case PartitionStrategy::kYearly:
+      return fmt::format("CAST(year({0}) AS BIGINT)", c);
+    case PartitionStrategy::kMonthly:
+      return fmt::format("CAST(year({0}) AS BIGINT) * 100 + month({0})", c);
+    case PartitionStrategy::kWeekly:
+      return fmt::format("CAST(isoyear({0}) AS BIGINT) * 100 + week({0})", c);
+    case PartitionStrategy::kDaily:
+      return fmt::format("CAST(year({0}) AS BIGINT) * 10000 + month({0}) * 100 + day({0})", c);
+  }
+  return "NULL";
+}
+
+PartitionKey partition_key_from_code(PartitionStrategy s, int64_t code) {
+  PartitionKey k;
+  k.strategy = s;
+  int64_t year = code;
+  switch (s) {
+    case PartitionStrategy::kYearly:
+      break;
+    case PartitionStrategy::kMonthly:
+    case PartitionStrategy::kWeekly:
+      year = code / 100;
+      k.number = static_cast<int>(code % 100);
+      break;
+    case PartitionStrategy::kDaily:
+      year = code / 10000;
+      k.number = static_cast<int>((code / 100) % 100);
+      k.day = static_cast<int>(code % 100);
+      break;
+  }
+  const bool ok = code > 0 && year >= kMinPartitionYear && year <= kMaxPartitionYear &&
+                  (s == PartitionStrategy::kYearly ||
+                   (s == PartitionStrategy::kMonthly && k.number >= 1 && k.number <= 12) ||
+                   (s == PartitionStrategy::kWeekly && k.number >= 1 &&
+                    k.number <= iso_weeks_in_year(static_cast<int>(year))) ||
+                   (s == PartitionStrategy::kDaily &&
+                    is_valid_civil(static_cast<int>(year), static_cast<unsigned>(k.number),
+                                   static_cast<unsigned>(k.day))));
+  if (!ok) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("a value falls in period code {} ({}), outside the supported partition "
+                            "years {}..{}",
+                            code, strategy_name(s), kMinPartitionYear, kMaxPartitionYear));
+  }
+  k.year = static_cast<int>(year);
+  return k;
+}
+
 }  // namespace duckpart

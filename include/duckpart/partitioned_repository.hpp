@@ -62,6 +62,33 @@ class PartitionedDataRepository final : public IDataRepository {
   RecordStream stream_query_results(const Schema& schema, const DataQueryRequest& request) override;
   int64_t count_all(const Schema& schema, const DataQueryRequest& request = {}) override;
   StorageStatistics get_partition_statistics() override;
+  // The SQL bulk path (migration, import, re-partitioning). Routes every row of `select_sql` — a
+  // SELECT whose columns are the schema's, in order — to its partition in one scan, copying DuckDB
+  // vectors (any column type), then commits once per partition with the batch id, like
+  // create_batch. `null_partition`: rows whose partition value is NULL go to partition_null instead
+  // of failing. The result is staged in memory until the commits: bound it (migration uses rowid
+  // ranges).
+  BatchResult create_batch_from_query(const Schema& schema, const std::string& select_sql,
+                                      const BatchOptions& options = {},
+                                      bool null_partition = false);
+  // Attaches another DuckDB file to this repository's DuckDB instance, so that select_sql can read
+  // it as <alias>.main.<table>. Throws Error(kLocked) naming the file when another process holds
+  // it.
+  void attach_database(const std::string& path, const std::string& alias, bool read_only = true);
+  void detach_database(const std::string& alias) noexcept;
+
+  // Rows and an order-independent checksum over all columns (sum of DuckDB row hashes, as text) of
+  // one partition; the same expression over a source table gives the same value for the same rows.
+  struct PartitionChecksum {
+    PartitionKey key;
+    std::string name;
+    int64_t rows = 0;
+    std::string checksum;
+  };
+  std::vector<PartitionChecksum> checksum_partitions(const Schema& schema);
+  // The checksum expression over `schema`'s columns (for use on a source table).
+  static std::string checksum_sql(const Schema& schema);
+
   // Counters only (cheap).
   RepositoryCounters counters() const;
   // Detaches every unpinned partition and writes catalogs (DuckDB checkpoints on detach).

@@ -81,4 +81,11 @@ PartitionKey null_partition_key(PartitionStrategy s) noexcept;
 // period.
 std::optional<PartitionKey> parse_partition_name(std::string_view name);
 
+// The period of a value as one integer, computable in SQL: yearly 2023, monthly 202301, weekly
+// 202053 (ISO year and week), daily 20230105. partition_code_sql() returns the DuckDB expression
+// (BIGINT) for a quoted column; partition_key_from_code() turns a code back into a key (throws
+// Error(kInvalidArgument) for a code outside years 1..9999 or an impossible period).
+std::string partition_code_sql(PartitionStrategy s, const std::string& quoted_column);
+PartitionKey partition_key_from_code(PartitionStrategy s, int64_t code);
+
 }  // namespace duckpart

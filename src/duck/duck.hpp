@@ -30,6 +30,16 @@ struct CloseWith {
 };
 template <class Handle, auto kClose>
 using Owned = std::unique_ptr<std::remove_pointer_t<Handle>, CloseWith<kClose>>;
+// For the few destroy functions that take the handle itself (duckdb_destroy_selection_vector).
+template <auto kClose>
+struct CloseByValue {
+  template <class T>
+  void operator()(T* h) const noexcept {
+    kClose(h);
+  }
+};
+template <class Handle, auto kClose>
+using OwnedByValue = std::unique_ptr<std::remove_pointer_t<Handle>, CloseByValue<kClose>>;
 
 // Classifies a DuckDB error message into an ErrorCode (lock conflicts, damaged files, I/O).
 ErrorCode classify(std::string_view duckdb_message) noexcept;
