@@ -1,0 +1,153 @@
+// duckpart — moving an existing single-file DuckDB table into partitions.
+//
+// analyze_source() reads a source table and reports how it would be partitioned (writes nothing).
+// PartitionMigrator copies it into a PartitionedDataRepository: one scan per batch of source rows
+// (a rowid range), routed to every period's partition, committed once per partition with a batch id
+// (exactly-once), a checkpoint after each batch (resume after Ctrl-C or kill -9), and a verification
+// of row count and an order-independent checksum over all columns per period.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "duckpart/partitioned_repository.hpp"
+#include "duckpart/period.hpp"
+#include "duckpart/schema.hpp"
+
+namespace duckpart {
+
+struct PeriodAnalysis {
+  PartitionKey key;
+  std::string name;  // partition_2023_01 (partition_null for NULL values)
+  int64_t rows = 0;
+  uint64_t estimated_bytes = 0;  // share of the source file's size, by rows
+  std::optional<Timestamp> min_value;
+  std::optional<Timestamp> max_value;
+};
+
+struct AnalysisReport {
+  std::string source;
+  std::string table;
+  std::string partition_column;
+  PartitionStrategy strategy = PartitionStrategy::kMonthly;
+  int partition_size_threshold_mb = 2000;
+  int64_t total_rows = 0;
+  int64_t null_rows = 0;  // rows whose partition value is NULL
+  uint64_t source_bytes = 0;
+  std::vector<PeriodAnalysis> periods;  // by time, the null period last
+  double skew = 0;                      // largest period / median period (rows)
+  std::vector<std::string> oversized;   // periods estimated above partition_size_threshold_mb
+  std::vector<std::string> undersized;  // periods estimated under 100 MB
+  PartitionStrategy recommended = PartitionStrategy::kMonthly;
+  std::string recommendation;  // the reason, one sentence
+
+  std::string to_json() const;
+  std::string to_text() const;
+};
+
+// Reads `table` of the DuckDB file `source_path` (read-only) and reports per period of `strategy`.
+// Throws Error naming the file/table/column when they do not exist or the column is not temporal,
+// Error(kLocked) when another process holds the file.
+AnalysisReport analyze_source(const std::string& source_path, const std::string& table,
+                              const std::string& partition_column, PartitionStrategy strategy,
+                              int partition_size_threshold_mb = 2000);
+
+struct MigrationOptions {
+  std::string source_path = "data/data.duckdb";
+  std::string table = "well_production";
+  std::string partition_column = "production_period";
+  int64_t batch_size = 1'000'000;  // source rows per batch (bounds memory and work lost on a crash)
+  std::optional<Date> from;        // copy only rows with from <= value < to
+  std::optional<Date> to;
+  bool verify = true;
+  bool null_partition = false;  // route NULL partition values to partition_null instead of refusing
+};
+
+struct MigrationProgress {
+  int64_t rows_done = 0;
+  int64_t rows_total = 0;
+  int64_t batches_done = 0;
+  int64_t batches_total = 0;
+  double elapsed_s = 0;
+  double rows_per_s = 0;
+  double eta_s = 0;
+  std::string current;  // what is being done now
+};
+
+struct PeriodCheck {
+  std::string name;
+  int64_t source_rows = 0;
+  int64_t partition_rows = 0;
+  std::string source_checksum;
+  std::string partition_checksum;
+  bool ok = false;
+};
+
+struct PlannedPartition {
+  std::string name;
+  std::string file;
+  bool exists = false;  // update (true) or create
+  int64_t rows = 0;
+  uint64_t estimated_bytes = 0;
+};
+
+struct MigrationPlan {
+  std::vector<PlannedPartition> partitions;
+  int64_t rows = 0;
+  int64_t batches = 0;
+  int64_t batches_already_done = 0;  // per the checkpoint
+  double sample_rows_per_s = 0;      // measured on a sample copy into a temporary directory
+  double estimated_seconds = 0;
+  std::string to_text() const;
+  std::string to_json() const;
+};
+
+struct MigrationResult {
+  int64_t rows_copied = 0;
+  int64_t rows_skipped = 0;  // already present (replayed batches)
+  int64_t batches_done = 0;
+  int64_t batches_skipped = 0;  // finished in an earlier run (checkpoint)
+  int64_t partitions_created = 0;
+  bool interrupted = false;
+  double seconds = 0;
+  bool verified = false;
+  std::vector<PeriodCheck> checks;
+  int64_t mismatches = 0;
+};
+
+class PartitionMigrator {
+ public:
+  // Attaches the source read-only to `repo` and reads its schema. Throws Error naming the source when
+  // it cannot be opened (kLocked: held by another process; the message says what to do).
+  PartitionMigrator(PartitionedDataRepository& repo, MigrationOptions options);
+  ~PartitionMigrator();
+  PartitionMigrator(const PartitionMigrator&) = delete;
+  PartitionMigrator& operator=(const PartitionMigrator&) = delete;
+
+  const Schema& schema() const noexcept { return schema_; }
+  // The checkpoint file of this table's migration.
+  std::string checkpoint_path() const;
+
+  // What migrate() would do; writes nothing in the store (a sample is timed in a temporary directory).
+  MigrationPlan plan();
+  // Copies (or finishes copying) the source. `stop` is checked between batches: when it becomes true
+  // the run ends cleanly with interrupted = true. Throws Error on failure (the checkpoint keeps what
+  // is done). With verify, result.mismatches counts periods whose rows or checksum differ.
+  MigrationResult migrate(const std::function<void(const MigrationProgress&)>& on_progress = {},
+                          const std::atomic<bool>* stop = nullptr);
+  // Per period: rows and checksum in the source and in the partitions.
+  std::vector<PeriodCheck> verify();
+
+ private:
+  std::string range_sql() const;
+  PartitionedDataRepository& repo_;
+  MigrationOptions options_;
+  Schema schema_;
+  std::string alias_;
+};
+
+}  // namespace duckpart

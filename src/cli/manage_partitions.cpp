@@ -1,0 +1,518 @@
+#include "cli/manage_partitions.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "duckpart/duckpart.hpp"
+
+namespace fs = std::filesystem;
+
+namespace duckpart::cli {
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) { g_stop.store(true); }
+
+struct Common {
+  std::string database = "data/data.duckdb";
+  std::string partitions;
+  std::string schema = "well_production";
+  std::string strategy;
+  std::string partition_column;
+  std::string config_file;
+};
+
+void add_common(CLI::App* app, Common& c, bool with_database = true) {
+  if (with_database) {
+    app->add_option("--database", c.database, "source DuckDB file")->capture_default_str();
+  }
+  app->add_option("--partitions", c.partitions, "partition directory (default: data/partitions)");
+  app->add_option("--schema", c.schema, "table name")->capture_default_str();
+  app->add_option("--strategy", c.strategy, "yearly, monthly, weekly or daily");
+  app->add_option("--partition-column", c.partition_column, "DATE/TIMESTAMP column (default: production_period)");
+  app->add_option("--config", c.config_file, "TOML configuration file (applied before the flags)");
+}
+
+// The strategy a store was written with, from its catalog or file names; nullopt when empty.
+std::optional<PartitionStrategy> detect_strategy(const std::string& dir) {
+  std::ifstream in(dir + "/_catalog.json");
+  if (in) {
+    try {
+      auto j = nlohmann::json::parse(in);
+      return parse_strategy(j.at("strategy").get<std::string>());
+    } catch (const std::exception&) {
+    }
+  }
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (auto k = parse_partition_name(it->path().filename().string()); k && !k->is_null) return k->strategy;
+  }
+  return std::nullopt;
+}
+
+// Preset, then --config, then flags. When no strategy is given, an existing store's own is used.
+PartitionConfig resolve_config(const Common& c) {
+  PartitionConfig cfg = production_partition_config();
+  if (!c.config_file.empty()) cfg = load_partition_config(c.config_file, cfg);
+  if (!c.partitions.empty()) cfg.base_partition_path = c.partitions;
+  if (!c.partition_column.empty()) cfg.partition_column = c.partition_column;
+  if (!c.strategy.empty()) {
+    cfg.strategy = parse_strategy(c.strategy);
+  } else if (c.config_file.empty()) {
+    if (auto s = detect_strategy(cfg.base_partition_path + "/" + c.schema)) cfg.strategy = *s;
+  }
+  cfg.validate();
+  return cfg;
+}
+
+std::optional<Date> parse_date_arg(const std::string& text, std::string_view flag) {
+  if (text.empty()) return std::nullopt;
+  auto d = parse_date(text);
+  if (!d) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("{} '{}' is not a valid date (YYYY-MM-DD)", flag, text));
+  }
+  return d;
+}
+
+std::string human_bytes(uint64_t b) {
+  if (b >= (1ULL << 30)) return fmt::format("{:.1f} GB", static_cast<double>(b) / (1ULL << 30));
+  if (b >= (1ULL << 20)) return fmt::format("{:.1f} MB", static_cast<double>(b) / (1ULL << 20));
+  return fmt::format("{:.1f} KB", static_cast<double>(b) / 1024.0);
+}
+
+// ---- analyze --------------------------------------------------------------------------------------
+
+int cmd_analyze(const Common& c, bool json) {
+  const PartitionConfig cfg = resolve_config(c);
+  const AnalysisReport rep =
+      analyze_source(c.database, c.schema, cfg.partition_column, cfg.strategy, cfg.partition_size_threshold_mb);
+  std::fputs((json ? rep.to_json() + "\n" : rep.to_text()).c_str(), stdout);
+  return 0;
+}
+
+// ---- migrate --------------------------------------------------------------------------------------
+
+struct MigrateArgs {
+  int64_t batch_size = 1'000'000;
+  bool dry_run = false;
+  bool resume = false;
+  bool no_verify = false;
+  bool null_partition = false;
+  int jobs = 0;
+  std::string from;
+  std::string to;
+  bool json = false;
+};
+
+int cmd_migrate(const Common& c, const MigrateArgs& a) {
+  PartitionConfig cfg = resolve_config(c);
+  if (a.jobs < 0) throw Error(ErrorCode::kInvalidArgument, fmt::format("--jobs {} must be >= 0", a.jobs));
+  if (a.jobs > 0) cfg.write_threads = a.jobs;
+  MigrationOptions o;
+  o.source_path = c.database;
+  o.table = c.schema;
+  o.partition_column = cfg.partition_column;
+  o.batch_size = a.batch_size;
+  o.from = parse_date_arg(a.from, "--from");
+  o.to = parse_date_arg(a.to, "--to");
+  o.verify = !a.no_verify;
+  o.null_partition = a.null_partition;
+  if (a.dry_run) {
+    // Read-only: nothing in the partition directory may change.
+    const bool exists = fs::exists(cfg.base_partition_path);
+    const fs::path tmp = fs::temp_directory_path() / fmt::format("duckpart_dry_{}", ::getpid());
+    PartitionConfig view = cfg;
+    if (!exists) view.base_partition_path = tmp.string();
+    MigrationPlan plan;
+    {
+      PartitionedDataRepository repo(view, {.read_only = exists});
+      PartitionMigrator m(repo, o);
+      plan = m.plan();
+    }
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    std::fputs((a.json ? plan.to_json() + "\n" : plan.to_text()).c_str(), stdout);
+    return 0;
+  }
+  PartitionedDataRepository repo(cfg);
+  PartitionMigrator m(repo, o);
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  auto last = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);
+  const MigrationResult r = m.migrate(
+      [&](const MigrationProgress& p) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!tty && now - last < std::chrono::seconds(2) && p.current != "verifying") return;
+        last = now;
+        const double pct = p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) / static_cast<double>(p.rows_total) : 100.0;
+        const std::string line =
+            fmt::format("migrate: {}/{} rows ({:.1f}%), {:.0f} rows/s, ETA {:.0f}s, {}", p.rows_done,
+                        p.rows_total, pct, p.rows_per_s, p.eta_s, p.current);
+        if (tty) {
+          std::fprintf(stderr, "\r\033[K%s", line.c_str());
+        } else {
+          std::fprintf(stderr, "%s\n", line.c_str());
+        }
+        std::fflush(stderr);
+      },
+      &g_stop);
+  std::signal(SIGINT, SIG_DFL);
+  if (tty) std::fputs("\n", stderr);
+  if (a.json) {
+    nlohmann::ordered_json j;
+    j["rows_copied"] = r.rows_copied;
+    j["rows_skipped"] = r.rows_skipped;
+    j["batches_done"] = r.batches_done;
+    j["batches_skipped"] = r.batches_skipped;
+    j["partitions_created"] = r.partitions_created;
+    j["interrupted"] = r.interrupted;
+    j["seconds"] = r.seconds;
+    j["verified"] = r.verified;
+    j["mismatches"] = r.mismatches;
+    auto checks = nlohmann::ordered_json::array();
+    for (const auto& ch : r.checks) {
+      checks.push_back({{"partition", ch.name}, {"source_rows", ch.source_rows},
+                        {"partition_rows", ch.partition_rows}, {"ok", ch.ok}});
+    }
+    j["checks"] = checks;
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("migrated %lld rows in %.2f s (%.0f rows/s): %lld batches done, %lld already done before, "
+                "%lld rows already present, %lld partitions created\n",
+                static_cast<long long>(r.rows_copied), r.seconds,
+                r.seconds > 0 ? static_cast<double>(r.rows_copied) / r.seconds : 0.0,
+                static_cast<long long>(r.batches_done), static_cast<long long>(r.batches_skipped),
+                static_cast<long long>(r.rows_skipped), static_cast<long long>(r.partitions_created));
+    if (r.verified) {
+      std::printf("verified %zu periods (row count and checksum over all columns): %lld mismatch(es)\n",
+                  r.checks.size(), static_cast<long long>(r.mismatches));
+    }
+  }
+  for (const auto& ch : r.checks) {
+    if (!ch.ok) {
+      std::fprintf(stderr,
+                   "manage_partitions: verification failed for %s: source has %lld rows (checksum %s), "
+                   "partition has %lld rows (checksum %s)\n",
+                   ch.name.c_str(), static_cast<long long>(ch.source_rows), ch.source_checksum.c_str(),
+                   static_cast<long long>(ch.partition_rows), ch.partition_checksum.c_str());
+    }
+  }
+  if (r.interrupted) {
+    std::fprintf(stderr,
+                 "manage_partitions: interrupted after %lld batch(es); run the same migrate command "
+                 "again (or with --resume) to finish\n",
+                 static_cast<long long>(r.batches_done));
+    return static_cast<int>(ErrorCode::kInterrupted);
+  }
+  return r.mismatches > 0 ? 1 : 0;
+}
+
+// ---- stats ----------------------------------------------------------------------------------------
+
+int cmd_stats(const Common& c, bool json, bool all) {
+  const PartitionConfig cfg = resolve_config(c);
+  if (!fs::exists(cfg.base_partition_path)) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("partition directory '{}' does not exist", cfg.base_partition_path));
+  }
+  PartitionedDataRepository repo(cfg, {.read_only = true});
+  StorageStatistics stats;
+  if (all) {
+    stats = repo.get_partition_statistics();
+  } else {
+    repo.initialize(repo.load_schema(c.schema));
+    stats = repo.get_partition_statistics();
+    std::erase_if(stats.schemas, [&](const SchemaStatistics& s) { return s.schema != c.schema; });
+  }
+  if (json) {
+    std::printf("%s\n", stats.to_json().c_str());
+    return 0;
+  }
+  for (const auto& s : stats.schemas) {
+    std::printf("%s (%s)\n", s.schema.c_str(), s.directory.c_str());
+    std::printf("%-24s %-23s %12s %10s  %-26s %-26s %s\n", "partition", "period", "rows", "size", "min",
+                "max", "modified");
+    for (const auto& p : s.partitions) {
+      char when[32] = "-";
+      const std::time_t t = p.modified_unix;
+      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::gmtime(&t));
+      const std::string period =
+          p.period_start ? format_date(*p.period_start) + ".." + format_date(*p.period_end) : "NULL values";
+      std::printf("%-24s %-23s %12lld %10s  %-26s %-26s %s%s%s\n", p.name.c_str(), period.c_str(),
+                  static_cast<long long>(p.rows), human_bytes(p.bytes).c_str(),
+                  p.min_value ? format_timestamp(*p.min_value).c_str() : "-",
+                  p.max_value ? format_timestamp(*p.max_value).c_str() : "-", when,
+                  p.problem.empty() ? "" : "  PROBLEM: ", p.problem.c_str());
+    }
+    std::printf("total: %zu partitions, %lld rows, %s\n", s.partitions.size(),
+                static_cast<long long>(s.total_rows), human_bytes(s.total_bytes).c_str());
+    for (const auto& p : s.problems) std::printf("problem: %s\n", p.c_str());
+  }
+  return 0;
+}
+
+// ---- query ----------------------------------------------------------------------------------------
+
+struct QueryArgs {
+  std::vector<std::string> filters;
+  std::vector<std::string> sorts;
+  int64_t limit = -1;
+  int64_t offset = 0;
+  std::string columns;
+  std::string format = "table";
+  bool count = false;
+};
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == sep) {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+QueryFilter parse_filter(const std::string& spec) {
+  // FIELD:OP[:VALUE] — the value may itself contain ':' (timestamps), so split at the first two.
+  const auto p1 = spec.find(':');
+  if (p1 == std::string::npos) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--filter '{}' must be FIELD:OP[:VALUE], e.g. production_period:gte:2023-01-01", spec));
+  }
+  const auto p2 = spec.find(':', p1 + 1);
+  QueryFilter f;
+  f.field = spec.substr(0, p1);
+  f.op = parse_operator(spec.substr(p1 + 1, p2 == std::string::npos ? std::string::npos : p2 - p1 - 1));
+  const std::string value = p2 == std::string::npos ? "" : spec.substr(p2 + 1);
+  switch (f.op) {
+    case FilterOperator::kIsNull:
+    case FilterOperator::kIsNotNull:
+      if (!value.empty()) {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("--filter '{}': {} takes no value", spec, operator_name(f.op)));
+      }
+      break;
+    case FilterOperator::kIn:
+    case FilterOperator::kNotIn:
+    case FilterOperator::kBetween:
+      for (const auto& v : split(value, ',')) f.values.emplace_back(v);
+      break;
+    default:
+      if (p2 == std::string::npos) {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("--filter '{}' needs a value", spec));
+      }
+      f.value = Value(value);
+  }
+  return f;
+}
+
+std::string csv_cell(const Value& v) {
+  if (v.is_null()) return "";
+  std::string s = v.to_string();
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"') out += '"';
+    out += ch;
+  }
+  return out + "\"";
+}
+
+nlohmann::json json_cell(const Value& v) {
+  if (v.is_null()) return nullptr;
+  if (v.is<bool>()) return v.get<bool>();
+  if (v.is<int64_t>()) return v.get<int64_t>();
+  if (v.is<double>()) return v.get<double>();
+  return v.to_string();
+}
+
+int cmd_query(const Common& c, const QueryArgs& a) {
+  const PartitionConfig cfg = resolve_config(c);
+  if (a.format != "table" && a.format != "csv" && a.format != "json") {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("--format '{}': expected table, csv or json", a.format));
+  }
+  if (!fs::exists(cfg.base_partition_path)) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("partition directory '{}' does not exist", cfg.base_partition_path));
+  }
+  PartitionedDataRepository repo(cfg, {.read_only = true});
+  const Schema schema = repo.load_schema(c.schema);
+  DataQueryRequest q;
+  for (const auto& f : a.filters) q.filters.push_back(parse_filter(f));
+  for (const auto& s : a.sorts) {
+    const auto p = s.find(':');
+    SortKey k{s.substr(0, p), SortDirection::kAsc};
+    if (p != std::string::npos) {
+      const std::string dir = s.substr(p + 1);
+      if (dir == "desc") k.direction = SortDirection::kDesc;
+      else if (dir != "asc") {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("--sort '{}': direction must be asc or desc", s));
+      }
+    }
+    q.sort.push_back(k);
+  }
+  if (a.limit >= 0) q.limit = a.limit;
+  q.offset = a.offset;
+  if (!a.columns.empty()) q.columns = split(a.columns, ',');
+  if (a.count) {
+    std::printf("%lld\n", static_cast<long long>(repo.count_all(schema, q)));
+    return 0;
+  }
+  RecordStream stream = repo.stream_query_results(schema, q);
+  const auto& cols = stream.columns();
+  DataRecord r;
+  if (a.format == "csv") {
+    std::string line;
+    for (std::size_t i = 0; i < cols.size(); ++i) line += (i ? "," : "") + csv_cell(Value(cols[i]));
+    std::printf("%s\n", line.c_str());
+    while (stream.next(r)) {
+      line.clear();
+      for (std::size_t i = 0; i < r.values.size(); ++i) {
+        if (i) line += ',';
+        line += csv_cell(r.values[i]);
+      }
+      std::fwrite(line.data(), 1, line.size(), stdout);
+      std::fputc('\n', stdout);
+    }
+    return 0;
+  }
+  if (a.format == "json") {
+    std::fputs("[", stdout);
+    bool first = true;
+    while (stream.next(r)) {
+      nlohmann::ordered_json o;
+      for (std::size_t i = 0; i < cols.size(); ++i) o[cols[i]] = json_cell(r.values[i]);
+      std::printf("%s\n%s", first ? "" : ",", o.dump().c_str());
+      first = false;
+    }
+    std::fputs("\n]\n", stdout);
+    return 0;
+  }
+  // table: widths from the first 200 rows, then streamed.
+  std::vector<DataRecord> head;
+  while (head.size() < 200 && stream.next(r)) head.push_back(std::move(r));
+  std::vector<std::size_t> w(cols.size());
+  for (std::size_t i = 0; i < cols.size(); ++i) w[i] = cols[i].size();
+  for (const auto& row : head) {
+    for (std::size_t i = 0; i < cols.size(); ++i) w[i] = std::max(w[i], row.values[i].to_string().size());
+  }
+  auto print_row = [&](const std::vector<std::string>& cells) {
+    std::string line;
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      if (i) line += "  ";
+      line += fmt::format("{:<{}}", cells[i], w[i]);
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+  };
+  print_row(cols);
+  int64_t n = 0;
+  auto emit = [&](const DataRecord& row) {
+    std::vector<std::string> cells;
+    for (const auto& v : row.values) cells.push_back(v.to_string());
+    print_row(cells);
+    ++n;
+  };
+  for (const auto& row : head) emit(row);
+  while (stream.next(r)) emit(r);
+  std::fprintf(stderr, "%lld row(s); partitions scanned %lld of %lld\n", static_cast<long long>(n),
+               static_cast<long long>(stream.stats().partitions_scanned),
+               static_cast<long long>(stream.stats().partitions_total));
+  return 0;
+}
+
+}  // namespace
+
+int run_manage_partitions(int argc, char** argv) {
+  CLI::App app{"manage_partitions — time-partitioned DuckDB store: analyze, migrate, inspect, query.\n"
+               "Examples:\n"
+               "  manage_partitions analyze --schema well_production --strategy monthly\n"
+               "  manage_partitions migrate --schema well_production --dry-run\n"
+               "  manage_partitions migrate --schema well_production --batch-size 100000\n"
+               "  manage_partitions stats\n"
+               "  manage_partitions query --filter production_period:between:2023-01-01,2023-03-31 --count",
+               "manage_partitions"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "help for every command");
+
+  Common common;
+  bool json = false;
+
+  auto* analyze = app.add_subcommand("analyze", "how a source table would be partitioned (writes nothing)");
+  add_common(analyze, common);
+  analyze->add_flag("--json", json, "machine-readable output");
+
+  MigrateArgs margs;
+  auto* migrate = app.add_subcommand("migrate", "copy a source table into partitions (resumable, verified)");
+  add_common(migrate, common);
+  migrate->add_option("--batch-size", margs.batch_size, "source rows per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  migrate->add_flag("--dry-run", margs.dry_run, "print the plan, write nothing");
+  migrate->add_flag("--resume", margs.resume, "finish an interrupted migration (a plain re-run does too)");
+  migrate->add_flag("--no-verify", margs.no_verify, "skip the per-period count and checksum verification");
+  migrate->add_flag("--null-partition", margs.null_partition, "route NULL partition values to partition_null.duckdb");
+  migrate->add_option("--jobs", margs.jobs, "parallel partition writers (default: one per core)");
+  migrate->add_option("--from", margs.from, "only rows with partition value >= DATE");
+  migrate->add_option("--to", margs.to, "only rows with partition value < DATE");
+  migrate->add_flag("--json", margs.json, "machine-readable summary");
+
+  bool stats_all = false;
+  auto* stats = app.add_subcommand("stats", "per-partition rows, sizes, ranges");
+  add_common(stats, common, false);
+  stats->add_flag("--json", json, "machine-readable output");
+  stats->add_flag("--all", stats_all, "every table under the partition directory");
+
+  QueryArgs qargs;
+  auto* query = app.add_subcommand("query", "rows of the partitioned table (streamed)");
+  add_common(query, common, false);
+  query->add_option("--filter", qargs.filters,
+                    "FIELD:OP:VALUE (repeatable); OP: eq ne gt gte lt lte in not_in like between is_null is_not_null; "
+                    "lists comma-separated");
+  query->add_option("--sort", qargs.sorts, "FIELD[:asc|desc] (repeatable)");
+  query->add_option("--limit", qargs.limit, "at most N rows");
+  query->add_option("--offset", qargs.offset, "skip N rows");
+  query->add_option("--columns", qargs.columns, "a,b,c");
+  query->add_option("--format", qargs.format, "table, csv or json")->capture_default_str();
+  query->add_flag("--count", qargs.count, "print only the number of matching rows");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : static_cast<int>(ErrorCode::kInvalidArgument);
+  }
+  try {
+    if (*analyze) return cmd_analyze(common, json);
+    if (*migrate) return cmd_migrate(common, margs);
+    if (*stats) return cmd_stats(common, json, stats_all);
+    if (*query) return cmd_query(common, qargs);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "manage_partitions: %s\n", e.what());
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "manage_partitions: unexpected error: %s\n", e.what());
+    return static_cast<int>(ErrorCode::kDuckDb);
+  }
+  return 0;
+}
+
+}  // namespace duckpart::cli

@@ -1,0 +1,559 @@
+#include "duckpart/migrator.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "duck/duck.hpp"
+#include "duckpart/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace duckpart {
+
+namespace {
+
+constexpr uint64_t kSmallPartitionBytes = 100ULL << 20;
+
+std::vector<DataRecord> rows_of(duck::Connection& c, const std::string& sql, std::string_view ctx) {
+  duck::Result r = c.query(sql, ctx);
+  duck::ChunkDecoder dec(r);
+  std::vector<DataRecord> rows;
+  while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+  return rows;
+}
+
+std::string human_bytes(uint64_t b) {
+  if (b >= (1ULL << 30)) return fmt::format("{:.1f} GB", static_cast<double>(b) / (1ULL << 30));
+  if (b >= (1ULL << 20)) return fmt::format("{:.1f} MB", static_cast<double>(b) / (1ULL << 20));
+  return fmt::format("{:.1f} KB", static_cast<double>(b) / 1024.0);
+}
+
+std::optional<Timestamp> ts_of(const Value& v) {
+  if (v.is<Date>()) return to_timestamp(v.get<Date>());
+  if (v.is<Timestamp>()) return v.get<Timestamp>();
+  return std::nullopt;
+}
+
+struct SourceTable {
+  duck::Database db;
+  duck::Connection conn;
+  Schema schema;
+  uint64_t bytes = 0;
+};
+
+SourceTable open_source(const std::string& path, const std::string& table, const std::string& column) {
+  SourceTable s{duck::Database{}, duck::Connection{}, introspect_schema(path, table, column), 0};
+  try {
+    s.db = duck::Database::open(path, /*read_only=*/true);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kLocked) {
+      throw Error(ErrorCode::kLocked,
+                  fmt::format("source '{}' is held by another process (DuckDB allows one writing "
+                              "process per file): stop it, or run the migration through the library "
+                              "inside that process (PartitionMigrator). DuckDB said: {}",
+                              path, e.what()));
+    }
+    throw;
+  }
+  s.conn = s.db.connect();
+  std::error_code ec;
+  s.bytes = fs::file_size(path, ec);
+  return s;
+}
+
+// Rows per period code of one strategy.
+std::map<int64_t, int64_t> counts_by_code(duck::Connection& c, const std::string& from,
+                                          const std::string& column, PartitionStrategy s) {
+  std::map<int64_t, int64_t> out;
+  for (const auto& r : rows_of(c, fmt::format("SELECT {} AS code, count(*) FROM {} WHERE {} IS NOT NULL GROUP BY 1",
+                                              partition_code_sql(s, column), from, column),
+                               "analyze")) {
+    out[r.values[0].get<int64_t>()] = r.values[1].get<int64_t>();
+  }
+  return out;
+}
+
+}  // namespace
+
+AnalysisReport analyze_source(const std::string& source_path, const std::string& table,
+                              const std::string& partition_column, PartitionStrategy strategy,
+                              int partition_size_threshold_mb) {
+  SourceTable src = open_source(source_path, table, partition_column);
+  AnalysisReport rep;
+  rep.source = source_path;
+  rep.table = table;
+  rep.partition_column = src.schema.partition_column();
+  rep.strategy = strategy;
+  rep.partition_size_threshold_mb = partition_size_threshold_mb;
+  rep.source_bytes = src.bytes;
+  const std::string col = duck::quote_ident(rep.partition_column);
+  const std::string from = "main." + duck::quote_ident(table);
+  auto totals = rows_of(src.conn, fmt::format("SELECT count(*), count(*) FILTER ({} IS NULL) FROM {}", col, from),
+                        source_path);
+  rep.total_rows = totals.at(0).values[0].get<int64_t>();
+  rep.null_rows = totals.at(0).values[1].get<int64_t>();
+  const double bytes_per_row =
+      rep.total_rows > 0 ? static_cast<double>(rep.source_bytes) / static_cast<double>(rep.total_rows) : 0;
+  const uint64_t threshold = static_cast<uint64_t>(partition_size_threshold_mb) << 20;
+  for (const auto& r : rows_of(src.conn,
+                               fmt::format("SELECT {} AS code, count(*), min({}), max({}) FROM {} WHERE {} IS NOT NULL "
+                                           "GROUP BY 1 ORDER BY 1",
+                                           partition_code_sql(strategy, col), col, col, from, col),
+                               source_path)) {
+    PeriodAnalysis p;
+    p.key = partition_key_from_code(strategy, r.values[0].get<int64_t>());
+    p.name = p.key.name();
+    p.rows = r.values[1].get<int64_t>();
+    p.estimated_bytes = static_cast<uint64_t>(bytes_per_row * static_cast<double>(p.rows));
+    p.min_value = ts_of(r.values[2]);
+    p.max_value = ts_of(r.values[3]);
+    if (p.estimated_bytes > threshold) rep.oversized.push_back(p.name);
+    if (p.estimated_bytes < kSmallPartitionBytes) rep.undersized.push_back(p.name);
+    rep.periods.push_back(std::move(p));
+  }
+  if (rep.null_rows > 0) {
+    PeriodAnalysis p;
+    p.key = null_partition_key(strategy);
+    p.name = p.key.name();
+    p.rows = rep.null_rows;
+    p.estimated_bytes = static_cast<uint64_t>(bytes_per_row * static_cast<double>(p.rows));
+    rep.periods.push_back(std::move(p));
+  }
+  std::vector<int64_t> sizes;
+  for (const auto& p : rep.periods) {
+    if (!p.key.is_null) sizes.push_back(p.rows);
+  }
+  if (!sizes.empty()) {
+    std::sort(sizes.begin(), sizes.end());
+    const double median = static_cast<double>(sizes[sizes.size() / 2]);
+    rep.skew = median > 0 ? static_cast<double>(sizes.back()) / median : 0;
+  }
+  // Recommendation: the finest strategy whose typical partition is at least 100 MB and whose largest
+  // stays under the threshold; tiny data gets yearly files, huge data daily ones.
+  struct Option {
+    PartitionStrategy s;
+    uint64_t median_bytes;
+    uint64_t max_bytes;
+    std::size_t count;
+  };
+  std::vector<Option> options;
+  for (PartitionStrategy s : {PartitionStrategy::kDaily, PartitionStrategy::kWeekly,
+                              PartitionStrategy::kMonthly, PartitionStrategy::kYearly}) {
+    auto counts = counts_by_code(src.conn, from, col, s);
+    std::vector<int64_t> v;
+    for (auto& [k, n] : counts) v.push_back(n);
+    std::sort(v.begin(), v.end());
+    Option o{s, 0, 0, v.size()};
+    if (!v.empty()) {
+      o.median_bytes = static_cast<uint64_t>(bytes_per_row * static_cast<double>(v[v.size() / 2]));
+      o.max_bytes = static_cast<uint64_t>(bytes_per_row * static_cast<double>(v.back()));
+    }
+    options.push_back(o);
+  }
+  const Option* pick = nullptr;
+  for (const auto& o : options) {
+    if (o.count > 0 && o.median_bytes >= kSmallPartitionBytes && o.max_bytes <= threshold) {
+      pick = &o;
+      break;
+    }
+  }
+  if (pick) {
+    rep.recommended = pick->s;
+    rep.recommendation = fmt::format(
+        "{}: the finest period whose typical partition ({}) is at least 100 MB and whose largest ({}) "
+        "stays under {} MB ({} partitions)",
+        strategy_name(pick->s), human_bytes(pick->median_bytes), human_bytes(pick->max_bytes),
+        partition_size_threshold_mb, pick->count);
+  } else if (!options.empty() && options.back().max_bytes > threshold) {
+    rep.recommended = PartitionStrategy::kDaily;
+    rep.recommendation = fmt::format(
+        "daily: even yearly partitions would exceed {} MB; daily keeps files smallest",
+        partition_size_threshold_mb);
+  } else {
+    rep.recommended = PartitionStrategy::kYearly;
+    rep.recommendation = fmt::format(
+        "yearly: the table is small ({} in all); even yearly partitions stay under 100 MB, and fewer "
+        "files mean less per-file overhead",
+        human_bytes(rep.source_bytes));
+  }
+  return rep;
+}
+
+std::string AnalysisReport::to_json() const {
+  nlohmann::ordered_json j;
+  j["source"] = source;
+  j["table"] = table;
+  j["partition_column"] = partition_column;
+  j["strategy"] = strategy_name(strategy);
+  j["total_rows"] = total_rows;
+  j["null_rows"] = null_rows;
+  j["source_bytes"] = source_bytes;
+  j["partition_count"] = periods.size();
+  j["skew"] = skew;
+  auto ps = nlohmann::ordered_json::array();
+  for (const auto& p : periods) {
+    ps.push_back({{"partition", p.name},
+                  {"rows", p.rows},
+                  {"estimated_bytes", p.estimated_bytes},
+                  {"min", p.min_value ? nlohmann::ordered_json(format_timestamp(*p.min_value)) : nlohmann::ordered_json()},
+                  {"max", p.max_value ? nlohmann::ordered_json(format_timestamp(*p.max_value)) : nlohmann::ordered_json()}});
+  }
+  j["periods"] = ps;
+  j["oversized"] = oversized;
+  j["undersized"] = undersized;
+  j["recommended_strategy"] = strategy_name(recommended);
+  j["recommendation"] = recommendation;
+  return j.dump(2);
+}
+
+std::string AnalysisReport::to_text() const {
+  std::string out = fmt::format("source {} table {}, partition column {}, strategy {}\n", source, table,
+                                partition_column, strategy_name(strategy));
+  out += fmt::format("{:<24} {:>12} {:>12}  {:<26} {}\n", "partition", "rows", "est. size", "min", "max");
+  for (const auto& p : periods) {
+    out += fmt::format("{:<24} {:>12} {:>12}  {:<26} {}\n", p.name, p.rows, human_bytes(p.estimated_bytes),
+                       p.min_value ? format_timestamp(*p.min_value) : "-",
+                       p.max_value ? format_timestamp(*p.max_value) : "-");
+  }
+  out += fmt::format("total: {} rows in {} partitions, source {}; rows with NULL {}: {}\n", total_rows,
+                     periods.size(), human_bytes(source_bytes), partition_column, null_rows);
+  out += fmt::format("skew (largest / median period): {:.2f}\n", skew);
+  out += fmt::format("partitions above {} MB: {}; under 100 MB: {}\n", partition_size_threshold_mb,
+                     oversized.size(), undersized.size());
+  out += fmt::format("recommended strategy: {}\n", recommendation);
+  if (null_rows > 0) {
+    out += fmt::format("note: {} rows have a NULL {}; migrate refuses them unless --null-partition routes "
+                       "them to partition_null.duckdb\n",
+                       null_rows, partition_column);
+  }
+  return out;
+}
+
+// ---- PartitionMigrator ---------------------------------------------------------------------------
+
+PartitionMigrator::PartitionMigrator(PartitionedDataRepository& repo, MigrationOptions options)
+    : repo_(repo), options_(std::move(options)), alias_("dp_migration_source") {
+  if (options_.batch_size < 1) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("batch size must be at least 1 (got {})", options_.batch_size));
+  }
+  if (options_.from && options_.to && !(*options_.from < *options_.to)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--from {} must be before --to {}", format_date(*options_.from),
+                            format_date(*options_.to)));
+  }
+  // Opening the source read-only first gives the clearest messages (missing table, lock held).
+  {
+    SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
+    schema_ = src.schema;
+  }
+  repo_.attach_database(options_.source_path, alias_, /*read_only=*/true);
+}
+
+PartitionMigrator::~PartitionMigrator() { repo_.detach_database(alias_); }
+
+std::string PartitionMigrator::checkpoint_path() const {
+  return repo_.config().base_partition_path + "/" + options_.table + "/_migration.json";
+}
+
+std::string PartitionMigrator::range_sql() const {
+  std::string out;
+  const std::string col = duck::quote_ident(schema_.partition_column());
+  if (options_.from) out += fmt::format(" AND {} >= DATE {}", col, duck::quote_literal(format_date(*options_.from)));
+  if (options_.to) out += fmt::format(" AND {} < DATE {}", col, duck::quote_literal(format_date(*options_.to)));
+  return out;
+}
+
+namespace {
+
+struct Checkpoint {
+  nlohmann::json options;
+  std::set<int64_t> done;
+  bool completed = false;
+};
+
+std::optional<Checkpoint> read_checkpoint(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  try {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto j = nlohmann::json::parse(ss.str());
+    Checkpoint c;
+    c.options = j.at("options");
+    for (const auto& d : j.at("done")) c.done.insert(d.get<int64_t>());
+    c.completed = j.value("completed", false);
+    return c;
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kCorruption,
+                fmt::format("migration checkpoint '{}' is damaged ({}); the batch ids stored in the "
+                            "partitions make it safe to delete it and run migrate again",
+                            path, e.what()));
+  }
+}
+
+void write_checkpoint(const std::string& path, const Checkpoint& c) {
+  nlohmann::json j;
+  j["options"] = c.options;
+  j["done"] = c.done;
+  j["completed"] = c.completed;
+  const std::string tmp = path + ".tmp";
+  const std::string text = j.dump();
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(ErrorCode::kIo, fmt::format("cannot write migration checkpoint '{}'", tmp));
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot write migration checkpoint '{}' (disk full?)", path));
+  }
+}
+
+}  // namespace
+
+MigrationPlan PartitionMigrator::plan() {
+  MigrationPlan plan;
+  SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
+  const std::string col = duck::quote_ident(schema_.partition_column());
+  const std::string from = "main." + duck::quote_ident(options_.table);
+  const double bytes_per_row = [&] {
+    const auto n = src.conn.query_int(fmt::format("SELECT count(*) FROM {}", from));
+    return n > 0 ? static_cast<double>(src.bytes) / static_cast<double>(n) : 0.0;
+  }();
+  std::map<std::string, bool> existing;
+  for (const auto& s : repo_.get_partition_statistics().schemas) {
+    if (s.schema != options_.table) continue;
+    for (const auto& p : s.partitions) existing[p.name] = p.rows > 0;
+  }
+  const PartitionStrategy strategy = repo_.config().strategy;
+  for (const auto& r : rows_of(src.conn,
+                               fmt::format("SELECT {} AS code, count(*) FROM {} WHERE TRUE{} GROUP BY 1 ORDER BY 1 NULLS LAST",
+                                           partition_code_sql(strategy, col), from, range_sql()),
+                               options_.source_path)) {
+    PlannedPartition p;
+    const PartitionKey key = r.values[0].is_null() ? null_partition_key(strategy)
+                                                   : partition_key_from_code(strategy, r.values[0].get<int64_t>());
+    p.name = key.name();
+    p.file = repo_.config().base_partition_path + "/" + options_.table + "/" + key.file_name();
+    p.exists = existing.count(p.name) > 0;
+    p.rows = r.values[1].get<int64_t>();
+    p.estimated_bytes = static_cast<uint64_t>(bytes_per_row * static_cast<double>(p.rows));
+    plan.rows += p.rows;
+    plan.partitions.push_back(std::move(p));
+  }
+  auto ids = rows_of(src.conn, fmt::format("SELECT min(rowid), max(rowid) FROM {}", from), options_.source_path);
+  if (!ids.at(0).values[0].is_null()) {
+    const int64_t lo = ids[0].values[0].get<int64_t>(), hi = ids[0].values[1].get<int64_t>();
+    plan.batches = (hi - lo) / options_.batch_size + 1;
+  }
+  if (auto cp = read_checkpoint(checkpoint_path())) plan.batches_already_done = static_cast<int64_t>(cp->done.size());
+  // Time a sample copy (up to 200,000 rows) into a throw-away store: the real code path, real files.
+  const fs::path tmp = fs::temp_directory_path() / fmt::format("duckpart_plan_{}", ::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  try {
+    PartitionConfig cfg = repo_.config();
+    cfg.base_partition_path = tmp.string();
+    PartitionedDataRepository sample(cfg);
+    sample.attach_database(options_.source_path, "dp_sample_source");
+    const int64_t n = std::min<int64_t>(200'000, std::max<int64_t>(plan.rows, 1));
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = sample.create_batch_from_query(
+        schema_,
+        fmt::format("SELECT * FROM dp_sample_source.main.{} WHERE {} IS NOT NULL{} LIMIT {}",
+                    duck::quote_ident(options_.table), col, range_sql(), n),
+        {}, options_.null_partition);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    plan.sample_rows_per_s = s > 0 ? static_cast<double>(r.rows_written) / s : 0;
+  } catch (const Error&) {
+    plan.sample_rows_per_s = 0;
+  }
+  fs::remove_all(tmp, ec);
+  if (plan.sample_rows_per_s > 0) plan.estimated_seconds = static_cast<double>(plan.rows) / plan.sample_rows_per_s;
+  return plan;
+}
+
+std::string MigrationPlan::to_text() const {
+  std::string out = fmt::format("{:<8} {:<28} {:>12} {:>12}\n", "action", "partition file", "rows", "est. size");
+  for (const auto& p : partitions) {
+    out += fmt::format("{:<8} {:<28} {:>12} {:>12}\n", p.exists ? "update" : "create",
+                       fs::path(p.file).filename().string(), p.rows, human_bytes(p.estimated_bytes));
+  }
+  out += fmt::format("{} rows into {} partition files in {} batches ({} already done per the checkpoint)\n",
+                     rows, partitions.size(), batches, batches_already_done);
+  if (sample_rows_per_s > 0) {
+    out += fmt::format("measured on a sample: {:.0f} rows/s; estimated duration {:.1f} s\n",
+                       sample_rows_per_s, estimated_seconds);
+  }
+  out += "dry run: nothing was written\n";
+  return out;
+}
+
+std::string MigrationPlan::to_json() const {
+  nlohmann::ordered_json j;
+  auto ps = nlohmann::ordered_json::array();
+  for (const auto& p : partitions) {
+    ps.push_back({{"action", p.exists ? "update" : "create"},
+                  {"file", p.file},
+                  {"rows", p.rows},
+                  {"estimated_bytes", p.estimated_bytes}});
+  }
+  j["partitions"] = ps;
+  j["rows"] = rows;
+  j["batches"] = batches;
+  j["batches_already_done"] = batches_already_done;
+  j["sample_rows_per_s"] = sample_rows_per_s;
+  j["estimated_seconds"] = estimated_seconds;
+  return j.dump(2);
+}
+
+MigrationResult PartitionMigrator::migrate(const std::function<void(const MigrationProgress&)>& on_progress,
+                                           const std::atomic<bool>* stop) {
+  const auto t0 = std::chrono::steady_clock::now();
+  MigrationResult res;
+  SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
+  const std::string from = "main." + duck::quote_ident(options_.table);
+  auto ids = rows_of(src.conn,
+                     fmt::format("SELECT min(rowid), max(rowid), count(*) FILTER (WHERE TRUE{}) FROM {}",
+                                 range_sql(), from),
+                     options_.source_path);
+  MigrationProgress progress;
+  progress.rows_total = ids.at(0).values[2].get<int64_t>();
+  repo_.initialize(schema_);
+  fs::create_directories(fs::path(checkpoint_path()).parent_path());
+  Checkpoint cp;
+  cp.options = {{"source", fs::absolute(options_.source_path).string()},
+                {"table", options_.table},
+                {"strategy", strategy_name(repo_.config().strategy)},
+                {"batch_size", options_.batch_size},
+                {"from", options_.from ? format_date(*options_.from) : ""},
+                {"to", options_.to ? format_date(*options_.to) : ""},
+                {"null_partition", options_.null_partition}};
+  if (auto old = read_checkpoint(checkpoint_path())) {
+    if (old->options != cp.options) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("a migration with other options is recorded in '{}' ({}); finish it with "
+                              "the same options, or delete that file to start over (batch ids in the "
+                              "partitions still prevent duplicates only for identical options)",
+                              checkpoint_path(), old->options.dump()));
+    }
+    cp.done = old->done;
+  }
+  std::vector<int64_t> batches;
+  if (!ids[0].values[0].is_null()) {
+    for (int64_t a = ids[0].values[0].get<int64_t>(); a <= ids[0].values[1].get<int64_t>(); a += options_.batch_size) {
+      batches.push_back(a);
+    }
+  }
+  progress.batches_total = static_cast<int64_t>(batches.size());
+  const std::string cols = [&] {
+    std::string c;
+    for (const auto& col : schema_.columns()) {
+      if (!c.empty()) c += ", ";
+      c += duck::quote_ident(col.name);
+    }
+    return c;
+  }();
+  const std::string id_prefix = fmt::format("migrate:{}:{}:{}:{}:{}", options_.table, options_.batch_size,
+                                            options_.from ? format_date(*options_.from) : "",
+                                            options_.to ? format_date(*options_.to) : "",
+                                            strategy_name(repo_.config().strategy));
+  auto report = [&](const std::string& what) {
+    if (!on_progress) return;
+    progress.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t copied = res.rows_copied + res.rows_skipped;
+    progress.rows_per_s = progress.elapsed_s > 0 ? static_cast<double>(copied) / progress.elapsed_s : 0;
+    progress.eta_s = progress.rows_per_s > 0
+                         ? static_cast<double>(progress.rows_total - progress.rows_done) / progress.rows_per_s
+                         : 0;
+    progress.current = what;
+    on_progress(progress);
+  };
+  for (int64_t a : batches) {
+    if (cp.done.count(a)) {
+      ++res.batches_skipped;
+      ++progress.batches_done;
+      continue;
+    }
+    if (stop && stop->load()) {
+      res.interrupted = true;
+      break;
+    }
+    const std::string sql = fmt::format("SELECT {} FROM {}.main.{} WHERE rowid >= {} AND rowid < {}{}", cols,
+                                        duck::quote_ident(alias_), duck::quote_ident(options_.table), a,
+                                        a + options_.batch_size, range_sql());
+    report(fmt::format("batch {}/{} (source rows {}..{})", progress.batches_done + 1, progress.batches_total, a,
+                       a + options_.batch_size - 1));
+    const BatchResult r = repo_.create_batch_from_query(schema_, sql, {.batch_id = fmt::format("{}:{}", id_prefix, a)},
+                                                        options_.null_partition);
+    res.rows_copied += r.rows_written;
+    res.rows_skipped += r.rows_skipped;
+    res.partitions_created += r.partitions_created;
+    ++res.batches_done;
+    ++progress.batches_done;
+    progress.rows_done += r.rows_written + r.rows_skipped;
+    cp.done.insert(a);
+    write_checkpoint(checkpoint_path(), cp);
+  }
+  repo_.flush();
+  if (!res.interrupted) {
+    progress.rows_done = progress.rows_total;
+    report("verifying");
+    if (options_.verify) {
+      res.checks = verify();
+      res.verified = true;
+      for (const auto& c : res.checks) res.mismatches += c.ok ? 0 : 1;
+    }
+    cp.completed = res.mismatches == 0;
+    write_checkpoint(checkpoint_path(), cp);
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+std::vector<PeriodCheck> PartitionMigrator::verify() {
+  SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
+  const PartitionStrategy strategy = repo_.config().strategy;
+  const std::string col = duck::quote_ident(schema_.partition_column());
+  std::map<std::string, PeriodCheck> checks;
+  for (const auto& r : rows_of(src.conn,
+                               fmt::format("SELECT {} AS code, count(*), {} FROM main.{} WHERE TRUE{} GROUP BY 1",
+                                           partition_code_sql(strategy, col),
+                                           PartitionedDataRepository::checksum_sql(schema_),
+                                           duck::quote_ident(options_.table), range_sql()),
+                               options_.source_path)) {
+    const PartitionKey key = r.values[0].is_null() ? null_partition_key(strategy)
+                                                   : partition_key_from_code(strategy, r.values[0].get<int64_t>());
+    PeriodCheck& c = checks[key.name()];
+    c.name = key.name();
+    c.source_rows = r.values[1].get<int64_t>();
+    c.source_checksum = r.values[2].get<std::string>();
+    c.partition_checksum.assign(1, '0');
+  }
+  for (const auto& p : repo_.checksum_partitions(schema_)) {
+    if (!checks.count(p.name) && (options_.from || options_.to)) continue;  // outside the range
+    PeriodCheck& c = checks[p.name];
+    c.name = p.name;
+    c.partition_rows = p.rows;
+    c.partition_checksum = p.checksum;
+    if (c.source_checksum.empty()) c.source_checksum.assign(1, '0');
+  }
+  std::vector<PeriodCheck> out;
+  for (auto& [name, c] : checks) {
+    c.ok = c.source_rows == c.partition_rows && c.source_checksum == c.partition_checksum;
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace duckpart
