@@ -52,33 +52,37 @@ struct SourceTable {
   uint64_t bytes = 0;
 };
 
-SourceTable open_source(const std::string& path, const std::string& table, const std::string& column) {
-  SourceTable s{duck::Database{}, duck::Connection{}, introspect_schema(path, table, column), 0};
+SourceTable open_source(const std::string& path, const std::string& table,
+                        const std::string& column) {
   try {
+    SourceTable s{duck::Database{}, duck::Connection{}, introspect_schema(path, table, column), 0};
     s.db = duck::Database::open(path, /*read_only=*/true);
+    s.conn = s.db.connect();
+    std::error_code ec;
+    s.bytes = fs::file_size(path, ec);
+    return s;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kLocked) {
-      throw Error(ErrorCode::kLocked,
-                  fmt::format("source '{}' is held by another process (DuckDB allows one writing "
-                              "process per file): stop it, or run the migration through the library "
-                              "inside that process (PartitionMigrator). DuckDB said: {}",
-                              path, e.what()));
+      throw Error(
+          ErrorCode::kLocked,
+          fmt::format("source '{}' is held by another process (DuckDB allows one writing "
+                      "process per file): stop it, or run the migration through the library "
+                      "inside that process (PartitionMigrator). DuckDB said: {}",
+                      path, e.what()));
     }
     throw;
   }
-  s.conn = s.db.connect();
-  std::error_code ec;
-  s.bytes = fs::file_size(path, ec);
-  return s;
 }
 
 // Rows per period code of one strategy.
 std::map<int64_t, int64_t> counts_by_code(duck::Connection& c, const std::string& from,
                                           const std::string& column, PartitionStrategy s) {
   std::map<int64_t, int64_t> out;
-  for (const auto& r : rows_of(c, fmt::format("SELECT {} AS code, count(*) FROM {} WHERE {} IS NOT NULL GROUP BY 1",
-                                              partition_code_sql(s, column), from, column),
-                               "analyze")) {
+  for (const auto& r :
+       rows_of(c,
+               fmt::format("SELECT {} AS code, count(*) FROM {} WHERE {} IS NOT NULL GROUP BY 1",
+                           partition_code_sql(s, column), from, column),
+               "analyze")) {
     out[r.values[0].get<int64_t>()] = r.values[1].get<int64_t>();
   }
   return out;
@@ -99,18 +103,21 @@ AnalysisReport analyze_source(const std::string& source_path, const std::string&
   rep.source_bytes = src.bytes;
   const std::string col = duck::quote_ident(rep.partition_column);
   const std::string from = "main." + duck::quote_ident(table);
-  auto totals = rows_of(src.conn, fmt::format("SELECT count(*), count(*) FILTER ({} IS NULL) FROM {}", col, from),
-                        source_path);
+  auto totals = rows_of(
+      src.conn, fmt::format("SELECT count(*), count(*) FILTER ({} IS NULL) FROM {}", col, from),
+      source_path);
   rep.total_rows = totals.at(0).values[0].get<int64_t>();
   rep.null_rows = totals.at(0).values[1].get<int64_t>();
-  const double bytes_per_row =
-      rep.total_rows > 0 ? static_cast<double>(rep.source_bytes) / static_cast<double>(rep.total_rows) : 0;
+  const double bytes_per_row = rep.total_rows > 0 ? static_cast<double>(rep.source_bytes) /
+                                                        static_cast<double>(rep.total_rows)
+                                                  : 0;
   const uint64_t threshold = static_cast<uint64_t>(partition_size_threshold_mb) << 20;
-  for (const auto& r : rows_of(src.conn,
-                               fmt::format("SELECT {} AS code, count(*), min({}), max({}) FROM {} WHERE {} IS NOT NULL "
-                                           "GROUP BY 1 ORDER BY 1",
-                                           partition_code_sql(strategy, col), col, col, from, col),
-                               source_path)) {
+  for (const auto& r : rows_of(
+           src.conn,
+           fmt::format("SELECT {} AS code, count(*), min({}), max({}) FROM {} WHERE {} IS NOT NULL "
+                       "GROUP BY 1 ORDER BY 1",
+                       partition_code_sql(strategy, col), col, col, from, col),
+           source_path)) {
     PeriodAnalysis p;
     p.key = partition_key_from_code(strategy, r.values[0].get<int64_t>());
     p.name = p.key.name();
@@ -139,8 +146,8 @@ AnalysisReport analyze_source(const std::string& source_path, const std::string&
     const double median = static_cast<double>(sizes[sizes.size() / 2]);
     rep.skew = median > 0 ? static_cast<double>(sizes.back()) / median : 0;
   }
-  // Recommendation: the finest strategy whose typical partition is at least 100 MB and whose largest
-  // stays under the threshold; tiny data gets yearly files, huge data daily ones.
+  // Recommendation: the finest strategy whose typical partition is at least 100 MB and whose
+  // largest stays under the threshold; tiny data gets yearly files, huge data daily ones.
   struct Option {
     PartitionStrategy s;
     uint64_t median_bytes;
@@ -171,19 +178,21 @@ AnalysisReport analyze_source(const std::string& source_path, const std::string&
   if (pick) {
     rep.recommended = pick->s;
     rep.recommendation = fmt::format(
-        "{}: the finest period whose typical partition ({}) is at least 100 MB and whose largest ({}) "
+        "{}: the finest period whose typical partition ({}) is at least 100 MB and whose largest "
+        "({}) "
         "stays under {} MB ({} partitions)",
         strategy_name(pick->s), human_bytes(pick->median_bytes), human_bytes(pick->max_bytes),
         partition_size_threshold_mb, pick->count);
   } else if (!options.empty() && options.back().max_bytes > threshold) {
     rep.recommended = PartitionStrategy::kDaily;
-    rep.recommendation = fmt::format(
-        "daily: even yearly partitions would exceed {} MB; daily keeps files smallest",
-        partition_size_threshold_mb);
+    rep.recommendation =
+        fmt::format("daily: even yearly partitions would exceed {} MB; daily keeps files smallest",
+                    partition_size_threshold_mb);
   } else {
     rep.recommended = PartitionStrategy::kYearly;
     rep.recommendation = fmt::format(
-        "yearly: the table is small ({} in all); even yearly partitions stay under 100 MB, and fewer "
+        "yearly: the table is small ({} in all); even yearly partitions stay under 100 MB, and "
+        "fewer "
         "files mean less per-file overhead",
         human_bytes(rep.source_bytes));
   }
@@ -206,8 +215,10 @@ std::string AnalysisReport::to_json() const {
     ps.push_back({{"partition", p.name},
                   {"rows", p.rows},
                   {"estimated_bytes", p.estimated_bytes},
-                  {"min", p.min_value ? nlohmann::ordered_json(format_timestamp(*p.min_value)) : nlohmann::ordered_json()},
-                  {"max", p.max_value ? nlohmann::ordered_json(format_timestamp(*p.max_value)) : nlohmann::ordered_json()}});
+                  {"min", p.min_value ? nlohmann::ordered_json(format_timestamp(*p.min_value))
+                                      : nlohmann::ordered_json()},
+                  {"max", p.max_value ? nlohmann::ordered_json(format_timestamp(*p.max_value))
+                                      : nlohmann::ordered_json()}});
   }
   j["periods"] = ps;
   j["oversized"] = oversized;
@@ -218,29 +229,34 @@ std::string AnalysisReport::to_json() const {
 }
 
 std::string AnalysisReport::to_text() const {
-  std::string out = fmt::format("source {} table {}, partition column {}, strategy {}\n", source, table,
-                                partition_column, strategy_name(strategy));
-  out += fmt::format("{:<24} {:>12} {:>12}  {:<26} {}\n", "partition", "rows", "est. size", "min", "max");
+  std::string out = fmt::format("source {} table {}, partition column {}, strategy {}\n", source,
+                                table, partition_column, strategy_name(strategy));
+  out += fmt::format("{:<24} {:>12} {:>12}  {:<26} {}\n", "partition", "rows", "est. size", "min",
+                     "max");
   for (const auto& p : periods) {
-    out += fmt::format("{:<24} {:>12} {:>12}  {:<26} {}\n", p.name, p.rows, human_bytes(p.estimated_bytes),
+    out += fmt::format("{:<24} {:>12} {:>12}  {:<26} {}\n", p.name, p.rows,
+                       human_bytes(p.estimated_bytes),
                        p.min_value ? format_timestamp(*p.min_value) : "-",
                        p.max_value ? format_timestamp(*p.max_value) : "-");
   }
-  out += fmt::format("total: {} rows in {} partitions, source {}; rows with NULL {}: {}\n", total_rows,
-                     periods.size(), human_bytes(source_bytes), partition_column, null_rows);
+  out +=
+      fmt::format("total: {} rows in {} partitions, source {}; rows with NULL {}: {}\n", total_rows,
+                  periods.size(), human_bytes(source_bytes), partition_column, null_rows);
   out += fmt::format("skew (largest / median period): {:.2f}\n", skew);
   out += fmt::format("partitions above {} MB: {}; under 100 MB: {}\n", partition_size_threshold_mb,
                      oversized.size(), undersized.size());
   out += fmt::format("recommended strategy: {}\n", recommendation);
   if (null_rows > 0) {
-    out += fmt::format("note: {} rows have a NULL {}; migrate refuses them unless --null-partition routes "
-                       "them to partition_null.duckdb\n",
-                       null_rows, partition_column);
+    out += fmt::format(
+        "note: {} rows have a NULL {}; migrate refuses them unless --null-partition routes "
+        "them to partition_null.duckdb\n",
+        null_rows, partition_column);
   }
   return out;
 }
 
-// ---- PartitionMigrator ---------------------------------------------------------------------------
+// ---- PartitionMigrator
+// ---------------------------------------------------------------------------
 
 PartitionMigrator::PartitionMigrator(PartitionedDataRepository& repo, MigrationOptions options)
     : repo_(repo), options_(std::move(options)), alias_("dp_migration_source") {
@@ -270,8 +286,10 @@ std::string PartitionMigrator::checkpoint_path() const {
 std::string PartitionMigrator::range_sql() const {
   std::string out;
   const std::string col = duck::quote_ident(schema_.partition_column());
-  if (options_.from) out += fmt::format(" AND {} >= DATE {}", col, duck::quote_literal(format_date(*options_.from)));
-  if (options_.to) out += fmt::format(" AND {} < DATE {}", col, duck::quote_literal(format_date(*options_.to)));
+  if (options_.from)
+    out += fmt::format(" AND {} >= DATE {}", col, duck::quote_literal(format_date(*options_.from)));
+  if (options_.to)
+    out += fmt::format(" AND {} < DATE {}", col, duck::quote_literal(format_date(*options_.to)));
   return out;
 }
 
@@ -279,7 +297,8 @@ namespace {
 
 struct Checkpoint {
   nlohmann::json options;
-  std::set<int64_t> done;
+  nlohmann::json windows;      // [[first code, last code] | null (the NULL period), ...]
+  std::set<std::string> done;  // "<window>:<first rowid>" of every finished batch
   bool completed = false;
 };
 
@@ -292,30 +311,36 @@ std::optional<Checkpoint> read_checkpoint(const std::string& path) {
     auto j = nlohmann::json::parse(ss.str());
     Checkpoint c;
     c.options = j.at("options");
-    for (const auto& d : j.at("done")) c.done.insert(d.get<int64_t>());
+    for (const auto& d : j.at("done")) c.done.insert(d.get<std::string>());
+    c.windows = j.value("windows", nlohmann::json::array());
     c.completed = j.value("completed", false);
     return c;
   } catch (const std::exception& e) {
-    throw Error(ErrorCode::kCorruption,
-                fmt::format("migration checkpoint '{}' is damaged ({}); the batch ids stored in the "
-                            "partitions make it safe to delete it and run migrate again",
-                            path, e.what()));
+    throw Error(
+        ErrorCode::kCorruption,
+        fmt::format("migration checkpoint '{}' is damaged ({}); the batch ids stored in the "
+                    "partitions make it safe to delete it and run migrate again",
+                    path, e.what()));
   }
 }
 
 void write_checkpoint(const std::string& path, const Checkpoint& c) {
   nlohmann::json j;
   j["options"] = c.options;
+  j["windows"] = c.windows;
   j["done"] = c.done;
   j["completed"] = c.completed;
   const std::string tmp = path + ".tmp";
   const std::string text = j.dump();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(ErrorCode::kIo, fmt::format("cannot write migration checkpoint '{}'", tmp));
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  if (fd < 0)
+    throw Error(ErrorCode::kIo, fmt::format("cannot write migration checkpoint '{}'", tmp));
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                  ::fsync(fd) == 0;
   ::close(fd);
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw Error(ErrorCode::kIo, fmt::format("cannot write migration checkpoint '{}' (disk full?)", path));
+    throw Error(ErrorCode::kIo,
+                fmt::format("cannot write migration checkpoint '{}' (disk full?)", path));
   }
 }
 
@@ -336,13 +361,16 @@ MigrationPlan PartitionMigrator::plan() {
     for (const auto& p : s.partitions) existing[p.name] = p.rows > 0;
   }
   const PartitionStrategy strategy = repo_.config().strategy;
-  for (const auto& r : rows_of(src.conn,
-                               fmt::format("SELECT {} AS code, count(*) FROM {} WHERE TRUE{} GROUP BY 1 ORDER BY 1 NULLS LAST",
-                                           partition_code_sql(strategy, col), from, range_sql()),
-                               options_.source_path)) {
+  for (const auto& r : rows_of(
+           src.conn,
+           fmt::format(
+               "SELECT {} AS code, count(*) FROM {} WHERE TRUE{} GROUP BY 1 ORDER BY 1 NULLS LAST",
+               partition_code_sql(strategy, col), from, range_sql()),
+           options_.source_path)) {
     PlannedPartition p;
-    const PartitionKey key = r.values[0].is_null() ? null_partition_key(strategy)
-                                                   : partition_key_from_code(strategy, r.values[0].get<int64_t>());
+    const PartitionKey key = r.values[0].is_null()
+                                 ? null_partition_key(strategy)
+                                 : partition_key_from_code(strategy, r.values[0].get<int64_t>());
     p.name = key.name();
     p.file = repo_.config().base_partition_path + "/" + options_.table + "/" + key.file_name();
     p.exists = existing.count(p.name) > 0;
@@ -351,13 +379,19 @@ MigrationPlan PartitionMigrator::plan() {
     plan.rows += p.rows;
     plan.partitions.push_back(std::move(p));
   }
-  auto ids = rows_of(src.conn, fmt::format("SELECT min(rowid), max(rowid) FROM {}", from), options_.source_path);
+  auto ids = rows_of(src.conn, fmt::format("SELECT min(rowid), max(rowid) FROM {}", from),
+                     options_.source_path);
   if (!ids.at(0).values[0].is_null()) {
     const int64_t lo = ids[0].values[0].get<int64_t>(), hi = ids[0].values[1].get<int64_t>();
-    plan.batches = (hi - lo) / options_.batch_size + 1;
+    const auto per_window = static_cast<int64_t>(repo_.config().max_partitions_in_memory);
+    const auto windows =
+        (static_cast<int64_t>(plan.partitions.size()) + per_window - 1) / per_window;
+    plan.batches = ((hi - lo) / options_.batch_size + 1) * std::max<int64_t>(windows, 1);
   }
-  if (auto cp = read_checkpoint(checkpoint_path())) plan.batches_already_done = static_cast<int64_t>(cp->done.size());
-  // Time a sample copy (up to 200,000 rows) into a throw-away store: the real code path, real files.
+  if (auto cp = read_checkpoint(checkpoint_path()))
+    plan.batches_already_done = static_cast<int64_t>(cp->done.size());
+  // Time a sample copy (up to 200,000 rows) into a throw-away store: the real code path, real
+  // files.
   const fs::path tmp = fs::temp_directory_path() / fmt::format("duckpart_plan_{}", ::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -379,18 +413,22 @@ MigrationPlan PartitionMigrator::plan() {
     plan.sample_rows_per_s = 0;
   }
   fs::remove_all(tmp, ec);
-  if (plan.sample_rows_per_s > 0) plan.estimated_seconds = static_cast<double>(plan.rows) / plan.sample_rows_per_s;
+  if (plan.sample_rows_per_s > 0)
+    plan.estimated_seconds = static_cast<double>(plan.rows) / plan.sample_rows_per_s;
   return plan;
 }
 
 std::string MigrationPlan::to_text() const {
-  std::string out = fmt::format("{:<8} {:<28} {:>12} {:>12}\n", "action", "partition file", "rows", "est. size");
+  std::string out =
+      fmt::format("{:<8} {:<28} {:>12} {:>12}\n", "action", "partition file", "rows", "est. size");
   for (const auto& p : partitions) {
-    out += fmt::format("{:<8} {:<28} {:>12} {:>12}\n", p.exists ? "update" : "create",
-                       fs::path(p.file).filename().string(), p.rows, human_bytes(p.estimated_bytes));
+    out +=
+        fmt::format("{:<8} {:<28} {:>12} {:>12}\n", p.exists ? "update" : "create",
+                    fs::path(p.file).filename().string(), p.rows, human_bytes(p.estimated_bytes));
   }
-  out += fmt::format("{} rows into {} partition files in {} batches ({} already done per the checkpoint)\n",
-                     rows, partitions.size(), batches, batches_already_done);
+  out += fmt::format(
+      "{} rows into {} partition files in {} batches ({} already done per the checkpoint)\n", rows,
+      partitions.size(), batches, batches_already_done);
   if (sample_rows_per_s > 0) {
     out += fmt::format("measured on a sample: {:.0f} rows/s; estimated duration {:.1f} s\n",
                        sample_rows_per_s, estimated_seconds);
@@ -417,93 +455,159 @@ std::string MigrationPlan::to_json() const {
   return j.dump(2);
 }
 
-MigrationResult PartitionMigrator::migrate(const std::function<void(const MigrationProgress&)>& on_progress,
-                                           const std::atomic<bool>* stop) {
+MigrationResult PartitionMigrator::migrate(
+    const std::function<void(const MigrationProgress&)>& on_progress,
+    const std::atomic<bool>* stop) {
   const auto t0 = std::chrono::steady_clock::now();
   MigrationResult res;
   SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
   const std::string from = "main." + duck::quote_ident(options_.table);
-  auto ids = rows_of(src.conn,
-                     fmt::format("SELECT min(rowid), max(rowid), count(*) FILTER (WHERE TRUE{}) FROM {}",
-                                 range_sql(), from),
+  const std::string col = duck::quote_ident(schema_.partition_column());
+  const PartitionStrategy strategy = repo_.config().strategy;
+  auto ids = rows_of(src.conn, fmt::format("SELECT min(rowid), max(rowid) FROM {}", from),
                      options_.source_path);
+  // Periods present in the source (one scan), in time order; NULL last.
+  std::vector<std::pair<std::optional<int64_t>, int64_t>> periods;  // code (nullopt: NULL), rows
   MigrationProgress progress;
-  progress.rows_total = ids.at(0).values[2].get<int64_t>();
+  for (const auto& r : rows_of(
+           src.conn,
+           fmt::format(
+               "SELECT {} AS code, count(*) FROM {} WHERE TRUE{} GROUP BY 1 ORDER BY 1 NULLS LAST",
+               partition_code_sql(strategy, col), from, range_sql()),
+           options_.source_path)) {
+    const int64_t n = r.values[1].get<int64_t>();
+    if (r.values[0].is_null()) {
+      if (!options_.null_partition) {
+        throw Error(
+            ErrorCode::kInvalidArgument,
+            fmt::format("{} source row(s) have a NULL '{}'; nothing was written. Route them to "
+                        "partition_null with --null-partition, or fix the source",
+                        n, schema_.partition_column()));
+      }
+      periods.emplace_back(std::nullopt, n);
+    } else {
+      partition_key_from_code(strategy, r.values[0].get<int64_t>());  // rejects years out of range
+      periods.emplace_back(r.values[0].get<int64_t>(), n);
+    }
+    progress.rows_total += n;
+  }
   repo_.initialize(schema_);
   fs::create_directories(fs::path(checkpoint_path()).parent_path());
   Checkpoint cp;
   cp.options = {{"source", fs::absolute(options_.source_path).string()},
                 {"table", options_.table},
-                {"strategy", strategy_name(repo_.config().strategy)},
+                {"strategy", strategy_name(strategy)},
                 {"batch_size", options_.batch_size},
                 {"from", options_.from ? format_date(*options_.from) : ""},
                 {"to", options_.to ? format_date(*options_.to) : ""},
                 {"null_partition", options_.null_partition}};
+  // Work is cut into windows of at most max_partitions_in_memory periods (outer loop) and source
+  // rowid ranges of batch_size rows (inner loop): every partition file is opened once per window
+  // however unsorted the source is, at the price of one cheap filtered scan of the source per
+  // window.
+  const std::size_t per_window = static_cast<std::size_t>(repo_.config().max_partitions_in_memory);
+  std::vector<std::pair<std::optional<int64_t>, std::optional<int64_t>>>
+      windows;  // [first, last] codes
+  for (std::size_t i = 0; i < periods.size(); i += per_window) {
+    const std::size_t last = std::min(periods.size(), i + per_window) - 1;
+    if (!periods[i].first) {
+      windows.emplace_back(std::nullopt, std::nullopt);  // the NULL period alone
+      break;
+    }
+    std::size_t end = last;
+    while (end > i && !periods[end].first) --end;  // keep NULL out of a dated window
+    windows.emplace_back(periods[i].first, periods[end].first);
+    if (end != last) windows.emplace_back(std::nullopt, std::nullopt);
+  }
   if (auto old = read_checkpoint(checkpoint_path())) {
     if (old->options != cp.options) {
-      throw Error(ErrorCode::kConflict,
-                  fmt::format("a migration with other options is recorded in '{}' ({}); finish it with "
-                              "the same options, or delete that file to start over (batch ids in the "
-                              "partitions still prevent duplicates only for identical options)",
-                              checkpoint_path(), old->options.dump()));
+      throw Error(
+          ErrorCode::kConflict,
+          fmt::format("a migration with other options is recorded in '{}' ({}); finish it with "
+                      "the same options, or delete that file to start over",
+                      checkpoint_path(), old->options.dump()));
     }
     cp.done = old->done;
+    cp.windows = old->windows;  // the windows of the first run keep batch ids stable
   }
-  std::vector<int64_t> batches;
-  if (!ids[0].values[0].is_null()) {
-    for (int64_t a = ids[0].values[0].get<int64_t>(); a <= ids[0].values[1].get<int64_t>(); a += options_.batch_size) {
-      batches.push_back(a);
+  if (cp.windows.is_null() || cp.windows.empty()) {
+    cp.windows = nlohmann::json::array();
+    for (const auto& [a, b] : windows) {
+      cp.windows.push_back(a ? nlohmann::json::array({*a, *b}) : nlohmann::json(nullptr));
     }
   }
-  progress.batches_total = static_cast<int64_t>(batches.size());
-  const std::string cols = [&] {
-    std::string c;
-    for (const auto& col : schema_.columns()) {
-      if (!c.empty()) c += ", ";
-      c += duck::quote_ident(col.name);
+  std::vector<int64_t> starts;
+  if (!ids.at(0).values[0].is_null()) {
+    for (int64_t a = ids[0].values[0].get<int64_t>(); a <= ids[0].values[1].get<int64_t>();
+         a += options_.batch_size) {
+      starts.push_back(a);
     }
-    return c;
-  }();
-  const std::string id_prefix = fmt::format("migrate:{}:{}:{}:{}:{}", options_.table, options_.batch_size,
-                                            options_.from ? format_date(*options_.from) : "",
-                                            options_.to ? format_date(*options_.to) : "",
-                                            strategy_name(repo_.config().strategy));
+  }
+  progress.batches_total = static_cast<int64_t>(starts.size() * cp.windows.size());
+  std::string cols;
+  for (const auto& c : schema_.columns()) {
+    if (!cols.empty()) cols += ", ";
+    cols += duck::quote_ident(c.name);
+  }
+  const std::string code_expr = partition_code_sql(strategy, col);
   auto report = [&](const std::string& what) {
     if (!on_progress) return;
-    progress.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.elapsed_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t copied = res.rows_copied + res.rows_skipped;
-    progress.rows_per_s = progress.elapsed_s > 0 ? static_cast<double>(copied) / progress.elapsed_s : 0;
-    progress.eta_s = progress.rows_per_s > 0
-                         ? static_cast<double>(progress.rows_total - progress.rows_done) / progress.rows_per_s
-                         : 0;
+    progress.rows_per_s =
+        progress.elapsed_s > 0 ? static_cast<double>(copied) / progress.elapsed_s : 0;
+    progress.eta_s =
+        progress.rows_per_s > 0
+            ? static_cast<double>(progress.rows_total - progress.rows_done) / progress.rows_per_s
+            : 0;
     progress.current = what;
     on_progress(progress);
   };
-  for (int64_t a : batches) {
-    if (cp.done.count(a)) {
-      ++res.batches_skipped;
+  for (std::size_t w = 0; w < cp.windows.size() && !res.interrupted; ++w) {
+    const auto& win = cp.windows[w];
+    std::string window_sql;
+    std::string window_name;
+    if (win.is_null()) {
+      window_sql = fmt::format(" AND {} IS NULL", col);
+      window_name = "null";
+    } else {
+      const int64_t a = win[0].get<int64_t>(), b = win[1].get<int64_t>();
+      window_sql = fmt::format(" AND {} BETWEEN {} AND {}", code_expr, a, b);
+      window_name = fmt::format("{}-{}", partition_key_from_code(strategy, a).label(),
+                                partition_key_from_code(strategy, b).label());
+    }
+    for (int64_t a : starts) {
+      const std::string batch_key = fmt::format("{}:{}", window_name, a);
+      if (cp.done.count(batch_key)) {
+        ++res.batches_skipped;
+        ++progress.batches_done;
+        continue;
+      }
+      if (stop && stop->load()) {
+        res.interrupted = true;
+        break;
+      }
+      const std::string sql =
+          fmt::format("SELECT {} FROM {}.main.{} WHERE rowid >= {} AND rowid < {}{}{}", cols,
+                      duck::quote_ident(alias_), duck::quote_ident(options_.table), a,
+                      a + options_.batch_size, range_sql(), window_sql);
+      report(fmt::format("batch {}/{}: periods {}, source rows {}..{}", progress.batches_done + 1,
+                         progress.batches_total, window_name, a, a + options_.batch_size - 1));
+      const BatchResult r =
+          repo_.create_batch_from_query(schema_, sql,
+                                        {.batch_id = fmt::format("migrate:{}:{}:{}", options_.table,
+                                                                 cp.options.dump(), batch_key)},
+                                        options_.null_partition);
+      res.rows_copied += r.rows_written;
+      res.rows_skipped += r.rows_skipped;
+      res.partitions_created += r.partitions_created;
+      ++res.batches_done;
       ++progress.batches_done;
-      continue;
+      progress.rows_done += r.rows_written + r.rows_skipped;
+      cp.done.insert(batch_key);
+      write_checkpoint(checkpoint_path(), cp);
     }
-    if (stop && stop->load()) {
-      res.interrupted = true;
-      break;
-    }
-    const std::string sql = fmt::format("SELECT {} FROM {}.main.{} WHERE rowid >= {} AND rowid < {}{}", cols,
-                                        duck::quote_ident(alias_), duck::quote_ident(options_.table), a,
-                                        a + options_.batch_size, range_sql());
-    report(fmt::format("batch {}/{} (source rows {}..{})", progress.batches_done + 1, progress.batches_total, a,
-                       a + options_.batch_size - 1));
-    const BatchResult r = repo_.create_batch_from_query(schema_, sql, {.batch_id = fmt::format("{}:{}", id_prefix, a)},
-                                                        options_.null_partition);
-    res.rows_copied += r.rows_written;
-    res.rows_skipped += r.rows_skipped;
-    res.partitions_created += r.partitions_created;
-    ++res.batches_done;
-    ++progress.batches_done;
-    progress.rows_done += r.rows_written + r.rows_skipped;
-    cp.done.insert(a);
-    write_checkpoint(checkpoint_path(), cp);
   }
   repo_.flush();
   if (!res.interrupted) {
@@ -526,14 +630,16 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
   const PartitionStrategy strategy = repo_.config().strategy;
   const std::string col = duck::quote_ident(schema_.partition_column());
   std::map<std::string, PeriodCheck> checks;
-  for (const auto& r : rows_of(src.conn,
-                               fmt::format("SELECT {} AS code, count(*), {} FROM main.{} WHERE TRUE{} GROUP BY 1",
-                                           partition_code_sql(strategy, col),
-                                           PartitionedDataRepository::checksum_sql(schema_),
-                                           duck::quote_ident(options_.table), range_sql()),
-                               options_.source_path)) {
-    const PartitionKey key = r.values[0].is_null() ? null_partition_key(strategy)
-                                                   : partition_key_from_code(strategy, r.values[0].get<int64_t>());
+  for (const auto& r :
+       rows_of(src.conn,
+               fmt::format("SELECT {} AS code, count(*), {} FROM main.{} WHERE TRUE{} GROUP BY 1",
+                           partition_code_sql(strategy, col),
+                           PartitionedDataRepository::checksum_sql(schema_),
+                           duck::quote_ident(options_.table), range_sql()),
+               options_.source_path)) {
+    const PartitionKey key = r.values[0].is_null()
+                                 ? null_partition_key(strategy)
+                                 : partition_key_from_code(strategy, r.values[0].get<int64_t>());
     PeriodCheck& c = checks[key.name()];
     c.name = key.name();
     c.source_rows = r.values[1].get<int64_t>();

@@ -3,8 +3,8 @@
 // analyze_source() reads a source table and reports how it would be partitioned (writes nothing).
 // PartitionMigrator copies it into a PartitionedDataRepository: one scan per batch of source rows
 // (a rowid range), routed to every period's partition, committed once per partition with a batch id
-// (exactly-once), a checkpoint after each batch (resume after Ctrl-C or kill -9), and a verification
-// of row count and an order-independent checksum over all columns per period.
+// (exactly-once), a checkpoint after each batch (resume after Ctrl-C or kill -9), and a
+// verification of row count and an order-independent checksum over all columns per period.
 #pragma once
 
 #include <atomic>
@@ -121,8 +121,8 @@ struct MigrationResult {
 
 class PartitionMigrator {
  public:
-  // Attaches the source read-only to `repo` and reads its schema. Throws Error naming the source when
-  // it cannot be opened (kLocked: held by another process; the message says what to do).
+  // Attaches the source read-only to `repo` and reads its schema. Throws Error naming the source
+  // when it cannot be opened (kLocked: held by another process; the message says what to do).
   PartitionMigrator(PartitionedDataRepository& repo, MigrationOptions options);
   ~PartitionMigrator();
   PartitionMigrator(const PartitionMigrator&) = delete;
@@ -132,11 +132,13 @@ class PartitionMigrator {
   // The checkpoint file of this table's migration.
   std::string checkpoint_path() const;
 
-  // What migrate() would do; writes nothing in the store (a sample is timed in a temporary directory).
+  // What migrate() would do; writes nothing in the store (a sample is timed in a temporary
+  // directory).
   MigrationPlan plan();
-  // Copies (or finishes copying) the source. `stop` is checked between batches: when it becomes true
-  // the run ends cleanly with interrupted = true. Throws Error on failure (the checkpoint keeps what
-  // is done). With verify, result.mismatches counts periods whose rows or checksum differ.
+  // Copies (or finishes copying) the source. `stop` is checked between batches: when it becomes
+  // true the run ends cleanly with interrupted = true. Throws Error on failure (the checkpoint
+  // keeps what is done). With verify, result.mismatches counts periods whose rows or checksum
+  // differ.
   MigrationResult migrate(const std::function<void(const MigrationProgress&)>& on_progress = {},
                           const std::atomic<bool>* stop = nullptr);
   // Per period: rows and checksum in the source and in the partitions.

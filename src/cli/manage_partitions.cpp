@@ -1,8 +1,8 @@
 #include "cli/manage_partitions.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -42,7 +42,8 @@ void add_common(CLI::App* app, Common& c, bool with_database = true) {
   app->add_option("--partitions", c.partitions, "partition directory (default: data/partitions)");
   app->add_option("--schema", c.schema, "table name")->capture_default_str();
   app->add_option("--strategy", c.strategy, "yearly, monthly, weekly or daily");
-  app->add_option("--partition-column", c.partition_column, "DATE/TIMESTAMP column (default: production_period)");
+  app->add_option("--partition-column", c.partition_column,
+                  "DATE/TIMESTAMP column (default: production_period)");
   app->add_option("--config", c.config_file, "TOML configuration file (applied before the flags)");
 }
 
@@ -58,7 +59,8 @@ std::optional<PartitionStrategy> detect_strategy(const std::string& dir) {
   }
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (auto k = parse_partition_name(it->path().filename().string()); k && !k->is_null) return k->strategy;
+    if (auto k = parse_partition_name(it->path().filename().string()); k && !k->is_null)
+      return k->strategy;
   }
   return std::nullopt;
 }
@@ -94,17 +96,19 @@ std::string human_bytes(uint64_t b) {
   return fmt::format("{:.1f} KB", static_cast<double>(b) / 1024.0);
 }
 
-// ---- analyze --------------------------------------------------------------------------------------
+// ---- analyze
+// --------------------------------------------------------------------------------------
 
 int cmd_analyze(const Common& c, bool json) {
   const PartitionConfig cfg = resolve_config(c);
-  const AnalysisReport rep =
-      analyze_source(c.database, c.schema, cfg.partition_column, cfg.strategy, cfg.partition_size_threshold_mb);
+  const AnalysisReport rep = analyze_source(c.database, c.schema, cfg.partition_column,
+                                            cfg.strategy, cfg.partition_size_threshold_mb);
   std::fputs((json ? rep.to_json() + "\n" : rep.to_text()).c_str(), stdout);
   return 0;
 }
 
-// ---- migrate --------------------------------------------------------------------------------------
+// ---- migrate
+// --------------------------------------------------------------------------------------
 
 struct MigrateArgs {
   int64_t batch_size = 1'000'000;
@@ -120,7 +124,8 @@ struct MigrateArgs {
 
 int cmd_migrate(const Common& c, const MigrateArgs& a) {
   PartitionConfig cfg = resolve_config(c);
-  if (a.jobs < 0) throw Error(ErrorCode::kInvalidArgument, fmt::format("--jobs {} must be >= 0", a.jobs));
+  if (a.jobs < 0)
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("--jobs {} must be >= 0", a.jobs));
   if (a.jobs > 0) cfg.write_threads = a.jobs;
   MigrationOptions o;
   o.source_path = c.database;
@@ -159,10 +164,12 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
         const auto now = std::chrono::steady_clock::now();
         if (!tty && now - last < std::chrono::seconds(2) && p.current != "verifying") return;
         last = now;
-        const double pct = p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) / static_cast<double>(p.rows_total) : 100.0;
+        const double pct = p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) /
+                                                  static_cast<double>(p.rows_total)
+                                            : 100.0;
         const std::string line =
-            fmt::format("migrate: {}/{} rows ({:.1f}%), {:.0f} rows/s, ETA {:.0f}s, {}", p.rows_done,
-                        p.rows_total, pct, p.rows_per_s, p.eta_s, p.current);
+            fmt::format("migrate: {}/{} rows ({:.1f}%), {:.0f} rows/s, ETA {:.0f}s, {}",
+                        p.rows_done, p.rows_total, pct, p.rows_per_s, p.eta_s, p.current);
         if (tty) {
           std::fprintf(stderr, "\r\033[K%s", line.c_str());
         } else {
@@ -186,43 +193,50 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
     j["mismatches"] = r.mismatches;
     auto checks = nlohmann::ordered_json::array();
     for (const auto& ch : r.checks) {
-      checks.push_back({{"partition", ch.name}, {"source_rows", ch.source_rows},
-                        {"partition_rows", ch.partition_rows}, {"ok", ch.ok}});
+      checks.push_back({{"partition", ch.name},
+                        {"source_rows", ch.source_rows},
+                        {"partition_rows", ch.partition_rows},
+                        {"ok", ch.ok}});
     }
     j["checks"] = checks;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("migrated %lld rows in %.2f s (%.0f rows/s): %lld batches done, %lld already done before, "
-                "%lld rows already present, %lld partitions created\n",
-                static_cast<long long>(r.rows_copied), r.seconds,
-                r.seconds > 0 ? static_cast<double>(r.rows_copied) / r.seconds : 0.0,
-                static_cast<long long>(r.batches_done), static_cast<long long>(r.batches_skipped),
-                static_cast<long long>(r.rows_skipped), static_cast<long long>(r.partitions_created));
+    std::printf(
+        "migrated %lld rows in %.2f s (%.0f rows/s): %lld batches done, %lld already done before, "
+        "%lld rows already present, %lld partitions created\n",
+        static_cast<long long>(r.rows_copied), r.seconds,
+        r.seconds > 0 ? static_cast<double>(r.rows_copied) / r.seconds : 0.0,
+        static_cast<long long>(r.batches_done), static_cast<long long>(r.batches_skipped),
+        static_cast<long long>(r.rows_skipped), static_cast<long long>(r.partitions_created));
     if (r.verified) {
-      std::printf("verified %zu periods (row count and checksum over all columns): %lld mismatch(es)\n",
-                  r.checks.size(), static_cast<long long>(r.mismatches));
+      std::printf(
+          "verified %zu periods (row count and checksum over all columns): %lld mismatch(es)\n",
+          r.checks.size(), static_cast<long long>(r.mismatches));
     }
   }
   for (const auto& ch : r.checks) {
     if (!ch.ok) {
-      std::fprintf(stderr,
-                   "manage_partitions: verification failed for %s: source has %lld rows (checksum %s), "
-                   "partition has %lld rows (checksum %s)\n",
-                   ch.name.c_str(), static_cast<long long>(ch.source_rows), ch.source_checksum.c_str(),
-                   static_cast<long long>(ch.partition_rows), ch.partition_checksum.c_str());
+      std::fprintf(
+          stderr,
+          "manage_partitions: verification failed for %s: source has %lld rows (checksum %s), "
+          "partition has %lld rows (checksum %s)\n",
+          ch.name.c_str(), static_cast<long long>(ch.source_rows), ch.source_checksum.c_str(),
+          static_cast<long long>(ch.partition_rows), ch.partition_checksum.c_str());
     }
   }
   if (r.interrupted) {
-    std::fprintf(stderr,
-                 "manage_partitions: interrupted after %lld batch(es); run the same migrate command "
-                 "again (or with --resume) to finish\n",
-                 static_cast<long long>(r.batches_done));
+    std::fprintf(
+        stderr,
+        "manage_partitions: interrupted after %lld batch(es); run the same migrate command "
+        "again (or with --resume) to finish\n",
+        static_cast<long long>(r.batches_done));
     return static_cast<int>(ErrorCode::kInterrupted);
   }
   return r.mismatches > 0 ? 1 : 0;
 }
 
-// ---- stats ----------------------------------------------------------------------------------------
+// ---- stats
+// ----------------------------------------------------------------------------------------
 
 int cmd_stats(const Common& c, bool json, bool all) {
   const PartitionConfig cfg = resolve_config(c);
@@ -245,14 +259,15 @@ int cmd_stats(const Common& c, bool json, bool all) {
   }
   for (const auto& s : stats.schemas) {
     std::printf("%s (%s)\n", s.schema.c_str(), s.directory.c_str());
-    std::printf("%-24s %-23s %12s %10s  %-26s %-26s %s\n", "partition", "period", "rows", "size", "min",
-                "max", "modified");
+    std::printf("%-24s %-23s %12s %10s  %-26s %-26s %s\n", "partition", "period", "rows", "size",
+                "min", "max", "modified");
     for (const auto& p : s.partitions) {
       char when[32] = "-";
       const std::time_t t = p.modified_unix;
       std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::gmtime(&t));
       const std::string period =
-          p.period_start ? format_date(*p.period_start) + ".." + format_date(*p.period_end) : "NULL values";
+          p.period_start ? format_date(*p.period_start) + ".." + format_date(*p.period_end)
+                         : "NULL values";
       std::printf("%-24s %-23s %12lld %10s  %-26s %-26s %s%s%s\n", p.name.c_str(), period.c_str(),
                   static_cast<long long>(p.rows), human_bytes(p.bytes).c_str(),
                   p.min_value ? format_timestamp(*p.min_value).c_str() : "-",
@@ -266,7 +281,8 @@ int cmd_stats(const Common& c, bool json, bool all) {
   return 0;
 }
 
-// ---- query ----------------------------------------------------------------------------------------
+// ---- query
+// ----------------------------------------------------------------------------------------
 
 struct QueryArgs {
   std::vector<std::string> filters;
@@ -297,19 +313,23 @@ QueryFilter parse_filter(const std::string& spec) {
   // FIELD:OP[:VALUE] — the value may itself contain ':' (timestamps), so split at the first two.
   const auto p1 = spec.find(':');
   if (p1 == std::string::npos) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("--filter '{}' must be FIELD:OP[:VALUE], e.g. production_period:gte:2023-01-01", spec));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("--filter '{}' must be FIELD:OP[:VALUE], e.g. production_period:gte:2023-01-01",
+                    spec));
   }
   const auto p2 = spec.find(':', p1 + 1);
   QueryFilter f;
   f.field = spec.substr(0, p1);
-  f.op = parse_operator(spec.substr(p1 + 1, p2 == std::string::npos ? std::string::npos : p2 - p1 - 1));
+  f.op = parse_operator(
+      spec.substr(p1 + 1, p2 == std::string::npos ? std::string::npos : p2 - p1 - 1));
   const std::string value = p2 == std::string::npos ? "" : spec.substr(p2 + 1);
   switch (f.op) {
     case FilterOperator::kIsNull:
     case FilterOperator::kIsNotNull:
       if (!value.empty()) {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("--filter '{}': {} takes no value", spec, operator_name(f.op)));
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("--filter '{}': {} takes no value", spec, operator_name(f.op)));
       }
       break;
     case FilterOperator::kIn:
@@ -349,7 +369,8 @@ nlohmann::json json_cell(const Value& v) {
 int cmd_query(const Common& c, const QueryArgs& a) {
   const PartitionConfig cfg = resolve_config(c);
   if (a.format != "table" && a.format != "csv" && a.format != "json") {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("--format '{}': expected table, csv or json", a.format));
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--format '{}': expected table, csv or json", a.format));
   }
   if (!fs::exists(cfg.base_partition_path)) {
     throw Error(ErrorCode::kNotFound,
@@ -364,9 +385,11 @@ int cmd_query(const Common& c, const QueryArgs& a) {
     SortKey k{s.substr(0, p), SortDirection::kAsc};
     if (p != std::string::npos) {
       const std::string dir = s.substr(p + 1);
-      if (dir == "desc") k.direction = SortDirection::kDesc;
+      if (dir == "desc")
+        k.direction = SortDirection::kDesc;
       else if (dir != "asc") {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("--sort '{}': direction must be asc or desc", s));
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("--sort '{}': direction must be asc or desc", s));
       }
     }
     q.sort.push_back(k);
@@ -414,7 +437,8 @@ int cmd_query(const Common& c, const QueryArgs& a) {
   std::vector<std::size_t> w(cols.size());
   for (std::size_t i = 0; i < cols.size(); ++i) w[i] = cols[i].size();
   for (const auto& row : head) {
-    for (std::size_t i = 0; i < cols.size(); ++i) w[i] = std::max(w[i], row.values[i].to_string().size());
+    for (std::size_t i = 0; i < cols.size(); ++i)
+      w[i] = std::max(w[i], row.values[i].to_string().size());
   }
   auto print_row = [&](const std::vector<std::string>& cells) {
     std::string line;
@@ -444,32 +468,40 @@ int cmd_query(const Common& c, const QueryArgs& a) {
 }  // namespace
 
 int run_manage_partitions(int argc, char** argv) {
-  CLI::App app{"manage_partitions — time-partitioned DuckDB store: analyze, migrate, inspect, query.\n"
-               "Examples:\n"
-               "  manage_partitions analyze --schema well_production --strategy monthly\n"
-               "  manage_partitions migrate --schema well_production --dry-run\n"
-               "  manage_partitions migrate --schema well_production --batch-size 100000\n"
-               "  manage_partitions stats\n"
-               "  manage_partitions query --filter production_period:between:2023-01-01,2023-03-31 --count",
-               "manage_partitions"};
+  CLI::App app{
+      "manage_partitions — time-partitioned DuckDB store: analyze, migrate, inspect, query.\n"
+      "Examples:\n"
+      "  manage_partitions analyze --schema well_production --strategy monthly\n"
+      "  manage_partitions migrate --schema well_production --dry-run\n"
+      "  manage_partitions migrate --schema well_production --batch-size 100000\n"
+      "  manage_partitions stats\n"
+      "  manage_partitions query --filter production_period:between:2023-01-01,2023-03-31 --count",
+      "manage_partitions"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every command");
 
   Common common;
   bool json = false;
 
-  auto* analyze = app.add_subcommand("analyze", "how a source table would be partitioned (writes nothing)");
+  auto* analyze =
+      app.add_subcommand("analyze", "how a source table would be partitioned (writes nothing)");
   add_common(analyze, common);
   analyze->add_flag("--json", json, "machine-readable output");
 
   MigrateArgs margs;
-  auto* migrate = app.add_subcommand("migrate", "copy a source table into partitions (resumable, verified)");
+  auto* migrate =
+      app.add_subcommand("migrate", "copy a source table into partitions (resumable, verified)");
   add_common(migrate, common);
-  migrate->add_option("--batch-size", margs.batch_size, "source rows per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  migrate->add_option("--batch-size", margs.batch_size, "source rows per batch")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   migrate->add_flag("--dry-run", margs.dry_run, "print the plan, write nothing");
-  migrate->add_flag("--resume", margs.resume, "finish an interrupted migration (a plain re-run does too)");
-  migrate->add_flag("--no-verify", margs.no_verify, "skip the per-period count and checksum verification");
-  migrate->add_flag("--null-partition", margs.null_partition, "route NULL partition values to partition_null.duckdb");
+  migrate->add_flag("--resume", margs.resume,
+                    "finish an interrupted migration (a plain re-run does too)");
+  migrate->add_flag("--no-verify", margs.no_verify,
+                    "skip the per-period count and checksum verification");
+  migrate->add_flag("--null-partition", margs.null_partition,
+                    "route NULL partition values to partition_null.duckdb");
   migrate->add_option("--jobs", margs.jobs, "parallel partition writers (default: one per core)");
   migrate->add_option("--from", margs.from, "only rows with partition value >= DATE");
   migrate->add_option("--to", margs.to, "only rows with partition value < DATE");
@@ -485,7 +517,8 @@ int run_manage_partitions(int argc, char** argv) {
   auto* query = app.add_subcommand("query", "rows of the partitioned table (streamed)");
   add_common(query, common, false);
   query->add_option("--filter", qargs.filters,
-                    "FIELD:OP:VALUE (repeatable); OP: eq ne gt gte lt lte in not_in like between is_null is_not_null; "
+                    "FIELD:OP:VALUE (repeatable); OP: eq ne gt gte lt lte in not_in like between "
+                    "is_null is_not_null; "
                     "lists comma-separated");
   query->add_option("--sort", qargs.sorts, "FIELD[:asc|desc] (repeatable)");
   query->add_option("--limit", qargs.limit, "at most N rows");
