@@ -4,6 +4,7 @@
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEMO_ROWS ?= 2000000
+BENCH_ROWS ?= 100000000
 
 all: build
 
@@ -42,7 +43,7 @@ install-check: build
 	@echo "install-check: examples built against the installed duckpart package"
 
 bench: build
-	@./build/release/bench/duckpart_bench
+	@./build/release/bench/duckpart_bench --rows $(BENCH_ROWS) --markdown docs/performance.md
 
 clean:
 	@rm -rf build

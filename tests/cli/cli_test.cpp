@@ -36,8 +36,10 @@ struct CliRun {
 std::string quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -80,13 +82,15 @@ class CliTest : public TempDirTest {
         to_days(CAST(hash(i, 6) % 30 AS INTEGER)) AS span,
         hash(i, 7) % 2 = 0 AS flag
       FROM range({}) r(i)
-    )", rows));
+    )",
+                       rows));
     if (with_nulls) c.exec("UPDATE events SET ts = NULL WHERE qty < 10");
   }
 
   // Independent check: every partition file, opened directly, holds exactly the source rows of its
   // period (count and checksum over all columns), and together they hold every non-NULL row.
-  void expect_partitions_equal_source(const std::string& source, const std::string& dir, PartitionStrategy s) {
+  void expect_partitions_equal_source(const std::string& source, const std::string& dir,
+                                      PartitionStrategy s) {
     duck::Database src_db = duck::Database::open(source, true);
     duck::Connection src = src_db.connect();
     const std::string cols = "id_text, ts, qty, ratio, price, tag, list_col, span, flag";
@@ -101,8 +105,9 @@ class CliTest : public TempDirTest {
       duck::Connection p = pdb.connect();
       const std::string sum = fmt::format("CAST(sum(CAST(hash({}) AS HUGEINT)) AS VARCHAR)", cols);
       duck::Result pr = p.query(fmt::format("SELECT count(*), {} FROM events", sum));
-      duck::Result sr = src.query(fmt::format("SELECT count(*), {} FROM events WHERE ts >= TIMESTAMP '{}' AND ts < TIMESTAMP '{}'",
-                                              sum, format_date(key->start()), format_date(key->end())));
+      duck::Result sr = src.query(fmt::format(
+          "SELECT count(*), {} FROM events WHERE ts >= TIMESTAMP '{}' AND ts < TIMESTAMP '{}'", sum,
+          format_date(key->start()), format_date(key->end())));
       std::vector<DataRecord> a, b;
       duck::ChunkDecoder da(pr), db(sr);
       while (auto c = pr.fetch()) da.decode(c, a);
@@ -120,15 +125,17 @@ TEST_F(CliTest, MigratesEveryStrategyVerbatim) {
   for (const char* s : {"yearly", "monthly", "weekly", "daily"}) {
     SCOPED_TRACE(s);
     const std::string parts = path(std::string("parts_") + s);
-    const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", parts, "--schema", "events",
-                       "--partition-column", "ts", "--strategy", s, "--batch-size", "7000"});
+    const CliRun r =
+        run({"migrate", "--database", path("src.duckdb"), "--partitions", parts, "--schema",
+             "events", "--partition-column", "ts", "--strategy", s, "--batch-size", "7000"});
     ASSERT_EQ(r.rc, 0) << r.err;
     EXPECT_NE(r.out.find("migrated 20000 rows"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("0 mismatch(es)"), std::string::npos) << r.out;
     expect_partitions_equal_source(path("src.duckdb"), parts + "/events", parse_strategy(s));
     // A second run has nothing left to copy and verifies again.
-    const CliRun again = run({"migrate", "--database", path("src.duckdb"), "--partitions", parts, "--schema", "events",
-                           "--partition-column", "ts", "--strategy", s, "--batch-size", "7000"});
+    const CliRun again =
+        run({"migrate", "--database", path("src.duckdb"), "--partitions", parts, "--schema",
+             "events", "--partition-column", "ts", "--strategy", s, "--batch-size", "7000"});
     ASSERT_EQ(again.rc, 0) << again.err;
     EXPECT_NE(again.out.find("migrated 0 rows"), std::string::npos) << again.out;
   }
@@ -136,15 +143,15 @@ TEST_F(CliTest, MigratesEveryStrategyVerbatim) {
 
 TEST_F(CliTest, DryRunWritesNothing) {
   make_source(path("src.duckdb"), 5000);
-  const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"), "--schema", "events",
-                     "--partition-column", "ts", "--dry-run"});
+  const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                        "--schema", "events", "--partition-column", "ts", "--dry-run"});
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("create   partition_2021_01.duckdb"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("dry run: nothing was written"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(path("parts")));
   // With an existing store: the listing and every file's size/mtime stay the same.
-  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"), "--schema", "events",
-                 "--partition-column", "ts", "--to", "2021-06-01"})
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts", "--to", "2021-06-01"})
                 .rc,
             0);
   auto listing = [&] {
@@ -156,8 +163,8 @@ TEST_F(CliTest, DryRunWritesNothing) {
     return s;
   };
   const std::string before = listing();
-  const CliRun d = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"), "--schema", "events",
-                     "--partition-column", "ts", "--dry-run", "--json"});
+  const CliRun d = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                        "--schema", "events", "--partition-column", "ts", "--dry-run", "--json"});
   ASSERT_EQ(d.rc, 0) << d.err;
   auto j = nlohmann::json::parse(d.out);
   EXPECT_EQ(j["rows"].get<int64_t>(), 5000);
@@ -167,7 +174,8 @@ TEST_F(CliTest, DryRunWritesNothing) {
 
 TEST_F(CliTest, KillNineThenResumeGivesEveryRowExactlyOnce) {
   make_source(path("src.duckdb"), 60000);
-  const unsigned seed = static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count() % 100000);
+  const unsigned seed =
+      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count() % 100000);
   std::printf("kill -9 trial seed %u\n", seed);
   std::mt19937 rng(seed);
   int killed_mid_run = 0;
@@ -178,9 +186,9 @@ TEST_F(CliTest, KillNineThenResumeGivesEveryRowExactlyOnce) {
       const int devnull = ::open("/dev/null", O_WRONLY);
       ::dup2(devnull, 1);
       ::dup2(devnull, 2);
-      ::execl(DUCKPART_CLI, DUCKPART_CLI, "migrate", "--database", path("src.duckdb").c_str(), "--partitions",
-              parts.c_str(), "--schema", "events", "--partition-column", "ts", "--strategy", "weekly",
-              "--batch-size", "2000", static_cast<char*>(nullptr));
+      ::execl(DUCKPART_CLI, DUCKPART_CLI, "migrate", "--database", path("src.duckdb").c_str(),
+              "--partitions", parts.c_str(), "--schema", "events", "--partition-column", "ts",
+              "--strategy", "weekly", "--batch-size", "2000", static_cast<char*>(nullptr));
       ::_exit(127);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 1500));
@@ -188,12 +196,15 @@ TEST_F(CliTest, KillNineThenResumeGivesEveryRowExactlyOnce) {
     int status = 0;
     ::waitpid(pid, &status, 0);
     if (WIFSIGNALED(status)) ++killed_mid_run;
-    const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", parts, "--schema", "events",
-                       "--partition-column", "ts", "--strategy", "weekly", "--batch-size", "2000", "--resume"});
+    const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", parts,
+                          "--schema", "events", "--partition-column", "ts", "--strategy", "weekly",
+                          "--batch-size", "2000", "--resume"});
     ASSERT_EQ(r.rc, 0) << r.err << r.out;
     EXPECT_NE(r.out.find("0 mismatch(es)"), std::string::npos) << r.out;
-    expect_partitions_equal_source(path("src.duckdb"), parts + "/events", PartitionStrategy::kWeekly);
-    const CliRun dup = run({"query", "--partitions", parts, "--schema", "events", "--columns", "id_text", "--format", "csv"});
+    expect_partitions_equal_source(path("src.duckdb"), parts + "/events",
+                                   PartitionStrategy::kWeekly);
+    const CliRun dup = run({"query", "--partitions", parts, "--schema", "events", "--columns",
+                            "id_text", "--format", "csv"});
     ASSERT_EQ(dup.rc, 0) << dup.err;
     std::set<std::string> ids;
     std::istringstream lines(dup.out);
@@ -216,9 +227,9 @@ TEST_F(CliTest, CtrlCStopsAtABatchBoundary) {
     const int devnull = ::open("/dev/null", O_WRONLY);
     ::dup2(devnull, 1);
     ::dup2(devnull, 2);
-    ::execl(DUCKPART_CLI, DUCKPART_CLI, "migrate", "--database", path("src.duckdb").c_str(), "--partitions",
-            path("parts").c_str(), "--schema", "events", "--partition-column", "ts", "--batch-size", "1000",
-            static_cast<char*>(nullptr));
+    ::execl(DUCKPART_CLI, DUCKPART_CLI, "migrate", "--database", path("src.duckdb").c_str(),
+            "--partitions", path("parts").c_str(), "--schema", "events", "--partition-column", "ts",
+            "--batch-size", "1000", static_cast<char*>(nullptr));
     ::_exit(127);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
@@ -228,29 +239,32 @@ TEST_F(CliTest, CtrlCStopsAtABatchBoundary) {
   ASSERT_TRUE(WIFEXITED(status));
   const int rc = WEXITSTATUS(status);
   EXPECT_TRUE(rc == 9 || rc == 0) << rc;  // 0 only if it had already finished
-  const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"), "--schema", "events",
-                     "--partition-column", "ts", "--batch-size", "1000"});
+  const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                        "--schema", "events", "--partition-column", "ts", "--batch-size", "1000"});
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("0 mismatch(es)"), std::string::npos);
 }
 
 TEST_F(CliTest, NullPartitionValuesAreRefusedOrRouted) {
   make_source(path("src.duckdb"), 5000, /*with_nulls=*/true);
-  const CliRun refused = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"), "--schema",
-                           "events", "--partition-column", "ts"});
+  const CliRun refused = run({"migrate", "--database", path("src.duckdb"), "--partitions",
+                              path("parts"), "--schema", "events", "--partition-column", "ts"});
   EXPECT_EQ(refused.rc, 2) << refused.err;
   EXPECT_NE(refused.err.find("have a NULL 'ts'"), std::string::npos) << refused.err;
-  const CliRun routed = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts2"), "--schema",
-                          "events", "--partition-column", "ts", "--null-partition"});
+  const CliRun routed =
+      run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts2"), "--schema",
+           "events", "--partition-column", "ts", "--null-partition"});
   ASSERT_EQ(routed.rc, 0) << routed.err;
   EXPECT_NE(routed.out.find("0 mismatch(es)"), std::string::npos) << routed.out;
   EXPECT_TRUE(std::filesystem::exists(path("parts2/events/partition_null.duckdb")));
   duck::Database db = duck::Database::open(path("src.duckdb"), true);
   const int64_t nulls = db.connect().query_int("SELECT count(*) FROM events WHERE ts IS NULL");
   ASSERT_GT(nulls, 0);
-  const CliRun count = run({"query", "--partitions", path("parts2"), "--schema", "events", "--filter", "ts:is_null", "--count"});
+  const CliRun count = run({"query", "--partitions", path("parts2"), "--schema", "events",
+                            "--filter", "ts:is_null", "--count"});
   EXPECT_EQ(count.out, std::to_string(nulls) + "\n") << count.err;
-  const CliRun all = run({"query", "--partitions", path("parts2"), "--schema", "events", "--count"});
+  const CliRun all =
+      run({"query", "--partitions", path("parts2"), "--schema", "events", "--count"});
   EXPECT_EQ(all.out, "5000\n");
 }
 
@@ -258,8 +272,8 @@ TEST_F(CliTest, LockedSourceSaysWhatToDo) {
   make_source(path("src.duckdb"), 1000);
   ChildProcess holder({DUCKPART_LOCK_HELPER, path("src.duckdb")});
   ASSERT_EQ(holder.line(), "locked");
-  const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"), "--schema", "events",
-                     "--partition-column", "ts"});
+  const CliRun r = run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                        "--schema", "events", "--partition-column", "ts"});
   EXPECT_EQ(r.rc, 7) << r.err;
   EXPECT_NE(r.err.find(path("src.duckdb")), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("another process"), std::string::npos) << r.err;
@@ -268,8 +282,8 @@ TEST_F(CliTest, LockedSourceSaysWhatToDo) {
 
 TEST_F(CliTest, AnalyzeReportsPeriodsAndRecommends) {
   make_source(path("src.duckdb"), 10000, /*with_nulls=*/true);
-  const CliRun r = run({"analyze", "--database", path("src.duckdb"), "--schema", "events", "--partition-column", "ts",
-                     "--strategy", "monthly", "--json"});
+  const CliRun r = run({"analyze", "--database", path("src.duckdb"), "--schema", "events",
+                        "--partition-column", "ts", "--strategy", "monthly", "--json"});
   ASSERT_EQ(r.rc, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["total_rows"].get<int64_t>(), 10000);
@@ -280,23 +294,28 @@ TEST_F(CliTest, AnalyzeReportsPeriodsAndRecommends) {
   EXPECT_EQ(j["periods"][0]["partition"], "partition_2020_12");
   EXPECT_EQ(j["recommended_strategy"], "yearly");
   EXPECT_FALSE(std::filesystem::exists(path("data")));
-  const CliRun text = run({"analyze", "--database", path("src.duckdb"), "--schema", "events", "--partition-column", "ts"});
+  const CliRun text = run({"analyze", "--database", path("src.duckdb"), "--schema", "events",
+                           "--partition-column", "ts"});
   EXPECT_NE(text.out.find("recommended strategy: yearly"), std::string::npos) << text.out;
-  const CliRun bad = run({"analyze", "--database", path("src.duckdb"), "--schema", "nope", "--partition-column", "ts"});
+  const CliRun bad = run({"analyze", "--database", path("src.duckdb"), "--schema", "nope",
+                          "--partition-column", "ts"});
   EXPECT_EQ(bad.rc, 3);
-  EXPECT_NE(bad.err.find("manage_partitions: table 'nope' does not exist"), std::string::npos) << bad.err;
-  const CliRun badcol = run({"analyze", "--database", path("src.duckdb"), "--schema", "events", "--partition-column", "tag"});
+  EXPECT_NE(bad.err.find("manage_partitions: table 'nope' does not exist"), std::string::npos)
+      << bad.err;
+  const CliRun badcol = run({"analyze", "--database", path("src.duckdb"), "--schema", "events",
+                             "--partition-column", "tag"});
   EXPECT_EQ(badcol.rc, 2);
   EXPECT_NE(badcol.err.find("must be DATE or TIMESTAMP"), std::string::npos) << badcol.err;
 }
 
 TEST_F(CliTest, QueryAndStatsOutputs) {
   make_source(path("src.duckdb"), 3000);
-  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"), "--schema", "events",
-                 "--partition-column", "ts"})
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts"})
                 .rc,
             0);
-  const std::vector<std::string> base = {"query", "--partitions", path("parts"), "--schema", "events"};
+  const std::vector<std::string> base = {"query", "--partitions", path("parts"), "--schema",
+                                         "events"};
   auto q = [&](std::vector<std::string> extra) {
     auto a = base;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -306,12 +325,15 @@ TEST_F(CliTest, QueryAndStatsOutputs) {
   ASSERT_EQ(count.rc, 0) << count.err;
   duck::Database db = duck::Database::open(path("src.duckdb"), true);
   const int64_t expect = db.connect().query_int(
-      "SELECT count(*) FROM events WHERE ts BETWEEN TIMESTAMP '2021-01-01' AND TIMESTAMP '2021-03-31 23:59:59'");
+      "SELECT count(*) FROM events WHERE ts BETWEEN TIMESTAMP '2021-01-01' AND TIMESTAMP "
+      "'2021-03-31 23:59:59'");
   EXPECT_EQ(count.out, std::to_string(expect) + "\n");
-  const CliRun csv = q({"--filter", "qty:lt:5", "--sort", "qty", "--sort", "id_text:desc", "--columns", "qty,tag", "--format", "csv"});
+  const CliRun csv = q({"--filter", "qty:lt:5", "--sort", "qty", "--sort", "id_text:desc",
+                        "--columns", "qty,tag", "--format", "csv"});
   ASSERT_EQ(csv.rc, 0) << csv.err;
   EXPECT_EQ(csv.out.substr(0, 8), "qty,tag\n");
-  const CliRun json = q({"--filter", "tag:in:a,b", "--limit", "5", "--format", "json", "--columns", "id_text,qty,ratio,flag,list_col"});
+  const CliRun json = q({"--filter", "tag:in:a,b", "--limit", "5", "--format", "json", "--columns",
+                         "id_text,qty,ratio,flag,list_col"});
   ASSERT_EQ(json.rc, 0) << json.err;
   auto arr = nlohmann::json::parse(json.out);
   ASSERT_EQ(arr.size(), 5u);
@@ -329,7 +351,8 @@ TEST_F(CliTest, QueryAndStatsOutputs) {
   const CliRun badval = q({"--filter", "ts:gte:2021-02-30"});
   EXPECT_EQ(badval.rc, 2);
   EXPECT_NE(badval.err.find("'2021-02-30'"), std::string::npos) << badval.err;
-  const CliRun stats = run({"stats", "--partitions", path("parts"), "--schema", "events", "--json"});
+  const CliRun stats =
+      run({"stats", "--partitions", path("parts"), "--schema", "events", "--json"});
   ASSERT_EQ(stats.rc, 0) << stats.err;
   auto sj = nlohmann::json::parse(stats.out);
   EXPECT_EQ(sj["schemas"][0]["total_rows"].get<int64_t>(), 3000);

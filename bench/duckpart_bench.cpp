@@ -1,0 +1,394 @@
+// duckpart_bench — duckpart against plain DuckDB on one file, side by side in one run.
+//
+//   duckpart_bench [--rows N] [--months M] [--strategy monthly] [--reps 5] [--dir DIR]
+//                  [--markdown docs/performance.md]
+//
+// Data: 7-column rows (id UUID, ts TIMESTAMP over M months, well INTEGER, oil/gas/water DOUBLE,
+// status VARCHAR) from a fixed seed, in random period order. Every scenario runs for duckpart and
+// for the single-file baseline in the same process; each figure is repeated --reps times and
+// reported as min / median / p95, plus one JSON line per figure on stdout.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "duck/duck.hpp"
+#include "duckpart/duckpart.hpp"
+
+namespace fs = std::filesystem;
+using namespace duckpart;
+
+namespace {
+
+struct Args {
+  int64_t rows = 100'000'000;
+  int months = 120;
+  std::string strategy = "monthly";
+  int reps = 5;
+  std::string dir = "build/bench-data";
+  std::string markdown;
+  int64_t batch = 1'000'000;
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+long peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024;
+}
+
+uint64_t dir_bytes(const fs::path& p) {
+  uint64_t n = 0;
+  std::error_code ec;
+  if (fs::is_regular_file(p, ec)) return fs::file_size(p, ec);
+  for (const auto& f : fs::recursive_directory_iterator(p, ec)) {
+    if (f.is_regular_file()) n += f.file_size();
+  }
+  return n;
+}
+
+Schema bench_schema() {
+  return Schema("readings",
+                {{"id", "UUID"},
+                 {"ts", "TIMESTAMP"},
+                 {"well", "INTEGER"},
+                 {"oil", "DOUBLE"},
+                 {"gas", "DOUBLE"},
+                 {"water", "DOUBLE"},
+                 {"status", "VARCHAR"}},
+                "ts", "id");
+}
+
+std::string uuid_of(std::mt19937_64& rng) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(36, '-');
+  uint64_t a = rng(), b = rng();
+  for (int i = 0, k = 0; i < 36; ++i) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) continue;
+    const uint64_t w = k < 16 ? a : b;
+    s[static_cast<std::size_t>(i)] = kHex[(w >> (4 * (k % 16))) & 15];
+    ++k;
+  }
+  return s;
+}
+
+// Batch `b` of the data set (deterministic).
+ColumnBatch make_batch(const Schema& schema, const Args& a, int64_t b, int64_t n) {
+  std::mt19937_64 rng(0x5eed + static_cast<uint64_t>(b));
+  ColumnBatch batch = make_column_batch(schema, static_cast<std::size_t>(n));
+  batch.rows = static_cast<std::size_t>(n);
+  auto& id = std::get<std::vector<std::string>>(batch.columns[0].data);
+  auto& ts = std::get<std::vector<int64_t>>(batch.columns[1].data);
+  auto& well = std::get<std::vector<int64_t>>(batch.columns[2].data);
+  auto& oil = std::get<std::vector<double>>(batch.columns[3].data);
+  auto& gas = std::get<std::vector<double>>(batch.columns[4].data);
+  auto& water = std::get<std::vector<double>>(batch.columns[5].data);
+  auto& status = std::get<std::vector<std::string>>(batch.columns[6].data);
+  static const char* kStatus[] = {"producing", "shut-in", "injecting", "abandoned"};
+  const int64_t start = to_timestamp(date_from_civil(2015, 1, 1)).micros;
+  const int64_t span =
+      to_timestamp(date_from_civil(2015 + a.months / 12, 1 + a.months % 12, 1)).micros - start;
+  for (int64_t i = 0; i < n; ++i) {
+    id.push_back(uuid_of(rng));
+    ts.push_back(start + static_cast<int64_t>(rng() % static_cast<uint64_t>(span)));
+    well.push_back(static_cast<int64_t>(rng() % 50000));
+    oil.push_back(static_cast<double>(rng() % 100000) / 10.0);
+    gas.push_back(static_cast<double>(rng() % 500000) / 10.0);
+    water.push_back(static_cast<double>(rng() % 80000) / 10.0);
+    status.emplace_back(kStatus[rng() % 4]);
+  }
+  return batch;
+}
+
+struct Stat {
+  double min = 0, median = 0, p95 = 0;
+};
+
+Stat stats_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  Stat s;
+  s.min = v.front();
+  s.median = v[v.size() / 2];
+  s.p95 = v[std::min(v.size() - 1, static_cast<std::size_t>(static_cast<double>(v.size()) * 0.95))];
+  return s;
+}
+
+struct Row {
+  std::string id, scenario, system, unit;
+  Stat value;
+  std::string note;
+};
+std::vector<Row> g_rows;
+
+void record(const std::string& id, const std::string& scenario, const std::string& system,
+            const std::string& unit, const Stat& s, const std::string& note = "") {
+  g_rows.push_back({id, scenario, system, unit, s, note});
+  std::printf(
+      "{\"figure\":\"%s\",\"scenario\":\"%s\",\"system\":\"%s\",\"unit\":\"%s\",\"min\":%.4f,"
+      "\"median\":%.4f,\"p95\":%.4f,\"peak_rss_mb\":%ld}\n",
+      id.c_str(), scenario.c_str(), system.c_str(), unit.c_str(), s.min, s.median, s.p95,
+      peak_rss_mb());
+  std::fflush(stdout);
+}
+
+Stat time_reps(int reps, const std::function<void()>& f, double scale = 1.0) {
+  std::vector<double> v;
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = now_s();
+    f();
+    v.push_back((now_s() - t0) * scale);
+  }
+  return stats_of(v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--rows")
+      a.rows = std::atoll(v.c_str());
+    else if (k == "--months")
+      a.months = std::atoi(v.c_str());
+    else if (k == "--strategy")
+      a.strategy = v;
+    else if (k == "--reps")
+      a.reps = std::atoi(v.c_str());
+    else if (k == "--dir")
+      a.dir = v;
+    else if (k == "--markdown")
+      a.markdown = v;
+    else if (k == "--batch")
+      a.batch = std::atoll(v.c_str());
+    else {
+      std::fprintf(stderr, "duckpart_bench: unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  try {
+    const Schema schema = bench_schema();
+    fs::remove_all(a.dir);
+    fs::create_directories(a.dir);
+    const std::string single_path = a.dir + "/single.duckdb";
+    const std::string sorted_path = a.dir + "/sorted.duckdb";
+    PartitionConfig cfg;
+    cfg.strategy = parse_strategy(a.strategy);
+    cfg.base_partition_path = a.dir + "/partitions";
+    cfg.max_partitions_in_memory = std::max(24, a.months + 1);
+    const int64_t nbatches = (a.rows + a.batch - 1) / a.batch;
+    std::fprintf(stderr, "duckpart_bench: %lld rows, %d months, %s, %d reps, %ld cores\n",
+                 static_cast<long long>(a.rows), a.months, a.strategy.c_str(), a.reps,
+                 sysconf(_SC_NPROCESSORS_ONLN));
+
+    // P1: bulk ingest, columnar batches of `batch` rows, random period order. Generation is outside
+    // the timed region (batches are made first, one at a time, then written by both systems).
+    double t_single = 0, t_part = 0;
+    std::vector<std::string> sample_ids;
+    {
+      DuckDBDataRepository single(single_path);
+      PartitionedDataRepository part(cfg);
+      for (int64_t b = 0; b < nbatches; ++b) {
+        const int64_t n = std::min(a.batch, a.rows - b * a.batch);
+        ColumnBatch batch = make_batch(schema, a, b, n);
+        if (sample_ids.size() < 2000) {
+          const auto& ids = std::get<std::vector<std::string>>(batch.columns[0].data);
+          for (int64_t i = 0; i < n && sample_ids.size() < 2000;
+               i += std::max<int64_t>(1, n / 50)) {
+            sample_ids.push_back(ids[static_cast<std::size_t>(i)]);
+          }
+        }
+        ColumnBatch copy = batch;
+        double t0 = now_s();
+        single.create_batch_columnar(schema, std::move(copy));
+        t_single += now_s() - t0;
+        t0 = now_s();
+        part.create_batch_columnar(schema, std::move(batch));
+        t_part += now_s() - t0;
+      }
+      double t0 = now_s();
+      part.flush();  // catalogs + checkpoints: part of the ingest cost
+      t_part += now_s() - t0;
+    }
+    const double rows = static_cast<double>(a.rows);
+    record("P1", "bulk ingest, columnar create_batch", "single file (DuckDB appender)", "rows/s",
+           {rows / t_single, rows / t_single, rows / t_single});
+    record("P1", "bulk ingest, columnar create_batch", "duckpart", "rows/s",
+           {rows / t_part, rows / t_part, rows / t_part});
+
+    // P1b: the record API, 1M DataRecords (or fewer) into a fresh store.
+    {
+      PartitionConfig c2 = cfg;
+      c2.base_partition_path = a.dir + "/partitions_records";
+      PartitionedDataRepository part(c2);
+      const int64_t n = std::min<int64_t>(a.rows, 1'000'000);
+      ColumnBatch batch = make_batch(schema, a, 999, n);
+      std::vector<DataRecord> recs(static_cast<std::size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        auto& r = recs[static_cast<std::size_t>(i)];
+        r.values = {Value(std::get<std::vector<std::string>>(batch.columns[0].data)[i]),
+                    Value(Timestamp{std::get<std::vector<int64_t>>(batch.columns[1].data)[i]}),
+                    Value(std::get<std::vector<int64_t>>(batch.columns[2].data)[i]),
+                    Value(std::get<std::vector<double>>(batch.columns[3].data)[i]),
+                    Value(std::get<std::vector<double>>(batch.columns[4].data)[i]),
+                    Value(std::get<std::vector<double>>(batch.columns[5].data)[i]),
+                    Value(std::get<std::vector<std::string>>(batch.columns[6].data)[i])};
+      }
+      const double t0 = now_s();
+      part.create_batch(schema, recs);
+      const double t = now_s() - t0;
+      record("P1b", "record API create_batch (1M DataRecords)", "duckpart", "records/s",
+             {static_cast<double>(n) / t, static_cast<double>(n) / t, static_cast<double>(n) / t});
+    }
+
+    // A copy of the single file sorted by time: the best case for plain DuckDB range queries.
+    {
+      duck::Database db = duck::Database::open(sorted_path);
+      duck::Connection c = db.connect();
+      c.exec("ATTACH '" + single_path + "' AS src (READ_ONLY)");
+      c.exec("CREATE TABLE readings AS SELECT * FROM src.readings ORDER BY ts");
+    }
+
+    // P2: 3-month range count (count_all), cold repositories opened once, warm repetitions.
+    {
+      DataQueryRequest q;
+      const Date from =
+          date_from_civil(2015 + a.months / 24, 1 + static_cast<unsigned>((a.months / 2) % 12), 1);
+      const Date to = partition_key_of(PartitionStrategy::kMonthly, Date{from.days + 80}).end();
+      q.filters = {{"ts", FilterOperator::kGte, Value(from)},
+                   {"ts", FilterOperator::kLt, Value(to)}};
+      q.filters.push_back(
+          {"oil", FilterOperator::kGte, Value(0.0)});  // forces a scan, not metadata
+      DuckDBDataRepository single(single_path, {.read_only = true});
+      DuckDBDataRepository sorted(sorted_path, {.read_only = true});
+      PartitionedDataRepository part(cfg, {.read_only = true});
+      int64_t n1 = 0, n2 = 0, n3 = 0;
+      part.count_all(schema, q);  // first touch attaches the 3 files
+      record("P2", "3-month range count", "single file, unsorted", "ms",
+             time_reps(
+                 a.reps, [&] { n1 = single.count_all(schema, q); }, 1e3));
+      record("P2", "3-month range count", "single file, sorted by time", "ms",
+             time_reps(
+                 a.reps, [&] { n2 = sorted.count_all(schema, q); }, 1e3));
+      record("P2", "3-month range count", "duckpart", "ms",
+             time_reps(
+                 a.reps, [&] { n3 = part.count_all(schema, q); }, 1e3));
+      if (n1 != n2 || n1 != n3) {
+        std::fprintf(stderr, "duckpart_bench: P2 counts differ: %lld %lld %lld\n",
+                     static_cast<long long>(n1), static_cast<long long>(n2),
+                     static_cast<long long>(n3));
+        return 1;
+      }
+      // P4-lite: full-table filtered count.
+      DataQueryRequest all;
+      all.filters = {{"oil", FilterOperator::kGte, Value(500.0)}};
+      record("P4", "full-table filtered count", "single file, unsorted", "ms",
+             time_reps(
+                 a.reps, [&] { n1 = single.count_all(schema, all); }, 1e3));
+      record("P4", "full-table filtered count", "duckpart", "ms",
+             time_reps(
+                 a.reps, [&] { n3 = part.count_all(schema, all); }, 1e3));
+      if (n1 != n3) {
+        std::fprintf(stderr, "duckpart_bench: P4 counts differ\n");
+        return 1;
+      }
+      // P5: get_by_id of ids spread over the data set (warm: id indexes built by the first pass).
+      for (const auto& id : sample_ids) part.get_by_id(schema, Value(id));
+      std::size_t k = 0;
+      record(
+          "P5", "get_by_id", "single file, unsorted", "ms",
+          time_reps(
+              std::max(a.reps, 20),
+              [&] { single.get_by_id(schema, Value(sample_ids[k++ % sample_ids.size()])); }, 1e3));
+      k = 0;
+      record("P5", "get_by_id", "duckpart", "ms",
+             time_reps(
+                 std::max(a.reps, 200),
+                 [&] {
+                   if (!part.get_by_id(schema, Value(sample_ids[k++ % sample_ids.size()])))
+                     std::abort();
+                 },
+                 1e3));
+    }
+
+    // P7: migration of the unsorted single file vs DuckDB's CREATE TABLE AS SELECT copy.
+    {
+      const std::string ctas_path = a.dir + "/ctas.duckdb";
+      const double t0 = now_s();
+      {
+        duck::Database db = duck::Database::open(ctas_path);
+        duck::Connection c = db.connect();
+        c.exec("ATTACH '" + single_path + "' AS src (READ_ONLY)");
+        c.exec("CREATE TABLE readings AS SELECT * FROM src.readings");
+        c.exec("CHECKPOINT");
+      }
+      const double t_ctas = now_s() - t0;
+      PartitionConfig c3 = cfg;
+      c3.base_partition_path = a.dir + "/partitions_migrated";
+      c3.max_partitions_in_memory = 24;
+      const double t1 = now_s();
+      MigrationResult r;
+      {
+        PartitionedDataRepository part(c3);
+        MigrationOptions o;
+        o.source_path = single_path;
+        o.table = "readings";
+        o.partition_column = "ts";
+        o.verify = false;
+        PartitionMigrator m(part, o);
+        r = m.migrate();
+      }
+      const double t_mig = now_s() - t1;
+      record("P7", "copy of the unsorted single file", "DuckDB CTAS", "rows/s",
+             {rows / t_ctas, rows / t_ctas, rows / t_ctas});
+      record(
+          "P7", "copy of the unsorted single file", "duckpart migrate (no verify)", "rows/s",
+          {static_cast<double>(r.rows_copied) / t_mig, static_cast<double>(r.rows_copied) / t_mig,
+           static_cast<double>(r.rows_copied) / t_mig});
+    }
+
+    // P9: bytes on disk.
+    const double b_single = static_cast<double>(dir_bytes(single_path)) / 1e6;
+    const double b_part = static_cast<double>(dir_bytes(cfg.base_partition_path)) / 1e6;
+    record("P9", "bytes on disk", "single file, unsorted", "MB", {b_single, b_single, b_single});
+    record("P9", "bytes on disk", "duckpart (written by P1)", "MB", {b_part, b_part, b_part});
+    const double b_mig = static_cast<double>(dir_bytes(a.dir + "/partitions_migrated")) / 1e6;
+    record("P9", "bytes on disk", "duckpart (written by migrate)", "MB", {b_mig, b_mig, b_mig});
+
+    if (!a.markdown.empty()) {
+      std::ofstream md(a.markdown);
+      md << "# duckpart performance\n\n";
+      md << "Generated by `duckpart_bench --rows " << a.rows << " --months " << a.months
+         << " --strategy " << a.strategy << " --reps " << a.reps << "` (Release build) on a "
+         << sysconf(_SC_NPROCESSORS_ONLN)
+         << "-core machine. Both systems run in the same process, one after the other; compare "
+            "ratios.\n\n";
+      md << "| figure | scenario | system | unit | min | median | p95 "
+            "|\n|---|---|---|---|---|---|---|\n";
+      for (const auto& r : g_rows) {
+        md << "| " << r.id << " | " << r.scenario << " | " << r.system << " | " << r.unit << " | "
+           << fmt::format("{:.3f}", r.value.min) << " | " << fmt::format("{:.3f}", r.value.median)
+           << " | " << fmt::format("{:.3f}", r.value.p95) << " |\n";
+      }
+      md << "\nPeak RSS of the benchmark process: " << peak_rss_mb() << " MB.\n";
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "duckpart_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
