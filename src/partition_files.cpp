@@ -10,11 +10,30 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <vector>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "duck/duck.hpp"
 #include "duckpart/error.hpp"
 
 namespace duckpart {
+
+std::string file_checksum_xxh3(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::kIo, fmt::format("cannot read '{}'", path));
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_128bits_reset(st);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.gcount() > 0) XXH3_128bits_update(st, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  const XXH128_hash_t h = XXH3_128bits_digest(st);
+  XXH3_freeState(st);
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
 
 FileStamp stamp_of(const std::string& path) {
   FileStamp s;

@@ -56,6 +56,9 @@ struct Catalog {
   std::string strategy;
   std::vector<CatalogEntry> entries;
 };
+// XXH3-128 of a whole file as 32 hex digits (backups and their manifests). Throws Error(kIo).
+std::string file_checksum_xxh3(const std::string& path);
+
 // Reads <dir>/_catalog.json; nullopt when missing or unreadable (it is only a cache).
 std::optional<Catalog> read_catalog(const std::string& dir, const Schema* schema);
 // Writes it atomically (temp file, fsync, rename, fsync directory). Throws Error(kIo).

@@ -2,9 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -41,7 +46,8 @@ struct Entry {
   std::string file;
   std::string alias;
   PartitionMeta meta;
-  std::string problem;  // non-empty: the file cannot be used
+  std::string problem;   // non-empty: the file cannot be used
+  bool dropped = false;  // removed by drop_partition (kept alive for requests that still hold it)
   // Runtime state, under Impl::mu.
   bool attached = false;
   int pins = 0;
@@ -61,7 +67,8 @@ struct Store {
   Schema schema;
   std::string dir;
   std::map<PartitionKey, std::unique_ptr<Entry>> entries;
-  std::vector<std::string> problems;  // files that are not partitions at all
+  std::vector<std::string> problems;              // files that are not partitions at all
+  std::vector<std::unique_ptr<Entry>> graveyard;  // dropped entries (pointers may still be held)
 };
 
 struct Group {
@@ -184,6 +191,7 @@ struct PartitionedDataRepository::Impl {
     Pins(const Pins&) = delete;
     Pins& operator=(const Pins&) = delete;
     Pins& operator=(Pins&&) = delete;
+    const std::vector<Entry*>& entries() const noexcept { return entries_; }
     ~Pins() {
       if (!impl_) return;
       std::lock_guard lock(impl_->mu);
@@ -201,6 +209,7 @@ struct PartitionedDataRepository::Impl {
     std::vector<Entry*> pinned;
     try {
       for (Entry* e : entries) {
+        if (e->dropped) continue;  // dropped after the request chose it: it no longer exists
         if (!e->problem.empty()) {
           throw Error(ErrorCode::kCorruption,
                       fmt::format("partition {} ('{}') is needed by this request but unusable: {}",
@@ -481,6 +490,12 @@ struct PartitionedDataRepository::Impl {
   bool commit_partition(Entry& e, const std::string& batch_id, bool check_replay,
                         duck::Connection& conn, const AppendFn& append, const MetaFn& new_meta) {
     std::lock_guard wlock(e.write_mu);
+    if (e.dropped) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} was dropped while this batch was being written; write "
+                              "the batch again",
+                              e.name));
+    }
     const std::string a = duck::quote_ident(e.alias);
     const std::string ctx = fmt::format("partition {} ('{}')", e.name, e.file);
     conn.exec("BEGIN TRANSACTION", ctx);
@@ -1212,6 +1227,7 @@ PartitionedDataRepository::checksum_partitions(const Schema& schema) {
   std::vector<PartitionChecksum> out;
   for (Entry* e : entries) {
     auto pins = impl_->acquire({e}, nullptr);
+    if (pins.entries().empty()) continue;
     auto conn = impl_->pool->take();
     auto rows = run_rows(*conn,
                          fmt::format("SELECT count(*), {} FROM {}.main.{}", checksum_sql(schema),
@@ -1271,6 +1287,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       if (!need_build && !e->bloom->may_contain(key)) continue;
     }
     auto pins = impl_->acquire({e}, nullptr);
+    if (pins.entries().empty()) continue;
     auto conn = impl_->pool->take();
     if (need_build) {
       std::lock_guard wlock(e->write_mu);  // a stable version while the index is built
@@ -1327,8 +1344,9 @@ PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
   }
   auto pins = impl_->acquire(sel.entries, &sel.stats);
   resp.stats = sel.stats;
+  if (pins.entries().empty()) return resp;
   auto conn = impl_->pool->take();
-  const std::string source = Impl::union_source(store, sel.entries);
+  const std::string source = Impl::union_source(store, pins.entries());
   std::vector<Value> params;
   resp.items = run_rows(*conn, rows_sql(q, source, true, params), params);
   params.clear();
@@ -1346,9 +1364,12 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
   if (sel.entries.empty())
     return RecordStream(q.column_names, std::make_unique<NoRows>(), sel.stats);
   auto pins = std::make_unique<Impl::Pins>(impl_->acquire(sel.entries, &sel.stats));
+  if (pins->entries().empty()) {
+    return RecordStream(q.column_names, std::make_unique<NoRows>(), sel.stats);
+  }
   auto conn = impl_->pool->take();
   std::vector<Value> params;
-  auto st = conn->prepare(rows_sql(q, Impl::union_source(store, sel.entries), true, params));
+  auto st = conn->prepare(rows_sql(q, Impl::union_source(store, pins->entries()), true, params));
   for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
   duck::Result r = st.execute_streaming();
   return RecordStream(
@@ -1375,10 +1396,235 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
     if (all_ok) return total;
   }
   auto pins = impl_->acquire(sel.entries, &sel.stats);
+  if (pins.entries().empty()) return 0;
   auto conn = impl_->pool->take();
   std::vector<Value> params;
-  auto rows = run_rows(*conn, count_sql(q, Impl::union_source(store, sel.entries), params), params);
+  auto rows =
+      run_rows(*conn, count_sql(q, Impl::union_source(store, pins.entries()), params), params);
   return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
+}
+
+namespace {
+
+// XXH3-128 of a file, as 32 hex digits.
+
+// Copies `from` to `to` through a temporary file (fsync, rename, fsync directory).
+void copy_file_atomically(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".tmp";
+  std::error_code ec;
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error(ErrorCode::kIo,
+                fmt::format("cannot copy '{}' to '{}': {}", from, tmp, ec.message()));
+  }
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced || std::rename(tmp.c_str(), to.c_str()) != 0) {
+    fs::remove(tmp, ec);
+    throw Error(ErrorCode::kIo, fmt::format("cannot write '{}' (disk full?)", to));
+  }
+  const int dfd = ::open(fs::path(to).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace
+
+void PartitionedDataRepository::drop_partition(const Schema& schema,
+                                               const std::string& partition_name) {
+  if (impl_->options.read_only) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "the partition store is open read-only; drop is refused");
+  }
+  Store& store = impl_->store_for(schema);
+  Entry* e = nullptr;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [k, entry] : store.entries) {
+      if (entry->name == partition_name) e = entry.get();
+    }
+  }
+  if (!e) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("table '{}' has no partition '{}'", schema.name(), partition_name));
+  }
+  std::lock_guard wlock(e->write_mu);
+  {
+    std::lock_guard lock(impl_->mu);
+    if (e->dropped) return;
+    if (e->pins > 0) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} is in use by a running query or stream; retry when it "
+                              "ends",
+                              partition_name));
+    }
+    impl_->detach_locked(*e);
+    if (e->attached) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} could not be closed", partition_name));
+    }
+    e->dropped = true;
+    auto it = store.entries.find(e->key);
+    store.graveyard.push_back(std::move(it->second));
+    store.entries.erase(it);
+  }
+  std::error_code ec;
+  fs::remove(e->file, ec);
+  if (ec) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot delete '{}': {}", e->file, ec.message()));
+  }
+  fs::remove(e->file + ".wal", ec);
+  fs::remove(store.dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", ec);
+  const int dfd = ::open(store.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_partition(
+    const Schema& schema, const std::string& partition_name, const std::string& dir) {
+  Store& store = impl_->store_for(schema);
+  Entry* e = nullptr;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [k, entry] : store.entries) {
+      if (entry->name == partition_name) e = entry.get();
+    }
+  }
+  if (!e) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("table '{}' has no partition '{}'", schema.name(), partition_name));
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    throw Error(ErrorCode::kIo,
+                fmt::format("cannot create backup directory '{}': {}", dir, ec.message()));
+  std::lock_guard wlock(e->write_mu);  // no commit to this partition during the copy
+  auto pins = impl_->acquire({e}, nullptr);
+  if (pins.entries().empty()) {
+    throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
+  }
+  if (!impl_->options.read_only) {
+    // Fold the write-ahead log into the file so that the file alone is the partition. A reader's
+    // open transaction can make CHECKPOINT fail for a moment: retry.
+    auto conn = impl_->pool->take();
+    for (int attempt = 0;; ++attempt) {
+      try {
+        conn->exec(fmt::format("CHECKPOINT {}", duck::quote_ident(e->alias)), e->file);
+        break;
+      } catch (const Error&) {
+        if (attempt >= 100) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+  }
+  PartitionBackup b;
+  b.name = e->name;
+  b.source_file = e->file;
+  b.backup_file = (fs::path(dir) / e->key.file_name()).string();
+  copy_file_atomically(e->file, b.backup_file);
+  b.bytes = fs::file_size(b.backup_file);
+  b.xxh3_128 = file_checksum_xxh3(b.backup_file);
+  b.rows = e->meta.row_count;
+  return b;
+}
+
+void PartitionedDataRepository::restore_partition(const Schema& schema,
+                                                  const std::string& backup_file) {
+  if (impl_->options.read_only) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "the partition store is open read-only; restore is refused");
+  }
+  if (!fs::exists(backup_file)) {
+    throw Error(ErrorCode::kNotFound, fmt::format("backup file '{}' does not exist", backup_file));
+  }
+  // Check the backup before touching the store.
+  PartitionKey key;
+  {
+    std::vector<DataRecord> rows;
+    try {
+      duck::Database db = duck::Database::open(backup_file, /*read_only=*/true);
+      duck::Connection c = db.connect();
+      duck::Result r =
+          c.query(fmt::format("SELECT schema_json, strategy, period FROM main.{}", kMetaTable),
+                  backup_file);
+      duck::ChunkDecoder dec(r);
+      while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+    } catch (const Error& err) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("backup '{}' is not a readable duckpart partition: {}", backup_file,
+                              err.what()));
+    }
+    if (rows.size() != 1) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("backup '{}' has no partition metadata", backup_file));
+    }
+    const Schema stored = Schema::from_json(rows[0].values[0].get<std::string>());
+    if (!stored.same_layout(schema)) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("backup '{}' belongs to another table or layout ({}), not '{}'",
+                              backup_file, stored.name(), schema.name()));
+    }
+    if (rows[0].values[1].get<std::string>() != strategy_name(impl_->config.strategy)) {
+      throw Error(
+          ErrorCode::kConflict,
+          fmt::format("backup '{}' was written with the {} strategy; the store is {}", backup_file,
+                      rows[0].values[1].get<std::string>(), strategy_name(impl_->config.strategy)));
+    }
+    auto parsed = parse_partition_name("partition_" + rows[0].values[2].get<std::string>());
+    if (!parsed) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("backup '{}' names an invalid period", backup_file));
+    }
+    key = *parsed;
+    key.strategy = impl_->config.strategy;
+  }
+  Store& store = impl_->store_for(schema);
+  Entry* e = nullptr;
+  {
+    std::lock_guard lock(impl_->mu);
+    auto it = store.entries.find(key);
+    if (it == store.entries.end()) {
+      it = store.entries.emplace(key, impl_->make_entry(store, key)).first;
+      it->second->problem = "being restored";
+    }
+    e = it->second.get();
+  }
+  // Stage next to the target (same file system), then swap under the partition's exclusive lock.
+  const std::string staged = store.dir + "/." + key.file_name() + ".restore";
+  copy_file_atomically(backup_file, staged);
+  std::lock_guard wlock(e->write_mu);
+  std::lock_guard lock(impl_->mu);
+  if (e->pins > 0) {
+    std::error_code ec;
+    fs::remove(staged, ec);
+    throw Error(
+        ErrorCode::kConflict,
+        fmt::format("partition {} is in use by a running query or stream; retry when it ends",
+                    e->name));
+  }
+  impl_->detach_locked(*e);
+  std::error_code ec;
+  fs::remove(e->file + ".wal", ec);
+  if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
+    fs::remove(staged, ec);
+    throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
+  }
+  fs::remove(store.dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", ec);
+  {
+    std::lock_guard block(e->bloom_mu);
+    e->bloom.reset();
+  }
+  e->problem.clear();
+  e->meta = PartitionMeta{};
+  impl_->verify_entry_locked(store, *e);
+  impl_->trim_locked();
 }
 
 RepositoryCounters PartitionedDataRepository::counters() const {

@@ -12,4 +12,5 @@
 #include "duckpart/record.hpp"
 #include "duckpart/repository.hpp"
 #include "duckpart/schema.hpp"
+#include "duckpart/utilities.hpp"
 #include "duckpart/value.hpp"

@@ -89,6 +89,32 @@ class PartitionedDataRepository final : public IDataRepository {
   // The checksum expression over `schema`'s columns (for use on a source table).
   static std::string checksum_sql(const Schema& schema);
 
+  // ---- lifecycle: exclusive per partition (writers to it wait; refused while a query holds it)
+  // ----
+
+  // Detaches and deletes one partition file (and its write-ahead log and id index): the disk space
+  // comes back at once. Throws Error(kNotFound) for an unknown partition name, Error(kConflict)
+  // while a running query or stream uses it.
+  void drop_partition(const Schema& schema, const std::string& partition_name);
+
+  struct PartitionBackup {
+    std::string name;
+    std::string source_file;
+    std::string backup_file;
+    uint64_t bytes = 0;
+    std::string xxh3_128;  // hex checksum of the copied file
+    int64_t rows = 0;
+  };
+  // Copies a consistent image of one partition to `dir` (the partition is checkpointed first and
+  // its writers wait during the copy; readers go on). Returns what was written.
+  PartitionBackup backup_partition(const Schema& schema, const std::string& partition_name,
+                                   const std::string& dir);
+  // Replaces (or re-creates) the partition a backup file holds. The file must be a partition of
+  // this table layout and strategy whose stored period matches its name; it is copied next to the
+  // target and renamed over it, so readers see the old or the new partition, never a mix. Throws
+  // Error(kConflict) for another table/strategy, Error(kCorruption) for a file DuckDB cannot open.
+  void restore_partition(const Schema& schema, const std::string& backup_file);
+
   // Counters only (cheap).
   RepositoryCounters counters() const;
   // Detaches every unpinned partition and writes catalogs (DuckDB checkpoints on detach).

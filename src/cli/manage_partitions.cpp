@@ -465,6 +465,102 @@ int cmd_query(const Common& c, const QueryArgs& a) {
   return 0;
 }
 
+// ---- operations: cleanup, health-report, backup, restore
+// ------------------------------------------
+
+// Opens the store of an existing table for a lifecycle command.
+struct OpenStore {
+  PartitionedDataRepository repo;
+  Schema schema;
+  OpenStore(const PartitionConfig& cfg, const std::string& table, bool read_only)
+      : repo(cfg, {.read_only = read_only}), schema(repo.load_schema(table)) {
+    repo.initialize(schema);
+  }
+};
+
+void require_store(const PartitionConfig& cfg, const std::string& table) {
+  const std::string dir = cfg.base_partition_path + "/" + table;
+  if (!fs::exists(dir)) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("no partitions of table '{}' in '{}'", table, dir));
+  }
+}
+
+int cmd_cleanup(const Common& c, int retention_days, bool dry_run, const std::string& now,
+                const std::string& archive, bool json) {
+  const PartitionConfig cfg = resolve_config(c);
+  require_store(cfg, c.schema);
+  Date today;
+  if (now.empty()) {
+    const std::time_t t = std::time(nullptr);
+    today = date_of(Timestamp{static_cast<int64_t>(t) * 1'000'000});
+  } else {
+    today = *parse_date_arg(now, "--now");
+  }
+  OpenStore s(cfg, c.schema, dry_run);
+  PartitionUtilities u(s.repo);
+  const CleanupResult r = u.cleanup(s.schema, retention_days, today, dry_run, archive);
+  std::fputs((json ? r.to_json() + "\n" : r.to_text()).c_str(), stdout);
+  return 0;
+}
+
+int cmd_health(const Common& c, const std::string& output) {
+  const PartitionConfig cfg = resolve_config(c);
+  require_store(cfg, c.schema);
+  OpenStore s(cfg, c.schema, /*read_only=*/true);
+  PartitionUtilities u(s.repo);
+  const HealthReport r = u.health_report(s.schema);
+  if (!output.empty()) {
+    std::ofstream out(output, std::ios::trunc);
+    out << r.to_json() << "\n";
+    if (!out) throw Error(ErrorCode::kIo, fmt::format("cannot write health report '{}'", output));
+  }
+  std::fputs(r.summary().c_str(), stdout);
+  if (!output.empty()) std::printf("report written to %s\n", output.c_str());
+  return r.errors > 0 ? 1 : 0;
+}
+
+int cmd_backup(const Common& c, const std::string& partition, bool all, const std::string& to) {
+  const PartitionConfig cfg = resolve_config(c);
+  require_store(cfg, c.schema);
+  if (to.empty()) throw Error(ErrorCode::kInvalidArgument, "backup needs --to DIR");
+  if (all == !partition.empty()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "backup needs exactly one of --partition NAME or --all");
+  }
+  OpenStore s(cfg, c.schema, /*read_only=*/false);
+  PartitionUtilities u(s.repo);
+  std::vector<BackupManifestEntry> done;
+  if (all) {
+    done = u.backup_all(s.schema, to);
+  } else {
+    done.push_back(u.backup_partition(s.schema, partition, to));
+  }
+  uint64_t bytes = 0;
+  for (const auto& b : done) {
+    std::printf("%-28s %12lld rows %10s  xxh3-128 %s\n", b.file.c_str(),
+                static_cast<long long>(b.rows), human_bytes(b.bytes).c_str(), b.xxh3_128.c_str());
+    bytes += b.bytes;
+  }
+  std::printf("backed up %zu partition(s), %s, to %s (checksums in %s/manifest.json)\n",
+              done.size(), human_bytes(bytes).c_str(), to.c_str(), to.c_str());
+  return 0;
+}
+
+int cmd_restore(const Common& c, const std::string& from, bool verify_only) {
+  if (from.empty()) throw Error(ErrorCode::kInvalidArgument, "restore needs --from PATH");
+  const PartitionConfig cfg = resolve_config(c);
+  require_store(cfg, c.schema);
+  OpenStore s(cfg, c.schema, /*read_only=*/verify_only);
+  PartitionUtilities u(s.repo);
+  const RestoreResult r = u.restore(s.schema, from, verify_only);
+  for (const auto& f : r.verified) std::printf("verified %s\n", f.c_str());
+  for (const auto& p : r.restored) std::printf("restored %s\n", p.c_str());
+  std::printf("%zu file(s) verified, %zu partition(s) restored\n", r.verified.size(),
+              r.restored.size());
+  return 0;
+}
+
 }  // namespace
 
 int run_manage_partitions(int argc, char** argv) {
@@ -527,6 +623,44 @@ int run_manage_partitions(int argc, char** argv) {
   query->add_option("--format", qargs.format, "table, csv or json")->capture_default_str();
   query->add_flag("--count", qargs.count, "print only the number of matching rows");
 
+  int retention_days = -1;
+  bool cleanup_dry_run = false;
+  std::string now, archive;
+  auto* cleanup =
+      app.add_subcommand("cleanup", "remove whole partitions older than a retention period");
+  add_common(cleanup, common, false);
+  cleanup
+      ->add_option("--retention-days", retention_days,
+                   "keep periods that ended less than N days ago")
+      ->required();
+  cleanup->add_flag("--dry-run", cleanup_dry_run, "list what would be removed, change nothing");
+  cleanup->add_option("--now", now, "today's date for the cut-off (default: the system date)");
+  cleanup->add_option("--archive", archive, "back each partition up into DIR before removing it");
+  cleanup->add_flag("--json", json, "machine-readable output");
+
+  std::string health_output;
+  auto* health =
+      app.add_subcommand("health-report", "check every partition; exit 1 when an error is found");
+  add_common(health, common, false);
+  health->add_option("--output", health_output, "write the JSON report to FILE");
+
+  std::string backup_partition_name, backup_to;
+  bool backup_all = false;
+  auto* backup =
+      app.add_subcommand("backup", "consistent copies of partitions with a checksum manifest");
+  add_common(backup, common, false);
+  backup->add_option("--partition", backup_partition_name,
+                     "partition name, e.g. partition_2023_12");
+  backup->add_flag("--all", backup_all, "every partition");
+  backup->add_option("--to", backup_to, "backup directory")->required();
+
+  std::string restore_from;
+  bool verify_only = false;
+  auto* restore = app.add_subcommand("restore", "verify and restore partitions from a backup");
+  add_common(restore, common, false);
+  restore->add_option("--from", restore_from, "a backup file or a backup directory")->required();
+  restore->add_flag("--verify-only", verify_only, "only check the checksums");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -538,6 +672,10 @@ int run_manage_partitions(int argc, char** argv) {
     if (*migrate) return cmd_migrate(common, margs);
     if (*stats) return cmd_stats(common, json, stats_all);
     if (*query) return cmd_query(common, qargs);
+    if (*cleanup) return cmd_cleanup(common, retention_days, cleanup_dry_run, now, archive, json);
+    if (*health) return cmd_health(common, health_output);
+    if (*backup) return cmd_backup(common, backup_partition_name, backup_all, backup_to);
+    if (*restore) return cmd_restore(common, restore_from, verify_only);
   } catch (const Error& e) {
     std::fprintf(stderr, "manage_partitions: %s\n", e.what());
     return static_cast<int>(e.code());

@@ -14,7 +14,8 @@ ErrorCode classify(std::string_view m) noexcept {
   if (has("not a valid DuckDB database") || has("Corrupt") || has("corrupt") || has("checksum") ||
       has("Checksum") || has("INTERNAL Error") || has("Serialization") ||
       has("unsupported version") || has("not a DuckDB") || has("too small") ||
-      has("Failed to read") || has("database file with version")) {
+      has("Failed to read") || has("database file with version") ||
+      has("Could not read enough bytes")) {
     return ErrorCode::kCorruption;
   }
   if (has("IO Error") || has("No space left") || has("Permission denied") ||

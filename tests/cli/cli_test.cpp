@@ -368,5 +368,124 @@ TEST_F(CliTest, QueryAndStatsOutputs) {
   EXPECT_EQ(unknown.rc, 2);
 }
 
+TEST_F(CliTest, CleanupRemovesWholeExpiredPartitionsAndFreesSpace) {
+  make_source(path("src.duckdb"), 6000);
+  const std::vector<std::string> store = {"--partitions", path("parts"), "--schema", "events"};
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts"})
+                .rc,
+            0);
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), store.begin(), store.end());
+    return run(a);
+  };
+  // Cut-off 2022-01-15 (now 2022-03-16, 60 days): 2020-12 .. 2021-12 go, 2022-01 straddles and
+  // stays.
+  const CliRun dry =
+      with({"cleanup", "--retention-days", "60", "--now", "2022-03-16", "--dry-run", "--json"});
+  ASSERT_EQ(dry.rc, 0) << dry.err;
+  auto j = nlohmann::json::parse(dry.out);
+  EXPECT_EQ(j["cutoff"], "2022-01-15");
+  EXPECT_EQ(j["removed"].size(), 13u);
+  EXPECT_EQ(j["kept_straddling"][0], "partition_2022_01");
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2021_06.duckdb")))
+      << "dry run changed files";
+  duck::Database db = duck::Database::open(path("src.duckdb"), true);
+  const int64_t keep =
+      db.connect().query_int("SELECT count(*) FROM events WHERE ts >= TIMESTAMP '2022-01-01'");
+  const uint64_t before = [&] {
+    uint64_t n = 0;
+    for (const auto& f : std::filesystem::directory_iterator(path("parts/events")))
+      n += f.is_regular_file() ? f.file_size() : 0;
+    return n;
+  }();
+  const CliRun real = with(
+      {"cleanup", "--retention-days", "60", "--now", "2022-03-16", "--archive", path("archive")});
+  ASSERT_EQ(real.rc, 0) << real.err;
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2021_06.duckdb")));
+  EXPECT_TRUE(std::filesystem::exists(path("archive/partition_2021_06.duckdb")));
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2022_01.duckdb")));
+  uint64_t after = 0;
+  for (const auto& f : std::filesystem::directory_iterator(path("parts/events")))
+    after += f.is_regular_file() ? f.file_size() : 0;
+  EXPECT_LT(after, before) << "the disk space must come back";
+  const CliRun count = with({"query", "--count"});
+  EXPECT_EQ(count.out, std::to_string(keep) + "\n") << count.err;
+  const CliRun neg = with({"cleanup", "--retention-days", "-5"});
+  EXPECT_EQ(neg.rc, 2);
+  EXPECT_NE(neg.err.find("must not be negative"), std::string::npos) << neg.err;
+  // The archive restores what was removed.
+  const CliRun back = with({"restore", "--from", path("archive/partition_2021_06.duckdb")});
+  ASSERT_EQ(back.rc, 0) << back.err;
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2021_06.duckdb")));
+}
+
+TEST_F(CliTest, BackupRestoreAndHealthReportRepairADamagedPartition) {
+  make_source(path("src.duckdb"), 6000);
+  const std::vector<std::string> store = {"--partitions", path("parts"), "--schema", "events"};
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts"})
+                .rc,
+            0);
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), store.begin(), store.end());
+    return run(a);
+  };
+  const CliRun healthy = with({"health-report", "--output", path("health.json")});
+  ASSERT_EQ(healthy.rc, 0) << healthy.out << healthy.err;
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(path("health.json")))["errors"], 0);
+  const CliRun b = with({"backup", "--all", "--to", path("bk")});
+  ASSERT_EQ(b.rc, 0) << b.err;
+  EXPECT_TRUE(std::filesystem::exists(path("bk/manifest.json")));
+  const int64_t total = std::stoll(with({"query", "--count"}).out);
+  // Damage one partition: truncate it.
+  std::filesystem::resize_file(path("parts/events/partition_2021_07.duckdb"), 8192);
+  const CliRun sick = with({"health-report", "--output", path("health2.json")});
+  EXPECT_EQ(sick.rc, 1) << sick.out;
+  EXPECT_NE(sick.out.find("partition_2021_07"), std::string::npos) << sick.out;
+  auto hj = nlohmann::json::parse(std::ifstream(path("health2.json")));
+  EXPECT_EQ(hj["errors"], 1);
+  EXPECT_NE(hj["findings"][0]["recommendation"].get<std::string>().find("restore"),
+            std::string::npos);
+  // Queries away from the damage answer; queries that need it name it.
+  EXPECT_EQ(with({"query", "--filter", "ts:gte:2022-01-01", "--count"}).rc, 0);
+  const CliRun needs = with({"query", "--filter", "ts:between:2021-07-02,2021-07-03", "--count"});
+  EXPECT_EQ(needs.rc, 6) << needs.err;
+  EXPECT_NE(needs.err.find("partition_2021_07.duckdb"), std::string::npos) << needs.err;
+  // A damaged backup is refused by its checksum, and nothing is restored.
+  std::filesystem::copy_file(path("bk/partition_2021_08.duckdb"), path("bk/saved_08"));
+  {
+    std::fstream f(path("bk/partition_2021_08.duckdb"),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(5000);
+    f.put('X');
+  }
+  const CliRun bad = with({"restore", "--from", path("bk"), "--verify-only"});
+  EXPECT_EQ(bad.rc, 6) << bad.err;
+  EXPECT_NE(bad.err.find("partition_2021_08.duckdb' is damaged: checksum"), std::string::npos)
+      << bad.err;
+  std::filesystem::rename(path("bk/saved_08"), path("bk/partition_2021_08.duckdb"));
+  // Restore repairs it.
+  const CliRun fix = with({"restore", "--from", path("bk/partition_2021_07.duckdb")});
+  ASSERT_EQ(fix.rc, 0) << fix.err;
+  EXPECT_EQ(with({"health-report"}).rc, 0);
+  EXPECT_EQ(std::stoll(with({"query", "--count"}).out), total);
+  // A backup of another strategy is refused.
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("yearly"),
+                 "--schema", "events", "--partition-column", "ts", "--strategy", "yearly"})
+                .rc,
+            0);
+  ASSERT_EQ(run({"backup", "--partitions", path("yearly"), "--schema", "events", "--partition",
+                 "partition_2021", "--to", path("bk_yearly")})
+                .rc,
+            0);
+  const CliRun wrong = with({"restore", "--from", path("bk_yearly/partition_2021.duckdb")});
+  EXPECT_EQ(wrong.rc, 4) << wrong.err;
+  EXPECT_NE(wrong.err.find("yearly strategy"), std::string::npos) << wrong.err;
+  const CliRun missing = with({"backup", "--partition", "partition_1999_01", "--to", path("bk")});
+  EXPECT_EQ(missing.rc, 3);
+  EXPECT_NE(missing.err.find("no partition 'partition_1999_01'"), std::string::npos) << missing.err;
+}
+
 }  // namespace
 }  // namespace duckpart::testing

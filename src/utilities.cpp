@@ -1,0 +1,369 @@
+#include "duckpart/utilities.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "duckpart/error.hpp"
+#include "partition_files.hpp"
+
+namespace fs = std::filesystem;
+
+namespace duckpart {
+
+namespace {
+
+constexpr uint64_t kSmallBytes = 100ULL << 20;
+constexpr uint64_t kLargeBytes = 5ULL << 30;
+constexpr const char* kManifest = "manifest.json";
+
+std::string human_bytes(uint64_t b) {
+  if (b >= (1ULL << 30)) return fmt::format("{:.1f} GB", static_cast<double>(b) / (1ULL << 30));
+  if (b >= (1ULL << 20)) return fmt::format("{:.1f} MB", static_cast<double>(b) / (1ULL << 20));
+  return fmt::format("{:.1f} KB", static_cast<double>(b) / 1024.0);
+}
+
+nlohmann::json read_manifest(const std::string& dir) {
+  std::ifstream in(dir + "/" + kManifest);
+  if (!in) return nlohmann::json{{"format", 1}, {"files", nlohmann::json::object()}};
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kCorruption,
+                fmt::format("backup manifest '{}/{}' is damaged: {}", dir, kManifest, e.what()));
+  }
+}
+
+void write_manifest(const std::string& dir, const nlohmann::json& j) {
+  const std::string path = dir + "/" + kManifest;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out) throw Error(ErrorCode::kIo, fmt::format("cannot write '{}' (disk full?)", tmp));
+  }
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", path));
+  }
+}
+
+}  // namespace
+
+// ---- cleanup
+// --------------------------------------------------------------------------------------
+
+CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_days, Date today,
+                                          bool dry_run, const std::string& archive_dir) {
+  if (retention_days < 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("retention days must not be negative (got {})", retention_days));
+  }
+  CleanupResult res;
+  res.cutoff = Date{today.days - retention_days};
+  res.dry_run = dry_run;
+  repo_.initialize(schema);
+  for (const auto& s : repo_.get_partition_statistics().schemas) {
+    if (s.schema != schema.name()) continue;
+    for (const auto& p : s.partitions) {
+      if (!p.period_end) continue;  // partition_null: no period to expire
+      if (*p.period_end <= res.cutoff) {
+        res.removed.push_back(CleanupItem{p.name, p.file, p.rows, p.bytes, *p.period_end, ""});
+      } else if (*p.period_start < res.cutoff) {
+        res.kept_straddling.push_back(p.name);
+      }
+    }
+  }
+  for (auto& item : res.removed) {
+    res.bytes_freed += item.bytes;
+    if (dry_run) continue;
+    if (!archive_dir.empty())
+      item.archived_to = backup_partition(schema, item.name, archive_dir).file;
+    repo_.drop_partition(schema, item.name);
+  }
+  if (!dry_run) repo_.flush();
+  return res;
+}
+
+std::string CleanupResult::to_text() const {
+  std::string out =
+      fmt::format("cut-off {}: partitions whose period ended on or before it {}\n",
+                  format_date(cutoff), dry_run ? "would be removed (dry run)" : "were removed");
+  for (const auto& r : removed) {
+    out += fmt::format("  {:<26} {:>12} rows {:>10}  {}{}\n", r.name, r.rows, human_bytes(r.bytes),
+                       r.file, r.archived_to.empty() ? "" : "  (archived)");
+  }
+  out += fmt::format("{} partition(s), {} {}\n", removed.size(), human_bytes(bytes_freed),
+                     dry_run ? "would be freed; nothing was changed" : "freed");
+  for (const auto& k : kept_straddling)
+    out += fmt::format("kept {}: its period contains the cut-off\n", k);
+  return out;
+}
+
+std::string CleanupResult::to_json() const {
+  nlohmann::ordered_json j;
+  j["cutoff"] = format_date(cutoff);
+  j["dry_run"] = dry_run;
+  auto arr = nlohmann::ordered_json::array();
+  for (const auto& r : removed) {
+    arr.push_back({{"partition", r.name},
+                   {"file", r.file},
+                   {"rows", r.rows},
+                   {"bytes", r.bytes},
+                   {"period_end", format_date(r.period_end)},
+                   {"archived_to", r.archived_to}});
+  }
+  j["removed"] = arr;
+  j["kept_straddling"] = kept_straddling;
+  j["bytes_freed"] = bytes_freed;
+  return j.dump(2);
+}
+
+// ---- backup / restore
+// ------------------------------------------------------------------------------
+
+BackupManifestEntry PartitionUtilities::backup_partition(const Schema& schema,
+                                                         const std::string& name,
+                                                         const std::string& dir) {
+  const auto b = repo_.backup_partition(schema, name, dir);
+  BackupManifestEntry m{fs::path(b.backup_file).filename().string(), b.name, b.bytes, b.xxh3_128,
+                        b.rows};
+  nlohmann::json j = read_manifest(dir);
+  j["schema"] = schema.name();
+  j["strategy"] = strategy_name(repo_.config().strategy);
+  j["files"][m.file] = {
+      {"partition", m.partition}, {"bytes", m.bytes}, {"xxh3_128", m.xxh3_128}, {"rows", m.rows}};
+  write_manifest(dir, j);
+  return m;
+}
+
+std::vector<BackupManifestEntry> PartitionUtilities::backup_all(const Schema& schema,
+                                                                const std::string& dir) {
+  std::vector<BackupManifestEntry> out;
+  repo_.initialize(schema);
+  for (const auto& s : repo_.get_partition_statistics().schemas) {
+    if (s.schema != schema.name()) continue;
+    for (const auto& p : s.partitions) {
+      if (!p.problem.empty()) {
+        throw Error(
+            ErrorCode::kCorruption,
+            fmt::format("partition {} ('{}') cannot be backed up: {}", p.name, p.file, p.problem));
+      }
+      out.push_back(backup_partition(schema, p.name, dir));
+    }
+  }
+  return out;
+}
+
+RestoreResult PartitionUtilities::restore(const Schema& schema, const std::string& path,
+                                          bool verify_only) {
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    throw Error(ErrorCode::kNotFound, fmt::format("'{}' does not exist", path));
+  const bool is_dir = fs::is_directory(path, ec);
+  const std::string dir = is_dir ? path : fs::path(path).parent_path().string();
+  const nlohmann::json manifest = read_manifest(dir.empty() ? "." : dir);
+  std::vector<std::string> files;
+  if (is_dir) {
+    for (auto it = manifest["files"].begin(); it != manifest["files"].end(); ++it)
+      files.push_back(it.key());
+    if (files.empty()) {
+      throw Error(ErrorCode::kNotFound,
+                  fmt::format("backup directory '{}' has no {} entries", dir, kManifest));
+    }
+  } else {
+    files.push_back(fs::path(path).filename().string());
+  }
+  RestoreResult res;
+  // Verify every file first: a damaged backup restores nothing.
+  for (const auto& f : files) {
+    const std::string full = (fs::path(dir.empty() ? "." : dir) / f).string();
+    if (!manifest["files"].contains(f)) {
+      throw Error(ErrorCode::kNotFound,
+                  fmt::format("'{}' is not listed in '{}/{}': no checksum to verify it against",
+                              full, dir, kManifest));
+    }
+    const std::string want = manifest["files"][f]["xxh3_128"].get<std::string>();
+    const std::string got = file_checksum_xxh3(full);
+    if (got != want) {
+      throw Error(
+          ErrorCode::kCorruption,
+          fmt::format("backup '{}' is damaged: checksum {} does not match the manifest's {}", full,
+                      got, want));
+    }
+    res.verified.push_back(full);
+  }
+  if (verify_only) return res;
+  for (const auto& full : res.verified) {
+    repo_.restore_partition(schema, full);
+    res.restored.push_back(fs::path(full).stem().string());
+  }
+  repo_.flush();
+  return res;
+}
+
+// ---- health
+// -----------------------------------------------------------------------------------------
+
+HealthReport PartitionUtilities::health_report(const Schema& schema) {
+  HealthReport rep;
+  rep.schema = schema.name();
+  rep.strategy = strategy_name(repo_.config().strategy);
+  const uint64_t threshold = static_cast<uint64_t>(repo_.config().partition_size_threshold_mb)
+                             << 20;
+  auto add = [&](std::string sev, std::string part, std::string file, std::string problem,
+                 std::string rec) {
+    if (sev == "error") ++rep.errors;
+    if (sev == "warning") ++rep.warnings;
+    rep.findings.push_back(
+        {std::move(sev), std::move(part), std::move(file), std::move(problem), std::move(rec)});
+  };
+  repo_.initialize(schema);
+  // Every partition must open and agree with its metadata: checksum_partitions opens each file and
+  // counts its rows. A file that fails is reported, and the others are still checked.
+  std::map<std::string, int64_t> counted;
+  try {
+    for (const auto& c : repo_.checksum_partitions(schema)) counted[c.name] = c.rows;
+  } catch (const Error&) {
+    // Damaged partitions are listed below with their problem.
+  }
+  const auto stats = repo_.get_partition_statistics();
+  std::vector<int64_t> sizes;
+  std::vector<std::string> small;
+  for (const auto& s : stats.schemas) {
+    if (s.schema != schema.name()) continue;
+    rep.directory = s.directory;
+    rep.partitions = static_cast<int64_t>(s.partitions.size());
+    rep.rows = s.total_rows;
+    rep.bytes = s.total_bytes;
+    for (const auto& p : s.problems) {
+      add("warning", "", "", p,
+          "move files that are not partitions out of the partition directory");
+    }
+    for (const auto& p : s.partitions) {
+      if (!p.problem.empty()) {
+        add("error", p.name, p.file, fmt::format("cannot be used: {}", p.problem),
+            "restore it from a backup (manage_partitions restore --from DIR) or migrate its period "
+            "again");
+        continue;
+      }
+      if (auto it = counted.find(p.name); it != counted.end() && it->second != p.rows) {
+        add("error", p.name, p.file,
+            fmt::format("metadata says {} rows but the table holds {}", p.rows, it->second),
+            "restore it from a backup or migrate its period again");
+      }
+      if (p.period_start && p.min_value && p.max_value &&
+          (p.min_value->micros < to_timestamp(*p.period_start).micros ||
+           p.max_value->micros >= to_timestamp(*p.period_end).micros)) {
+        add("error", p.name, p.file,
+            fmt::format("holds rows outside its period {}..{} (min {}, max {})",
+                        format_date(*p.period_start), format_date(*p.period_end),
+                        format_timestamp(*p.min_value), format_timestamp(*p.max_value)),
+            "re-partition the store (migrate --from-partitions) so that every row is in its "
+            "period");
+      }
+      if (p.bytes > threshold) {
+        add("warning", p.name, p.file,
+            fmt::format("{} is above partition_size_threshold_mb ({} MB)", human_bytes(p.bytes),
+                        repo_.config().partition_size_threshold_mb),
+            "use a finer strategy (weekly or daily) for this data");
+      } else if (p.bytes > kLargeBytes) {
+        add("warning", p.name, p.file,
+            fmt::format("{} is above the 5 GB sweet spot", human_bytes(p.bytes)),
+            "use a finer strategy");
+      }
+      if (p.bytes < kSmallBytes) small.push_back(p.name);
+      sizes.push_back(p.rows);
+    }
+  }
+  if (!small.empty()) {
+    add("info", "", "",
+        fmt::format("{} of {} partitions are under 100 MB (e.g. {})", small.size(), rep.partitions,
+                    small.front()),
+        "roll small periods up into a coarser strategy (e.g. monthly to yearly) to cut per-file "
+        "overhead");
+  }
+  if (sizes.size() >= 3) {
+    std::sort(sizes.begin(), sizes.end());
+    const double median = static_cast<double>(sizes[sizes.size() / 2]);
+    if (median > 0 && static_cast<double>(sizes.back()) / median > 3.0) {
+      add("warning", "", "",
+          fmt::format("skewed: the largest partition has {:.1f}x the rows of the median one",
+                      static_cast<double>(sizes.back()) / median),
+          "consider a finer strategy for the busy periods, or accept the skew if it is seasonal");
+    }
+  }
+  // Leftovers: write-ahead logs of closed partitions (an interrupted process) and temporary files.
+  std::error_code ec;
+  for (fs::directory_iterator it(rep.directory, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const std::string ext = it->path().extension().string();
+    if (ext == ".wal") {
+      add("warning", "", it->path().string(),
+          "write-ahead log left by a process that did not close the partition cleanly",
+          "it is replayed the next time the partition is opened (any query on it); no action "
+          "needed unless "
+          "it persists");
+    } else if (ext == ".tmp" || name.find(".restore") != std::string::npos) {
+      add("warning", "", it->path().string(), "temporary file left by an interrupted operation",
+          "delete it once no duckpart process is running");
+    }
+  }
+  // Catalog drift.
+  std::ifstream cat(rep.directory + "/" + kCatalogFile);
+  if (!cat) {
+    add("info", "", rep.directory + "/" + kCatalogFile, "catalog missing",
+        "it is rebuilt from the partition files when the store is opened for writing");
+  }
+  return rep;
+}
+
+std::string HealthReport::to_json() const {
+  nlohmann::ordered_json j;
+  j["schema"] = schema;
+  j["directory"] = directory;
+  j["strategy"] = strategy;
+  j["partitions"] = partitions;
+  j["rows"] = rows;
+  j["bytes"] = bytes;
+  j["errors"] = errors;
+  j["warnings"] = warnings;
+  auto arr = nlohmann::ordered_json::array();
+  for (const auto& f : findings) {
+    arr.push_back({{"severity", f.severity},
+                   {"partition", f.partition},
+                   {"file", f.file},
+                   {"problem", f.problem},
+                   {"recommendation", f.recommendation}});
+  }
+  j["findings"] = arr;
+  return j.dump(2);
+}
+
+std::string HealthReport::summary() const {
+  std::string out =
+      fmt::format("{} ({}, {}): {} partitions, {} rows, {}; {} error(s), {} warning(s)\n", schema,
+                  directory, strategy, partitions, rows, human_bytes(bytes), errors, warnings);
+  for (const auto& f : findings) {
+    out += fmt::format("{:<7} {}{}{}\n        -> {}\n", f.severity,
+                       f.partition.empty() ? "" : f.partition + ": ", f.problem,
+                       f.file.empty() || !f.partition.empty() ? "" : " (" + f.file + ")",
+                       f.recommendation);
+  }
+  if (findings.empty()) out += "healthy: no findings\n";
+  return out;
+}
+
+}  // namespace duckpart
