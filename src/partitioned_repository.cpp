@@ -687,11 +687,51 @@ struct PartitionedDataRepository::Impl {
     }
     res.ids_generated = assign_missing_ids(schema, batch);
     if (schema.id_index()) {
+      // Min/max id per group straight from the column (no Value per row): ids are text (UUID in
+      // canonical lower-case form, whose text order is DuckDB's UUID order) or BIGINT.
+      ColumnVector& idv = batch.columns[*schema.id_index()];
+      if (schema.columns()[*schema.id_index()].type == ColumnType::kUuid) {
+        // Canonical text (lower case, hyphens) so that text order is UUID order and lookups match.
+        auto& text = std::get<std::vector<std::string>>(idv.data);
+        for (std::size_t r = 0; r < batch.rows; ++r) {
+          std::string& v = text[r];
+          const bool canonical = v.size() == 36 && std::none_of(v.begin(), v.end(), [](char ch) {
+                                   return ch >= 'A' && ch <= 'F';
+                                 });
+          if (canonical || !idv.is_valid(r)) continue;
+          std::string fixed;
+          if (!duck::uuid_normalize(v, fixed)) {
+            throw Error(ErrorCode::kInvalidArgument,
+                        fmt::format("record {}: id column '{}' (UUID): value '{}' is not a UUID", r,
+                                    *schema.id_column(), v));
+          }
+          v = std::move(fixed);
+        }
+      }
       for (Group& g : groups) {
-        for (uint32_t r : g.rows) {
-          const Value id = batch_cell(schema, batch, *schema.id_index(), r);
-          if (g.min_id.is_null() || id_less(id, g.min_id)) g.min_id = id;
-          if (g.max_id.is_null() || id_less(g.max_id, id)) g.max_id = id;
+        if (const auto* text = std::get_if<std::vector<std::string>>(&idv.data)) {
+          const std::string* lo = nullptr;
+          const std::string* hi = nullptr;
+          for (uint32_t r : g.rows) {
+            const std::string& v = (*text)[r];
+            if (!lo || v < *lo) lo = &v;
+            if (!hi || *hi < v) hi = &v;
+          }
+          if (lo) {
+            g.min_id = Value(*lo);
+            g.max_id = Value(*hi);
+          }
+        } else {
+          const auto& ints = std::get<std::vector<int64_t>>(idv.data);
+          int64_t lo = INT64_MAX, hi = INT64_MIN;
+          for (uint32_t r : g.rows) {
+            lo = std::min(lo, ints[r]);
+            hi = std::max(hi, ints[r]);
+          }
+          if (!g.rows.empty()) {
+            g.min_id = Value(lo);
+            g.max_id = Value(hi);
+          }
         }
       }
     }

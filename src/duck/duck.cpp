@@ -234,6 +234,40 @@ std::string uuid_to_string(duckdb_hugeint h) {
   return out;
 }
 
+bool uuid_parse(std::string_view text, duckdb_hugeint& out) {
+  uint64_t words[2] = {0, 0};
+  int digits = 0;
+  std::size_t start = 0, end = text.size();
+  if (end >= 2 && text.front() == '{' && text.back() == '}') {
+    ++start;
+    --end;
+  }
+  for (std::size_t i = start; i < end; ++i) {
+    const char c = text[i];
+    uint64_t v = 0;
+    if (c >= '0' && c <= '9') {
+      v = static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v = static_cast<uint64_t>(c - 'a' + 10);
+    } else if (c >= 'A' && c <= 'F') {
+      v = static_cast<uint64_t>(c - 'A' + 10);
+    } else if (c == '-' && end - start == 36 &&
+               (i - start == 8 || i - start == 13 || i - start == 18 || i - start == 23)) {
+      continue;
+    } else {
+      return false;
+    }
+    if (digits >= 32) return false;
+    uint64_t& w = words[digits / 16];
+    w = (w << 4) | v;
+    ++digits;
+  }
+  if (digits != 32) return false;
+  out.upper = static_cast<int64_t>(words[0] ^ (uint64_t{1} << 63));
+  out.lower = words[1];
+  return true;
+}
+
 bool uuid_normalize(std::string_view text, std::string& canonical) {
   if (text.size() >= 2 && text.front() == '{' && text.back() == '}') {
     text = text.substr(1, text.size() - 2);
@@ -513,6 +547,20 @@ void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>
           const auto& s = std::get<std::vector<double>>(src.data);
           auto* d = static_cast<double*>(data);
           for (std::size_t i = 0; i < n; ++i) d[i] = s[rows[begin + i]];
+          break;
+        }
+        case DUCKDB_TYPE_UUID: {
+          const auto& s = std::get<std::vector<std::string>>(src.data);
+          auto* d = static_cast<duckdb_hugeint*>(data);
+          for (std::size_t i = 0; i < n; ++i) {
+            const uint32_t row = rows[begin + i];
+            if (!src.is_valid(row)) continue;
+            if (!uuid_parse(s[row], d[i])) {
+              throw Error(ErrorCode::kInvalidArgument,
+                          fmt::format("{}: record {}: column {} (UUID): value '{}' is not a UUID",
+                                      context_, row, col + 1, s[row]));
+            }
+          }
           break;
         }
         default: {

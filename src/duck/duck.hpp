@@ -174,5 +174,7 @@ class BatchAppender {
 // 32 hex digits with optional hyphens and braces). Returns false on invalid text.
 std::string uuid_to_string(duckdb_hugeint h);
 bool uuid_normalize(std::string_view text, std::string& canonical);
+// Parses the same forms into DuckDB's UUID storage (hugeint with the top bit flipped).
+bool uuid_parse(std::string_view text, duckdb_hugeint& out);
 
 }  // namespace duckpart::duck
