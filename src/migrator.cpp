@@ -615,6 +615,23 @@ MigrationResult PartitionMigrator::migrate(
     report("verifying");
     if (options_.verify) {
       res.checks = verify();
+      // Incremental catch-up: a period whose rows or checksum differ from the source (the
+      // application kept writing to it since the first run) is copied again into a new file and
+      // swapped in atomically; a period that vanished from the source is dropped. Then verified
+      // again.
+      std::vector<std::string> changed;
+      for (const auto& c : res.checks) {
+        if (!c.ok) changed.push_back(c.name);
+      }
+      if (!changed.empty() && !(stop && stop->load())) {
+        for (const auto& name : changed) {
+          report(fmt::format("catching up {}", name));
+          recopy_period(name);
+          res.periods_recopied.push_back(name);
+        }
+        repo_.flush();
+        res.checks = verify();
+      }
       res.verified = true;
       for (const auto& c : res.checks) res.mismatches += c.ok ? 0 : 1;
     }
@@ -623,6 +640,59 @@ MigrationResult PartitionMigrator::migrate(
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
+}
+
+void PartitionMigrator::recopy_period(const std::string& name) {
+  auto key = parse_partition_name(name);
+  if (!key)
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("'{}' is not a partition name", name));
+  const PartitionStrategy strategy = repo_.config().strategy;
+  key->strategy = strategy;
+  const std::string col = duck::quote_ident(schema_.partition_column());
+  std::string where;
+  if (key->is_null) {
+    where = fmt::format("{} IS NULL", col);
+  } else {
+    // The period's code, as the routing computes it.
+    int64_t code = key->year;
+    if (strategy == PartitionStrategy::kMonthly || strategy == PartitionStrategy::kWeekly) {
+      code = int64_t{key->year} * 100 + key->number;
+    } else if (strategy == PartitionStrategy::kDaily) {
+      code = int64_t{key->year} * 10000 + key->number * 100 + key->day;
+    }
+    where = fmt::format("{} = {}", partition_code_sql(strategy, col), code);
+  }
+  SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
+  const int64_t rows =
+      src.conn.query_int(fmt::format("SELECT count(*) FROM main.{} WHERE {}{}",
+                                     duck::quote_ident(options_.table), where, range_sql()));
+  if (rows == 0) {
+    repo_.drop_partition(schema_, name);
+    return;
+  }
+  // Build the new partition beside the store (same file system), then swap it in.
+  const std::string staging = repo_.config().base_partition_path + "/." + options_.table +
+                              fmt::format(".catchup_{}", ::getpid());
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  {
+    PartitionConfig cfg = repo_.config();
+    cfg.base_partition_path = staging;
+    PartitionedDataRepository fresh(cfg);
+    fresh.attach_database(options_.source_path, "dp_catchup_source");
+    fresh.create_batch_from_query(
+        schema_,
+        fmt::format("SELECT * FROM dp_catchup_source.main.{} WHERE {}{}",
+                    duck::quote_ident(options_.table), where, range_sql()),
+        {}, options_.null_partition);
+  }
+  try {
+    repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name());
+  } catch (...) {
+    fs::remove_all(staging, ec);
+    throw;
+  }
+  fs::remove_all(staging, ec);
 }
 
 std::vector<PeriodCheck> PartitionMigrator::verify() {

@@ -116,6 +116,8 @@ struct MigrationResult {
   double seconds = 0;
   bool verified = false;
   std::vector<PeriodCheck> checks;
+  std::vector<std::string>
+      periods_recopied;  // changed in the source since copied: replaced atomically
   int64_t mismatches = 0;
 };
 
@@ -146,6 +148,8 @@ class PartitionMigrator {
 
  private:
   std::string range_sql() const;
+  // Copies one period again into a new file and swaps it in atomically (drops it if now empty).
+  void recopy_period(const std::string& name);
   PartitionedDataRepository& repo_;
   MigrationOptions options_;
   Schema schema_;

@@ -191,6 +191,7 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
     j["seconds"] = r.seconds;
     j["verified"] = r.verified;
     j["mismatches"] = r.mismatches;
+    j["periods_recopied"] = r.periods_recopied;
     auto checks = nlohmann::ordered_json::array();
     for (const auto& ch : r.checks) {
       checks.push_back({{"partition", ch.name},
@@ -208,6 +209,9 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
         r.seconds > 0 ? static_cast<double>(r.rows_copied) / r.seconds : 0.0,
         static_cast<long long>(r.batches_done), static_cast<long long>(r.batches_skipped),
         static_cast<long long>(r.rows_skipped), static_cast<long long>(r.partitions_created));
+    for (const auto& p : r.periods_recopied) {
+      std::printf("caught up %s: changed in the source, copied again and swapped in\n", p.c_str());
+    }
     if (r.verified) {
       std::printf(
           "verified %zu periods (row count and checksum over all columns): %lld mismatch(es)\n",

@@ -487,5 +487,40 @@ TEST_F(CliTest, BackupRestoreAndHealthReportRepairADamagedPartition) {
   EXPECT_NE(missing.err.find("no partition 'partition_1999_01'"), std::string::npos) << missing.err;
 }
 
+TEST_F(CliTest, ReRunCatchesUpWithSourceChanges) {
+  make_source(path("src.duckdb"), 8000);
+  const std::vector<std::string> mig = {
+      "migrate",  "--database", path("src.duckdb"),   "--partitions", path("parts"),
+      "--schema", "events",     "--partition-column", "ts",           "--batch-size",
+      "3000"};
+  ASSERT_EQ(run(mig).rc, 0);
+  {
+    // The application keeps writing to the source: inserts (old and new periods), updates, deletes.
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    duck::Connection c = db.connect();
+    c.exec(
+        "INSERT INTO events SELECT uuid()::VARCHAR, TIMESTAMP '2021-03-10 10:00:00', 1, 1.0, 1.00, "
+        "'a', [1], "
+        "INTERVAL 1 DAY, true FROM range(25)");
+    c.exec(
+        "INSERT INTO events SELECT uuid()::VARCHAR, TIMESTAMP '2023-05-05', 2, 2.0, 2.00, 'b', "
+        "[2], "
+        "INTERVAL 2 DAY, false FROM range(10)");  // a period the first run never saw
+    c.exec(
+        "UPDATE events SET qty = qty + 1 WHERE ts >= TIMESTAMP '2021-08-01' AND ts < TIMESTAMP "
+        "'2021-08-04'");
+    c.exec("DELETE FROM events WHERE ts >= TIMESTAMP '2022-02-01' AND ts < TIMESTAMP '2022-03-01'");
+  }
+  const CliRun r = run(mig);
+  ASSERT_EQ(r.rc, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("caught up partition_2021_08"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("caught up partition_2022_02"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("caught up partition_2023_05"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0 mismatch(es)"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2022_02.duckdb")));
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+}
+
 }  // namespace
 }  // namespace duckpart::testing
