@@ -331,4 +331,10 @@ StorageStatistics DuckDBDataRepository::get_partition_statistics() {
   return s;
 }
 
+void DuckDBDataRepository::flush() {
+  if (impl_->options.read_only) return;
+  auto conn = impl_->pool->take();
+  conn->exec("CHECKPOINT", impl_->path);
+}
+
 }  // namespace duckpart
