@@ -365,6 +365,9 @@ TEST_F(CliTest, QueryAndStatsOutputs) {
   EXPECT_NE(text.out.find("total: "), std::string::npos);
   const CliRun missing = run({"stats", "--partitions", path("nothing")});
   EXPECT_EQ(missing.rc, 3);
+  const CliRun self = run({"test"});
+  EXPECT_EQ(self.rc, 0) << self.out << self.err;
+  EXPECT_NE(self.out.find(" passed, 0 failed"), std::string::npos) << self.out;
   const CliRun help = run({"--help"});
   EXPECT_EQ(help.rc, 0);
   EXPECT_NE(help.out.find("migrate"), std::string::npos);
