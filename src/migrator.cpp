@@ -16,6 +16,7 @@
 
 #include "duck/duck.hpp"
 #include "duckpart/error.hpp"
+#include "text_util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -31,12 +32,6 @@ std::vector<DataRecord> rows_of(duck::Connection& c, const std::string& sql, std
   std::vector<DataRecord> rows;
   while (auto chunk = r.fetch()) dec.decode(chunk, rows);
   return rows;
-}
-
-std::string human_bytes(uint64_t b) {
-  if (b >= (1ULL << 30)) return fmt::format("{:.1f} GB", static_cast<double>(b) / (1ULL << 30));
-  if (b >= (1ULL << 20)) return fmt::format("{:.1f} MB", static_cast<double>(b) / (1ULL << 20));
-  return fmt::format("{:.1f} KB", static_cast<double>(b) / 1024.0);
 }
 
 std::optional<Timestamp> ts_of(const Value& v) {

@@ -254,6 +254,16 @@ struct PartitionedDataRepository::Impl {
     duck::ChunkDecoder decoder_;
   };
 
+  // The live partition called `name` ("partition_2023_12"); throws Error(kNotFound).
+  Entry* entry_named(Store& store, const std::string& name) {
+    std::lock_guard lock(mu);
+    for (auto& [k, entry] : store.entries) {
+      if (entry->name == name) return entry.get();
+    }
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("table '{}' has no partition '{}'", store.schema.name(), name));
+  }
+
   // ---- loading a schema's store ---------------------------------------------------------------
 
   std::string alias_for(const Schema& schema, const PartitionKey& key) const {
@@ -1481,17 +1491,7 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
                 "the partition store is open read-only; drop is refused");
   }
   Store& store = impl_->store_for(schema);
-  Entry* e = nullptr;
-  {
-    std::lock_guard lock(impl_->mu);
-    for (auto& [k, entry] : store.entries) {
-      if (entry->name == partition_name) e = entry.get();
-    }
-  }
-  if (!e) {
-    throw Error(ErrorCode::kNotFound,
-                fmt::format("table '{}' has no partition '{}'", schema.name(), partition_name));
-  }
+  Entry* e = impl_->entry_named(store, partition_name);
   std::lock_guard wlock(e->write_mu);
   {
     std::lock_guard lock(impl_->mu);
@@ -1529,17 +1529,7 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
 PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_partition(
     const Schema& schema, const std::string& partition_name, const std::string& dir) {
   Store& store = impl_->store_for(schema);
-  Entry* e = nullptr;
-  {
-    std::lock_guard lock(impl_->mu);
-    for (auto& [k, entry] : store.entries) {
-      if (entry->name == partition_name) e = entry.get();
-    }
-  }
-  if (!e) {
-    throw Error(ErrorCode::kNotFound,
-                fmt::format("table '{}' has no partition '{}'", schema.name(), partition_name));
-  }
+  Entry* e = impl_->entry_named(store, partition_name);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)

@@ -14,6 +14,7 @@
 
 #include "duckpart/error.hpp"
 #include "partition_files.hpp"
+#include "text_util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -24,12 +25,6 @@ namespace {
 constexpr uint64_t kSmallBytes = 100ULL << 20;
 constexpr uint64_t kLargeBytes = 5ULL << 30;
 constexpr const char* kManifest = "manifest.json";
-
-std::string human_bytes(uint64_t b) {
-  if (b >= (1ULL << 30)) return fmt::format("{:.1f} GB", static_cast<double>(b) / (1ULL << 30));
-  if (b >= (1ULL << 20)) return fmt::format("{:.1f} MB", static_cast<double>(b) / (1ULL << 20));
-  return fmt::format("{:.1f} KB", static_cast<double>(b) / 1024.0);
-}
 
 nlohmann::json read_manifest(const std::string& dir) {
   std::ifstream in(dir + "/" + kManifest);

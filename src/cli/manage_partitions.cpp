@@ -15,6 +15,7 @@
 #include <iostream>
 
 #include "duckpart/duckpart.hpp"
+#include "text_util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -88,12 +89,6 @@ std::optional<Date> parse_date_arg(const std::string& text, std::string_view fla
                 fmt::format("{} '{}' is not a valid date (YYYY-MM-DD)", flag, text));
   }
   return d;
-}
-
-std::string human_bytes(uint64_t b) {
-  if (b >= (1ULL << 30)) return fmt::format("{:.1f} GB", static_cast<double>(b) / (1ULL << 30));
-  if (b >= (1ULL << 20)) return fmt::format("{:.1f} MB", static_cast<double>(b) / (1ULL << 20));
-  return fmt::format("{:.1f} KB", static_cast<double>(b) / 1024.0);
 }
 
 // ---- analyze
