@@ -14,6 +14,7 @@
 #include "duckpart/error.hpp"
 #include "duckpart/period.hpp"
 #include "query_sql.hpp"
+#include "sql_stream.hpp"
 #include "table_sql.hpp"
 
 namespace duckpart {
@@ -278,6 +279,20 @@ RecordStream DuckDBDataRepository::stream_query_results(const Schema& schema,
   duck::Result r = st.execute_streaming();
   return RecordStream(q.column_names, std::make_unique<ResultSource>(std::move(conn), std::move(r)),
                       stats);
+}
+
+RecordStream DuckDBDataRepository::query_sql(const std::string& sql) {
+  auto conn = std::make_shared<duck::Connection>(impl_->db.get());
+  duck::Prepared checked = prepare_read_only(*conn, sql);
+  const std::string final_sql = decodable_sql(checked, sql);
+  duck::Prepared p = final_sql == sql ? std::move(checked) : conn->prepare(final_sql, "SQL");
+  duck::Result r = p.execute_streaming();
+  auto source = std::make_unique<SqlResultSource>(conn, std::move(r));
+  std::vector<std::string> names = source->names();
+  QueryStats stats;
+  stats.partitions_total = 1;
+  stats.partitions_scanned = 1;
+  return RecordStream(std::move(names), std::move(source), stats);
 }
 
 int64_t DuckDBDataRepository::count_all(const Schema& schema, const DataQueryRequest& request) {

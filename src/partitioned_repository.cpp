@@ -25,6 +25,8 @@
 #include "partition_files.hpp"
 #include "pruning.hpp"
 #include "query_sql.hpp"
+#include "sql_pruning.hpp"
+#include "sql_stream.hpp"
 #include "table_sql.hpp"
 
 namespace fs = std::filesystem;
@@ -1055,6 +1057,30 @@ struct PartitionedDataRepository::Impl {
     return sel;
   }
 
+  // The partitions of `store` that may hold a partition value in `set` (SQL statements).
+  std::vector<Entry*> select_by_values(Store& store, const ValueSet& set, QueryStats& stats) {
+    std::vector<Entry*> out;
+    std::lock_guard lock(mu);
+    for (auto& [key, e] : store.entries) {
+      bool keep = false;
+      if (key.is_null) {
+        keep = set.null_ok && (!e->problem.empty() || e->meta.row_count > 0);
+      } else if (!e->problem.empty()) {
+        keep = set.overlaps(e->range_min(), e->range_max());
+      } else if (e->meta.row_count > 0 && e->meta.min_value && e->meta.max_value) {
+        keep = set.overlaps(*e->meta.min_value, *e->meta.max_value);
+      }
+      if (keep) out.push_back(e.get());
+    }
+    stats.partitions_total += static_cast<int64_t>(store.entries.size());
+    stats.partitions_scanned += static_cast<int64_t>(out.size());
+    stats.partitions_pruned = stats.partitions_total - stats.partitions_scanned;
+    ++counters.queries;
+    counters.partitions_scanned += static_cast<int64_t>(out.size());
+    counters.partitions_pruned += static_cast<int64_t>(store.entries.size() - out.size());
+    return out;
+  }
+
   static std::string union_source(const Store& store, const std::vector<Entry*>& entries) {
     const std::string table = duck::quote_ident(store.schema.name());
     if (entries.size() == 1) return duck::quote_ident(entries[0]->alias) + ".main." + table;
@@ -1426,6 +1452,125 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
       q.column_names,
       std::make_unique<Impl::PinnedSource>(std::move(pins), std::move(conn), std::move(r)),
       sel.stats);
+}
+
+namespace {
+
+// Whether `sql` contains `name` as a whole word (case-insensitive). False positives (the name in a
+// string literal) only cost a stand-in table.
+bool mentions_identifier(std::string_view sql, std::string_view name) {
+  auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  for (std::size_t i = 0; i + name.size() <= sql.size(); ++i) {
+    bool same = true;
+    for (std::size_t j = 0; same && j < name.size(); ++j)
+      same = lower(sql[i + j]) == lower(name[j]);
+    if (!same) continue;
+    const bool left_ok = i == 0 || !word(sql[i - 1]);
+    const bool right_ok = i + name.size() == sql.size() || !word(sql[i + name.size()]);
+    if (left_ok && right_ok) return true;
+  }
+  return false;
+}
+
+std::string unquote_ident(std::string s) {
+  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+  return s;
+}
+
+// Keeps what a SQL result reads alive: the connection (closed first: its views reference the
+// partitions) and the pinned partitions.
+template <class PinsT>
+struct SqlKeepAlive {
+  std::unique_ptr<PinsT> pins;
+  std::shared_ptr<duck::Connection> conn;
+};
+
+}  // namespace
+
+RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
+  // The tables of the store the statement names.
+  std::set<std::string> names;
+  for (const std::string& t : list_schemas()) names.insert(t);
+  {
+    std::lock_guard lock(impl_->mu);
+    for (const auto& [name, store] : impl_->stores) names.insert(name);
+  }
+  std::vector<Store*> stores;
+  for (const std::string& t : names) {
+    if (mentions_identifier(sql, t)) stores.push_back(&impl_->store_for(load_schema(t)));
+  }
+
+  // Stand-in tables (same columns, no rows) let DuckDB check the statement and tell us, through
+  // EXPLAIN, which predicates restrict each scan.
+  auto conn = std::make_shared<duck::Connection>(impl_->hub.get());
+  for (Store* s : stores) {
+    std::string ddl = create_table_sql("", s->schema, false);
+    ddl.replace(0, std::string("CREATE TABLE main.").size(), "CREATE TEMP TABLE ");
+    conn->exec(ddl, "SQL statement");
+  }
+  prepare_read_only(*conn, sql);
+  const std::string body = strip_statement_end(sql);
+  duck::Result explain = conn->query("EXPLAIN (FORMAT JSON) " + body + "\n", "SQL statement");
+  duck::ChunkDecoder dec(explain);
+  std::vector<DataRecord> plan_rows;
+  while (auto chunk = explain.fetch()) dec.decode(chunk, plan_rows);
+  std::string plan;
+  for (const DataRecord& r : plan_rows) {
+    if (r.values.size() >= 2 && r.values[1].is<std::string>())
+      plan += r.values[1].get<std::string>();
+  }
+  const std::vector<ExplainedScan> scans = explained_scans(plan);
+
+  QueryStats stats;
+  std::vector<std::vector<Entry*>> chosen;
+  std::vector<Entry*> all;
+  for (Store* s : stores) {
+    const auto& col = s->schema.columns()[s->schema.partition_index()];
+    ValueSet set = ValueSet::none();
+    for (const ExplainedScan& scan : scans) {
+      const std::string table = unquote_ident(scan.table);
+      if (table.size() != s->schema.name().size() ||
+          !mentions_identifier(table, s->schema.name())) {
+        continue;
+      }
+      set = set.unite(filter_value_set(scan.filters, col.name, col.type == ColumnType::kDate));
+    }
+    chosen.push_back(impl_->select_by_values(*s, set, stats));
+    all.insert(all.end(), chosen.back().begin(), chosen.back().end());
+  }
+  auto pins = std::make_unique<Impl::Pins>(impl_->acquire(all, &stats));
+
+  // Each table becomes a view over its pinned partitions (a table with nothing to read keeps its
+  // empty stand-in).
+  for (std::size_t i = 0; i < stores.size(); ++i) {
+    std::vector<Entry*> mine;
+    for (Entry* e : pins->entries()) {
+      if (std::find(chosen[i].begin(), chosen[i].end(), e) != chosen[i].end()) mine.push_back(e);
+    }
+    if (mine.empty()) continue;
+    const std::string table = duck::quote_ident(stores[i]->schema.name());
+    std::string view = "CREATE TEMP VIEW " + table + " AS ";
+    for (std::size_t k = 0; k < mine.size(); ++k) {
+      if (k) view += " UNION ALL ";
+      view += "SELECT * FROM " + duck::quote_ident(mine[k]->alias) + ".main." + table;
+    }
+    conn->exec("DROP TABLE temp.main." + table, "SQL statement");
+    conn->exec(view, "SQL statement");
+  }
+  duck::Prepared checked = prepare_read_only(*conn, sql);
+  const std::string final_sql = decodable_sql(checked, sql);
+  duck::Prepared p = final_sql == sql ? std::move(checked) : conn->prepare(final_sql, "SQL");
+  duck::Result r = p.execute_streaming();
+  auto keep = std::make_shared<SqlKeepAlive<Impl::Pins>>();
+  keep->pins = std::move(pins);
+  keep->conn = conn;
+  conn.reset();
+  auto source = std::make_unique<SqlResultSource>(std::move(keep), std::move(r));
+  std::vector<std::string> columns = source->names();
+  return RecordStream(std::move(columns), std::move(source), stats);
 }
 
 int64_t PartitionedDataRepository::count_all(const Schema& schema,

@@ -278,6 +278,18 @@ TEST_F(PartitionedTest, ForeignAndDamagedFilesAreNamedAndIsolated) {
   EXPECT_EQ(problems, 3);  // 2022_05 foreign, 2023_02 truncated, 2030 wrong strategy
   ASSERT_EQ(s.problems.size(), 1u);
   EXPECT_NE(s.problems[0].find("notes.duckdb"), std::string::npos);
+  // SQL: the same isolation — pruned statements answer, one that needs the file names it.
+  {
+    RecordStream ok = repo.query_sql("SELECT count(*) FROM events WHERE ts < '2022-01-01'");
+    DataRecord r;
+    ASSERT_TRUE(ok.next(r));
+    EXPECT_EQ(r.values[0].get<int64_t>(), 600);
+  }
+  msg = error_of([&] {
+    repo.query_sql("SELECT sum(qty) FROM events WHERE ts::DATE = '2023-02-10'")
+        .for_each([](const DataRecord&) { return true; });
+  });
+  EXPECT_NE(msg.find("partition_2023_02.duckdb"), std::string::npos) << msg;
   // Writing into a damaged period is refused with the file's name; other periods take writes.
   std::mt19937_64 rng(1);
   auto bad = random_wide_rows(rng, 3, date_from_civil(2023, 2, 1), date_from_civil(2023, 2, 28));
@@ -309,6 +321,47 @@ TEST_F(PartitionedTest, OneDirectoryOneRepositoryPerProcess) {
   const std::string msg = error_of([&] { open(); }, &code);
   EXPECT_EQ(code, ErrorCode::kLocked);
   EXPECT_NE(msg.find("already open in this process"), std::string::npos);
+}
+
+TEST_F(PartitionedTest, SqlIsReadOnlyAndPrunes) {
+  const auto all = fill_36_months();
+  PartitionedDataRepository repo = open();
+  for (const char* bad :
+       {"DELETE FROM events", "INSERT INTO events SELECT * FROM events",
+        "UPDATE events SET qty = 0", "CREATE TABLE x AS SELECT * FROM events", "DROP TABLE events",
+        "COPY events TO '/tmp/duckpart_sql_copy.csv'", "ATTACH ':memory:' AS m",
+        "SELECT 1; DELETE FROM events", "", "SELEC 1", "CHECKPOINT", "SET threads = 1"}) {
+    ErrorCode code{};
+    const std::string msg = error_of([&] { repo.query_sql(bad); }, &code);
+    EXPECT_EQ(code, ErrorCode::kInvalidArgument) << bad << ": " << msg;
+    EXPECT_FALSE(msg.empty()) << bad;
+  }
+  EXPECT_FALSE(std::filesystem::exists("/tmp/duckpart_sql_copy.csv"));
+  EXPECT_EQ(repo.count_all(schema_), static_cast<int64_t>(all.size())) << "nothing was changed";
+  // A three-month aggregate reads three files; a statement without a time predicate reads all.
+  RecordStream q = repo.query_sql(
+      "SELECT count(*), sum(qty) FROM events WHERE ts BETWEEN '2022-03-01' AND '2022-05-31 "
+      "23:59:59.999999'");
+  DataRecord r;
+  ASSERT_TRUE(q.next(r));
+  EXPECT_EQ(r.values[0].get<int64_t>(), 150);
+  EXPECT_EQ(q.stats().partitions_scanned, 3);
+  EXPECT_EQ(q.stats().partitions_total, 36);
+  RecordStream full = repo.query_sql("SELECT count(*) FROM events WHERE qty >= 0 OR qty IS NULL");
+  ASSERT_TRUE(full.next(r));
+  EXPECT_EQ(r.values[0].get<int64_t>(), static_cast<int64_t>(all.size()));
+  EXPECT_EQ(full.stats().partitions_scanned, 36);
+  // Types outside the record model come back as text.
+  RecordStream lists = repo.query_sql(
+      "SELECT list(qty ORDER BY qty) AS l, INTERVAL 1 DAY AS i FROM events WHERE qty = 5 GROUP BY "
+      "ALL;");
+  ASSERT_EQ(lists.columns(), (std::vector<std::string>{"l", "i"}));
+  int groups = 0;
+  for (DataRecord row; lists.next(row); ++groups) {
+    EXPECT_EQ(row.values[0].get<std::string>().front(), '[');
+    EXPECT_EQ(row.values[1].get<std::string>(), "1 day");
+  }
+  EXPECT_LE(groups, 1);
 }
 
 TEST_F(PartitionedTest, ReadOnlyRefusesWrites) {

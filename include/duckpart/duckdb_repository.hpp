@@ -38,6 +38,7 @@ class DuckDBDataRepository final : public IDataRepository {
   RecordStream stream_query_results(const Schema& schema, const DataQueryRequest& request) override;
   int64_t count_all(const Schema& schema, const DataQueryRequest& request = {}) override;
   StorageStatistics get_partition_statistics() override;
+  RecordStream query_sql(const std::string& sql) override;
   // Writes everything in the write-ahead log into the database file (DuckDB CHECKPOINT).
   void flush();
 

@@ -62,6 +62,7 @@ class PartitionedDataRepository final : public IDataRepository {
   RecordStream stream_query_results(const Schema& schema, const DataQueryRequest& request) override;
   int64_t count_all(const Schema& schema, const DataQueryRequest& request = {}) override;
   StorageStatistics get_partition_statistics() override;
+  RecordStream query_sql(const std::string& sql) override;
   // The SQL bulk path (migration, import, re-partitioning). Routes every row of `select_sql` — a
   // SELECT whose columns are the schema's, in order — to its partition in one scan, copying DuckDB
   // vectors (any column type), then commits once per partition with the batch id, like

@@ -148,6 +148,13 @@ class IDataRepository {
                                             const DataQueryRequest& request) = 0;
   // Number of rows matching the request's filters (limit/offset ignored).
   virtual int64_t count_all(const Schema& schema, const DataQueryRequest& request = {}) = 0;
+  // Runs one read-only SQL statement (a SELECT; WITH, joins, aggregates and window functions
+  // included) in which each table's name means the whole table — for the partitioned repository,
+  // the union of its partitions, pruned to those whose stored range can match the statement's
+  // predicates on the partition column. Any other statement (or several) is refused with
+  // Error(kInvalidArgument) before it runs. Rows stream in bounded memory; columns of types the
+  // record model lacks (LIST, STRUCT, INTERVAL, ...) come back as text.
+  virtual RecordStream query_sql(const std::string& sql) = 0;
   // Per-partition statistics of every schema the store holds, plus counters.
   virtual StorageStatistics get_partition_statistics() = 0;
 };

@@ -365,45 +365,19 @@ nlohmann::json json_cell(const Value& v) {
   return v.to_string();
 }
 
-int cmd_query(const Common& c, const QueryArgs& a) {
-  const PartitionConfig cfg = resolve_config(c);
-  if (a.format != "table" && a.format != "csv" && a.format != "json") {
+void check_format(const std::string& format) {
+  if (format != "table" && format != "csv" && format != "json") {
     throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("--format '{}': expected table, csv or json", a.format));
+                fmt::format("--format '{}': expected table, csv or json", format));
   }
-  if (!fs::exists(cfg.base_partition_path)) {
-    throw Error(ErrorCode::kNotFound,
-                fmt::format("partition directory '{}' does not exist", cfg.base_partition_path));
-  }
-  PartitionedDataRepository repo(cfg, {.read_only = true});
-  const Schema schema = repo.load_schema(c.schema);
-  DataQueryRequest q;
-  for (const auto& f : a.filters) q.filters.push_back(parse_filter(f));
-  for (const auto& s : a.sorts) {
-    const auto p = s.find(':');
-    SortKey k{s.substr(0, p), SortDirection::kAsc};
-    if (p != std::string::npos) {
-      const std::string dir = s.substr(p + 1);
-      if (dir == "desc")
-        k.direction = SortDirection::kDesc;
-      else if (dir != "asc") {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("--sort '{}': direction must be asc or desc", s));
-      }
-    }
-    q.sort.push_back(k);
-  }
-  if (a.limit >= 0) q.limit = a.limit;
-  q.offset = a.offset;
-  if (!a.columns.empty()) q.columns = split(a.columns, ',');
-  if (a.count) {
-    std::printf("%lld\n", static_cast<long long>(repo.count_all(schema, q)));
-    return 0;
-  }
-  RecordStream stream = repo.stream_query_results(schema, q);
+}
+
+// Prints every row of `stream` as a table, CSV or JSON (streamed: bounded memory). The table
+// format reports rows and partitions scanned on stderr.
+int print_stream(RecordStream& stream, const std::string& format) {
   const auto& cols = stream.columns();
   DataRecord r;
-  if (a.format == "csv") {
+  if (format == "csv") {
     std::string line;
     for (std::size_t i = 0; i < cols.size(); ++i) line += (i ? "," : "") + csv_cell(Value(cols[i]));
     std::printf("%s\n", line.c_str());
@@ -418,7 +392,7 @@ int cmd_query(const Common& c, const QueryArgs& a) {
     }
     return 0;
   }
-  if (a.format == "json") {
+  if (format == "json") {
     std::fputs("[", stdout);
     bool first = true;
     while (stream.next(r)) {
@@ -462,6 +436,54 @@ int cmd_query(const Common& c, const QueryArgs& a) {
                static_cast<long long>(stream.stats().partitions_scanned),
                static_cast<long long>(stream.stats().partitions_total));
   return 0;
+}
+
+int cmd_query(const Common& c, const QueryArgs& a) {
+  const PartitionConfig cfg = resolve_config(c);
+  check_format(a.format);
+  if (!fs::exists(cfg.base_partition_path)) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("partition directory '{}' does not exist", cfg.base_partition_path));
+  }
+  PartitionedDataRepository repo(cfg, {.read_only = true});
+  const Schema schema = repo.load_schema(c.schema);
+  DataQueryRequest q;
+  for (const auto& f : a.filters) q.filters.push_back(parse_filter(f));
+  for (const auto& s : a.sorts) {
+    const auto p = s.find(':');
+    SortKey k{s.substr(0, p), SortDirection::kAsc};
+    if (p != std::string::npos) {
+      const std::string dir = s.substr(p + 1);
+      if (dir == "desc")
+        k.direction = SortDirection::kDesc;
+      else if (dir != "asc") {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("--sort '{}': direction must be asc or desc", s));
+      }
+    }
+    q.sort.push_back(k);
+  }
+  if (a.limit >= 0) q.limit = a.limit;
+  q.offset = a.offset;
+  if (!a.columns.empty()) q.columns = split(a.columns, ',');
+  if (a.count) {
+    std::printf("%lld\n", static_cast<long long>(repo.count_all(schema, q)));
+    return 0;
+  }
+  RecordStream stream = repo.stream_query_results(schema, q);
+  return print_stream(stream, a.format);
+}
+
+int cmd_sql(const Common& c, const std::string& sql, const std::string& format) {
+  check_format(format);
+  const PartitionConfig cfg = resolve_config(c);
+  if (!fs::exists(cfg.base_partition_path)) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("partition directory '{}' does not exist", cfg.base_partition_path));
+  }
+  PartitionedDataRepository repo(cfg, {.read_only = true});
+  RecordStream stream = repo.query_sql(sql);
+  return print_stream(stream, format);
 }
 
 // ---- operations: cleanup, health-report, backup, restore
@@ -689,6 +711,18 @@ int run_manage_partitions(int argc, char** argv) {
   query->add_option("--format", qargs.format, "table, csv or json")->capture_default_str();
   query->add_flag("--count", qargs.count, "print only the number of matching rows");
 
+  std::string sql_text, sql_format = "table";
+  auto* sql = app.add_subcommand(
+      "sql",
+      "read-only SQL over the partitioned tables (partitions pruned on the partition column)\n"
+      "Example: manage_partitions sql \"SELECT date_trunc('month', production_period) AS m, "
+      "sum(oil_production) FROM well_production WHERE production_period BETWEEN "
+      "'2023-01-01' AND '2023-03-31' GROUP BY m ORDER BY m\"");
+  add_common(sql, common, false);
+  sql->add_option("statement", sql_text, "one SELECT statement; table names are the schemas")
+      ->required();
+  sql->add_option("--format", sql_format, "table, csv or json")->capture_default_str();
+
   int retention_days = -1;
   bool cleanup_dry_run = false;
   std::string now, archive;
@@ -742,6 +776,7 @@ int run_manage_partitions(int argc, char** argv) {
     if (*migrate) return cmd_migrate(common, margs);
     if (*stats) return cmd_stats(common, json, stats_all);
     if (*query) return cmd_query(common, qargs);
+    if (*sql) return cmd_sql(common, sql_text, sql_format);
     if (*cleanup) return cmd_cleanup(common, retention_days, cleanup_dry_run, now, archive, json);
     if (*health) return cmd_health(common, health_output);
     if (*backup) return cmd_backup(common, backup_partition_name, backup_all, backup_to);

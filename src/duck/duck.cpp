@@ -170,6 +170,32 @@ Prepared Connection::prepare(const std::string& sql, std::string_view context) {
   return Prepared(p, sql);
 }
 
+Prepared Connection::prepare_single(const std::string& sql, std::string_view context) {
+  duckdb_extracted_statements extracted = nullptr;
+  const idx_t n = duckdb_extract_statements(c_.get(), sql.c_str(), &extracted);
+  Owned<duckdb_extracted_statements, duckdb_destroy_extracted> owner(extracted);
+  if (n == 0) {
+    const char* err = extracted ? duckdb_extract_statements_error(extracted) : nullptr;
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("{}{}{}", context, context.empty() ? "" : ": ",
+                            err && *err ? err : "no SQL statement given"));
+  }
+  if (n > 1) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("{}{}{} statements given; run one statement at a time", context,
+                            context.empty() ? "" : ": ", n));
+  }
+  duckdb_prepared_statement p = nullptr;
+  if (duckdb_prepare_extracted_statement(c_.get(), extracted, 0, &p) != DuckDBSuccess) {
+    std::string err = duckdb_prepare_error(p) ? duckdb_prepare_error(p) : "prepare failed";
+    duckdb_destroy_prepare(&p);
+    const ErrorCode code = classify(err);
+    throw Error(code == ErrorCode::kDuckDb ? ErrorCode::kInvalidArgument : code,
+                fmt::format("{}{}{}", context, context.empty() ? "" : ": ", err));
+  }
+  return Prepared(p, sql);
+}
+
 int64_t Connection::query_int(std::string_view sql, std::string_view context) {
   Result r = query(sql, context);
   DataChunk c = r.fetch();
@@ -332,6 +358,51 @@ std::string read_string(duckdb_string_t* s) {
 }
 
 }  // namespace
+
+duckdb_statement_type Prepared::statement_type() const noexcept {
+  return duckdb_prepared_statement_type(p_.get());
+}
+
+std::vector<duckdb_type> Prepared::column_types() const {
+  std::vector<duckdb_type> types;
+  const idx_t n = duckdb_prepared_statement_column_count(p_.get());
+  for (idx_t i = 0; i < n; ++i) types.push_back(duckdb_prepared_statement_column_type(p_.get(), i));
+  return types;
+}
+
+std::string Prepared::column_name(idx_t col) const {
+  const char* name = duckdb_prepared_statement_column_name(p_.get(), col);
+  std::string out = name ? name : "";
+  duckdb_free(const_cast<char*>(name));
+  return out;
+}
+
+bool ChunkDecoder::can_decode(duckdb_type t) noexcept {
+  switch (t) {
+    case DUCKDB_TYPE_BOOLEAN:
+    case DUCKDB_TYPE_TINYINT:
+    case DUCKDB_TYPE_SMALLINT:
+    case DUCKDB_TYPE_INTEGER:
+    case DUCKDB_TYPE_BIGINT:
+    case DUCKDB_TYPE_UTINYINT:
+    case DUCKDB_TYPE_USMALLINT:
+    case DUCKDB_TYPE_UINTEGER:
+    case DUCKDB_TYPE_UBIGINT:
+    case DUCKDB_TYPE_FLOAT:
+    case DUCKDB_TYPE_DOUBLE:
+    case DUCKDB_TYPE_DATE:
+    case DUCKDB_TYPE_TIMESTAMP:
+    case DUCKDB_TYPE_TIMESTAMP_TZ:
+    case DUCKDB_TYPE_VARCHAR:
+    case DUCKDB_TYPE_BLOB:
+    case DUCKDB_TYPE_UUID:
+    case DUCKDB_TYPE_HUGEINT:
+    case DUCKDB_TYPE_DECIMAL:
+      return true;
+    default:
+      return false;
+  }
+}
 
 ChunkDecoder::ChunkDecoder(Result& result) {
   const idx_t n = result.column_count();

@@ -95,6 +95,10 @@ class Prepared {
   // Binds parameter `index` (1-based) to `v` with its natural DuckDB type.
   void bind(idx_t index, const Value& v);
   Result execute();
+  // What the statement is (SELECT, INSERT, ...) and the type of each result column.
+  duckdb_statement_type statement_type() const noexcept;
+  std::vector<duckdb_type> column_types() const;
+  std::string column_name(idx_t col) const;
   // A streaming result: chunks are produced as they are fetched (bounded memory).
   Result execute_streaming();
 
@@ -112,6 +116,9 @@ class Connection {
   Result query(std::string_view sql, std::string_view context = "");
   void exec(std::string_view sql, std::string_view context = "") { query(sql, context); }
   Prepared prepare(const std::string& sql, std::string_view context = "");
+  // Prepares `sql`, which must hold exactly one statement; throws Error(kInvalidArgument) naming
+  // the problem when it holds none or several, or when it does not parse or bind.
+  Prepared prepare_single(const std::string& sql, std::string_view context = "");
   // Single value of a single-row result as int64 (count(*) and friends); 0 for NULL.
   int64_t query_int(std::string_view sql, std::string_view context = "");
   void interrupt() noexcept { duckdb_interrupt(c_.get()); }
@@ -140,6 +147,8 @@ class ChunkDecoder {
   // Appends every row of `chunk` to `out`.
   void decode(const DataChunk& chunk, std::vector<DataRecord>& out) const;
   const std::vector<std::string>& names() const noexcept { return names_; }
+  // Whether decode() handles columns of type `t` (others must be cast to VARCHAR first).
+  static bool can_decode(duckdb_type t) noexcept;
 
  private:
   struct ColumnReader {
