@@ -1802,6 +1802,151 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   impl_->trim_locked();
 }
 
+namespace {
+
+uint64_t file_bytes(const std::string& file) {
+  std::error_code ec;
+  uint64_t n = 0;
+  if (auto sz = fs::file_size(file, ec); !ec) n += sz;
+  if (auto sz = fs::file_size(file + ".wal", ec); !ec) n += sz;
+  return n;
+}
+
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_partition(
+    const Schema& schema, const std::string& partition_name) {
+  if (impl_->options.read_only) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "the partition store is open read-only; compact is refused");
+  }
+  Store& store = impl_->store_for(schema);
+  Entry* e = impl_->entry_named(store, partition_name);
+  std::lock_guard wlock(e->write_mu);  // writers of this partition wait until the swap
+  CompactResult res;
+  res.name = e->name;
+  res.file = e->file;
+  res.bytes_before = file_bytes(e->file);
+  const std::string staged = store.dir + "/." + fs::path(e->file).filename().string() + ".compact";
+  const std::string staged_alias = "compact_" + e->alias;
+  std::error_code ec;
+  fs::remove(staged, ec);
+  fs::remove(staged + ".wal", ec);
+  {
+    auto pins = impl_->acquire({e}, nullptr);
+    if (pins.entries().empty()) {
+      throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
+    }
+    duck::Database::open(staged);  // an empty database file, attached below
+    attach_database(staged, staged_alias, /*read_only=*/false);
+    struct Detach {
+      PartitionedDataRepository* repo;
+      std::string alias;
+      ~Detach() { repo->detach_database(alias); }
+    } detach{this, staged_alias};
+    auto conn = impl_->pool->take();
+    const std::string from = duck::quote_ident(e->alias);
+    const std::string to = duck::quote_ident(staged_alias);
+    const std::string table = duck::quote_ident(schema.name());
+    const std::string context = fmt::format("compacting partition {} ('{}')", e->name, e->file);
+    std::string order = duck::quote_ident(schema.partition_column());
+    if (schema.id_index())
+      order += ", " + duck::quote_ident(schema.columns()[*schema.id_index()].name);
+    conn->exec("BEGIN", context);
+    try {
+      for (const char* t : {kMetaTable, kBatchesTable}) {
+        conn->exec(
+            fmt::format("CREATE TABLE {}.main.{} AS SELECT * FROM {}.main.{}", to, t, from, t),
+            context);
+      }
+      conn->exec(create_table_sql(staged_alias, schema, false), context);
+      conn->exec(fmt::format("INSERT INTO {}.main.{} SELECT * FROM {}.main.{} ORDER BY {}", to,
+                             table, from, table, order),
+                 context);
+      conn->exec("COMMIT", context);
+    } catch (...) {
+      try {
+        conn->exec("ROLLBACK");
+      } catch (...) {
+      }
+      throw;
+    }
+    const std::string check =
+        fmt::format("SELECT count(*)::VARCHAR || '/' || {} FROM ", checksum_sql(schema));
+    auto one = [&](const std::string& alias) {
+      auto rows = run_rows(*conn, check + alias + ".main." + table, {});
+      return rows.at(0).values.at(0).to_string();
+    };
+    const std::string before = one(from);
+    const std::string after = one(to);
+    if (before != after) {
+      throw Error(
+          ErrorCode::kCorruption,
+          fmt::format("{}: the rewritten copy does not verify (rows/checksum {} vs {}); the "
+                      "partition was left unchanged",
+                      context, before, after));
+    }
+    res.rows = std::stoll(before.substr(0, before.find('/')));
+  }  // the staged file is checkpointed and closed here
+  fsync_path(staged, false);
+  // Swap when no query holds the partition (writers already wait on write_mu).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    {
+      std::lock_guard lock(impl_->mu);
+      if (e->pins == 0) {
+        impl_->detach_locked(*e);
+        if (e->attached || fs::exists(e->file + ".wal")) {
+          fs::remove(staged, ec);
+          throw Error(ErrorCode::kConflict,
+                      fmt::format("partition {} could not be closed cleanly; it was left unchanged",
+                                  e->name));
+        }
+        if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
+          fs::remove(staged, ec);
+          throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
+        }
+        fsync_path(store.dir, true);
+        break;
+      }
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      fs::remove(staged, ec);
+      throw Error(
+          ErrorCode::kConflict,
+          fmt::format("partition {} stayed in use by queries for a minute; compact it again "
+                      "later (it was left unchanged)",
+                      e->name));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  res.bytes_after = file_bytes(e->file);
+  return res;
+}
+
+int64_t PartitionedDataRepository::unsorted_pairs(const Schema& schema,
+                                                  const std::string& partition_name) {
+  Store& store = impl_->store_for(schema);
+  Entry* e = impl_->entry_named(store, partition_name);
+  auto pins = impl_->acquire({e}, nullptr);
+  if (pins.entries().empty()) return 0;
+  auto conn = impl_->pool->take();
+  const std::string col = duck::quote_ident(schema.partition_column());
+  return conn->query_int(
+      fmt::format("SELECT count(*) FILTER (WHERE v < pv) FROM (SELECT {} AS v, lag({}) OVER "
+                  "(ORDER BY rowid) AS pv FROM {}.main.{})",
+                  col, col, duck::quote_ident(e->alias), duck::quote_ident(schema.name())),
+      fmt::format("partition {} ('{}')", e->name, e->file));
+}
+
 RepositoryCounters PartitionedDataRepository::counters() const {
   std::lock_guard lock(impl_->mu);
   return impl_->counters;

@@ -209,6 +209,62 @@ RestoreResult PartitionUtilities::restore(const Schema& schema, const std::strin
   return res;
 }
 
+// ---- compact
+// ----------------------------------------------------------------------------------------
+
+CompactReport PartitionUtilities::compact(
+    const Schema& schema, const std::string& name,
+    const std::function<void(const PartitionedDataRepository::CompactResult&)>& progress) {
+  repo_.initialize(schema);
+  std::vector<std::string> names;
+  if (!name.empty()) {
+    names.push_back(name);
+  } else {
+    for (const auto& s : repo_.get_partition_statistics().schemas) {
+      if (s.schema != schema.name()) continue;
+      for (const auto& p : s.partitions) {
+        if (p.problem.empty()) names.push_back(p.name);
+      }
+    }
+  }
+  CompactReport rep;
+  for (const auto& n : names) {
+    rep.partitions.push_back(repo_.compact_partition(schema, n));
+    rep.bytes_before += rep.partitions.back().bytes_before;
+    rep.bytes_after += rep.partitions.back().bytes_after;
+    if (progress) progress(rep.partitions.back());
+  }
+  repo_.flush();
+  return rep;
+}
+
+std::string CompactReport::to_text() const {
+  std::string out;
+  for (const auto& p : partitions) {
+    out += fmt::format("{:<24} {:>12} rows  {:>10} -> {}\n", p.name, p.rows,
+                       human_bytes(p.bytes_before), human_bytes(p.bytes_after));
+  }
+  out += fmt::format("compacted {} partition(s): {} -> {}\n", partitions.size(),
+                     human_bytes(bytes_before), human_bytes(bytes_after));
+  return out;
+}
+
+std::string CompactReport::to_json() const {
+  nlohmann::ordered_json j;
+  auto arr = nlohmann::ordered_json::array();
+  for (const auto& p : partitions) {
+    arr.push_back({{"partition", p.name},
+                   {"file", p.file},
+                   {"rows", p.rows},
+                   {"bytes_before", p.bytes_before},
+                   {"bytes_after", p.bytes_after}});
+  }
+  j["partitions"] = arr;
+  j["bytes_before"] = bytes_before;
+  j["bytes_after"] = bytes_after;
+  return j.dump(2);
+}
+
 // ---- health
 // -----------------------------------------------------------------------------------------
 
@@ -279,6 +335,22 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
             fmt::format("{} is above the 5 GB sweet spot", human_bytes(p.bytes)),
             "use a finer strategy");
       }
+      if (p.rows > 1 &&
+          !(p.min_value && p.max_value && p.min_value->micros == p.max_value->micros)) {
+        int64_t unsorted = 0;
+        try {
+          unsorted = repo_.unsorted_pairs(schema, p.name);
+        } catch (const Error&) {
+        }
+        if (unsorted * 100 > p.rows) {
+          add("info", p.name, p.file,
+              fmt::format("not sorted by {}: {:.1f}% of neighbouring rows are out of time order, "
+                          "so zone maps cannot skip row groups for ranges inside the period",
+                          schema.partition_column(),
+                          100.0 * static_cast<double>(unsorted) / static_cast<double>(p.rows - 1)),
+              fmt::format("manage_partitions compact --partition {}", p.name));
+        }
+      }
       if (p.bytes < kSmallBytes) small.push_back(p.name);
       sizes.push_back(p.rows);
     }
@@ -311,7 +383,8 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
           "it is replayed the next time the partition is opened (any query on it); no action "
           "needed unless "
           "it persists");
-    } else if (ext == ".tmp" || name.find(".restore") != std::string::npos) {
+    } else if (ext == ".tmp" || name.find(".restore") != std::string::npos ||
+               name.find(".compact") != std::string::npos) {
       add("warning", "", it->path().string(), "temporary file left by an interrupted operation",
           "delete it once no duckpart process is running");
     }

@@ -116,6 +116,24 @@ class PartitionedDataRepository final : public IDataRepository {
   // Error(kConflict) for another table/strategy, Error(kCorruption) for a file DuckDB cannot open.
   void restore_partition(const Schema& schema, const std::string& backup_file);
 
+  struct CompactResult {
+    std::string name;
+    std::string file;
+    int64_t rows = 0;
+    uint64_t bytes_before = 0;  // file + write-ahead log
+    uint64_t bytes_after = 0;
+  };
+  // Rewrites one partition sorted by the partition column (then the id), into a fresh file that
+  // holds no deleted rows or free blocks, verifies that it holds the same rows (count and
+  // checksum) and renames it over the old one. Writers to the partition wait; readers go on and
+  // see the old or the new file, never a mix. A crash at any moment leaves the old file intact
+  // (and at most a hidden ".<file>.compact" to delete). Throws Error(kConflict) when queries keep
+  // the partition busy for more than a minute, Error(kCorruption) if the copy does not verify.
+  CompactResult compact_partition(const Schema& schema, const std::string& partition_name);
+  // Neighbouring rows, in storage order, whose partition value decreases: 0 for a partition
+  // sorted by time. Reads the whole partition.
+  int64_t unsorted_pairs(const Schema& schema, const std::string& partition_name);
+
   // Counters only (cheap).
   RepositoryCounters counters() const;
   // Detaches every unpinned partition and writes catalogs (DuckDB checkpoints on detach).

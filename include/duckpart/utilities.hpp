@@ -3,6 +3,7 @@
 // reading and writing); each partition it changes is handled exclusively.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,14 @@ struct HealthReport {
   std::string summary() const;  // a human summary, one finding per line
 };
 
+struct CompactReport {
+  std::vector<PartitionedDataRepository::CompactResult> partitions;
+  uint64_t bytes_before = 0;
+  uint64_t bytes_after = 0;
+  std::string to_text() const;
+  std::string to_json() const;
+};
+
 class PartitionUtilities {
  public:
   explicit PartitionUtilities(PartitionedDataRepository& repo) : repo_(repo) {}
@@ -83,6 +92,12 @@ class PartitionUtilities {
   // restores them. `path`: one backup file, or a backup directory (every file of its manifest).
   // A checksum mismatch is Error(kCorruption) naming the file; nothing is restored then.
   RestoreResult restore(const Schema& schema, const std::string& path, bool verify_only);
+  // Rewrites one partition (by name) or, with an empty name, every usable partition sorted by the
+  // partition column; see PartitionedDataRepository::compact_partition. `progress` is called after
+  // each partition.
+  CompactReport compact(
+      const Schema& schema, const std::string& name,
+      const std::function<void(const PartitionedDataRepository::CompactResult&)>& progress = {});
   // Opens every partition and checks it; see HealthFinding.
   HealthReport health_report(const Schema& schema);
 

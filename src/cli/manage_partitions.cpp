@@ -585,6 +585,21 @@ int cmd_restore(const Common& c, const std::string& from, bool verify_only) {
 // ---- test: a self-check on a temporary directory
 // ---------------------------------------------------
 
+int cmd_compact(const Common& c, const std::string& partition, bool json) {
+  const PartitionConfig cfg = resolve_config(c);
+  require_store(cfg, c.schema);
+  OpenStore st(cfg, c.schema, false);
+  PartitionUtilities util(st.repo);
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const CompactReport rep =
+      util.compact(st.schema, partition, [&](const PartitionedDataRepository::CompactResult& r) {
+        if (tty) std::fprintf(stderr, "\r\033[Kcompacted %s", r.name.c_str());
+      });
+  if (tty) std::fprintf(stderr, "\r\033[K");
+  std::printf("%s\n", json ? rep.to_json().c_str() : rep.to_text().c_str());
+  return 0;
+}
+
 int cmd_selftest(const Common& c) {
   PartitionConfig base = resolve_config(c);
   const fs::path dir = fs::temp_directory_path() / fmt::format("duckpart_selftest_{}", ::getpid());
@@ -761,6 +776,15 @@ int run_manage_partitions(int argc, char** argv) {
   restore->add_option("--from", restore_from, "a backup file or a backup directory")->required();
   restore->add_flag("--verify-only", verify_only, "only check the checksums");
 
+  std::string compact_partition;
+  auto* compact = app.add_subcommand(
+      "compact",
+      "rewrite partitions sorted by the partition column (atomic; frees space of deleted rows)");
+  add_common(compact, common, false);
+  compact->add_option("--partition", compact_partition,
+                      "one partition, e.g. partition_2023_12 (default: every partition)");
+  compact->add_flag("--json", json, "machine-readable output");
+
   auto* selftest =
       app.add_subcommand("test", "self-check on a temporary directory (writes, queries, compares)");
   add_common(selftest, common, false);
@@ -781,6 +805,7 @@ int run_manage_partitions(int argc, char** argv) {
     if (*health) return cmd_health(common, health_output);
     if (*backup) return cmd_backup(common, backup_partition_name, backup_all, backup_to);
     if (*restore) return cmd_restore(common, restore_from, verify_only);
+    if (*compact) return cmd_compact(common, compact_partition, json);
     if (*selftest) return cmd_selftest(common);
   } catch (const Error& e) {
     std::fprintf(stderr, "manage_partitions: %s\n", e.what());
