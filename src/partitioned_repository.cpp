@@ -1947,6 +1947,35 @@ int64_t PartitionedDataRepository::unsorted_pairs(const Schema& schema,
       fmt::format("partition {} ('{}')", e->name, e->file));
 }
 
+int64_t PartitionedDataRepository::export_partition_parquet(const Schema& schema,
+                                                            const std::string& partition_name,
+                                                            const std::string& dir) {
+  Store& store = impl_->store_for(schema);
+  Entry* e = impl_->entry_named(store, partition_name);
+  auto pins = impl_->acquire({e}, nullptr);
+  if (pins.entries().empty()) return 0;
+  auto conn = impl_->pool->take();
+  const std::string col = duck::quote_ident(schema.partition_column());
+  std::string parts = fmt::format("strftime({}, '%Y') AS year", col);
+  std::string by = "year";
+  if (impl_->config.strategy != PartitionStrategy::kYearly) {
+    parts += fmt::format(", strftime({}, '%m') AS month", col);
+    by += ", month";
+  }
+  if (impl_->config.strategy == PartitionStrategy::kDaily) {
+    parts += fmt::format(", strftime({}, '%d') AS day", col);
+    by += ", day";
+  }
+  const std::string context =
+      fmt::format("exporting partition {} ('{}') to '{}'", e->name, e->file, dir);
+  return conn->query_int(
+      fmt::format("COPY (SELECT *, {} FROM {}.main.{}) TO {} (FORMAT parquet, PARTITION_BY ({}), "
+                  "OVERWRITE_OR_IGNORE true, FILENAME_PATTERN {})",
+                  parts, duck::quote_ident(e->alias), duck::quote_ident(schema.name()),
+                  duck::quote_literal(dir), by, duck::quote_literal(e->name + "_{i}")),
+      context);
+}
+
 RepositoryCounters PartitionedDataRepository::counters() const {
   std::lock_guard lock(impl_->mu);
   return impl_->counters;

@@ -7,11 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "duck/duck.hpp"
 #include "duckpart/error.hpp"
 #include "partition_files.hpp"
 #include "text_util.hpp"
@@ -37,12 +39,11 @@ nlohmann::json read_manifest(const std::string& dir) {
   }
 }
 
-void write_manifest(const std::string& dir, const nlohmann::json& j) {
-  const std::string path = dir + "/" + kManifest;
+void write_file_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
+    out << text << "\n";
     if (!out) throw Error(ErrorCode::kIo, fmt::format("cannot write '{}' (disk full?)", tmp));
   }
   const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
@@ -53,6 +54,10 @@ void write_manifest(const std::string& dir, const nlohmann::json& j) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", path));
   }
+}
+
+void write_manifest(const std::string& dir, const nlohmann::json& j) {
+  write_file_atomically(dir + "/" + kManifest, j.dump(2));
 }
 
 }  // namespace
@@ -262,6 +267,167 @@ std::string CompactReport::to_json() const {
   j["partitions"] = arr;
   j["bytes_before"] = bytes_before;
   j["bytes_after"] = bytes_after;
+  return j.dump(2);
+}
+
+// ---- export
+// -----------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kExportManifest = "_duckpart_export.json";
+
+// Removes the Parquet files a partition's export wrote (<name>_<n>.parquet); returns their bytes.
+void remove_export_files(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  std::vector<fs::path> doomed;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string f = it->path().filename().string();
+    if (f.size() <= name.size() + 9 || f.compare(0, name.size() + 1, name + "_") != 0) continue;
+    if (it->path().extension() != ".parquet") continue;
+    const std::string n = f.substr(name.size() + 1, f.size() - name.size() - 9);
+    if (!n.empty() && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      doomed.push_back(it->path());
+  }
+  for (const auto& p : doomed) fs::remove(p, ec);
+}
+
+uint64_t export_bytes(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  uint64_t n = 0;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string f = it->path().filename().string();
+    if (f.compare(0, name.size() + 1, name + "_") == 0 && it->path().extension() == ".parquet") {
+      n += it->file_size(ec);
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+ExportResult PartitionUtilities::export_parquet(
+    const Schema& schema, const std::string& dir,
+    const std::function<void(const std::string&, int64_t, int64_t)>& progress,
+    const std::atomic<bool>* stop) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ExportResult res;
+  res.dir = dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    throw Error(ErrorCode::kIo,
+                fmt::format("cannot create export directory '{}': {}", dir, ec.message()));
+  }
+  const std::string manifest_path = dir + "/" + kExportManifest;
+  nlohmann::json manifest;
+  if (std::ifstream in(manifest_path); in) {
+    try {
+      manifest = nlohmann::json::parse(in);
+    } catch (const std::exception&) {
+      manifest = nlohmann::json();
+    }
+  }
+  if (manifest.is_object() && manifest.value("table", "") != schema.name()) {
+    throw Error(
+        ErrorCode::kConflict,
+        fmt::format("'{}' holds an export of table '{}'; export '{}' into another directory", dir,
+                    manifest.value("table", ""), schema.name()));
+  }
+  if (!manifest.is_object() ||
+      manifest.value("strategy", "") != strategy_name(repo_.config().strategy)) {
+    manifest = nlohmann::json::object();
+  }
+  manifest["table"] = schema.name();
+  manifest["strategy"] = strategy_name(repo_.config().strategy);
+  if (!manifest.contains("partitions")) manifest["partitions"] = nlohmann::json::object();
+  auto save = [&] { write_file_atomically(manifest_path, manifest.dump(2)); };
+
+  repo_.initialize(schema);
+  std::vector<PartitionStatistics> parts;
+  for (const auto& s : repo_.get_partition_statistics().schemas) {
+    if (s.schema != schema.name()) continue;
+    for (const auto& p : s.partitions) {
+      if (!p.problem.empty()) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("partition {} ('{}') cannot be exported: {}; restore it first",
+                                p.name, p.file, p.problem));
+      }
+      parts.push_back(p);
+    }
+  }
+  // Partitions gone from the store: their files go too (the export mirrors the table).
+  std::vector<std::string> gone;
+  for (auto it = manifest["partitions"].begin(); it != manifest["partitions"].end(); ++it) {
+    const bool present = std::any_of(parts.begin(), parts.end(), [&](const PartitionStatistics& p) {
+      return p.name == it.key();
+    });
+    if (!present) gone.push_back(it.key());
+  }
+  for (const auto& g : gone) {
+    remove_export_files(dir, g);
+    manifest["partitions"].erase(g);
+  }
+  save();
+  duck::Database reader = duck::Database::open(":memory:");
+  duck::Connection rc = reader.connect();
+  int64_t done = 0;
+  for (const auto& p : parts) {
+    if (stop && stop->load()) {
+      res.interrupted = true;
+      break;
+    }
+    if (progress) progress(p.name, done, static_cast<int64_t>(parts.size()));
+    ++done;
+    const auto& known = manifest["partitions"];
+    if (known.contains(p.name) && known[p.name].value("rows", int64_t{-1}) == p.rows &&
+        known[p.name].value("modified", int64_t{-1}) == p.modified_unix) {
+      ++res.partitions_unchanged;
+      res.rows += p.rows;
+      continue;
+    }
+    manifest["partitions"].erase(p.name);
+    save();
+    remove_export_files(dir, p.name);
+    const int64_t rows = repo_.export_partition_parquet(schema, p.name, dir);
+    const int64_t back =
+        rows == 0
+            ? 0
+            : rc.query_int(fmt::format("SELECT count(*) FROM read_parquet({})",
+                                       duck::quote_literal(dir + "/**/" + p.name + "_*.parquet")));
+    if (back != rows) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("export of partition {} to '{}' wrote {} rows but {} read back",
+                              p.name, dir, rows, back));
+    }
+    res.bytes += export_bytes(dir, p.name);
+    res.rows += rows;
+    ++res.partitions_exported;
+    manifest["partitions"][p.name] = {{"rows", rows}, {"modified", p.modified_unix}};
+    save();
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+std::string ExportResult::to_text() const {
+  return fmt::format(
+      "exported {} partition(s) ({} unchanged since the last export): {} rows in the export, {} "
+      "of Parquet written to '{}' in {:.2f} s{}\n"
+      "read it with: SELECT * FROM read_parquet('{}/**/*.parquet', hive_partitioning = true)\n",
+      partitions_exported, partitions_unchanged, rows, human_bytes(bytes), dir, seconds,
+      interrupted ? " — INTERRUPTED (run again to finish)" : "", dir);
+}
+
+std::string ExportResult::to_json() const {
+  nlohmann::ordered_json j;
+  j["dir"] = dir;
+  j["partitions_exported"] = partitions_exported;
+  j["partitions_unchanged"] = partitions_unchanged;
+  j["rows"] = rows;
+  j["bytes"] = bytes;
+  j["interrupted"] = interrupted;
+  j["seconds"] = seconds;
   return j.dump(2);
 }
 

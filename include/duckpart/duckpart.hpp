@@ -5,6 +5,7 @@
 #include "duckpart/demo_data.hpp"
 #include "duckpart/duckdb_repository.hpp"
 #include "duckpart/error.hpp"
+#include "duckpart/importer.hpp"
 #include "duckpart/migrator.hpp"
 #include "duckpart/partitioned_repository.hpp"
 #include "duckpart/period.hpp"

@@ -134,6 +134,12 @@ class PartitionedDataRepository final : public IDataRepository {
   // sorted by time. Reads the whole partition.
   int64_t unsorted_pairs(const Schema& schema, const std::string& partition_name);
 
+  // Writes one partition as hive-partitioned Parquet under `dir` (year=YYYY[/month=MM[/day=DD]]
+  // by the strategy, from each row's partition value; files named <partition>_<n>.parquet) and
+  // returns the rows written. Readers and writers go on (a consistent snapshot is exported).
+  int64_t export_partition_parquet(const Schema& schema, const std::string& partition_name,
+                                   const std::string& dir);
+
   // Counters only (cheap).
   RepositoryCounters counters() const;
   // Detaches every unpinned partition and writes catalogs (DuckDB checkpoints on detach).

@@ -3,6 +3,7 @@
 // reading and writing); each partition it changes is handled exclusively.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -73,6 +74,18 @@ struct CompactReport {
   std::string to_json() const;
 };
 
+struct ExportResult {
+  std::string dir;
+  int64_t partitions_exported = 0;
+  int64_t partitions_unchanged = 0;  // exported by an earlier run and not changed since
+  int64_t rows = 0;                  // rows in the export (all partitions)
+  uint64_t bytes = 0;                // Parquet bytes written by this run
+  bool interrupted = false;
+  double seconds = 0;
+  std::string to_text() const;
+  std::string to_json() const;
+};
+
 class PartitionUtilities {
  public:
   explicit PartitionUtilities(PartitionedDataRepository& repo) : repo_(repo) {}
@@ -98,6 +111,16 @@ class PartitionUtilities {
   CompactReport compact(
       const Schema& schema, const std::string& name,
       const std::function<void(const PartitionedDataRepository::CompactResult&)>& progress = {});
+  // Mirrors the table as hive-partitioned Parquet under `dir` (year=YYYY/month=MM/..., files
+  // <partition>_<n>.parquet) that DuckDB, Spark, Trino and ClickHouse read directly. Resumable: a
+  // manifest (_duckpart_export.json) records each exported partition and its row count; a re-run
+  // skips unchanged partitions, re-exports changed ones (their old files removed first) and removes
+  // files of partitions that no longer exist. Each partition's files are counted back after
+  // writing (Error(kCorruption) on a mismatch). `stop` is checked between partitions.
+  ExportResult export_parquet(const Schema& schema, const std::string& dir,
+                              const std::function<void(const std::string& partition, int64_t done,
+                                                       int64_t total)>& progress = {},
+                              const std::atomic<bool>* stop = nullptr);
   // Opens every partition and checks it; see HealthFinding.
   HealthReport health_report(const Schema& schema);
 

@@ -600,6 +600,95 @@ int cmd_compact(const Common& c, const std::string& partition, bool json) {
   return 0;
 }
 
+// Progress on stderr: a rewritten line on a terminal, a plain line every 2 s otherwise.
+class ProgressLine {
+ public:
+  void show(const std::string& line, bool force = false) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!tty_ && !force && now - last_ < std::chrono::seconds(2)) return;
+    last_ = now;
+    if (tty_) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+  }
+  void finish() const {
+    if (tty_) std::fputs("\n", stderr);
+  }
+
+ private:
+  bool tty_ = ::isatty(STDERR_FILENO) != 0;
+  std::chrono::steady_clock::time_point last_ =
+      std::chrono::steady_clock::now() - std::chrono::seconds(10);
+};
+
+int cmd_import(const Common& c, const std::string& csv, const std::string& parquet,
+               int64_t batch_size, bool null_partition, bool json) {
+  if (csv.empty() == parquet.empty()) {
+    throw Error(ErrorCode::kInvalidArgument, "give exactly one of --csv FILE or --parquet FILE");
+  }
+  PartitionConfig cfg = resolve_config(c);
+  PartitionedDataRepository repo(cfg);
+  ImportOptions o;
+  o.format = csv.empty() ? "parquet" : "csv";
+  o.batch_size = batch_size;
+  o.null_partition = null_partition;
+  o.stop = &g_stop;
+  ProgressLine line;
+  o.progress = [&](const ImportProgress& p) {
+    const double pct = p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) /
+                                              static_cast<double>(p.rows_total)
+                                        : 0.0;
+    if (p.rows_total == 0) {
+      line.show("import: " + p.stage);
+      return;
+    }
+    line.show(fmt::format("import: {}/{} rows ({:.1f}%), {:.0f} rows/s, ETA {:.0f}s, {}",
+                          p.rows_done, p.rows_total, pct, p.rows_per_s, p.eta_s, p.stage),
+              p.stage == "done");
+  };
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);
+  const ImportResult r = import_file(repo, c.schema, csv.empty() ? parquet : csv, o);
+  std::signal(SIGINT, SIG_DFL);
+  line.finish();
+  std::printf("%s", json ? (r.to_json() + "\n").c_str() : r.to_text().c_str());
+  if (r.interrupted) {
+    std::fprintf(stderr,
+                 "manage_partitions: interrupted after %lld batch(es); run the same import "
+                 "command again to finish (rows already written are not written twice)\n",
+                 static_cast<long long>(r.batches));
+    return static_cast<int>(ErrorCode::kInterrupted);
+  }
+  return 0;
+}
+
+int cmd_export(const Common& c, const std::string& to, const std::string& format, bool json) {
+  if (format != "parquet") {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--format '{}': only parquet is supported", format));
+  }
+  const PartitionConfig cfg = resolve_config(c);
+  require_store(cfg, c.schema);
+  OpenStore st(cfg, c.schema, true);
+  PartitionUtilities util(st.repo);
+  ProgressLine line;
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);
+  const ExportResult r = util.export_parquet(
+      st.schema, to,
+      [&](const std::string& name, int64_t done, int64_t total) {
+        line.show(fmt::format("export: {}/{} partitions, {}", done, total, name));
+      },
+      &g_stop);
+  std::signal(SIGINT, SIG_DFL);
+  line.finish();
+  std::printf("%s", json ? (r.to_json() + "\n").c_str() : r.to_text().c_str());
+  return r.interrupted ? static_cast<int>(ErrorCode::kInterrupted) : 0;
+}
+
 int cmd_selftest(const Common& c) {
   PartitionConfig base = resolve_config(c);
   const fs::path dir = fs::temp_directory_path() / fmt::format("duckpart_selftest_{}", ::getpid());
@@ -785,6 +874,33 @@ int run_manage_partitions(int argc, char** argv) {
                       "one partition, e.g. partition_2023_12 (default: every partition)");
   compact->add_flag("--json", json, "machine-readable output");
 
+  std::string import_csv, import_parquet;
+  int64_t import_batch = 1'000'000;
+  bool import_null_partition = false;
+  auto* import = app.add_subcommand(
+      "import",
+      "load a CSV or Parquet file into the right partitions (all or nothing per file; a re-run "
+      "finishes an interrupted import)\nExample: manage_partitions import --csv wells_2024.csv");
+  add_common(import, common, false);
+  import->add_option("--csv", import_csv, "CSV file with a header line");
+  import->add_option("--parquet", import_parquet, "Parquet file");
+  import->add_option("--batch-size", import_batch, "rows per batch")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  import->add_flag("--null-partition", import_null_partition,
+                   "route NULL partition values to partition_null.duckdb");
+  import->add_flag("--json", json, "machine-readable summary");
+
+  std::string export_to, export_format = "parquet";
+  auto* exp = app.add_subcommand(
+      "export",
+      "hive-partitioned Parquet (year=2023/month=01/...) for DuckDB, Spark, Trino, ClickHouse; "
+      "re-runs export only what changed\nExample: manage_partitions export --to /data/export");
+  add_common(exp, common, false);
+  exp->add_option("--to", export_to, "export directory")->required();
+  exp->add_option("--format", export_format, "parquet")->capture_default_str();
+  exp->add_flag("--json", json, "machine-readable summary");
+
   auto* selftest =
       app.add_subcommand("test", "self-check on a temporary directory (writes, queries, compares)");
   add_common(selftest, common, false);
@@ -806,6 +922,10 @@ int run_manage_partitions(int argc, char** argv) {
     if (*backup) return cmd_backup(common, backup_partition_name, backup_all, backup_to);
     if (*restore) return cmd_restore(common, restore_from, verify_only);
     if (*compact) return cmd_compact(common, compact_partition, json);
+    if (*import)
+      return cmd_import(common, import_csv, import_parquet, import_batch, import_null_partition,
+                        json);
+    if (*exp) return cmd_export(common, export_to, export_format, json);
     if (*selftest) return cmd_selftest(common);
   } catch (const Error& e) {
     std::fprintf(stderr, "manage_partitions: %s\n", e.what());

@@ -531,3 +531,200 @@ TEST_F(CliTest, ReRunCatchesUpWithSourceChanges) {
 
 }  // namespace
 }  // namespace duckpart::testing
+
+namespace duckpart::testing {
+namespace {
+
+// Rows and checksum of the source rows (non-NULL ts) and of what a read of the partitions gives.
+std::string source_digest(const std::string& file, const std::string& where = "ts IS NOT NULL") {
+  duck::Database db = duck::Database::open(file, true);
+  duck::Connection c = db.connect();
+  duck::Result r = c.query(
+      "SELECT count(*)::VARCHAR || '/' || CAST(sum(CAST(hash(id_text, ts, qty, ratio, price, tag, "
+      "list_col, span, flag) AS HUGEINT)) AS VARCHAR) FROM events WHERE " +
+      where);
+  std::vector<DataRecord> rows;
+  duck::ChunkDecoder d(r);
+  while (auto ch = r.fetch()) d.decode(ch, rows);
+  return rows.at(0).values.at(0).to_string();
+}
+
+TEST_F(CliTest, SqlAnswersLikeDuckDBPrunesAndRefusesWrites) {
+  make_source(path("src.duckdb"), 20000);
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts"})
+                .rc,
+            0);
+  const std::string sql =
+      "SELECT strftime(date_trunc('month', ts), '%Y-%m') AS m, count(*) AS n, sum(qty) AS q, "
+      "sum(price) AS p FROM events WHERE ts BETWEEN '2021-03-01' AND '2021-05-31 23:59:59.999999' "
+      "GROUP BY m ORDER BY m";
+  const CliRun r = run({"sql", "--partitions", path("parts"), sql, "--format", "csv"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string expected = "m,n,q,p\n";
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    duck::Connection c = db.connect();
+    duck::Result res = c.query(sql);
+    std::vector<DataRecord> rows;
+    duck::ChunkDecoder d(res);
+    while (auto ch = res.fetch()) d.decode(ch, rows);
+    ASSERT_EQ(rows.size(), 3u);
+    for (const auto& row : rows) {
+      expected += fmt::format("{},{},{},{}\n", row.values[0].to_string(), row.values[1].to_string(),
+                              row.values[2].to_string(), row.values[3].to_string());
+    }
+  }
+  EXPECT_EQ(r.out, expected);
+  const CliRun t = run({"sql", "--partitions", path("parts"), sql});
+  ASSERT_EQ(t.rc, 0) << t.err;
+  EXPECT_NE(t.err.find("partitions scanned 3 of 27"), std::string::npos) << t.err;
+  const std::string before = source_digest(path("src.duckdb"));
+  for (const char* bad : {"DELETE FROM events", "DROP TABLE events", "UPDATE events SET qty = 1",
+                          "SELECT 1; SELECT 2"}) {
+    const CliRun w = run({"sql", "--partitions", path("parts"), bad});
+    EXPECT_EQ(w.rc, 2) << bad;
+    EXPECT_EQ(w.err.rfind("manage_partitions: ", 0), 0u) << w.err;
+  }
+  const CliRun all = run({"sql", "--partitions", path("parts"), "--format", "json",
+                          "SELECT count(*) AS n FROM events"});
+  ASSERT_EQ(all.rc, 0) << all.err;
+  EXPECT_EQ(nlohmann::json::parse(all.out)[0]["n"].get<int64_t>(), 20000);
+  const CliRun typo = run({"sql", "--partitions", path("parts"), "SELECT nope FROM events"});
+  EXPECT_EQ(typo.rc, 2);
+  EXPECT_NE(typo.err.find("nope"), std::string::npos) << typo.err;
+}
+
+TEST_F(CliTest, ImportCsvAndParquetIntoTheRightPartitionsAllOrNothing) {
+  make_source(path("src.duckdb"), 30000);
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    duck::Connection c = db.connect();
+    c.exec(
+        fmt::format("COPY (SELECT * FROM events WHERE ts >= '2021-06-01' AND ts < '2022-03-01') "
+                    "TO {} (HEADER)",
+                    duck::quote_literal(path("b.csv"))));
+    c.exec(
+        fmt::format("COPY (SELECT * FROM events WHERE ts >= '2022-03-01') TO {} (FORMAT parquet)",
+                    duck::quote_literal(path("c.parquet"))));
+  }
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts", "--to", "2021-06-01"})
+                .rc,
+            0);
+  const std::vector<std::string> common = {"--partitions", path("parts"),  "--schema",
+                                           "events",       "--batch-size", "4000"};
+  auto import = [&](const std::string& flag, const std::string& file) {
+    std::vector<std::string> a = {"import", flag, file};
+    a.insert(a.end(), common.begin(), common.end());
+    return run(a);
+  };
+  const CliRun b = import("--csv", path("b.csv"));
+  ASSERT_EQ(b.rc, 0) << b.err;
+  EXPECT_NE(b.out.find("imported"), std::string::npos) << b.out;
+  const CliRun c = import("--parquet", path("c.parquet"));
+  ASSERT_EQ(c.rc, 0) << c.err;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  // The same file again: nothing is written twice.
+  const CliRun again = import("--csv", path("b.csv"));
+  ASSERT_EQ(again.rc, 0) << again.err;
+  EXPECT_NE(again.out.find("already imported"), std::string::npos) << again.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+
+  // Malformed files: an error naming the file and line; nothing of them is kept.
+  const std::string good_row = "x1,2022-01-05 10:00:00,5,1.5,2.25,a,\"[1, 2]\",3 days,true";
+  struct Bad {
+    const char* name;
+    std::string body;
+    const char* says;
+  };
+  const std::string hdr = "id_text,ts,qty,ratio,price,tag,list_col,span,flag\n";
+  const std::vector<Bad> bad = {
+      {"quote.csv", hdr + good_row + "\nx2,2022-01-06,5,1.5,2.25,\"a,\"[1, 2]\",3 days,true\n",
+       "Line"},
+      {"fields.csv", hdr + good_row + "\nx3,2022-01-06,5,1.5,2.25,a,\"[1]\",3 days,true,extra\n",
+       "Line: 3"},
+      {"date.csv", hdr + good_row + "\nx4,2022-02-30,5,1.5,2.25,a,\"[1]\",3 days,true\n",
+       "Line: 3"},
+      {"type.csv", hdr + good_row + "\nx5,2022-01-06,five,1.5,2.25,a,\"[1]\",3 days,true\n",
+       "Line: 3"},
+      {"column.csv", "id_text,ts,nope\nx6,2022-01-06,1\n", "column 'nope'"},
+      {"nots.csv", "id_text,qty\nx7,1\n", "no column 'ts'"},
+      {"nullts.csv", hdr + good_row + "\nx8,,5,1.5,2.25,a,\"[1]\",3 days,true\n", "NULL"},
+      {"empty.csv", "", "empty"},
+  };
+  for (const auto& f : bad) {
+    SCOPED_TRACE(f.name);
+    { std::ofstream(path(f.name)) << f.body; }
+    const CliRun r = import("--csv", path(f.name));
+    EXPECT_EQ(r.rc, 2) << r.err;
+    EXPECT_NE(r.err.find(f.name), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(f.says), std::string::npos) << r.err;
+  }
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  EXPECT_EQ(import("--csv", path("missing.csv")).rc, 3);
+  const CliRun both = run({"import", "--csv", path("b.csv"), "--parquet", path("c.parquet"),
+                           "--partitions", path("parts"), "--schema", "events"});
+  EXPECT_EQ(both.rc, 2);
+}
+
+TEST_F(CliTest, CompactAndExportKeepEveryRow) {
+  make_source(path("src.duckdb"), 20000);
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts", "--strategy", "yearly"})
+                .rc,
+            0);
+  const std::vector<std::string> common = {"--partitions", path("parts"), "--schema", "events"};
+  auto cmd = [&](std::vector<std::string> a) {
+    a.insert(a.end(), common.begin(), common.end());
+    return run(a);
+  };
+  CliRun h = cmd({"health-report"});
+  EXPECT_NE(h.out.find("not sorted by ts"), std::string::npos) << h.out;
+  CliRun one = cmd({"compact", "--partition", "partition_2021"});
+  ASSERT_EQ(one.rc, 0) << one.err;
+  EXPECT_NE(one.out.find("compacted 1 partition(s)"), std::string::npos) << one.out;
+  CliRun all = cmd({"compact", "--json"});
+  ASSERT_EQ(all.rc, 0) << all.err;
+  EXPECT_EQ(nlohmann::json::parse(all.out)["partitions"].size(), 4u);
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kYearly);
+  h = cmd({"health-report"});
+  EXPECT_EQ(h.out.find("not sorted"), std::string::npos) << h.out;
+  EXPECT_EQ(cmd({"compact", "--partition", "partition_1999"}).rc, 3);
+
+  // Export: hive layout that DuckDB reads back to the same rows.
+  CliRun e = cmd({"export", "--to", path("out")});
+  ASSERT_EQ(e.rc, 0) << e.err;
+  EXPECT_TRUE(std::filesystem::exists(path("out/year=2021/partition_2021_0.parquet"))) << e.out;
+  auto exported = [&] {
+    duck::Database db = duck::Database::open(":memory:");
+    duck::Connection c = db.connect();
+    duck::Result r = c.query(fmt::format(
+        "SELECT count(*)::VARCHAR || '/' || CAST(sum(CAST(hash(id_text, ts, qty, ratio, price, "
+        "tag, list_col, span, flag) AS HUGEINT)) AS VARCHAR) FROM read_parquet({}, "
+        "hive_partitioning = true) WHERE year = year(ts)",
+        duck::quote_literal(path("out") + "/**/*.parquet")));
+    std::vector<DataRecord> rows;
+    duck::ChunkDecoder d(r);
+    while (auto ch = r.fetch()) d.decode(ch, rows);
+    return rows.at(0).values.at(0).to_string();
+  };
+  EXPECT_EQ(exported(), source_digest(path("src.duckdb")));
+  CliRun again = cmd({"export", "--to", path("out"), "--json"});
+  ASSERT_EQ(again.rc, 0) << again.err;
+  auto j = nlohmann::json::parse(again.out);
+  EXPECT_EQ(j["partitions_exported"].get<int>(), 0);
+  EXPECT_EQ(j["partitions_unchanged"].get<int>(), 4);
+  // A partition removed from the store disappears from the export on the next run.
+  ASSERT_EQ(cmd({"cleanup", "--retention-days", "0", "--now", "2022-01-01"}).rc, 0);
+  ASSERT_EQ(cmd({"export", "--to", path("out")}).rc, 0);
+  EXPECT_EQ(exported(), source_digest(path("src.duckdb"), "ts >= '2022-01-01'"));
+  EXPECT_EQ(cmd({"export", "--to", path("out"), "--format", "csv"}).rc, 2);
+}
+
+}  // namespace
+}  // namespace duckpart::testing
