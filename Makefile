@@ -1,6 +1,6 @@
 # duckpart — the two commands a new user runs: `make demo` and `make test`.
 # Both install what is missing first (scripts/bootstrap, idempotent), then build.
-.PHONY: all bootstrap build demo test asan format format-check install-check bench clean
+.PHONY: all bootstrap build demo test asan tsan stress format format-check install-check bench clean
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEMO_ROWS ?= 2000000
@@ -41,6 +41,10 @@ install-check: build
 	@cmake -S examples -B build/examples-installed -DCMAKE_PREFIX_PATH=$(CURDIR)/build/install >/dev/null
 	@cmake --build build/examples-installed -j $(JOBS)
 	@echo "install-check: examples built against the installed duckpart package"
+
+# Crash safety at depth: 100 kill -9 trials per operation (CI runs 20 in `make test`).
+stress: build
+	@DUCKPART_CRASH_TRIALS=100 ctest --preset release -L crash --timeout 7200
 
 bench: build
 	@./build/release/bench/duckpart_bench --rows $(BENCH_ROWS) --markdown docs/performance.md

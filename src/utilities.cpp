@@ -555,6 +555,12 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
           "delete it once no duckpart process is running");
     }
   }
+  // Most severe first: an operator reads the top of the report.
+  auto rank = [](const std::string& sev) { return sev == "error" ? 0 : sev == "warning" ? 1 : 2; };
+  std::stable_sort(rep.findings.begin(), rep.findings.end(),
+                   [&](const HealthFinding& a, const HealthFinding& b) {
+                     return rank(a.severity) < rank(b.severity);
+                   });
   // Catalog drift.
   std::ifstream cat(rep.directory + "/" + kCatalogFile);
   if (!cat) {

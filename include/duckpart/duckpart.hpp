@@ -11,6 +11,7 @@
 #include "duckpart/period.hpp"
 #include "duckpart/query.hpp"
 #include "duckpart/record.hpp"
+#include "duckpart/repartition.hpp"
 #include "duckpart/repository.hpp"
 #include "duckpart/schema.hpp"
 #include "duckpart/utilities.hpp"

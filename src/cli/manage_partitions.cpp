@@ -91,6 +91,30 @@ std::optional<Date> parse_date_arg(const std::string& text, std::string_view fla
   return d;
 }
 
+// Progress on stderr: a rewritten line on a terminal, a plain line every 2 s otherwise.
+class ProgressLine {
+ public:
+  void show(const std::string& line, bool force = false) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!tty_ && !force && now - last_ < std::chrono::seconds(2)) return;
+    last_ = now;
+    if (tty_) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+  }
+  void finish() const {
+    if (tty_) std::fputs("\n", stderr);
+  }
+
+ private:
+  bool tty_ = ::isatty(STDERR_FILENO) != 0;
+  std::chrono::steady_clock::time_point last_ =
+      std::chrono::steady_clock::now() - std::chrono::seconds(10);
+};
+
 // ---- analyze
 // --------------------------------------------------------------------------------------
 
@@ -115,9 +139,64 @@ struct MigrateArgs {
   std::string from;
   std::string to;
   bool json = false;
+  bool from_partitions = false;
 };
 
+int cmd_repartition(const Common& c, const MigrateArgs& a) {
+  if (c.strategy.empty()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "--from-partitions needs --strategy: the strategy to rewrite the partitions into");
+  }
+  if (!a.from.empty() || !a.to.empty() || a.null_partition) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "--from, --to and --null-partition do not apply to --from-partitions (every row "
+                "of every partition is rewritten)");
+  }
+  PartitionConfig cfg = production_partition_config();
+  if (!c.config_file.empty()) cfg = load_partition_config(c.config_file, cfg);
+  if (!c.partitions.empty()) cfg.base_partition_path = c.partitions;
+  if (!c.partition_column.empty()) cfg.partition_column = c.partition_column;
+  if (a.jobs > 0) cfg.write_threads = a.jobs;
+  cfg.validate();
+  RepartitionOptions o;
+  o.table = c.schema;
+  o.to = parse_strategy(c.strategy);
+  o.batch_size = a.batch_size;
+  o.verify = !a.no_verify;
+  o.dry_run = a.dry_run;
+  ProgressLine line;
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_sigint);
+  const RepartitionResult r = repartition(
+      cfg, o,
+      [&](const MigrationProgress& p) {
+        const double pct = p.rows_total > 0 ? 100.0 * static_cast<double>(p.rows_done) /
+                                                  static_cast<double>(p.rows_total)
+                                            : 100.0;
+        line.show(fmt::format("re-partition: {}/{} rows ({:.1f}%), {:.0f} rows/s, ETA {:.0f}s, {}",
+                              p.rows_done, p.rows_total, pct, p.rows_per_s, p.eta_s, p.current),
+                  p.current == "verifying");
+      },
+      &g_stop);
+  std::signal(SIGINT, SIG_DFL);
+  line.finish();
+  std::printf("%s", a.json ? (r.to_json() + "\n").c_str() : r.to_text().c_str());
+  for (const auto& ch : r.checks) {
+    if (!ch.ok) {
+      std::fprintf(stderr,
+                   "manage_partitions: verification failed for %s: the old partitions hold %lld "
+                   "rows (checksum %s), the new one %lld (checksum %s)\n",
+                   ch.name.c_str(), static_cast<long long>(ch.source_rows),
+                   ch.source_checksum.c_str(), static_cast<long long>(ch.partition_rows),
+                   ch.partition_checksum.c_str());
+    }
+  }
+  if (r.interrupted) return static_cast<int>(ErrorCode::kInterrupted);
+  return r.mismatches > 0 ? 1 : 0;
+}
+
 int cmd_migrate(const Common& c, const MigrateArgs& a) {
+  if (a.from_partitions) return cmd_repartition(c, a);
   PartitionConfig cfg = resolve_config(c);
   if (a.jobs < 0)
     throw Error(ErrorCode::kInvalidArgument, fmt::format("--jobs {} must be >= 0", a.jobs));
@@ -600,30 +679,6 @@ int cmd_compact(const Common& c, const std::string& partition, bool json) {
   return 0;
 }
 
-// Progress on stderr: a rewritten line on a terminal, a plain line every 2 s otherwise.
-class ProgressLine {
- public:
-  void show(const std::string& line, bool force = false) {
-    const auto now = std::chrono::steady_clock::now();
-    if (!tty_ && !force && now - last_ < std::chrono::seconds(2)) return;
-    last_ = now;
-    if (tty_) {
-      std::fprintf(stderr, "\r\033[K%s", line.c_str());
-    } else {
-      std::fprintf(stderr, "%s\n", line.c_str());
-    }
-    std::fflush(stderr);
-  }
-  void finish() const {
-    if (tty_) std::fputs("\n", stderr);
-  }
-
- private:
-  bool tty_ = ::isatty(STDERR_FILENO) != 0;
-  std::chrono::steady_clock::time_point last_ =
-      std::chrono::steady_clock::now() - std::chrono::seconds(10);
-};
-
 int cmd_import(const Common& c, const std::string& csv, const std::string& parquet,
                int64_t batch_size, bool null_partition, bool json) {
   if (csv.empty() == parquet.empty()) {
@@ -794,6 +849,9 @@ int run_manage_partitions(int argc, char** argv) {
   migrate->add_option("--from", margs.from, "only rows with partition value >= DATE");
   migrate->add_option("--to", margs.to, "only rows with partition value < DATE");
   migrate->add_flag("--json", margs.json, "machine-readable summary");
+  migrate->add_flag("--from-partitions", margs.from_partitions,
+                    "re-partition the existing partitions into --strategy (e.g. monthly -> "
+                    "yearly); verified, then swapped atomically");
 
   bool stats_all = false;
   auto* stats = app.add_subcommand("stats", "per-partition rows, sizes, ranges");

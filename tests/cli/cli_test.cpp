@@ -726,5 +726,63 @@ TEST_F(CliTest, CompactAndExportKeepEveryRow) {
   EXPECT_EQ(cmd({"export", "--to", path("out"), "--format", "csv"}).rc, 2);
 }
 
+TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
+  make_source(path("src.duckdb"), 20000);
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts", "--strategy", "monthly"})
+                .rc,
+            0);
+  auto listing = [&] {
+    std::string s;
+    for (const auto& f : std::filesystem::recursive_directory_iterator(path("parts"))) {
+      s += f.path().string() + ":" + std::to_string(f.is_regular_file() ? f.file_size() : 0) + "\n";
+    }
+    return s;
+  };
+  const std::vector<std::string> common = {"--partitions",     path("parts"),        "--schema",
+                                           "events",           "--partition-column", "ts",
+                                           "--from-partitions"};
+  auto repart = [&](std::vector<std::string> a) {
+    a.insert(a.begin(), "migrate");
+    a.insert(a.end(), common.begin(), common.end());
+    return run(a);
+  };
+  const std::string before = listing();
+  const CliRun dry = repart({"--strategy", "yearly", "--dry-run"});
+  ASSERT_EQ(dry.rc, 0) << dry.err;
+  EXPECT_NE(dry.out.find("create partition_2021"), std::string::npos) << dry.out;
+  EXPECT_NE(dry.out.find("27 partitions (monthly) into 4 partitions (yearly), 20000 rows"),
+            std::string::npos)
+      << dry.out;
+  EXPECT_EQ(listing(), before) << "a dry run writes nothing";
+
+  const CliRun y = repart({"--strategy", "yearly", "--batch-size", "3000"});
+  ASSERT_EQ(y.rc, 0) << y.err;
+  EXPECT_NE(y.out.find("verified 4 periods"), std::string::npos) << y.out;
+  EXPECT_NE(y.out.find("0 mismatch(es)"), std::string::npos) << y.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kYearly);
+  EXPECT_FALSE(std::filesystem::exists(path("parts/_repartition_yearly")));
+  // Queries run on the new layout.
+  const CliRun q = run({"query", "--partitions", path("parts"), "--schema", "events", "--filter",
+                        "ts:between:2021-03-01,2021-03-31 23:59:59", "--count"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  duck::Database db = duck::Database::open(path("src.duckdb"), true);
+  EXPECT_EQ(std::stoll(q.out),
+            db.connect().query_int("SELECT count(*) FROM events WHERE ts BETWEEN "
+                                   "'2021-03-01' AND '2021-03-31 23:59:59'"));
+  // Finer again: yearly -> weekly.
+  const CliRun w = repart({"--strategy", "weekly", "--json"});
+  ASSERT_EQ(w.rc, 0) << w.err;
+  EXPECT_EQ(nlohmann::json::parse(w.out)["mismatches"].get<int>(), 0);
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kWeekly);
+  // Running it again is harmless; no strategy is an error.
+  const CliRun same = repart({"--strategy", "weekly"});
+  EXPECT_EQ(same.rc, 0) << same.err;
+  EXPECT_NE(same.out.find("nothing to do"), std::string::npos) << same.out;
+  EXPECT_EQ(repart({}).rc, 2);
+}
+
 }  // namespace
 }  // namespace duckpart::testing

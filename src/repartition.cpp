@@ -1,0 +1,383 @@
+#include "duckpart/repartition.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "duck/duck.hpp"
+#include "duckpart/error.hpp"
+#include "duckpart/partitioned_repository.hpp"
+#include "duckpart/period.hpp"
+#include "partition_files.hpp"
+
+namespace fs = std::filesystem;
+
+namespace duckpart {
+namespace {
+
+// The strategy of the partition files in `dir`, from their names; nullopt when there are none.
+std::optional<PartitionStrategy> dir_strategy(const std::string& dir) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (auto k = parse_partition_name(it->path().filename().string()); k && !k->is_null) {
+      return k->strategy;
+    }
+  }
+  return std::nullopt;
+}
+
+void fsync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_state(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out) throw Error(ErrorCode::kIo, fmt::format("cannot write '{}' (disk full?)", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot write '{}'", path));
+  }
+  fsync_dir(fs::path(path).parent_path().string());
+}
+
+}  // namespace
+
+RepartitionResult repartition(const PartitionConfig& config, const RepartitionOptions& options,
+                              const std::function<void(const MigrationProgress&)>& progress,
+                              const std::atomic<bool>* stop) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  if (options.batch_size <= 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("batch size {} must be positive", options.batch_size));
+  }
+  RepartitionResult res;
+  res.to = options.to;
+  res.dry_run = options.dry_run;
+  const std::string base = config.base_partition_path;
+  const std::string table = options.table;
+  const std::string live = base + "/" + table;
+  const std::string staging_base = base + "/_repartition_" + std::string(strategy_name(options.to));
+  const std::string staging = staging_base + "/" + table;
+  const std::string old_aside = base + "/_repartition_old_" + table;
+  const std::string state_file = base + "/_repartition_" + table + ".json";
+  std::error_code ec;
+
+  // 0. A run that died after the exchange (or between the two renames of the fallback) is
+  //    finished first.
+  if (fs::exists(state_file) && !options.dry_run) {
+    const bool live_exists = fs::exists(live);
+    if (live_exists && dir_strategy(live) == options.to) {
+      fs::remove_all(staging_base, ec);
+      fs::remove_all(old_aside, ec);
+      fs::remove(state_file, ec);
+      res.from = options.to;
+      res.swapped = true;
+      res.seconds = elapsed();
+      return res;
+    }
+    if (!live_exists && fs::exists(staging)) {
+      if (std::rename(staging.c_str(), live.c_str()) != 0) {
+        throw Error(ErrorCode::kIo, fmt::format("cannot move '{}' to '{}'", staging, live));
+      }
+      fsync_dir(base);
+      fs::remove_all(staging_base, ec);
+      fs::remove_all(old_aside, ec);
+      fs::remove(state_file, ec);
+      res.swapped = true;
+      res.seconds = elapsed();
+      return res;
+    }
+    fs::remove(state_file, ec);  // the exchange never happened
+  }
+
+  // 1. The old partitions.
+  const auto from = dir_strategy(live);
+  if (!from) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("no partitions of table '{}' under '{}'", table, base));
+  }
+  res.from = *from;
+  if (*from == options.to) {
+    // Already done (perhaps by a run that was killed just before reporting): nothing to do.
+    fs::remove_all(staging_base, ec);
+    res.seconds = elapsed();
+    return res;
+  }
+  PartitionConfig old_cfg = config;
+  old_cfg.strategy = *from;
+  Schema schema;
+  std::vector<PartitionStatistics> olds;
+  {
+    PartitionedDataRepository old_repo(old_cfg, {.read_only = true});
+    schema = old_repo.load_schema(table);
+    old_repo.initialize(schema);
+    for (const auto& s : old_repo.get_partition_statistics().schemas) {
+      if (s.schema != table) continue;
+      for (const auto& p : s.partitions) {
+        if (!p.problem.empty()) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("partition {} ('{}') cannot be read: {}; restore it first",
+                                  p.name, p.file, p.problem));
+        }
+        olds.push_back(p);
+      }
+    }
+  }
+  res.partitions_before = static_cast<int64_t>(olds.size());
+
+  // 2. Exact rows and checksums per new period, and each old file's rowid extent, in one pass.
+  std::string cols;
+  for (const auto& c : schema.columns())
+    cols += (cols.empty() ? "" : ", ") + duck::quote_ident(c.name);
+  const std::string qt = duck::quote_ident(table);
+  std::map<PartitionKey, std::pair<int64_t, std::string>> expected;
+  std::vector<int64_t> rowid_end(olds.size(), 0);
+  {
+    duck::Database mem = duck::Database::open(":memory:");
+    duck::Connection c = mem.connect();
+    c.exec("CREATE TABLE acc(code BIGINT, n BIGINT, s HUGEINT)");
+    const std::string code =
+        partition_code_sql(options.to, duck::quote_ident(schema.partition_column()));
+    for (std::size_t i = 0; i < olds.size(); ++i) {
+      const std::string ctx =
+          fmt::format("reading partition {} ('{}')", olds[i].name, olds[i].file);
+      c.exec(fmt::format("ATTACH {} AS old (READ_ONLY)", duck::quote_literal(olds[i].file)), ctx);
+      c.exec(fmt::format("INSERT INTO acc SELECT {}, count(*), sum(CAST(hash({}) AS HUGEINT)) FROM "
+                         "old.main.{} GROUP BY 1",
+                         code, cols, qt),
+             ctx);
+      rowid_end[i] =
+          c.query_int(fmt::format("SELECT coalesce(max(rowid) + 1, 0) FROM old.main.{}", qt), ctx);
+      c.exec("DETACH old", ctx);
+    }
+    duck::Result r = c.query(
+        "SELECT code, sum(n)::BIGINT, CAST(coalesce(sum(s), 0) AS VARCHAR) FROM acc GROUP BY code "
+        "ORDER BY code NULLS LAST");
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> rows;
+    while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+    for (const auto& row : rows) {
+      PartitionKey key;
+      if (row.values[0].is_null()) {
+        key.strategy = options.to;
+        key.is_null = true;
+      } else {
+        key = partition_key_from_code(options.to, row.values[0].get<int64_t>());
+      }
+      const int64_t n = row.values[1].get<int64_t>();
+      expected[key] = {n, row.values[2].to_string()};
+      res.planned.emplace_back(key.name(), n);
+      res.rows += n;
+    }
+  }
+  res.partitions_after = static_cast<int64_t>(expected.size());
+  if (options.dry_run) {
+    res.seconds = elapsed();
+    return res;
+  }
+
+  // 3. Copy into the staging store; batch ids make a re-run skip what committed.
+  PartitionConfig new_cfg = config;
+  new_cfg.base_partition_path = staging_base;
+  new_cfg.strategy = options.to;
+  new_cfg.auto_partition_enabled = true;
+  {
+    PartitionedDataRepository repo(new_cfg);
+    int64_t batches_total = 0;
+    for (int64_t e : rowid_end) batches_total += (e + options.batch_size - 1) / options.batch_size;
+    MigrationProgress p;
+    p.rows_total = res.rows;
+    p.batches_total = batches_total;
+    for (std::size_t i = 0; i < olds.size() && !res.interrupted; ++i) {
+      const std::string alias = "repartition_old_" + std::to_string(i);
+      repo.attach_database(olds[i].file, alias, /*read_only=*/true);
+      struct Detach {
+        PartitionedDataRepository& repo;
+        std::string alias;
+        ~Detach() { repo.detach_database(alias); }
+      } detach{repo, alias};
+      for (int64_t k = 0; k * options.batch_size < rowid_end[i]; ++k) {
+        if (stop && stop->load()) {
+          res.interrupted = true;
+          break;
+        }
+        BatchOptions bo;
+        bo.batch_id = fmt::format("repartition-{}-{}", olds[i].name, k);
+        const BatchResult br = repo.create_batch_from_query(
+            schema,
+            fmt::format("SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}",
+                        duck::quote_ident(alias), qt, k * options.batch_size,
+                        (k + 1) * options.batch_size),
+            bo, /*null_partition=*/true);
+        res.rows_copied += br.rows_written;
+        res.rows_skipped += br.rows_skipped;
+        ++p.batches_done;
+        p.rows_done = res.rows_copied + res.rows_skipped;
+        p.elapsed_s = elapsed();
+        p.rows_per_s = p.elapsed_s > 0 ? static_cast<double>(p.rows_done) / p.elapsed_s : 0;
+        p.eta_s =
+            p.rows_per_s > 0 ? static_cast<double>(p.rows_total - p.rows_done) / p.rows_per_s : 0;
+        p.current = olds[i].name;
+        if (progress) progress(p);
+      }
+    }
+    if (res.interrupted) {
+      res.seconds = elapsed();
+      return res;
+    }
+    // 4. Verify every new period against what the old partitions hold for it.
+    if (options.verify) {
+      if (progress) {
+        p.current = "verifying";
+        progress(p);
+      }
+      std::map<PartitionKey, PartitionedDataRepository::PartitionChecksum> got;
+      for (auto& c : repo.checksum_partitions(schema)) got[c.key] = c;
+      for (const auto& [key, want] : expected) {
+        PeriodCheck ch;
+        ch.name = key.name();
+        ch.source_rows = want.first;
+        ch.source_checksum = want.second;
+        if (auto it = got.find(key); it != got.end()) {
+          ch.partition_rows = it->second.rows;
+          ch.partition_checksum = it->second.checksum;
+          got.erase(it);
+        }
+        ch.ok = ch.source_rows == ch.partition_rows && ch.source_checksum == ch.partition_checksum;
+        if (!ch.ok) ++res.mismatches;
+        res.checks.push_back(std::move(ch));
+      }
+      for (const auto& [key, c] : got) {  // periods the old partitions do not have
+        if (c.rows == 0) continue;
+        PeriodCheck ch;
+        ch.name = c.name;
+        ch.partition_rows = c.rows;
+        ch.partition_checksum = c.checksum;
+        ++res.mismatches;
+        res.checks.push_back(std::move(ch));
+      }
+      res.verified = true;
+    }
+    repo.flush();
+  }
+  if (res.mismatches > 0) {
+    // The old partitions changed during the copy (or the copy is wrong): start over next time.
+    fs::remove_all(staging_base, ec);
+    res.seconds = elapsed();
+    return res;
+  }
+
+  // 5. Exchange the directories in one atomic rename, then remove the old partitions.
+  write_state(state_file, {{"table", table},
+                           {"from", strategy_name(*from)},
+                           {"to", strategy_name(options.to)},
+                           {"phase", "exchanging"}});
+  if (::renameat2(AT_FDCWD, live.c_str(), AT_FDCWD, staging.c_str(), RENAME_EXCHANGE) != 0) {
+    // File systems without RENAME_EXCHANGE: two renames; step 0 above finishes a crash between.
+    fs::remove_all(old_aside, ec);
+    if (std::rename(live.c_str(), old_aside.c_str()) != 0 ||
+        std::rename(staging.c_str(), live.c_str()) != 0) {
+      throw Error(ErrorCode::kIo,
+                  fmt::format("cannot move the new partitions from '{}' to '{}'; run the same "
+                              "command again to finish",
+                              staging, live));
+    }
+  }
+  fsync_dir(base);
+  fs::remove_all(staging_base, ec);
+  fs::remove_all(old_aside, ec);
+  fs::remove(state_file, ec);
+  fsync_dir(base);
+  res.swapped = true;
+  res.seconds = elapsed();
+  return res;
+}
+
+std::string RepartitionResult::to_text() const {
+  std::string out;
+  if (dry_run) {
+    out += fmt::format("plan: re-partition {} partitions ({}) into {} partitions ({}), {} rows\n",
+                       partitions_before, strategy_name(from), partitions_after, strategy_name(to),
+                       rows);
+    for (const auto& [name, n] : planned)
+      out += fmt::format("  create {:<28} {:>12} rows\n", name, n);
+    out += "dry run: nothing was written\n";
+    return out;
+  }
+  if (from == to) {
+    return fmt::format("the table is already partitioned {}: nothing to do\n", strategy_name(to));
+  }
+  if (swapped && partitions_before == 0 && rows == 0) {
+    return fmt::format("finished an interrupted re-partitioning: the table is now partitioned {}\n",
+                       strategy_name(to));
+  }
+  out += fmt::format(
+      "re-partitioned {} -> {}: {} partitions -> {}, {} rows ({} copied by this run, {} by an "
+      "earlier run) in {:.2f} s\n",
+      strategy_name(from), strategy_name(to), partitions_before, partitions_after, rows,
+      rows_copied, rows_skipped, seconds);
+  if (verified) {
+    out += fmt::format(
+        "verified {} periods (row count and checksum over all columns): {} "
+        "mismatch(es)\n",
+        checks.size(), mismatches);
+  }
+  if (swapped) {
+    out +=
+        "the new partitions replaced the old ones (atomic directory exchange); old files removed\n";
+  } else if (interrupted) {
+    out += "interrupted: run the same command again to finish\n";
+  } else if (mismatches > 0) {
+    out += "NOT swapped: the old partitions are unchanged and still in use\n";
+  }
+  return out;
+}
+
+std::string RepartitionResult::to_json() const {
+  nlohmann::ordered_json j;
+  j["from"] = strategy_name(from);
+  j["to"] = strategy_name(to);
+  j["partitions_before"] = partitions_before;
+  j["partitions_after"] = partitions_after;
+  j["rows"] = rows;
+  j["rows_copied"] = rows_copied;
+  j["rows_skipped"] = rows_skipped;
+  j["verified"] = verified;
+  j["mismatches"] = mismatches;
+  j["swapped"] = swapped;
+  j["interrupted"] = interrupted;
+  j["dry_run"] = dry_run;
+  j["seconds"] = seconds;
+  auto plan = nlohmann::ordered_json::array();
+  for (const auto& [name, n] : planned) plan.push_back({{"partition", name}, {"rows", n}});
+  j["partitions"] = plan;
+  auto checks_j = nlohmann::ordered_json::array();
+  for (const auto& ch : checks) {
+    checks_j.push_back({{"partition", ch.name},
+                        {"source_rows", ch.source_rows},
+                        {"partition_rows", ch.partition_rows},
+                        {"ok", ch.ok}});
+  }
+  j["checks"] = checks_j;
+  return j.dump(2);
+}
+
+}  // namespace duckpart
