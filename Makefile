@@ -42,6 +42,14 @@ install-check: build
 	@cmake --build build/examples-installed -j $(JOBS)
 	@echo "install-check: examples built against the installed duckpart package"
 
+# The concurrency tests (label "concurrency") under ThreadSanitizer.
+tsan: bootstrap
+	@cmake --preset tsan >/dev/null
+	@cmake --build build/tsan -j $(JOBS) --target soak_test partitioned_test
+	@ctest --preset tsan -j 1
+	@TSAN_OPTIONS="halt_on_error=1:suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ./build/tsan/tests/partitioned_test --gtest_filter='*Concurrent*:*Compact*'
+
 # Crash safety at depth: 100 kill -9 trials per operation (CI runs 20 in `make test`).
 stress: build
 	@DUCKPART_CRASH_TRIALS=100 ctest --preset release -L crash --timeout 7200

@@ -26,6 +26,7 @@ struct DuckDBDataRepository::Impl {
   std::unique_ptr<ConnectionPool> pool;
   std::mutex ddl_mu;
   std::set<std::string> known_tables;
+  std::set<std::string> checked_layouts;  // schema JSON of layouts checked against the file
   RepositoryCounters counters;
   std::mutex counters_mu;
 
@@ -33,7 +34,7 @@ struct DuckDBDataRepository::Impl {
 
   void ensure_table(const Schema& schema, duck::Connection& conn) {
     std::lock_guard lock(ddl_mu);
-    if (known_tables.count(schema.name())) return;
+    if (checked_layouts.count(schema.to_json())) return;
     if (!options.read_only && options.create_tables) {
       conn.exec(create_table_sql("", schema, /*if_not_exists=*/true), path);
       conn.exec(
@@ -41,7 +42,36 @@ struct DuckDBDataRepository::Impl {
           "row_count BIGINT, committed_at TIMESTAMP)",
           path);
     }
+    // A table of that name written with another layout is a conflict, not a DuckDB error later.
+    auto st = conn.prepare(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
+        "current_database() AND schema_name = 'main' AND table_name = ? ORDER BY column_index");
+    st.bind(1, Value(schema.name()));
+    duck::Result r = st.execute();
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> cols;
+    while (auto chunk = r.fetch()) dec.decode(chunk, cols);
+    bool same = cols.empty() || cols.size() == schema.columns().size();
+    for (std::size_t i = 0; same && i < cols.size(); ++i) {
+      const Column& want = schema.columns()[i];
+      const std::string name = cols[i].values[0].to_string();
+      same = name.size() == want.name.size() &&
+             std::equal(name.begin(), name.end(), want.name.begin(),
+                        [](char a, char b) { return std::tolower(a) == std::tolower(b); }) &&
+             parse_column_type(cols[i].values[1].to_string()) == want.type;
+    }
+    if (!same) {
+      std::string found;
+      for (const auto& c : cols) {
+        found +=
+            (found.empty() ? "" : ", ") + c.values[0].to_string() + " " + c.values[1].to_string();
+      }
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("table '{}' in '{}' has another layout ({}) than the schema given",
+                              schema.name(), path, found));
+    }
     known_tables.insert(schema.name());
+    checked_layouts.insert(schema.to_json());
   }
 
   bool table_exists(const Schema& schema, duck::Connection& conn) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -48,8 +49,14 @@ struct Entry {
   std::string file;
   std::string alias;
   PartitionMeta meta;
-  std::string problem;   // non-empty: the file cannot be used
+  std::string problem;  // non-empty: the file cannot be used
+  // For a file whose stored period differs from its name: the [min, max] its metadata claims, so
+  // that queries over those values still see it (and fail naming it) instead of missing its rows.
+  std::optional<std::pair<int64_t, int64_t>> stored_range;
   bool dropped = false;  // removed by drop_partition (kept alive for requests that still hold it)
+  // Set while a compaction waits to swap the file: new requests wait (Impl::pins_cv) instead of
+  // pinning, so that a stream of overlapping readers cannot starve the swap.
+  bool draining = false;
   // Runtime state, under Impl::mu.
   bool attached = false;
   int pins = 0;
@@ -100,6 +107,7 @@ struct PartitionedDataRepository::Impl {
   duck::Connection admin;  // ATTACH/DETACH/DDL, under mu
 
   mutable std::mutex mu;
+  std::condition_variable pins_cv;  // signalled when pins drop or draining ends (with mu)
   std::map<std::string, std::unique_ptr<Store>> stores;
   uint64_t clock = 0;
   int64_t attached_count = 0;
@@ -199,6 +207,7 @@ struct PartitionedDataRepository::Impl {
       std::lock_guard lock(impl_->mu);
       for (Entry* e : entries_) --e->pins;
       impl_->trim_locked();
+      impl_->pins_cv.notify_all();
     }
 
    private:
@@ -206,11 +215,15 @@ struct PartitionedDataRepository::Impl {
     std::vector<Entry*> entries_;
   };
 
-  Pins acquire(const std::vector<Entry*>& entries, QueryStats* stats) {
-    std::lock_guard lock(mu);
+  // Entries are pinned in the order given (callers pass them sorted by store and period), so two
+  // requests waiting on draining partitions cannot wait on each other.
+  // `drainer`: the partition the caller itself keeps drained (it may pin it).
+  Pins acquire(const std::vector<Entry*>& entries, QueryStats* stats, Entry* drainer = nullptr) {
+    std::unique_lock lock(mu);
     std::vector<Entry*> pinned;
     try {
       for (Entry* e : entries) {
+        pins_cv.wait(lock, [&] { return !e->draining || e == drainer; });
         if (e->dropped) continue;  // dropped after the request chose it: it no longer exists
         if (!e->problem.empty()) {
           throw Error(ErrorCode::kCorruption,
@@ -229,6 +242,7 @@ struct PartitionedDataRepository::Impl {
     } catch (...) {
       for (Entry* e : pinned) --e->pins;
       trim_locked();
+      pins_cv.notify_all();
       throw;
     }
     return Pins(this, std::move(pinned));
@@ -242,7 +256,12 @@ struct PartitionedDataRepository::Impl {
           result_(std::move(result)),
           decoder_(result_) {}
     bool fetch(std::vector<DataRecord>& out) override {
-      duck::DataChunk c = result_.fetch();
+      duck::DataChunk c;
+      try {
+        c = result_.fetch();
+      } catch (const Error& err) {
+        rethrow_reading(err, pins_->entries());
+      }
       if (!c || c.size() == 0) return false;
       decoder_.decode(c, out);
       return true;
@@ -328,6 +347,9 @@ struct PartitionedDataRepository::Impl {
                                 stored.to_json(), store.schema.to_json());
         return;
       }
+      if (!v[5].is_null() && !v[6].is_null()) {
+        e.stored_range.emplace(v[5].get<Timestamp>().micros, v[6].get<Timestamp>().micros);
+      }
       if (v[2].get<std::string>() != strategy_name(config.strategy)) {
         e.problem = fmt::format("was written with the {} strategy, the store is {}",
                                 v[2].get<std::string>(), strategy_name(config.strategy));
@@ -338,6 +360,7 @@ struct PartitionedDataRepository::Impl {
                                 e.key.label());
         return;
       }
+      e.stored_range.reset();
       e.meta.row_count = v[4].get<int64_t>();
       e.meta.min_value =
           v[5].is_null() ? std::nullopt : std::optional(v[5].get<Timestamp>().micros);
@@ -1036,7 +1059,8 @@ struct PartitionedDataRepository::Impl {
       if (key.is_null) {
         keep = pred.may_match_null() && (!e->problem.empty() || e->meta.row_count > 0);
       } else if (!e->problem.empty()) {
-        keep = pred.may_match(e->range_min(), e->range_max());
+        keep = pred.may_match(e->range_min(), e->range_max()) ||
+               (e->stored_range && pred.may_match(e->stored_range->first, e->stored_range->second));
       } else if (e->meta.row_count > 0 && e->meta.min_value && e->meta.max_value) {
         keep = pred.may_match(*e->meta.min_value, *e->meta.max_value);
       }
@@ -1066,7 +1090,8 @@ struct PartitionedDataRepository::Impl {
       if (key.is_null) {
         keep = set.null_ok && (!e->problem.empty() || e->meta.row_count > 0);
       } else if (!e->problem.empty()) {
-        keep = set.overlaps(e->range_min(), e->range_max());
+        keep = set.overlaps(e->range_min(), e->range_max()) ||
+               (e->stored_range && set.overlaps(e->stored_range->first, e->stored_range->second));
       } else if (e->meta.row_count > 0 && e->meta.min_value && e->meta.max_value) {
         keep = set.overlaps(*e->meta.min_value, *e->meta.max_value);
       }
@@ -1079,6 +1104,26 @@ struct PartitionedDataRepository::Impl {
     counters.partitions_scanned += static_cast<int64_t>(out.size());
     counters.partitions_pruned += static_cast<int64_t>(store.entries.size() - out.size());
     return out;
+  }
+
+  // "partition_2021_05 ('<file>')", or several names: DuckDB's read errors do not say which
+  // attached file failed, so errors of multi-partition reads name the candidates.
+  static std::string describe(const std::vector<Entry*>& entries) {
+    if (entries.size() == 1)
+      return fmt::format("partition {} ('{}')", entries[0]->name, entries[0]->file);
+    std::string names;
+    for (std::size_t i = 0; i < entries.size() && i < 6; ++i)
+      names += (i ? ", " : "") + entries[i]->name;
+    if (entries.size() > 6) names += fmt::format(" and {} more", entries.size() - 6);
+    return fmt::format("one of partitions {} (under '{}')", names,
+                       fs::path(entries[0]->file).parent_path().string());
+  }
+  // Failures of the file (damage, I/O) name the partitions read; others pass unchanged.
+  [[noreturn]] static void rethrow_reading(const Error& err, const std::vector<Entry*>& entries) {
+    if (err.code() == ErrorCode::kCorruption || err.code() == ErrorCode::kIo) {
+      throw Error(err.code(), fmt::format("reading {}: {}", describe(entries), err.what()));
+    }
+    throw err;
   }
 
   static std::string union_source(const Store& store, const std::vector<Entry*>& entries) {
@@ -1293,7 +1338,7 @@ std::string PartitionedDataRepository::checksum_sql(const Schema& schema) {
 }
 
 std::vector<PartitionedDataRepository::PartitionChecksum>
-PartitionedDataRepository::checksum_partitions(const Schema& schema) {
+PartitionedDataRepository::checksum_partitions(const Schema& schema, bool keep_going) {
   Store& store = impl_->store_for(schema);
   std::vector<Entry*> entries;
   {
@@ -1302,15 +1347,25 @@ PartitionedDataRepository::checksum_partitions(const Schema& schema) {
   }
   std::vector<PartitionChecksum> out;
   for (Entry* e : entries) {
-    auto pins = impl_->acquire({e}, nullptr);
-    if (pins.entries().empty()) continue;
-    auto conn = impl_->pool->take();
-    auto rows = run_rows(*conn,
-                         fmt::format("SELECT count(*), {} FROM {}.main.{}", checksum_sql(schema),
-                                     duck::quote_ident(e->alias), duck::quote_ident(schema.name())),
-                         {});
-    out.push_back(PartitionChecksum{e->key, e->name, rows.at(0).values[0].get<int64_t>(),
-                                    rows.at(0).values[1].get<std::string>()});
+    try {
+      auto pins = impl_->acquire({e}, nullptr);
+      if (pins.entries().empty()) continue;
+      auto conn = impl_->pool->take();
+      auto rows =
+          run_rows(*conn,
+                   fmt::format("SELECT count(*), {} FROM {}.main.{}", checksum_sql(schema),
+                               duck::quote_ident(e->alias), duck::quote_ident(schema.name())),
+                   {});
+      out.push_back(PartitionChecksum{e->key, e->name, rows.at(0).values[0].get<int64_t>(),
+                                      rows.at(0).values[1].get<std::string>(), ""});
+    } catch (const Error& err) {
+      const std::string what =
+          std::string(err.what()).find(e->file) != std::string::npos
+              ? err.what()
+              : fmt::format("partition {} ('{}'): {}", e->name, e->file, err.what());
+      if (!keep_going) throw Error(err.code(), what);
+      out.push_back(PartitionChecksum{e->key, e->name, 0, "", what});
+    }
   }
   return out;
 }
@@ -1424,10 +1479,14 @@ PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
   auto conn = impl_->pool->take();
   const std::string source = Impl::union_source(store, pins.entries());
   std::vector<Value> params;
-  resp.items = run_rows(*conn, rows_sql(q, source, true, params), params);
-  params.clear();
-  auto count = run_rows(*conn, count_sql(q, source, params), params);
-  resp.total = count.empty() ? 0 : count[0].values[0].get<int64_t>();
+  try {
+    resp.items = run_rows(*conn, rows_sql(q, source, true, params), params);
+    params.clear();
+    auto count = run_rows(*conn, count_sql(q, source, params), params);
+    resp.total = count.empty() ? 0 : count[0].values[0].get<int64_t>();
+  } catch (const Error& err) {
+    Impl::rethrow_reading(err, pins.entries());
+  }
   resp.has_more = request.offset + static_cast<int64_t>(resp.items.size()) < resp.total;
   return resp;
 }
@@ -1447,7 +1506,12 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
   std::vector<Value> params;
   auto st = conn->prepare(rows_sql(q, Impl::union_source(store, pins->entries()), true, params));
   for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
-  duck::Result r = st.execute_streaming();
+  duck::Result r;
+  try {
+    r = st.execute_streaming();
+  } catch (const Error& err) {
+    Impl::rethrow_reading(err, pins->entries());
+  }
   return RecordStream(
       q.column_names,
       std::make_unique<Impl::PinnedSource>(std::move(pins), std::move(conn), std::move(r)),
@@ -1563,12 +1627,19 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   duck::Prepared checked = prepare_read_only(*conn, sql);
   const std::string final_sql = decodable_sql(checked, sql);
   duck::Prepared p = final_sql == sql ? std::move(checked) : conn->prepare(final_sql, "SQL");
-  duck::Result r = p.execute_streaming();
+  duck::Result r;
+  try {
+    r = p.execute_streaming();
+  } catch (const Error& err) {
+    Impl::rethrow_reading(err, pins->entries());
+  }
+  const std::string context =
+      pins->entries().empty() ? std::string() : "reading " + Impl::describe(pins->entries());
   auto keep = std::make_shared<SqlKeepAlive<Impl::Pins>>();
   keep->pins = std::move(pins);
   keep->conn = conn;
   conn.reset();
-  auto source = std::make_unique<SqlResultSource>(std::move(keep), std::move(r));
+  auto source = std::make_unique<SqlResultSource>(std::move(keep), std::move(r), context);
   std::vector<std::string> columns = source->names();
   return RecordStream(std::move(columns), std::move(source), stats);
 }
@@ -1594,9 +1665,13 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
   if (pins.entries().empty()) return 0;
   auto conn = impl_->pool->take();
   std::vector<Value> params;
-  auto rows =
-      run_rows(*conn, count_sql(q, Impl::union_source(store, pins.entries()), params), params);
-  return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
+  try {
+    auto rows =
+        run_rows(*conn, count_sql(q, Impl::union_source(store, pins.entries()), params), params);
+    return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
+  } catch (const Error& err) {
+    Impl::rethrow_reading(err, pins.entries());
+  }
 }
 
 namespace {
@@ -1830,7 +1905,6 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
   }
   Store& store = impl_->store_for(schema);
   Entry* e = impl_->entry_named(store, partition_name);
-  std::lock_guard wlock(e->write_mu);  // writers of this partition wait until the swap
   CompactResult res;
   res.name = e->name;
   res.file = e->file;
@@ -1838,12 +1912,24 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
   const std::string staged = store.dir + "/." + fs::path(e->file).filename().string() + ".compact";
   const std::string staged_alias = "compact_" + e->alias;
   std::error_code ec;
-  fs::remove(staged, ec);
-  fs::remove(staged + ".wal", ec);
-  {
-    auto pins = impl_->acquire({e}, nullptr);
+  const std::string table = duck::quote_ident(schema.name());
+  const std::string context = fmt::format("compacting partition {} ('{}')", e->name, e->file);
+
+  // Copies the partition, sorted, into `staged` and verifies the copy; returns the partition's
+  // commit version it copied. Holds write_mu (no commit during the copy). `drained`: the caller
+  // holds the partition drained (no new request may pin it) and this copy may still pin it.
+  auto copy = [&](bool drained) -> int64_t {
+    std::lock_guard wlock(e->write_mu);
+    fs::remove(staged, ec);
+    fs::remove(staged + ".wal", ec);
+    auto pins = impl_->acquire({e}, nullptr, drained ? e : nullptr);
     if (pins.entries().empty()) {
       throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
+    }
+    int64_t version = 0;
+    {
+      std::lock_guard lock(impl_->mu);
+      version = e->meta.commit_version;
     }
     duck::Database::open(staged);  // an empty database file, attached below
     attach_database(staged, staged_alias, /*read_only=*/false);
@@ -1855,8 +1941,6 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     auto conn = impl_->pool->take();
     const std::string from = duck::quote_ident(e->alias);
     const std::string to = duck::quote_ident(staged_alias);
-    const std::string table = duck::quote_ident(schema.name());
-    const std::string context = fmt::format("compacting partition {} ('{}')", e->name, e->file);
     std::string order = duck::quote_ident(schema.partition_column());
     if (schema.id_index())
       order += ", " + duck::quote_ident(schema.columns()[*schema.id_index()].name);
@@ -1895,39 +1979,60 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
                       context, before, after));
     }
     res.rows = std::stoll(before.substr(0, before.find('/')));
-  }  // the staged file is checkpointed and closed here
-  fsync_path(staged, false);
-  // Swap when no query holds the partition (writers already wait on write_mu).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  for (;;) {
+    return version;
+  };  // the staged file is checkpointed and closed when `detach` goes
+
+  // 1. Copy while readers and writers go on.
+  int64_t copied_version = copy(false);
+  // 2. Drain: new requests for this partition wait; running ones (writers included — they pin
+  //    before they take write_mu) finish. Then nothing can change the partition.
+  auto undrain = [&] {
+    std::lock_guard lock(impl_->mu);
+    e->draining = false;
+    impl_->pins_cv.notify_all();
+  };
+  {
+    std::unique_lock lock(impl_->mu);
+    e->draining = true;
+    if (!impl_->pins_cv.wait_for(lock, std::chrono::seconds(60), [&] { return e->pins == 0; })) {
+      e->draining = false;
+      impl_->pins_cv.notify_all();
+      lock.unlock();
+      fs::remove(staged, ec);
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} stayed in use by a query for a minute; compact it "
+                              "again later (it was left unchanged)",
+                              e->name));
+    }
+  }
+  try {
+    // 3. A commit landed between the copy and the drain: copy again (nothing can commit now).
+    int64_t version_now = 0;
     {
       std::lock_guard lock(impl_->mu);
-      if (e->pins == 0) {
-        impl_->detach_locked(*e);
-        if (e->attached || fs::exists(e->file + ".wal")) {
-          fs::remove(staged, ec);
-          throw Error(ErrorCode::kConflict,
-                      fmt::format("partition {} could not be closed cleanly; it was left unchanged",
-                                  e->name));
-        }
-        if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
-          fs::remove(staged, ec);
-          throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
-        }
-        fsync_path(store.dir, true);
-        break;
-      }
+      version_now = e->meta.commit_version;
     }
-    if (std::chrono::steady_clock::now() > deadline) {
-      fs::remove(staged, ec);
+    if (version_now != copied_version) copied_version = copy(true);
+    fsync_path(staged, false);
+    // 4. Swap.
+    std::lock_guard wlock(e->write_mu);
+    std::lock_guard lock(impl_->mu);
+    impl_->detach_locked(*e);
+    if (e->attached || fs::exists(e->file + ".wal")) {
       throw Error(
           ErrorCode::kConflict,
-          fmt::format("partition {} stayed in use by queries for a minute; compact it again "
-                      "later (it was left unchanged)",
-                      e->name));
+          fmt::format("partition {} could not be closed cleanly; it was left unchanged", e->name));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
+      throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
+    }
+    fsync_path(store.dir, true);
+  } catch (...) {
+    fs::remove(staged, ec);
+    undrain();
+    throw;
   }
+  undrain();
   res.bytes_after = file_bytes(e->file);
   return res;
 }

@@ -27,10 +27,25 @@ std::string decodable_sql(const duck::Prepared& prepared, const std::string& sql
 // pinned partitions) through `keep_alive`, destroyed after the result.
 class SqlResultSource final : public RecordStream::Source {
  public:
-  SqlResultSource(std::shared_ptr<void> keep_alive, duck::Result result)
-      : keep_alive_(std::move(keep_alive)), result_(std::move(result)), decoder_(result_) {}
+  // `failure_context`: prefixed to damage and I/O errors met while reading ("reading partition
+  // ...").
+  SqlResultSource(std::shared_ptr<void> keep_alive, duck::Result result,
+                  std::string failure_context = "")
+      : keep_alive_(std::move(keep_alive)),
+        result_(std::move(result)),
+        decoder_(result_),
+        context_(std::move(failure_context)) {}
   bool fetch(std::vector<DataRecord>& out) override {
-    duck::DataChunk c = result_.fetch();
+    duck::DataChunk c;
+    try {
+      c = result_.fetch();
+    } catch (const Error& err) {
+      if (context_.empty() ||
+          (err.code() != ErrorCode::kCorruption && err.code() != ErrorCode::kIo)) {
+        throw;
+      }
+      throw Error(err.code(), context_ + ": " + err.what());
+    }
     if (!c || c.size() == 0) return false;
     decoder_.decode(c, out);
     return true;
@@ -41,6 +56,7 @@ class SqlResultSource final : public RecordStream::Source {
   std::shared_ptr<void> keep_alive_;
   duck::Result result_;
   duck::ChunkDecoder decoder_;
+  std::string context_;
 };
 
 }  // namespace duckpart

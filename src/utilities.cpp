@@ -451,10 +451,13 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
   // Every partition must open and agree with its metadata: checksum_partitions opens each file and
   // counts its rows. A file that fails is reported, and the others are still checked.
   std::map<std::string, int64_t> counted;
-  try {
-    for (const auto& c : repo_.checksum_partitions(schema)) counted[c.name] = c.rows;
-  } catch (const Error&) {
-    // Damaged partitions are listed below with their problem.
+  std::map<std::string, std::string> unreadable;
+  for (const auto& c : repo_.checksum_partitions(schema, /*keep_going=*/true)) {
+    if (c.error.empty()) {
+      counted[c.name] = c.rows;
+    } else {
+      unreadable[c.name] = c.error;
+    }
   }
   const auto stats = repo_.get_partition_statistics();
   std::vector<int64_t> sizes;
@@ -472,6 +475,12 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
     for (const auto& p : s.partitions) {
       if (!p.problem.empty()) {
         add("error", p.name, p.file, fmt::format("cannot be used: {}", p.problem),
+            "restore it from a backup (manage_partitions restore --from DIR) or migrate its period "
+            "again");
+        continue;
+      }
+      if (auto it = unreadable.find(p.name); it != unreadable.end()) {
+        add("error", p.name, p.file, fmt::format("opens but cannot be read: {}", it->second),
             "restore it from a backup (manage_partitions restore --from DIR) or migrate its period "
             "again");
         continue;

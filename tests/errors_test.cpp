@@ -1,4 +1,9 @@
 // Bad input: every case gets a clear error naming the problem, and nothing is written.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "test_util.hpp"
 
 namespace duckpart::testing {
@@ -261,6 +266,177 @@ TEST_F(ErrorsTest, BadDirectories) {
               DuckDBDataRepository r(path("no/such/dir/x.duckdb"));
             }).message.find("no/such/dir"),
             std::string::npos);
+}
+
+TEST_F(ErrorsTest, MoreValuesAndRecords) {
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(1, Value("2023-01-01T10:00:00Z")));
+      },
+      "no time zone");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value("2023-1-5"))); },
+      "value '2023-1-5'");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(1, Value("2023-01-01 24:00:00")));
+      },
+      "value '2023-01-01 24:00:00'");
+  expect_refused(
+      [&](IDataRepository& r) { r.create_batch(schema_, batch_with(1, Value("0000-01-01"))); },
+      "outside the supported");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(5, Value("99999999999999999999")));
+      },
+      "column 'big' (BIGINT)");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create(schema_, {{"qty", Value(1)}});
+      },
+      "partition column 'ts' is NULL");
+  expect_refused(
+      [&](IDataRepository& r) {
+        ColumnBatch b = make_column_batch(schema_);
+        for (auto& col : b.columns) std::visit([](auto& v) { v.resize(2); }, col.data);
+        std::visit([](auto& v) { v.resize(1); }, b.columns[4].data);
+        b.rows = 2;
+        r.create_batch_columnar(schema_, b);
+      },
+      "column 'qty'");
+  // A batch written with another layout under the same table name.
+  expect_refused(
+      [&](IDataRepository& r) {
+        Schema other("events", {{"id", "UUID"}, {"ts", "TIMESTAMP"}, {"qty", "VARCHAR"}}, "ts",
+                     "id");
+        r.create(other, {{"ts", Value("2023-01-05")}, {"qty", Value("x")}});
+      },
+      "events", ErrorCode::kConflict);
+  expect_refused(
+      [&](IDataRepository& r) {
+        DataQueryRequest q;
+        q.filters.push_back({"name", FilterOperator::kLike, Value{}});
+        r.count_all(schema_, q);
+      },
+      "value is NULL");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.get_all(schema_, filter("ts", FilterOperator::kLt, Value(true)));
+      },
+      "column 'ts' (TIMESTAMP)");
+}
+
+TEST_F(ErrorsTest, HugeAndHostileValuesAreStoredVerbatim) {
+  const std::string huge(4 << 20, 'x');
+  const std::string evil_list = "a', 'b'); DELETE FROM events; --";
+  for (IDataRepository* repo : {static_cast<IDataRepository*>(single_.get()),
+                                static_cast<IDataRepository*>(parts_.get())}) {
+    repo->create(schema_, {{"ts", Value("2023-03-03")}, {"name", Value(huge)}});
+    DataQueryRequest q;
+    q.filters.push_back(
+        {"name", FilterOperator::kIn, std::vector<Value>{Value(evil_list), Value(huge)}});
+    const auto page = repo->get_all(schema_, q);
+    ASSERT_EQ(page.items.size(), 1u);
+    EXPECT_EQ(page.value(0, "name").get<std::string>().size(), huge.size());
+    EXPECT_EQ(repo->count_all(schema_), 21);
+  }
+}
+
+TEST_F(ErrorsTest, SchemasAndConfiguration) {
+  auto fails = [](const std::function<void()>& f, const std::string& expected) {
+    const Outcome o = error_of(f);
+    EXPECT_EQ(o.code, ErrorCode::kInvalidArgument) << o.message;
+    EXPECT_NE(o.message.find(expected), std::string::npos) << o.message;
+  };
+  fails([] { Schema s("t", {{"ts", "VARCHAR"}}, "ts"); }, "ts");
+  fails([] { Schema s("t", {{"ts", "DATE"}, {"id", "DOUBLE"}}, "ts", "id"); }, "id");
+  fails([] { Schema s("t", {{"ts", "DATE"}, {"TS", "DATE"}}, "ts"); }, "TS");
+  fails([] { Schema s("", {{"ts", "DATE"}}, "ts"); }, "name");
+  fails([] { Schema s("t", {{"ts", "DATE"}}, "nope"); }, "nope");
+  fails([] { parse_strategy("hourly"); }, "hourly");
+  fails(
+      [] {
+        PartitionConfig c;
+        c.max_partitions_in_memory = 0;
+        c.validate();
+      },
+      "max_partitions_in_memory");
+  fails(
+      [] {
+        PartitionConfig c;
+        c.partition_size_threshold_mb = -5;
+        c.validate();
+      },
+      "partition_size_threshold_mb");
+  PartitionUtilities util(*parts_);
+  fails([&] { util.cleanup(schema_, -1, date_from_civil(2024, 1, 1), true); }, "-1");
+  EXPECT_EQ(parts_->count_all(schema_), 20);
+}
+
+// A partition directory that runs out of space (RLIMIT_FSIZE in a child process, like a full
+// disk): the write fails with an error, every partition stays readable, and replaying the failed
+// batch after space comes back completes it exactly once.
+TEST_F(ErrorsTest, FullDiskFailsCleanlyAndReplayCompletes) {
+  parts_.reset();
+  const std::string dir = path("full");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{};
+    lim.rlim_cur = lim.rlim_max = 3 << 20;  // 3 MB per file
+    ::setrlimit(RLIMIT_FSIZE, &lim);
+    int ok_batches = 0;
+    std::string failure;
+    try {
+      PartitionedDataRepository repo(test_config(dir, PartitionStrategy::kYearly));
+      std::mt19937_64 rng(9);
+      for (int b = 0; b < 200; ++b) {
+        auto rows =
+            random_wide_rows(rng, 2000, date_from_civil(2023, 1, 1), date_from_civil(2024, 12, 31));
+        for (auto& r : rows) r.values[8] = Value(std::string(200, 'p'));
+        BatchOptions o;
+        o.batch_id = "b" + std::to_string(b);
+        repo.create_batch(schema_, rows, o);
+        ++ok_batches;
+      }
+    } catch (const Error& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "unexpected exception type";
+    }
+    std::ofstream(dir + "_result.txt") << ok_batches << "\n" << failure << "\n";
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "the writer crashed instead of reporting the full disk";
+  std::ifstream in(dir + "_result.txt");
+  int ok_batches = 0;
+  std::string line, failure;
+  in >> ok_batches;
+  std::getline(in, line);
+  std::getline(in, failure);
+  ASSERT_FALSE(failure.empty()) << "3 MB files should have filled up";
+  std::printf("full disk after %d batches: %s\n", ok_batches, failure.c_str());
+  EXPECT_NE(failure.find("partition_"), std::string::npos) << failure;
+  // Space is back: every partition opens, the committed batches are whole, the failed one is
+  // replayed by its id and lands exactly once.
+  PartitionedDataRepository repo(test_config(dir, PartitionStrategy::kYearly));
+  const int64_t after_failure = repo.count_all(schema_);
+  EXPECT_GE(after_failure, int64_t{ok_batches} * 2000);
+  EXPECT_LE(after_failure, int64_t{ok_batches + 1} * 2000);
+  std::mt19937_64 rng(9);
+  for (int b = 0; b <= ok_batches; ++b) {
+    auto rows =
+        random_wide_rows(rng, 2000, date_from_civil(2023, 1, 1), date_from_civil(2024, 12, 31));
+    for (auto& r : rows) r.values[8] = Value(std::string(200, 'p'));
+    BatchOptions o;
+    o.batch_id = "b" + std::to_string(b);
+    repo.create_batch(schema_, rows, o);
+  }
+  EXPECT_EQ(repo.count_all(schema_), int64_t{ok_batches + 1} * 2000);
+  PartitionUtilities util(repo);
+  EXPECT_EQ(util.health_report(schema_).errors, 0);
 }
 
 }  // namespace

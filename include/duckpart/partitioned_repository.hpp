@@ -85,8 +85,11 @@ class PartitionedDataRepository final : public IDataRepository {
     std::string name;
     int64_t rows = 0;
     std::string checksum;
+    std::string error;  // with keep_going: why this partition could not be read
   };
-  std::vector<PartitionChecksum> checksum_partitions(const Schema& schema);
+  // Reads every partition. A partition that cannot be read throws Error naming it, or, with
+  // `keep_going`, is returned with `error` set and the others are still read.
+  std::vector<PartitionChecksum> checksum_partitions(const Schema& schema, bool keep_going = false);
   // The checksum expression over `schema`'s columns (for use on a source table).
   static std::string checksum_sql(const Schema& schema);
 

@@ -784,5 +784,103 @@ TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
   EXPECT_EQ(repart({}).rc, 2);
 }
 
+// The corruption suite: each kind of damage is named by health-report with the file; queries away
+// from it answer; queries that need it fail naming it (never a silent partial answer); restore from
+// a backup repairs it.
+TEST_F(CliTest, CorruptionIsNamedIsolatedAndRepaired) {
+  make_source(path("src.duckdb"), 12000);
+  const std::vector<std::string> store = {"--partitions", path("parts"), "--schema", "events"};
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), store.begin(), store.end());
+    return run(a);
+  };
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts"})
+                .rc,
+            0);
+  ASSERT_EQ(with({"backup", "--all", "--to", path("bk")}).rc, 0);
+  const std::string dir = path("parts/events/");
+  duck::Database sdb = duck::Database::open(path("src.duckdb"), true);
+  duck::Connection src = sdb.connect();
+  auto count_between = [&](const std::string& a, const std::string& b) {
+    return src.query_int(
+        fmt::format("SELECT count(*) FROM events WHERE ts >= '{}' AND ts < '{}'", a, b));
+  };
+  struct Damage {
+    const char* name;
+    std::function<void()> apply;
+    std::string partition;  // the damaged partition (its month is queried)
+    std::string month_start, month_end;
+    const char* health_says;
+  };
+  const std::vector<Damage> cases = {
+      {"bytes overwritten in the middle",
+       [&] {
+         const std::string f = dir + "partition_2021_05.duckdb";
+         const auto size = std::filesystem::file_size(f);
+         // 8 KB of junk at the start of every 256 KB block after the file headers: whichever
+         // blocks hold the data, their checksums no longer match.
+         std::fstream io(f, std::ios::in | std::ios::out | std::ios::binary);
+         const std::string junk(8192, '\x5a');
+         for (std::uintmax_t off = 12288; off + junk.size() < size; off += 262144) {
+           io.seekp(static_cast<std::streamoff>(off + 64));
+           io.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+         }
+       },
+       "partition_2021_05", "2021-05-01", "2021-06-01", "partition_2021_05"},
+      {"truncated", [&] { std::filesystem::resize_file(dir + "partition_2021_09.duckdb", 6000); },
+       "partition_2021_09", "2021-09-01", "2021-10-01", "partition_2021_09"},
+      {"renamed to the wrong period",
+       [&] {
+         std::filesystem::rename(dir + "partition_2022_02.duckdb",
+                                 dir + "partition_2024_06.duckdb");
+       },
+       "partition_2024_06", "2022-02-01", "2022-03-01", "holds period 2022_02"},
+  };
+  for (const auto& d : cases) {
+    SCOPED_TRACE(d.name);
+    d.apply();
+    const CliRun h = with({"health-report"});
+    EXPECT_EQ(h.rc, 1) << h.out;
+    EXPECT_NE(h.out.find(d.health_says), std::string::npos) << h.out;
+    // Away from the damage: an exact answer.
+    const CliRun away =
+        with({"query", "--filter", "ts:between:2022-06-01,2022-06-30 23:59:59", "--count"});
+    ASSERT_EQ(away.rc, 0) << away.err;
+    EXPECT_EQ(std::stoll(away.out), count_between("2022-06-01", "2022-07-01"));
+    // The damaged month: an error naming the file, through query and sql alike.
+    const CliRun needs = with({"query", "--filter", "ts:gte:" + d.month_start, "--filter",
+                               "ts:lt:" + d.month_end, "--format", "csv"});
+    EXPECT_NE(needs.rc, 0) << needs.out;
+    EXPECT_NE(needs.err.find(d.partition), std::string::npos) << needs.err;
+    const CliRun sql = with({"sql", fmt::format("SELECT sum(qty) FROM events WHERE ts >= '{}' "
+                                                "AND ts < '{}'",
+                                                d.month_start, d.month_end)});
+    EXPECT_NE(sql.rc, 0) << sql.out;
+    EXPECT_NE(sql.err.find(d.partition), std::string::npos) << sql.err;
+  }
+  // A catalog that lost an entry and a stale write-ahead log: warnings at most, answers exact.
+  {
+    auto cat = nlohmann::json::parse(std::ifstream(dir + "_catalog.json"));
+    ASSERT_TRUE(cat.contains("partitions"));
+    auto& parts = cat["partitions"];
+    if (parts.is_array() && !parts.empty()) parts.erase(parts.begin());
+    if (parts.is_object() && !parts.empty()) parts.erase(parts.begin());
+    std::ofstream(dir + "_catalog.json") << cat.dump();
+    std::ofstream(dir + "partition_2022_08.duckdb.wal") << "";
+  }
+  const CliRun q = with({"query", "--filter", "ts:lt:2021-02-01", "--count"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  EXPECT_EQ(std::stoll(q.out), count_between("2000-01-01", "2021-02-01"));
+  // Restore repairs the damaged files; the misnamed file goes back under its right name.
+  std::filesystem::rename(dir + "partition_2024_06.duckdb", path("misnamed.duckdb"));
+  const CliRun fix = with({"restore", "--from", path("bk")});
+  ASSERT_EQ(fix.rc, 0) << fix.err;
+  const CliRun h = with({"health-report"});
+  EXPECT_EQ(h.rc, 0) << h.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+}
+
 }  // namespace
 }  // namespace duckpart::testing
