@@ -612,6 +612,94 @@ struct PartitionedDataRepository::Impl {
   }
 
   // Metadata of a partition recomputed by DuckDB inside the running transaction.
+  // Metadata after appending `chunks`, computed from the appended rows alone and merged with the
+  // old metadata (scanning the whole partition after every commit made bulk loads quadratic).
+  // nullopt for column types not handled here (the caller scans instead).
+  static std::optional<PartitionMeta> appended_meta(
+      const Schema& schema,
+      const std::vector<duck::Owned<duckdb_data_chunk, duckdb_destroy_data_chunk>>& chunks,
+      int64_t rows, const std::vector<duckdb_type>& types, const PartitionMeta& old) {
+    const std::size_t pi = schema.partition_index();
+    const duckdb_type pt = types[pi];
+    if (pt != DUCKDB_TYPE_DATE && pt != DUCKDB_TYPE_TIMESTAMP && pt != DUCKDB_TYPE_TIMESTAMP_TZ) {
+      return std::nullopt;
+    }
+    const auto ii = schema.id_index();
+    const duckdb_type it = ii ? types[*ii] : DUCKDB_TYPE_INVALID;
+    if (ii && it != DUCKDB_TYPE_UUID && it != DUCKDB_TYPE_VARCHAR && it != DUCKDB_TYPE_BIGINT) {
+      return std::nullopt;
+    }
+    PartitionMeta m = old;
+    m.row_count = old.row_count + rows;
+    bool has_v = false;
+    int64_t lo = 0, hi = 0;
+    bool has_id = false;
+    duckdb_hugeint hlo{}, hhi{};
+    std::string slo, shi;
+    int64_t ilo = 0, ihi = 0;
+    auto h_less = [](const duckdb_hugeint& a, const duckdb_hugeint& b) {
+      return a.upper < b.upper || (a.upper == b.upper && a.lower < b.lower);
+    };
+    for (const auto& chunk : chunks) {
+      const idx_t n = duckdb_data_chunk_get_size(chunk.get());
+      duckdb_vector pv = duckdb_data_chunk_get_vector(chunk.get(), pi);
+      const uint64_t* pvalid = duckdb_vector_get_validity(pv);
+      const void* pdata = duckdb_vector_get_data(pv);
+      for (idx_t i = 0; i < n; ++i) {
+        if (pvalid && !duckdb_validity_row_is_valid(const_cast<uint64_t*>(pvalid), i)) continue;
+        const int64_t v =
+            pt == DUCKDB_TYPE_DATE
+                ? int64_t{static_cast<const duckdb_date*>(pdata)[i].days} * kMicrosPerDay
+                : static_cast<const duckdb_timestamp*>(pdata)[i].micros;
+        if (!has_v || v < lo) lo = v;
+        if (!has_v || v > hi) hi = v;
+        has_v = true;
+      }
+      if (!ii) continue;
+      duckdb_vector iv = duckdb_data_chunk_get_vector(chunk.get(), *ii);
+      const uint64_t* ivalid = duckdb_vector_get_validity(iv);
+      void* idata = duckdb_vector_get_data(iv);
+      for (idx_t i = 0; i < n; ++i) {
+        if (ivalid && !duckdb_validity_row_is_valid(const_cast<uint64_t*>(ivalid), i)) continue;
+        if (it == DUCKDB_TYPE_UUID) {
+          const duckdb_hugeint h = static_cast<const duckdb_hugeint*>(idata)[i];
+          if (!has_id || h_less(h, hlo)) hlo = h;
+          if (!has_id || h_less(hhi, h)) hhi = h;
+        } else if (it == DUCKDB_TYPE_BIGINT) {
+          const int64_t x = static_cast<const int64_t*>(idata)[i];
+          if (!has_id || x < ilo) ilo = x;
+          if (!has_id || x > ihi) ihi = x;
+        } else {
+          duckdb_string_t* str = &static_cast<duckdb_string_t*>(idata)[i];
+          const std::string_view x(duckdb_string_t_data(str), duckdb_string_t_length(*str));
+          if (!has_id || x < slo) slo = std::string(x);
+          if (!has_id || x > shi) shi = std::string(x);
+        }
+        has_id = true;
+      }
+    }
+    if (has_v) {
+      m.min_value = old.min_value ? std::min(*old.min_value, lo) : lo;
+      m.max_value = old.max_value ? std::max(*old.max_value, hi) : hi;
+    }
+    if (has_id) {
+      Value vmin, vmax;
+      if (it == DUCKDB_TYPE_UUID) {
+        vmin = Value(duck::uuid_to_string(hlo));
+        vmax = Value(duck::uuid_to_string(hhi));
+      } else if (it == DUCKDB_TYPE_BIGINT) {
+        vmin = Value(ilo);
+        vmax = Value(ihi);
+      } else {
+        vmin = Value(slo);
+        vmax = Value(shi);
+      }
+      if (old.min_id.is_null() || id_less(vmin, old.min_id)) m.min_id = vmin;
+      if (old.max_id.is_null() || id_less(old.max_id, vmax)) m.max_id = vmax;
+    }
+    return m;
+  }
+
   PartitionMeta scan_meta(const Store& store, const Entry& e, duck::Connection& conn,
                           const PartitionMeta& old) {
     const Schema& schema = store.schema;
@@ -828,7 +916,8 @@ struct PartitionedDataRepository::Impl {
     const bool check_replay = !opts.batch_id.empty();
     res.batch_id = check_replay ? opts.batch_id : new_uuid_v7();
     const std::size_t ncols = schema.columns().size();
-    std::map<int64_t, Staged> staged;  // by period code; INT64_MIN is the null period
+    std::map<int64_t, Staged> staged;    // by period code; INT64_MIN is the null period
+    std::vector<duckdb_type> col_types;  // of the source columns
     int64_t null_rows = 0;
     {
       auto conn = pool->take();
@@ -854,6 +943,7 @@ struct PartitionedDataRepository::Impl {
         }
         types.emplace_back(duckdb_column_logical_type(r.raw(), i));
         raw_types.push_back(types.back().get());
+        col_types.push_back(duckdb_get_type_id(raw_types.back()));
       }
       const idx_t capacity = duckdb_vector_size();
       std::unordered_map<int64_t, std::vector<sel_t>> rows_by_code;
@@ -959,6 +1049,7 @@ struct PartitionedDataRepository::Impl {
                 }
               },
               [&](duck::Connection& c, const PartitionMeta& old) {
+                if (auto m = appended_meta(schema, g.chunks, g.rows, col_types, old)) return *m;
                 return scan_meta(store, e, c, old);
               });
           if (done) {

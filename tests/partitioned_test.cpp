@@ -1,4 +1,6 @@
 // PartitionedDataRepository: pruning, LRU, lookups by id, the catalog, damaged and foreign files.
+#include <fmt/format.h>
+
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -434,6 +436,44 @@ TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {
                 .find("partition_1999_01"),
             std::string::npos);
   EXPECT_EQ(code, ErrorCode::kNotFound);
+}
+
+// The SQL bulk path keeps each partition's metadata (count, min/max of time and id, used for
+// pruning and id lookups) equal to what a scan of the partition gives, batch after batch.
+TEST_F(PartitionedTest, BulkPathMetadataMatchesAScan) {
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec(
+        "CREATE TABLE events AS SELECT uuid() AS id, TIMESTAMP '2021-01-01' + "
+        "to_microseconds(CAST(hash(i) % (90 * 86400000000) AS BIGINT)) AS ts, "
+        "CAST(NULL AS BOOLEAN) AS flag, CAST(i % 100 AS SMALLINT) AS small, CAST(i AS INTEGER) AS "
+        "qty, i AS big, i / 3.0 AS ratio, CAST(i AS DECIMAL(12,3)) AS price, 'n' || i AS name, "
+        "DATE '2020-01-01' AS day, uuid() AS ref FROM range(30000) r(i)");
+  }
+  PartitionedDataRepository repo = open();
+  repo.attach_database(path("src.duckdb"), "src");
+  for (int b = 0; b < 3; ++b) {
+    repo.create_batch_from_query(
+        schema_, fmt::format("SELECT * FROM src.main.events WHERE rowid >= {} AND rowid < {}",
+                             b * 10000, (b + 1) * 10000));
+  }
+  repo.detach_database("src");
+  repo.flush();
+  int checked = 0;
+  const StorageStatistics stats = repo.get_partition_statistics();
+  for (const auto& p : stats.schemas.at(0).partitions) {
+    duck::Database db = duck::Database::open(p.file, true);
+    duck::Connection c = db.connect();
+    EXPECT_EQ(c.query_int("SELECT CAST(m.row_count = (SELECT count(*) FROM events) AND m.min_value "
+                          "= (SELECT min(ts) FROM events) AND m.max_value = (SELECT max(ts) FROM "
+                          "events) AND m.min_id = (SELECT min(id)::VARCHAR FROM events) AND "
+                          "m.max_id = (SELECT max(id)::VARCHAR FROM events) AS INTEGER) FROM "
+                          "_duckpart_meta m"),
+              1)
+        << p.file;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);  // 2021-01 .. 2021-03 (90 days from 1 January)
 }
 
 TEST_F(PartitionedTest, ReadOnlyRefusesWrites) {

@@ -114,6 +114,13 @@ class CliTest : public TempDirTest {
       while (auto c = sr.fetch()) db.decode(c, b);
       EXPECT_EQ(row_text(a.at(0)), row_text(b.at(0))) << f.path();
       total += a.at(0).values[0].get<int64_t>();
+      // The partition's metadata (used for pruning) agrees with its rows.
+      EXPECT_EQ(p.query_int("SELECT CAST((SELECT row_count FROM _duckpart_meta) = count(*) AND "
+                            "(SELECT min_value FROM _duckpart_meta) IS NOT DISTINCT FROM min(ts) "
+                            "AND (SELECT max_value FROM _duckpart_meta) IS NOT DISTINCT FROM "
+                            "max(ts) AS INTEGER) FROM events"),
+                1)
+          << f.path();
     }
     EXPECT_GT(files, 0);
     EXPECT_EQ(total, src.query_int("SELECT count(*) FROM events WHERE ts IS NOT NULL"));
