@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "duck/duck.hpp"
@@ -570,10 +571,38 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
                    [&](const HealthFinding& a, const HealthFinding& b) {
                      return rank(a.severity) < rank(b.severity);
                    });
-  // Catalog drift.
-  std::ifstream cat(rep.directory + "/" + kCatalogFile);
-  if (!cat) {
-    add("info", "", rep.directory + "/" + kCatalogFile, "catalog missing",
+  // Catalog drift: missing, or entries whose file changed since (or files it does not list).
+  const std::string catalog_path = rep.directory + "/" + kCatalogFile;
+  if (!fs::exists(catalog_path)) {
+    add("info", "", catalog_path, "catalog missing",
+        "it is rebuilt from the partition files when the store is opened for writing");
+  } else if (auto cat = read_catalog(rep.directory, &schema)) {
+    std::vector<std::string> stale;
+    std::set<std::string> listed;
+    for (const auto& ce : cat->entries) {
+      listed.insert(ce.file_name);
+      const FileStamp now = stamp_of(rep.directory + "/" + ce.file_name);
+      if (now.size != ce.stamp.size || now.mtime_ns != ce.stamp.mtime_ns ||
+          now.wal_size != ce.stamp.wal_size) {
+        stale.push_back(ce.file_name);
+      }
+    }
+    for (const auto& s : stats.schemas) {
+      if (s.schema != schema.name()) continue;
+      for (const auto& p : s.partitions) {
+        const std::string f = fs::path(p.file).filename().string();
+        if (!listed.count(f)) stale.push_back(f);
+      }
+    }
+    if (!stale.empty()) {
+      add("info", "", catalog_path,
+          fmt::format("catalog out of date for {} partition file(s) (e.g. {})", stale.size(),
+                      stale.front()),
+          "harmless: changed files are re-read when the store is opened; it is rewritten on the "
+          "next close of a writing process");
+    }
+  } else {
+    add("warning", "", catalog_path, "catalog unreadable or of another table/strategy",
         "it is rebuilt from the partition files when the store is opened for writing");
   }
   return rep;

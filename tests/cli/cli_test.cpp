@@ -876,6 +876,9 @@ TEST_F(CliTest, CorruptionIsNamedIsolatedAndRepaired) {
     std::ofstream(dir + "_catalog.json") << cat.dump();
     std::ofstream(dir + "partition_2022_08.duckdb.wal") << "";
   }
+  const CliRun drift = with({"health-report"});
+  EXPECT_NE(drift.out.find("catalog out of date"), std::string::npos) << drift.out;
+  EXPECT_NE(drift.out.find("write-ahead log left"), std::string::npos) << drift.out;
   const CliRun q = with({"query", "--filter", "ts:lt:2021-02-01", "--count"});
   ASSERT_EQ(q.rc, 0) << q.err;
   EXPECT_EQ(std::stoll(q.out), count_between("2000-01-01", "2021-02-01"));
