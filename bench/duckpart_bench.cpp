@@ -217,10 +217,11 @@ int child_main(int argc, char** argv) {
     }
     return 0;
   }
-  if (mode == "--child-stream" && argc == 4) {
+  if (mode == "--child-stream" && argc == 5) {
     PartitionConfig cfg;
     cfg.base_partition_path = argv[2];
     cfg.strategy = parse_strategy(argv[3]);
+    cfg.memory_limit_mb = std::atoi(argv[4]);
     PartitionedDataRepository part(cfg, {.read_only = true});
     const double t0 = now_s();
     RecordStream s = part.stream_query_results(schema, {});
@@ -516,25 +517,30 @@ int main(int argc, char** argv) {
 
     // P8: every row through stream_query_results in a fresh process; its own peak RSS.
     if (a.on("p8")) {
-      std::vector<double> rss, rate;
-      for (int i = 0; i < std::min(a.reps, 3); ++i) {
-        const auto [out, ms] = run_self({"--child-stream", cfg.base_partition_path, a.strategy});
-        long long n = 0;
-        long mb = 0;
-        double secs = 0;
-        std::sscanf(out.c_str(), "%lld %ld %lf", &n, &mb, &secs);
-        if (n != a.rows) {
-          std::fprintf(stderr, "duckpart_bench: P8 streamed %lld rows, expected %lld\n", n,
-                       static_cast<long long>(a.rows));
-          return 1;
+      for (const int limit : {0, 256}) {
+        std::vector<double> rss, rate;
+        for (int i = 0; i < std::min(a.reps, 3); ++i) {
+          const auto [out, ms] = run_self(
+              {"--child-stream", cfg.base_partition_path, a.strategy, std::to_string(limit)});
+          long long n = 0;
+          long mb = 0;
+          double secs = 0;
+          std::sscanf(out.c_str(), "%lld %ld %lf", &n, &mb, &secs);
+          if (n != a.rows) {
+            std::fprintf(stderr, "duckpart_bench: P8 streamed %lld rows, expected %lld\n", n,
+                         static_cast<long long>(a.rows));
+            return 1;
+          }
+          rss.push_back(static_cast<double>(mb));
+          rate.push_back(static_cast<double>(n) / secs);
         }
-        rss.push_back(static_cast<double>(mb));
-        rate.push_back(static_cast<double>(n) / secs);
+        const std::string sys = limit == 0 ? "duckpart (DuckDB's default memory limit)"
+                                           : fmt::format("duckpart, memory_limit_mb = {}", limit);
+        record("P8", "stream every row (stream_query_results), fresh process", sys, "peak RSS MB",
+               stats_of(rss));
+        record("P8", "stream every row (stream_query_results), fresh process", sys, "rows/s",
+               stats_of(rate));
       }
-      record("P8", "stream every row (stream_query_results), fresh process", "duckpart",
-             "peak RSS MB", stats_of(rss));
-      record("P8", "stream every row (stream_query_results), fresh process", "duckpart", "rows/s",
-             stats_of(rate));
     }
 
     // P3: cold query in a fresh process over 1,000+ daily partitions, touching 3 days.

@@ -30,6 +30,10 @@ void PartitionConfig::validate() const {
     bad("partition_size_threshold_mb", std::to_string(partition_size_threshold_mb),
         "must be at least 1");
   }
+  if (memory_limit_mb != 0 && (memory_limit_mb < 64 || memory_limit_mb > 16 * 1024 * 1024)) {
+    bad("memory_limit_mb", std::to_string(memory_limit_mb),
+        "must be 0 (DuckDB's default) or at least 64");
+  }
   if (write_threads < 0 || write_threads > 256) {
     bad("write_threads", std::to_string(write_threads), "must be between 0 (auto) and 256");
   }
@@ -128,12 +132,14 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
       c.enable_cross_partition_queries = get_bool();
     } else if (key == "write_threads") {
       c.write_threads = get_int();
+    } else if (key == "memory_limit_mb") {
+      c.memory_limit_mb = get_int();
     } else {
       throw Error(ErrorCode::kInvalidArgument,
                   fmt::format("{}: unknown key '{}' (known: preset, strategy, partition_column, "
                               "base_partition_path, max_partitions_in_memory, "
                               "partition_size_threshold_mb, auto_partition_enabled, "
-                              "enable_cross_partition_queries, write_threads)",
+                              "enable_cross_partition_queries, write_threads, memory_limit_mb)",
                               origin, key));
     }
   }

@@ -1284,6 +1284,9 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
   try {
     impl_->hub = duck::Database::open(":memory:");
     impl_->admin = impl_->hub.connect();
+    if (impl_->config.memory_limit_mb > 0) {
+      impl_->admin.exec(fmt::format("SET memory_limit = '{}MB'", impl_->config.memory_limit_mb));
+    }
     impl_->pool = std::make_unique<ConnectionPool>(impl_->hub.get());
   } catch (...) {
     std::lock_guard lock(g_dirs_mu);

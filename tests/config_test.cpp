@@ -91,3 +91,18 @@ TEST(ConfigTest, ValidationNamesTheField) {
 
 }  // namespace
 }  // namespace duckpart
+
+namespace duckpart {
+namespace {
+
+TEST(ConfigTest, MemoryLimit) {
+  PartitionConfig c;
+  EXPECT_EQ(c.memory_limit_mb, 0);
+  c.memory_limit_mb = 10;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("memory_limit_mb"), std::string::npos);
+  c.memory_limit_mb = 256;
+  EXPECT_NO_THROW(c.validate());
+}
+
+}  // namespace
+}  // namespace duckpart

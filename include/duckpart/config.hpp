@@ -28,6 +28,10 @@ struct PartitionConfig {
   bool enable_cross_partition_queries = true;
   // Worker threads for parallel partition writes (0: one per hardware thread).
   int write_threads = 0;
+  // Memory DuckDB may use for this repository (buffer cache of the open partitions, sorts,
+  // aggregates), in MB; 0: DuckDB's default (80% of RAM). Bounds the resident memory of long scans
+  // and streams: what DuckDB cannot keep in memory it re-reads or spills.
+  int memory_limit_mb = 0;
 
   // Throws Error(kInvalidArgument) naming the first invalid field and its value.
   void validate() const;
