@@ -91,10 +91,14 @@ std::optional<Date> parse_date_arg(const std::string& text, std::string_view fla
   return d;
 }
 
-// Progress on stderr: a rewritten line on a terminal, a plain line every 2 s otherwise.
+// Progress on stderr: a rewritten line on a terminal; when stderr is not a terminal, a plain line
+// every 2 s for migrations (long jobs run from scripts want a heartbeat) and nothing for the other
+// commands.
 class ProgressLine {
  public:
+  explicit ProgressLine(bool lines_when_not_tty = false) : lines_(lines_when_not_tty) {}
   void show(const std::string& line, bool force = false) {
+    if (!tty_ && !lines_) return;
     const auto now = std::chrono::steady_clock::now();
     if (!tty_ && !force && now - last_ < std::chrono::seconds(2)) return;
     last_ = now;
@@ -111,6 +115,7 @@ class ProgressLine {
 
  private:
   bool tty_ = ::isatty(STDERR_FILENO) != 0;
+  bool lines_;
   std::chrono::steady_clock::time_point last_ =
       std::chrono::steady_clock::now() - std::chrono::seconds(10);
 };
@@ -164,7 +169,7 @@ int cmd_repartition(const Common& c, const MigrateArgs& a) {
   o.batch_size = a.batch_size;
   o.verify = !a.no_verify;
   o.dry_run = a.dry_run;
-  ProgressLine line;
+  ProgressLine line(/*lines_when_not_tty=*/true);
   std::signal(SIGINT, on_sigint);
   std::signal(SIGTERM, on_sigint);
   const RepartitionResult r = repartition(
