@@ -729,8 +729,12 @@ struct PartitionedDataRepository::Impl {
   void update_bloom_after_write(const Store& store, const ColumnBatch& batch, const Group& g) {
     if (!store.schema.id_index()) return;
     Entry& e = *g.entry;
+    int64_t version = 0;
+    {
+      std::lock_guard meta_lock(mu);  // metadata is read under mu (lock order: mu before bloom_mu)
+      version = e.meta.commit_version;
+    }
     std::lock_guard lock(e.bloom_mu);
-    const int64_t version = e.meta.commit_version;
     if (!e.bloom || e.bloom_version != version - 1) {
       e.bloom.reset();
       return;
@@ -1496,9 +1500,13 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
   const std::string id_dir = store.dir + "/" + kIdIndexDir;
   for (Entry* e : candidates) {
     bool need_build = false;
+    int64_t version = 0;
+    {
+      std::lock_guard meta_lock(impl_->mu);  // metadata is read under mu (before bloom_mu)
+      version = e->meta.commit_version;
+    }
     {
       std::lock_guard lock(e->bloom_mu);
-      const int64_t version = e->meta.commit_version;
       if (!e->bloom || e->bloom_version != version) {
         auto b = std::make_unique<IdBloom>();
         if (b->load(id_dir + "/" + e->name + ".bloom", version)) {
@@ -1849,8 +1857,10 @@ PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_par
   if (ec)
     throw Error(ErrorCode::kIo,
                 fmt::format("cannot create backup directory '{}': {}", dir, ec.message()));
-  std::lock_guard wlock(e->write_mu);  // no commit to this partition during the copy
+  // Pin first, then the write lock (the order writers use; a compaction draining this partition
+  // waits for pins while not holding the write lock).
   auto pins = impl_->acquire({e}, nullptr);
+  std::lock_guard wlock(e->write_mu);  // no commit to this partition during the copy
   if (pins.entries().empty()) {
     throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
   }
