@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,6 +17,7 @@
 #include <set>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "batch.hpp"
 #include "bloom.hpp"
@@ -114,6 +116,7 @@ struct PartitionedDataRepository::Impl {
   RepositoryCounters counters;
   std::function<void(const std::string&)> commit_hook;
   std::mutex catalog_mu;
+  std::mutex bulk_mu;  // one BulkLoad at a time (its writers hold several partitions' write_mu)
 
   // ---- attach / detach (under mu) -------------------------------------------------------------
 
@@ -520,6 +523,51 @@ struct PartitionedDataRepository::Impl {
   // Metadata after the append, computed inside the transaction from the old metadata.
   using MetaFn = std::function<PartitionMeta(duck::Connection&, const PartitionMeta& old)>;
 
+  // Whether the partition already holds `batch_id` (inside the caller's transaction).
+  static bool has_batch(duck::Connection& conn, const Entry& e, const std::string& batch_id,
+                        const std::string& ctx) {
+    auto st = conn.prepare(fmt::format("SELECT count(*) FROM {}.main.{} WHERE batch_id = ?",
+                                       duck::quote_ident(e.alias), kBatchesTable),
+                           ctx);
+    st.bind(1, Value(batch_id));
+    duck::Result r = st.execute();
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> rows;
+    while (auto c = r.fetch()) dec.decode(c, rows);
+    return rows.at(0).values[0].get<int64_t>() > 0;
+  }
+
+  // Records `batch_id` and the new metadata `m` in the caller's open transaction (holding
+  // e.write_mu), commits, and publishes the metadata.
+  void record_and_commit(duck::Connection& conn, Entry& e, const std::string& batch_id,
+                         PartitionMeta m, const std::string& ctx) {
+    const std::string a = duck::quote_ident(e.alias);
+    ++m.commit_version;
+    auto ins = conn.prepare(
+        fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable),
+        ctx);
+    ins.bind(1, Value(batch_id));
+    ins.bind(2, Value(m.row_count - e.meta.row_count));
+    ins.execute();
+    auto upd = conn.prepare(
+        fmt::format("UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
+                    "min_id = ?, max_id = ?, commit_version = ?, updated_at = now()::TIMESTAMP",
+                    a, kMetaTable),
+        ctx);
+    upd.bind(1, Value(m.row_count));
+    upd.bind(2, m.min_value ? Value(Timestamp{*m.min_value}) : Value{});
+    upd.bind(3, m.max_value ? Value(Timestamp{*m.max_value}) : Value{});
+    upd.bind(4, m.min_id.is_null() ? Value{} : Value(m.min_id.to_string()));
+    upd.bind(5, m.max_id.is_null() ? Value{} : Value(m.max_id.to_string()));
+    upd.bind(6, Value(m.commit_version));
+    upd.execute();
+    conn.exec("COMMIT", ctx);
+    std::lock_guard lock(mu);
+    ++counters.batches_committed;
+    counters.rows_written += m.row_count - e.meta.row_count;
+    e.meta = m;
+  }
+
   // One transaction on one partition: replay check, append, batch id, metadata, commit. Returns
   // false when the partition already has `batch_id` (nothing written). Serialised per partition.
   bool commit_partition(Entry& e, const std::string& batch_id, bool check_replay,
@@ -531,50 +579,15 @@ struct PartitionedDataRepository::Impl {
                               "the batch again",
                               e.name));
     }
-    const std::string a = duck::quote_ident(e.alias);
     const std::string ctx = fmt::format("partition {} ('{}')", e.name, e.file);
     conn.exec("BEGIN TRANSACTION", ctx);
     try {
-      if (check_replay) {
-        auto st = conn.prepare(
-            fmt::format("SELECT count(*) FROM {}.main.{} WHERE batch_id = ?", a, kBatchesTable),
-            ctx);
-        st.bind(1, Value(batch_id));
-        duck::Result r = st.execute();
-        duck::ChunkDecoder dec(r);
-        std::vector<DataRecord> rows;
-        while (auto c = r.fetch()) dec.decode(c, rows);
-        if (rows[0].values[0].get<int64_t>() > 0) {
-          conn.exec("ROLLBACK", ctx);
-          return false;
-        }
+      if (check_replay && has_batch(conn, e, batch_id, ctx)) {
+        conn.exec("ROLLBACK", ctx);
+        return false;
       }
       append(conn, ctx);
-      PartitionMeta m = new_meta(conn, e.meta);
-      ++m.commit_version;
-      auto ins = conn.prepare(
-          fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable),
-          ctx);
-      ins.bind(1, Value(batch_id));
-      ins.bind(2, Value(m.row_count - e.meta.row_count));
-      ins.execute();
-      auto upd = conn.prepare(
-          fmt::format("UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
-                      "min_id = ?, max_id = ?, commit_version = ?, updated_at = now()::TIMESTAMP",
-                      a, kMetaTable),
-          ctx);
-      upd.bind(1, Value(m.row_count));
-      upd.bind(2, m.min_value ? Value(Timestamp{*m.min_value}) : Value{});
-      upd.bind(3, m.max_value ? Value(Timestamp{*m.max_value}) : Value{});
-      upd.bind(4, m.min_id.is_null() ? Value{} : Value(m.min_id.to_string()));
-      upd.bind(5, m.max_id.is_null() ? Value{} : Value(m.max_id.to_string()));
-      upd.bind(6, Value(m.commit_version));
-      upd.execute();
-      conn.exec("COMMIT", ctx);
-      std::lock_guard lock(mu);
-      ++counters.batches_committed;
-      counters.rows_written += m.row_count - e.meta.row_count;
-      e.meta = m;
+      record_and_commit(conn, e, batch_id, new_meta(conn, e.meta), ctx);
     } catch (...) {
       try {
         conn.exec("ROLLBACK");
@@ -611,94 +624,103 @@ struct PartitionedDataRepository::Impl {
     return done;
   }
 
-  // Metadata of a partition recomputed by DuckDB inside the running transaction.
-  // Metadata after appending `chunks`, computed from the appended rows alone and merged with the
-  // old metadata (scanning the whole partition after every commit made bulk loads quadratic).
-  // nullopt for column types not handled here (the caller scans instead).
-  static std::optional<PartitionMeta> appended_meta(
-      const Schema& schema,
-      const std::vector<duck::Owned<duckdb_data_chunk, duckdb_destroy_data_chunk>>& chunks,
-      int64_t rows, const std::vector<duckdb_type>& types, const PartitionMeta& old) {
-    const std::size_t pi = schema.partition_index();
-    const duckdb_type pt = types[pi];
-    if (pt != DUCKDB_TYPE_DATE && pt != DUCKDB_TYPE_TIMESTAMP && pt != DUCKDB_TYPE_TIMESTAMP_TZ) {
-      return std::nullopt;
+  // Metadata of appended rows, accumulated chunk by chunk and merged with the old metadata
+  // (scanning the whole partition after every commit made bulk loads quadratic). `supported` is
+  // false for column types not handled here (the caller scans instead).
+  struct MetaAcc {
+    bool supported = false;
+    int64_t rows = 0;
+
+    MetaAcc() = default;
+    MetaAcc(const Schema& schema, const std::vector<duckdb_type>& types)
+        : pi_(schema.partition_index()), pt_(types[pi_]), ii_(schema.id_index()) {
+      if (ii_) it_ = types[*ii_];
+      supported = (pt_ == DUCKDB_TYPE_DATE || pt_ == DUCKDB_TYPE_TIMESTAMP ||
+                   pt_ == DUCKDB_TYPE_TIMESTAMP_TZ) &&
+                  (!ii_ || it_ == DUCKDB_TYPE_UUID || it_ == DUCKDB_TYPE_VARCHAR ||
+                   it_ == DUCKDB_TYPE_BIGINT);
     }
-    const auto ii = schema.id_index();
-    const duckdb_type it = ii ? types[*ii] : DUCKDB_TYPE_INVALID;
-    if (ii && it != DUCKDB_TYPE_UUID && it != DUCKDB_TYPE_VARCHAR && it != DUCKDB_TYPE_BIGINT) {
-      return std::nullopt;
-    }
-    PartitionMeta m = old;
-    m.row_count = old.row_count + rows;
-    bool has_v = false;
-    int64_t lo = 0, hi = 0;
-    bool has_id = false;
-    duckdb_hugeint hlo{}, hhi{};
-    std::string slo, shi;
-    int64_t ilo = 0, ihi = 0;
-    auto h_less = [](const duckdb_hugeint& a, const duckdb_hugeint& b) {
-      return a.upper < b.upper || (a.upper == b.upper && a.lower < b.lower);
-    };
-    for (const auto& chunk : chunks) {
-      const idx_t n = duckdb_data_chunk_get_size(chunk.get());
-      duckdb_vector pv = duckdb_data_chunk_get_vector(chunk.get(), pi);
-      const uint64_t* pvalid = duckdb_vector_get_validity(pv);
+
+    void add(duckdb_data_chunk chunk) {
+      const idx_t n = duckdb_data_chunk_get_size(chunk);
+      rows += static_cast<int64_t>(n);
+      duckdb_vector pv = duckdb_data_chunk_get_vector(chunk, pi_);
+      uint64_t* pvalid = duckdb_vector_get_validity(pv);
       const void* pdata = duckdb_vector_get_data(pv);
       for (idx_t i = 0; i < n; ++i) {
-        if (pvalid && !duckdb_validity_row_is_valid(const_cast<uint64_t*>(pvalid), i)) continue;
+        if (pvalid && !duckdb_validity_row_is_valid(pvalid, i)) continue;
         const int64_t v =
-            pt == DUCKDB_TYPE_DATE
+            pt_ == DUCKDB_TYPE_DATE
                 ? int64_t{static_cast<const duckdb_date*>(pdata)[i].days} * kMicrosPerDay
                 : static_cast<const duckdb_timestamp*>(pdata)[i].micros;
-        if (!has_v || v < lo) lo = v;
-        if (!has_v || v > hi) hi = v;
-        has_v = true;
+        if (!has_v_ || v < lo_) lo_ = v;
+        if (!has_v_ || v > hi_) hi_ = v;
+        has_v_ = true;
       }
-      if (!ii) continue;
-      duckdb_vector iv = duckdb_data_chunk_get_vector(chunk.get(), *ii);
-      const uint64_t* ivalid = duckdb_vector_get_validity(iv);
+      if (!ii_) return;
+      duckdb_vector iv = duckdb_data_chunk_get_vector(chunk, *ii_);
+      uint64_t* ivalid = duckdb_vector_get_validity(iv);
       void* idata = duckdb_vector_get_data(iv);
       for (idx_t i = 0; i < n; ++i) {
-        if (ivalid && !duckdb_validity_row_is_valid(const_cast<uint64_t*>(ivalid), i)) continue;
-        if (it == DUCKDB_TYPE_UUID) {
+        if (ivalid && !duckdb_validity_row_is_valid(ivalid, i)) continue;
+        if (it_ == DUCKDB_TYPE_UUID) {
           const duckdb_hugeint h = static_cast<const duckdb_hugeint*>(idata)[i];
-          if (!has_id || h_less(h, hlo)) hlo = h;
-          if (!has_id || h_less(hhi, h)) hhi = h;
-        } else if (it == DUCKDB_TYPE_BIGINT) {
+          if (!has_id_ || h_less(h, hlo_)) hlo_ = h;
+          if (!has_id_ || h_less(hhi_, h)) hhi_ = h;
+        } else if (it_ == DUCKDB_TYPE_BIGINT) {
           const int64_t x = static_cast<const int64_t*>(idata)[i];
-          if (!has_id || x < ilo) ilo = x;
-          if (!has_id || x > ihi) ihi = x;
+          if (!has_id_ || x < ilo_) ilo_ = x;
+          if (!has_id_ || x > ihi_) ihi_ = x;
         } else {
           duckdb_string_t* str = &static_cast<duckdb_string_t*>(idata)[i];
           const std::string_view x(duckdb_string_t_data(str), duckdb_string_t_length(*str));
-          if (!has_id || x < slo) slo = std::string(x);
-          if (!has_id || x > shi) shi = std::string(x);
+          if (!has_id_ || x < slo_) slo_ = std::string(x);
+          if (!has_id_ || x > shi_) shi_ = std::string(x);
         }
-        has_id = true;
+        has_id_ = true;
       }
     }
-    if (has_v) {
-      m.min_value = old.min_value ? std::min(*old.min_value, lo) : lo;
-      m.max_value = old.max_value ? std::max(*old.max_value, hi) : hi;
-    }
-    if (has_id) {
-      Value vmin, vmax;
-      if (it == DUCKDB_TYPE_UUID) {
-        vmin = Value(duck::uuid_to_string(hlo));
-        vmax = Value(duck::uuid_to_string(hhi));
-      } else if (it == DUCKDB_TYPE_BIGINT) {
-        vmin = Value(ilo);
-        vmax = Value(ihi);
-      } else {
-        vmin = Value(slo);
-        vmax = Value(shi);
+
+    PartitionMeta merged(const PartitionMeta& old) const {
+      PartitionMeta m = old;
+      m.row_count = old.row_count + rows;
+      if (has_v_) {
+        m.min_value = old.min_value ? std::min(*old.min_value, lo_) : lo_;
+        m.max_value = old.max_value ? std::max(*old.max_value, hi_) : hi_;
       }
-      if (old.min_id.is_null() || id_less(vmin, old.min_id)) m.min_id = vmin;
-      if (old.max_id.is_null() || id_less(old.max_id, vmax)) m.max_id = vmax;
+      if (has_id_) {
+        Value vmin, vmax;
+        if (it_ == DUCKDB_TYPE_UUID) {
+          vmin = Value(duck::uuid_to_string(hlo_));
+          vmax = Value(duck::uuid_to_string(hhi_));
+        } else if (it_ == DUCKDB_TYPE_BIGINT) {
+          vmin = Value(ilo_);
+          vmax = Value(ihi_);
+        } else {
+          vmin = Value(slo_);
+          vmax = Value(shi_);
+        }
+        if (old.min_id.is_null() || id_less(vmin, old.min_id)) m.min_id = vmin;
+        if (old.max_id.is_null() || id_less(old.max_id, vmax)) m.max_id = vmax;
+      }
+      return m;
     }
-    return m;
-  }
+
+   private:
+    static bool h_less(const duckdb_hugeint& a, const duckdb_hugeint& b) {
+      return a.upper < b.upper || (a.upper == b.upper && a.lower < b.lower);
+    }
+    std::size_t pi_ = 0;
+    duckdb_type pt_ = DUCKDB_TYPE_INVALID;
+    std::optional<std::size_t> ii_;
+    duckdb_type it_ = DUCKDB_TYPE_INVALID;
+    bool has_v_ = false;
+    int64_t lo_ = 0, hi_ = 0;
+    bool has_id_ = false;
+    duckdb_hugeint hlo_{}, hhi_{};
+    std::string slo_, shi_;
+    int64_t ilo_ = 0, ihi_ = 0;
+  };
 
   PartitionMeta scan_meta(const Store& store, const Entry& e, duck::Connection& conn,
                           const PartitionMeta& old) {
@@ -897,175 +919,6 @@ struct PartitionedDataRepository::Impl {
     return res;
   }
 
-  // ---- the SQL bulk path ----------------------------------------------------------------------
-
-  struct Staged {
-    PartitionKey key;
-    std::vector<duck::Owned<duckdb_data_chunk, duckdb_destroy_data_chunk>> chunks;
-    idx_t fill = 0;  // rows in the last chunk
-    int64_t rows = 0;
-    Entry* entry = nullptr;
-    bool created = false;
-  };
-
-  BatchResult write_query(const Schema& schema, const std::string& select_sql,
-                          const BatchOptions& opts, bool null_partition) {
-    if (options.read_only) {
-      throw Error(
-          ErrorCode::kInvalidArgument,
-          fmt::format("the partition store '{}' is open read-only; writes are refused", base_dir));
-    }
-    Store& store = store_for(schema);
-    BatchResult res;
-    const bool check_replay = !opts.batch_id.empty();
-    res.batch_id = check_replay ? opts.batch_id : new_uuid_v7();
-    const std::size_t ncols = schema.columns().size();
-    std::map<int64_t, Staged> staged;    // by period code; INT64_MIN is the null period
-    std::vector<duckdb_type> col_types;  // of the source columns
-    int64_t null_rows = 0;
-    {
-      auto conn = pool->take();
-      const std::string sql = fmt::format(
-          "SELECT *, {} AS __dp_code FROM ({}) AS __dp_source",
-          partition_code_sql(config.strategy, duck::quote_ident(schema.partition_column())),
-          select_sql);
-      auto st = conn->prepare(sql, "bulk source query");
-      duck::Result r = st.execute_streaming();
-      if (r.column_count() != ncols + 1) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("the source query returns {} columns, table '{}' has {}",
-                                r.column_count() - 1, schema.name(), ncols));
-      }
-      std::vector<duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type>> types;
-      std::vector<duckdb_logical_type> raw_types;
-      for (idx_t i = 0; i < ncols; ++i) {
-        const std::string name = r.column_name(i);
-        if (!schema.find(name) || *schema.find(name) != i) {
-          throw Error(ErrorCode::kInvalidArgument,
-                      fmt::format("source column {} is '{}', table '{}' expects '{}' there", i + 1,
-                                  name, schema.name(), schema.columns()[i].name));
-        }
-        types.emplace_back(duckdb_column_logical_type(r.raw(), i));
-        raw_types.push_back(types.back().get());
-        col_types.push_back(duckdb_get_type_id(raw_types.back()));
-      }
-      const idx_t capacity = duckdb_vector_size();
-      std::unordered_map<int64_t, std::vector<sel_t>> rows_by_code;
-      duck::OwnedByValue<duckdb_selection_vector, duckdb_destroy_selection_vector> sel(
-          duckdb_create_selection_vector(capacity));
-      while (true) {
-        duck::DataChunk chunk = r.fetch();
-        if (!chunk || chunk.size() == 0) break;
-        const idx_t n = chunk.size();
-        duckdb_vector codes = duckdb_data_chunk_get_vector(chunk.get(), ncols);
-        const auto* code = static_cast<const int64_t*>(duckdb_vector_get_data(codes));
-        uint64_t* validity = duckdb_vector_get_validity(codes);
-        for (auto& [k, v] : rows_by_code) v.clear();
-        for (idx_t i = 0; i < n; ++i) {
-          int64_t c = code[i];
-          if (validity && !duckdb_validity_row_is_valid(validity, i)) {
-            ++null_rows;
-            if (!null_partition) continue;
-            c = INT64_MIN;
-          }
-          rows_by_code[c].push_back(static_cast<sel_t>(i));
-        }
-        for (auto& [c, rows] : rows_by_code) {
-          if (rows.empty()) continue;
-          auto it = staged.find(c);
-          if (it == staged.end()) {
-            Staged stg;
-            stg.key = c == INT64_MIN ? null_partition_key(config.strategy)
-                                     : partition_key_from_code(config.strategy, c);
-            it = staged.emplace(c, std::move(stg)).first;
-          }
-          Staged& stg = it->second;
-          std::copy(rows.begin(), rows.end(), duckdb_selection_vector_get_data_ptr(sel.get()));
-          idx_t done = 0;
-          while (done < rows.size()) {
-            if (stg.chunks.empty() || stg.fill == capacity) {
-              stg.chunks.emplace_back(duckdb_create_data_chunk(raw_types.data(), ncols));
-              stg.fill = 0;
-            }
-            const idx_t take = std::min<idx_t>(rows.size() - done, capacity - stg.fill);
-            duckdb_data_chunk dst = stg.chunks.back().get();
-            for (idx_t col = 0; col < ncols; ++col) {
-              duckdb_vector_copy_sel(duckdb_data_chunk_get_vector(chunk.get(), col),
-                                     duckdb_data_chunk_get_vector(dst, col), sel.get(), done + take,
-                                     done, stg.fill);
-            }
-            stg.fill += take;
-            duckdb_data_chunk_set_size(dst, stg.fill);
-            done += take;
-          }
-          stg.rows += static_cast<int64_t>(rows.size());
-        }
-      }
-    }
-    if (null_rows > 0 && !null_partition) {
-      throw Error(
-          ErrorCode::kInvalidArgument,
-          fmt::format("{} source row(s) have a NULL '{}'; nothing was written. Route them to "
-                      "partition_null with the null-partition option, or fix the source",
-                      null_rows, schema.partition_column()));
-    }
-    std::vector<Staged*> groups;
-    {
-      std::lock_guard lock(mu);
-      for (auto& [c, stg] : staged) {
-        stg.entry = &ensure_partition_locked(store, stg.key, stg.created);
-        if (stg.created) ++res.partitions_created;
-        if (!stg.entry->problem.empty()) {
-          throw Error(ErrorCode::kCorruption,
-                      fmt::format("cannot write to partition {} ('{}'): {}", stg.entry->name,
-                                  stg.entry->file, stg.entry->problem));
-        }
-        groups.push_back(&stg);
-      }
-      trim_locked();
-      std::stable_partition(groups.begin(), groups.end(),
-                            [](const Staged* g) { return g->entry->attached; });
-    }
-    run_commits(
-        groups.size(), res,
-        [&](std::size_t i, duck::Connection& conn) {
-          Staged& g = *groups[i];
-          Entry& e = *g.entry;
-          const bool done = commit_partition(
-              e, res.batch_id, check_replay, conn,
-              [&](duck::Connection& c, const std::string& ctx) {
-                duckdb_appender app = nullptr;
-                if (duckdb_appender_create_ext(c.get(), e.alias.c_str(), "main",
-                                               schema.name().c_str(), &app) != DuckDBSuccess) {
-                  std::string err = app && duckdb_appender_error(app) ? duckdb_appender_error(app)
-                                                                      : "append failed";
-                  duckdb_appender_destroy(&app);
-                  duck::fail(ctx, err);
-                }
-                duck::Owned<duckdb_appender, duckdb_appender_destroy> owned(app);
-                for (auto& chunk : g.chunks) {
-                  if (duckdb_append_data_chunk(app, chunk.get()) != DuckDBSuccess) {
-                    duck::fail(ctx, duckdb_appender_error(app));
-                  }
-                }
-                if (duckdb_appender_close(app) != DuckDBSuccess) {
-                  duck::fail(ctx, duckdb_appender_error(app));
-                }
-              },
-              [&](duck::Connection& c, const PartitionMeta& old) {
-                if (auto m = appended_meta(schema, g.chunks, g.rows, col_types, old)) return *m;
-                return scan_meta(store, e, c, old);
-              });
-          if (done) {
-            std::lock_guard lock(e.bloom_mu);
-            e.bloom.reset();  // rebuilt by the next lookup that needs it
-          }
-          return std::make_pair(done, g.rows);
-        },
-        [&](std::size_t i) { return groups[i]->entry; });
-    return res;
-  }
-
   // Runs `commit(i, conn)` for i in [0, n) in windows of at most max_partitions_in_memory pinned
   // partitions, on write_threads threads; throws one error naming every failed partition.
   void run_commits(
@@ -1233,6 +1086,514 @@ struct PartitionedDataRepository::Impl {
   }
 };
 
+// ---- the streaming bulk path --------------------------------------------------------------------
+//
+// A router (the caller's thread) reads the query as a stream, computes each row's period code (in
+// the query) and copies rows into one 2,048-row chunk per partition; full chunks go to the writer
+// thread owning that partition, which appends them inside the partition's open transaction.
+// Chunks are recycled, and at most kInflightPerWriter chunks per writer are queued, so memory is a
+// few chunks per partition plus what DuckDB holds per open transaction (it writes full row groups
+// to the file as they fill).
+struct PartitionedDataRepository::BulkLoad::Loader {
+  static constexpr int kInflightPerWriter = 32;
+  static constexpr int kChunksPerFlush = 16;  // appender -> transaction-local storage
+
+  struct Slot {
+    PartitionKey key;
+    Entry* entry = nullptr;
+    unsigned owner = 0;
+    std::optional<Impl::Pins> pins;
+    int64_t rows = 0;  // routed (router side)
+    // Router side: the chunk being filled.
+    duckdb_data_chunk building = nullptr;
+    idx_t fill = 0;
+    // Writer side (owner thread only).
+    std::unique_lock<std::mutex> wlock;
+    std::optional<ConnectionPool::Lease> conn;
+    duckdb_appender app = nullptr;
+    bool open = false;
+    bool skip = false;    // already holds the replayed batch id
+    bool failed = false;  // an error was recorded; its rows are dropped, it rolls back
+    int unflushed = 0;
+    Impl::MetaAcc acc;
+  };
+
+  struct Msg {
+    enum Kind { kChunk, kFinish, kAbort } kind = kChunk;
+    Slot* slot = nullptr;
+    duckdb_data_chunk chunk = nullptr;
+  };
+  struct Worker {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<Msg> q;
+    std::thread th;
+  };
+
+  Impl& impl;
+  Store& store;
+  Schema schema;
+  BulkLoadOptions options;
+  std::unique_lock<std::mutex> bulk_lock;
+  std::vector<std::unique_ptr<Slot>> slots;
+  std::unordered_map<int64_t, std::size_t> slot_of;
+  std::vector<std::unique_ptr<Worker>> workers;
+  // Column types, fixed by the first load().
+  std::vector<duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type>> types;
+  std::vector<duckdb_logical_type> raw_types;
+  std::vector<duckdb_type> col_types;
+  int64_t routed = 0;
+  bool finished = false;
+  std::string batch_id;  // set by commit() before the writers finish
+
+  std::mutex flow_mu;
+  std::condition_variable flow_cv;
+  int inflight = 0;
+  std::vector<duckdb_data_chunk> free_chunks;
+
+  std::mutex res_mu;
+  std::atomic<bool> any_failed{false};
+  std::vector<std::string> failures;
+  std::optional<Error> first_error;
+  std::vector<std::string> committed;
+  BatchResult res;
+
+  Loader(Impl& i, Store& s, const Schema& sc, BulkLoadOptions o)
+      : impl(i), store(s), schema(sc), options(std::move(o)), bulk_lock(i.bulk_mu) {
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    const unsigned n = impl.config.write_threads > 0
+                           ? static_cast<unsigned>(impl.config.write_threads)
+                           : std::min(hw, 8u);
+    for (unsigned t = 0; t < n; ++t) {
+      workers.push_back(std::make_unique<Worker>());
+      workers.back()->th = std::thread([this, t] { work(t); });
+    }
+  }
+
+  ~Loader() {
+    abort();
+    for (duckdb_data_chunk c : free_chunks) duckdb_destroy_data_chunk(&c);
+  }
+
+  // ---- router ----
+
+  duckdb_data_chunk new_chunk() {
+    {
+      std::lock_guard lock(flow_mu);
+      if (!free_chunks.empty()) {
+        duckdb_data_chunk c = free_chunks.back();
+        free_chunks.pop_back();
+        return c;
+      }
+    }
+    return duckdb_create_data_chunk(raw_types.data(), raw_types.size());
+  }
+
+  void dispatch(std::size_t slot, duckdb_data_chunk chunk) {
+    {
+      std::unique_lock lock(flow_mu);
+      flow_cv.wait(lock, [&] {
+        return inflight < kInflightPerWriter * static_cast<int>(workers.size()) ||
+               any_failed.load();
+      });
+      ++inflight;
+    }
+    Worker& w = *workers[slots[slot]->owner];
+    {
+      std::lock_guard lock(w.mu);
+      w.q.push_back({Msg::kChunk, slots[slot].get(), chunk});
+    }
+    w.cv.notify_one();
+  }
+
+  std::size_t new_slot(int64_t code) {
+    const PartitionStrategy strategy = impl.config.strategy;
+    auto slot = std::make_unique<Slot>();
+    slot->key =
+        code == INT64_MIN ? null_partition_key(strategy) : partition_key_from_code(strategy, code);
+    bool created = false;
+    {
+      std::lock_guard lock(impl.mu);
+      slot->entry = &impl.ensure_partition_locked(store, slot->key, created);
+      if (!slot->entry->problem.empty()) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("cannot write to partition {} ('{}'): {}", slot->entry->name,
+                                slot->entry->file, slot->entry->problem));
+      }
+    }
+    if (created) {
+      std::lock_guard lock(res_mu);
+      ++res.partitions_created;
+    }
+    slot->pins.emplace(impl.acquire({slot->entry}, nullptr));  // pins before write_mu
+    const std::size_t index = slots.size();
+    slot->owner = static_cast<unsigned>(index % workers.size());
+    slots.push_back(std::move(slot));
+    slot_of.emplace(code, index);
+    return index;
+  }
+
+  void throw_if_failed() {
+    if (!any_failed.load()) return;
+    std::lock_guard lock(res_mu);
+    throw Error(first_error->code(),
+                fmt::format("{}; nothing of this load was committed", fmt::join(failures, "; ")));
+  }
+
+  int64_t load(const std::string& select_sql) {
+    if (finished) throw Error(ErrorCode::kInvalidArgument, "this bulk load was already finished");
+    const std::size_t ncols = schema.columns().size();
+    auto conn = impl.pool->take();
+    const std::string sql = fmt::format(
+        "SELECT *, {} AS __dp_code FROM ({}) AS __dp_source",
+        partition_code_sql(impl.config.strategy, duck::quote_ident(schema.partition_column())),
+        select_sql);
+    auto st = conn->prepare(sql, "bulk source query");
+    duck::Result r = st.execute_streaming();
+    if (r.column_count() != ncols + 1) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("the source query returns {} columns, table '{}' has {}",
+                              r.column_count() - 1, schema.name(), ncols));
+    }
+    for (idx_t i = 0; i < ncols; ++i) {
+      const std::string name = r.column_name(i);
+      if (!schema.find(name) || *schema.find(name) != i) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("source column {} is '{}', table '{}' expects '{}' there", i + 1,
+                                name, schema.name(), schema.columns()[i].name));
+      }
+      duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(
+          duckdb_column_logical_type(r.raw(), i));
+      if (types.size() < ncols) {
+        col_types.push_back(duckdb_get_type_id(t.get()));
+        raw_types.push_back(t.get());
+        types.push_back(std::move(t));
+      } else if (duckdb_get_type_id(t.get()) != col_types[i]) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("source column '{}' changed type between the queries of one bulk "
+                                "load",
+                                name));
+      }
+    }
+    const idx_t capacity = duckdb_vector_size();
+    std::vector<std::vector<sel_t>> rows_of;  // by slot, this chunk
+    std::vector<std::size_t> touched;
+    duck::OwnedByValue<duckdb_selection_vector, duckdb_destroy_selection_vector> sel(
+        duckdb_create_selection_vector(capacity));
+    int64_t null_rows = 0;
+    int64_t n_routed = 0;
+    int64_t last_code = 0;
+    std::size_t last_slot = SIZE_MAX;
+    while (true) {
+      duck::DataChunk chunk = r.fetch();
+      if (!chunk || chunk.size() == 0) break;
+      throw_if_failed();
+      const idx_t n = chunk.size();
+      duckdb_vector codes = duckdb_data_chunk_get_vector(chunk.get(), ncols);
+      const auto* code = static_cast<const int64_t*>(duckdb_vector_get_data(codes));
+      uint64_t* validity = duckdb_vector_get_validity(codes);
+      for (idx_t i = 0; i < n; ++i) {
+        int64_t c = code[i];
+        if (validity && !duckdb_validity_row_is_valid(validity, i)) {
+          ++null_rows;
+          if (!options.null_partition) continue;
+          c = INT64_MIN;
+        }
+        std::size_t s = last_slot;
+        if (c != last_code || s == SIZE_MAX) {
+          auto it = slot_of.find(c);
+          s = it != slot_of.end() ? it->second : new_slot(c);
+          last_code = c;
+          last_slot = s;
+        }
+        if (s >= rows_of.size()) rows_of.resize(slots.size());
+        if (rows_of[s].empty()) touched.push_back(s);
+        rows_of[s].push_back(static_cast<sel_t>(i));
+      }
+      for (std::size_t s : touched) {
+        std::vector<sel_t>& rows = rows_of[s];
+        Slot& slot = *slots[s];
+        std::copy(rows.begin(), rows.end(), duckdb_selection_vector_get_data_ptr(sel.get()));
+        idx_t done = 0;
+        while (done < rows.size()) {
+          if (!slot.building) {
+            slot.building = new_chunk();
+            slot.fill = 0;
+          }
+          const idx_t take = std::min<idx_t>(rows.size() - done, capacity - slot.fill);
+          for (idx_t col = 0; col < ncols; ++col) {
+            duckdb_vector_copy_sel(duckdb_data_chunk_get_vector(chunk.get(), col),
+                                   duckdb_data_chunk_get_vector(slot.building, col), sel.get(),
+                                   done + take, done, slot.fill);
+          }
+          slot.fill += take;
+          duckdb_data_chunk_set_size(slot.building, slot.fill);
+          done += take;
+          if (slot.fill == capacity) {
+            dispatch(s, std::exchange(slot.building, nullptr));
+            slot.fill = 0;
+          }
+        }
+        slot.rows += static_cast<int64_t>(rows.size());
+        n_routed += static_cast<int64_t>(rows.size());
+        rows.clear();
+      }
+      touched.clear();
+    }
+    if (null_rows > 0 && !options.null_partition) {
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{} source row(s) have a NULL '{}'; nothing was written. Route them to "
+                      "partition_null with the null-partition option, or fix the source",
+                      null_rows, schema.partition_column()));
+    }
+    throw_if_failed();
+    routed += n_routed;
+    return n_routed;
+  }
+
+  // ---- writers ----
+
+  void fail(Slot& s, const std::exception& e) {
+    s.failed = true;
+    std::lock_guard lock(res_mu);
+    failures.push_back(fmt::format("{}: {}", s.entry->name, e.what()));
+    if (!first_error) {
+      const auto* err = dynamic_cast<const Error*>(&e);
+      first_error = err ? *err : Error(ErrorCode::kDuckDb, e.what());
+    }
+    any_failed = true;
+    flow_cv.notify_all();
+  }
+
+  static std::string ctx_of(const Entry& e) {
+    return fmt::format("partition {} ('{}')", e.name, e.file);
+  }
+
+  void open_slot(Slot& s) {
+    Entry& e = *s.entry;
+    const std::string ctx = ctx_of(e);
+    s.wlock = std::unique_lock(e.write_mu);
+    if (e.dropped) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} was dropped while this batch was being written; write "
+                              "the batch again",
+                              e.name));
+    }
+    s.conn.emplace(impl.pool->take());
+    duck::Connection& c = **s.conn;
+    c.exec("BEGIN TRANSACTION", ctx);
+    s.open = true;
+    if (!options.replay_batch_id.empty() && Impl::has_batch(c, e, options.replay_batch_id, ctx)) {
+      s.skip = true;
+      rollback(s);
+      return;
+    }
+    if (duckdb_appender_create_ext(c.get(), e.alias.c_str(), "main", schema.name().c_str(),
+                                   &s.app) != DuckDBSuccess) {
+      std::string err =
+          s.app && duckdb_appender_error(s.app) ? duckdb_appender_error(s.app) : "append failed";
+      duckdb_appender_destroy(&s.app);
+      s.app = nullptr;
+      duck::fail(ctx, err);
+    }
+    s.acc = Impl::MetaAcc(schema, col_types);
+  }
+
+  void append(Slot& s, duckdb_data_chunk chunk) {
+    if (s.failed || s.skip) return;
+    try {
+      if (!s.open) open_slot(s);
+      if (s.skip) return;
+      if (duckdb_append_data_chunk(s.app, chunk) != DuckDBSuccess) {
+        duck::fail(ctx_of(*s.entry), duckdb_appender_error(s.app));
+      }
+      if (s.acc.supported) s.acc.add(chunk);
+      if (++s.unflushed >= kChunksPerFlush) {
+        s.unflushed = 0;
+        if (duckdb_appender_flush(s.app) != DuckDBSuccess) {
+          duck::fail(ctx_of(*s.entry), duckdb_appender_error(s.app));
+        }
+      }
+    } catch (const std::exception& e) {
+      fail(s, e);
+    }
+  }
+
+  void rollback(Slot& s) noexcept {
+    if (s.app) {
+      duckdb_appender_destroy(&s.app);
+      s.app = nullptr;
+    }
+    if (s.open) {
+      try {
+        (*s.conn)->exec("ROLLBACK");
+      } catch (...) {
+      }
+      s.open = false;
+    }
+    s.conn.reset();
+    if (s.wlock.owns_lock()) s.wlock.unlock();
+  }
+
+  void finish(Slot& s) {
+    Entry& e = *s.entry;
+    if (s.skip) {
+      std::lock_guard lock(res_mu);
+      res.rows_skipped += s.rows;
+      ++res.partitions_skipped;
+      return;
+    }
+    if (!s.open || s.failed) {
+      rollback(s);
+      return;
+    }
+    const std::string ctx = ctx_of(e);
+    try {
+      duck::Connection& c = **s.conn;
+      const duckdb_state closed = duckdb_appender_close(s.app);
+      std::string err = closed != DuckDBSuccess ? duckdb_appender_error(s.app) : "";
+      duckdb_appender_destroy(&s.app);
+      s.app = nullptr;
+      if (closed != DuckDBSuccess) duck::fail(ctx, err);
+      PartitionMeta m =
+          s.acc.supported ? s.acc.merged(e.meta) : impl.scan_meta(store, e, c, e.meta);
+      impl.record_and_commit(c, e, batch_id, m, ctx);
+      s.open = false;
+      s.conn.reset();
+      s.wlock.unlock();
+      {
+        std::lock_guard lock(e.bloom_mu);
+        e.bloom.reset();  // rebuilt by the next lookup that needs it
+      }
+      {
+        std::lock_guard lock(res_mu);
+        res.rows_written += s.rows;
+        ++res.partitions_written;
+        committed.push_back(e.name);
+      }
+      if (impl.commit_hook) impl.commit_hook(e.name);
+    } catch (const std::exception& ex) {
+      fail(s, ex);
+      rollback(s);
+    }
+  }
+
+  void recycle(duckdb_data_chunk chunk) {
+    duckdb_data_chunk_reset(chunk);
+    {
+      std::lock_guard lock(flow_mu);
+      --inflight;
+      free_chunks.push_back(chunk);
+    }
+    flow_cv.notify_one();
+  }
+
+  void work(unsigned t) {
+    Worker& w = *workers[t];
+    while (true) {
+      Msg m;
+      {
+        std::unique_lock lock(w.mu);
+        w.cv.wait(lock, [&] { return !w.q.empty(); });
+        m = w.q.front();
+        w.q.pop_front();
+      }
+      if (m.kind == Msg::kChunk) {
+        append(*m.slot, m.chunk);
+        recycle(m.chunk);
+        continue;
+      }
+      // Slots are only added by the router, which is waiting for this thread now.
+      for (auto& s : slots) {
+        if (s->owner != t) continue;
+        if (m.kind == Msg::kFinish) {
+          finish(*s);
+        } else {
+          rollback(*s);
+        }
+      }
+      return;
+    }
+  }
+
+  void stop_workers(Msg::Kind kind) noexcept {
+    for (auto& w : workers) {
+      {
+        std::lock_guard lock(w->mu);
+        w->q.push_back({kind, nullptr, nullptr});
+      }
+      w->cv.notify_one();
+    }
+    for (auto& w : workers) {
+      if (w->th.joinable()) w->th.join();
+    }
+  }
+
+  void release() noexcept {
+    for (auto& s : slots) {
+      if (s->building) duckdb_destroy_data_chunk(&s->building);
+      s->building = nullptr;
+      s->pins.reset();
+    }
+  }
+
+  BatchResult commit(const std::string& id) {
+    if (finished) throw Error(ErrorCode::kInvalidArgument, "this bulk load was already finished");
+    if (!options.replay_batch_id.empty() && id != options.replay_batch_id) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("batch id '{}' differs from the replayed id '{}'", id,
+                              options.replay_batch_id));
+    }
+    batch_id = id;
+    res.batch_id = id;
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      if (slots[i]->building && slots[i]->fill > 0 && !any_failed.load()) {
+        dispatch(i, std::exchange(slots[i]->building, nullptr));
+      }
+    }
+    finished = true;
+    // With a failure recorded, every partition rolls back instead: nothing becomes visible.
+    stop_workers(any_failed.load() ? Msg::kAbort : Msg::kFinish);
+    release();
+    {
+      std::lock_guard lock(impl.mu);
+      impl.counters.batches_skipped += res.partitions_skipped;
+    }
+    if (first_error) {
+      std::sort(committed.begin(), committed.end());
+      throw Error(
+          first_error->code(),
+          fmt::format("batch {}: {} of {} partitions failed and wrote nothing ({}); {} "
+                      "committed{}{}. Load the same rows again with replay batch id '{}' to "
+                      "finish it exactly once",
+                      id, failures.size(), slots.size(), fmt::join(failures, "; "),
+                      committed.size(), committed.empty() ? "" : ": ", fmt::join(committed, ", "),
+                      id));
+    }
+    return res;
+  }
+
+  void abort() noexcept {
+    if (finished) return;
+    finished = true;
+    stop_workers(Msg::kAbort);
+    release();
+  }
+};
+
+PartitionedDataRepository::BulkLoad::BulkLoad(std::unique_ptr<Loader> loader)
+    : loader_(std::move(loader)) {}
+PartitionedDataRepository::BulkLoad::~BulkLoad() = default;
+int64_t PartitionedDataRepository::BulkLoad::load(const std::string& select_sql) {
+  return loader_->load(select_sql);
+}
+int64_t PartitionedDataRepository::BulkLoad::rows() const noexcept { return loader_->routed; }
+BatchResult PartitionedDataRepository::BulkLoad::commit(const std::string& batch_id) {
+  return loader_->commit(batch_id);
+}
+void PartitionedDataRepository::BulkLoad::abort() noexcept { loader_->abort(); }
+
 namespace {
 
 std::vector<DataRecord> run_rows(duck::Connection& conn, const std::string& sql,
@@ -1394,7 +1755,22 @@ BatchResult PartitionedDataRepository::create_batch_from_query(const Schema& sch
                                                                const std::string& select_sql,
                                                                const BatchOptions& options,
                                                                bool null_partition) {
-  return impl_->write_query(schema, select_sql, options, null_partition);
+  auto load = begin_bulk_load(
+      schema, {.replay_batch_id = options.batch_id, .null_partition = null_partition});
+  load->load(select_sql);
+  return load->commit(options.batch_id.empty() ? new_uuid_v7() : options.batch_id);
+}
+
+std::unique_ptr<PartitionedDataRepository::BulkLoad> PartitionedDataRepository::begin_bulk_load(
+    const Schema& schema, const BulkLoadOptions& options) {
+  if (impl_->options.read_only) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("the partition store '{}' is open read-only; writes are refused",
+                            impl_->base_dir));
+  }
+  Store& store = impl_->store_for(schema);
+  return std::unique_ptr<BulkLoad>(
+      new BulkLoad(std::make_unique<BulkLoad::Loader>(*impl_, store, schema, options)));
 }
 
 void PartitionedDataRepository::attach_database(const std::string& path, const std::string& alias,

@@ -63,15 +63,52 @@ class PartitionedDataRepository final : public IDataRepository {
   int64_t count_all(const Schema& schema, const DataQueryRequest& request = {}) override;
   StorageStatistics get_partition_statistics() override;
   RecordStream query_sql(const std::string& sql) override;
-  // The SQL bulk path (migration, import, re-partitioning). Routes every row of `select_sql` — a
-  // SELECT whose columns are the schema's, in order — to its partition in one scan, copying DuckDB
-  // vectors (any column type), then commits once per partition with the batch id, like
-  // create_batch. `null_partition`: rows whose partition value is NULL go to partition_null instead
-  // of failing. The result is staged in memory until the commits: bound it (migration uses rowid
-  // ranges).
+  // The SQL bulk path (migration, import, re-partitioning): one BulkLoad of `select_sql`, committed
+  // with options.batch_id (checked for replay when given, like create_batch).
   BatchResult create_batch_from_query(const Schema& schema, const std::string& select_sql,
                                       const BatchOptions& options = {},
                                       bool null_partition = false);
+
+  struct BulkLoadOptions {
+    // When set, partitions that already hold this batch id are skipped (their rows are counted as
+    // skipped): a load interrupted between its per-partition commits is finished exactly once by
+    // loading the same rows again and committing with this id.
+    std::string replay_batch_id;
+    // Rows whose partition value is NULL go to partition_null instead of failing.
+    bool null_partition = false;
+  };
+  // A streaming bulk load. Every row of each load() query — a SELECT whose columns are the
+  // schema's, in order — is routed to its partition while the query runs and appended, on
+  // write_threads threads, inside one open transaction per partition; DuckDB writes full row
+  // groups to the partition files as they fill, so memory stays bounded (about one row group per
+  // open partition) however many rows are loaded. commit() makes everything visible, one commit per
+  // partition, each recording the batch id; until then readers see nothing of it, and a failure,
+  // abort() or destroying the object rolls every partition back. Partitions touched are pinned
+  // until commit or abort. One bulk load at a time per repository (a second waits).
+  class BulkLoad {
+   public:
+    ~BulkLoad();
+    BulkLoad(const BulkLoad&) = delete;
+    BulkLoad& operator=(const BulkLoad&) = delete;
+    // Routes and appends every row of `select_sql`; returns the rows routed. Throws Error (bad
+    // columns, NULL partition values, a failed append naming its partition); afterwards only
+    // abort() (or destruction) is valid.
+    int64_t load(const std::string& select_sql);
+    // Rows routed so far by all load() calls.
+    int64_t rows() const noexcept;
+    // Commits every partition with `batch_id` (must equal replay_batch_id when that was given).
+    // Throws Error naming every partition that failed (the others committed: commit the same rows
+    // again with replay_batch_id = batch_id to finish exactly once).
+    BatchResult commit(const std::string& batch_id);
+    void abort() noexcept;
+
+   private:
+    friend class PartitionedDataRepository;
+    struct Loader;
+    explicit BulkLoad(std::unique_ptr<Loader> loader);
+    std::unique_ptr<Loader> loader_;
+  };
+  std::unique_ptr<BulkLoad> begin_bulk_load(const Schema& schema, const BulkLoadOptions& options);
   // Attaches another DuckDB file to this repository's DuckDB instance, so that select_sql can read
   // it as <alias>.main.<table>. Throws Error(kLocked) naming the file when another process holds
   // it.
