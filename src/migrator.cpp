@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -292,8 +293,11 @@ namespace {
 
 struct Checkpoint {
   nlohmann::json options;
-  nlohmann::json windows;      // [[first code, last code] | null (the NULL period), ...]
-  std::set<std::string> done;  // "<window>:<first rowid>" of every finished batch
+  nlohmann::json windows;               // [[first code, last code] | null (the NULL period), ...]
+  std::map<std::size_t, int64_t> next;  // per window: the first source rowid not yet committed
+  // A commit group whose per-partition commits had started: [window, first rowid, end rowid).
+  // A resumed run loads exactly these rows again under the same batch id first.
+  std::optional<std::array<int64_t, 3>> intent;
   bool completed = false;
 };
 
@@ -306,7 +310,16 @@ std::optional<Checkpoint> read_checkpoint(const std::string& path) {
     auto j = nlohmann::json::parse(ss.str());
     Checkpoint c;
     c.options = j.at("options");
-    for (const auto& d : j.at("done")) c.done.insert(d.get<std::string>());
+    if (j.contains("done") && !j.contains("next")) {
+      throw std::runtime_error("written by an older duckpart (per-batch format)");
+    }
+    const nlohmann::json next = j.value("next", nlohmann::json::object());
+    for (const auto& [k, v] : next.items()) {
+      c.next[std::stoul(k)] = v.get<int64_t>();
+    }
+    if (j.contains("intent") && !j["intent"].is_null()) {
+      c.intent = j["intent"].get<std::array<int64_t, 3>>();
+    }
     c.windows = j.value("windows", nlohmann::json::array());
     c.completed = j.value("completed", false);
     return c;
@@ -323,7 +336,10 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
   nlohmann::json j;
   j["options"] = c.options;
   j["windows"] = c.windows;
-  j["done"] = c.done;
+  nlohmann::json next = nlohmann::json::object();
+  for (const auto& [w, n] : c.next) next[std::to_string(w)] = n;
+  j["next"] = next;
+  j["intent"] = c.intent ? nlohmann::json(*c.intent) : nlohmann::json(nullptr);
   j["completed"] = c.completed;
   const std::string tmp = path + ".tmp";
   const std::string text = j.dump();
@@ -378,13 +394,18 @@ MigrationPlan PartitionMigrator::plan() {
                      options_.source_path);
   if (!ids.at(0).values[0].is_null()) {
     const int64_t lo = ids[0].values[0].get<int64_t>(), hi = ids[0].values[1].get<int64_t>();
-    const auto per_window = static_cast<int64_t>(repo_.config().max_partitions_in_memory);
+    const auto per_window = static_cast<int64_t>(
+        std::max(repo_.config().max_partitions_in_memory, options_.open_partitions));
     const auto windows =
         (static_cast<int64_t>(plan.partitions.size()) + per_window - 1) / per_window;
     plan.batches = ((hi - lo) / options_.batch_size + 1) * std::max<int64_t>(windows, 1);
   }
-  if (auto cp = read_checkpoint(checkpoint_path()))
-    plan.batches_already_done = static_cast<int64_t>(cp->done.size());
+  if (auto cp = read_checkpoint(checkpoint_path()); cp && !ids.at(0).values[0].is_null()) {
+    const int64_t lo = ids[0].values[0].get<int64_t>();
+    for (const auto& [w, next] : cp->next) {
+      plan.batches_already_done += (next - lo + options_.batch_size - 1) / options_.batch_size;
+    }
+  }
   // Time a sample copy (up to 200,000 rows) into a throw-away store: the real code path, real
   // files.
   const fs::path tmp = fs::temp_directory_path() / fmt::format("duckpart_plan_{}", ::getpid());
@@ -496,11 +517,12 @@ MigrationResult PartitionMigrator::migrate(
                 {"from", options_.from ? format_date(*options_.from) : ""},
                 {"to", options_.to ? format_date(*options_.to) : ""},
                 {"null_partition", options_.null_partition}};
-  // Work is cut into windows of at most max_partitions_in_memory periods (outer loop) and source
+  // Work is cut into windows of at most open_partitions periods (outer loop) and source
   // rowid ranges of batch_size rows (inner loop): every partition file is opened once per window
   // however unsorted the source is, at the price of one cheap filtered scan of the source per
   // window.
-  const std::size_t per_window = static_cast<std::size_t>(repo_.config().max_partitions_in_memory);
+  const std::size_t per_window = static_cast<std::size_t>(
+      std::max(repo_.config().max_partitions_in_memory, options_.open_partitions));
   std::vector<std::pair<std::optional<int64_t>, std::optional<int64_t>>>
       windows;  // [first, last] codes
   for (std::size_t i = 0; i < periods.size(); i += per_window) {
@@ -522,7 +544,8 @@ MigrationResult PartitionMigrator::migrate(
                       "the same options, or delete that file to start over",
                       checkpoint_path(), old->options.dump()));
     }
-    cp.done = old->done;
+    cp.next = old->next;
+    cp.intent = old->intent;
     cp.windows = old->windows;  // the windows of the first run keep batch ids stable
   }
   if (cp.windows.is_null() || cp.windows.empty()) {
@@ -559,6 +582,13 @@ MigrationResult PartitionMigrator::migrate(
     progress.current = what;
     on_progress(progress);
   };
+  // Batches (batch_size source rows) are loaded one after the other into one BulkLoad — streamed
+  // to the partitions, whose transactions stay open — and committed together as a group every
+  // commit_interval_s seconds, at the end of a window and on a stop request. Before a group's
+  // per-partition commits start, the checkpoint records it as the intent; a run that finds an
+  // intent loads exactly those rows again under the same batch id, so partitions that had
+  // committed it skip them: every row lands exactly once.
+  const int64_t first_id = starts.empty() ? 0 : starts.front();
   for (std::size_t w = 0; w < cp.windows.size() && !res.interrupted; ++w) {
     const auto& win = cp.windows[w];
     std::string window_sql;
@@ -572,36 +602,63 @@ MigrationResult PartitionMigrator::migrate(
       window_name = fmt::format("{}-{}", partition_key_from_code(strategy, a).label(),
                                 partition_key_from_code(strategy, b).label());
     }
-    for (int64_t a : starts) {
-      const std::string batch_key = fmt::format("{}:{}", window_name, a);
-      if (cp.done.count(batch_key)) {
-        ++res.batches_skipped;
-        ++progress.batches_done;
-        continue;
-      }
+    const int64_t done_to = cp.next.count(w) ? cp.next[w] : first_id;
+    std::size_t i = 0;
+    while (i < starts.size() && starts[i] < done_to) {
+      ++res.batches_skipped;
+      ++progress.batches_done;
+      ++i;
+    }
+    std::optional<int64_t> replay_to;
+    if (cp.intent && (*cp.intent)[0] == static_cast<int64_t>(w) && (*cp.intent)[1] == done_to) {
+      replay_to = (*cp.intent)[2];
+    }
+    while (i < starts.size()) {
       if (stop && stop->load()) {
         res.interrupted = true;
         break;
       }
-      const std::string sql =
-          fmt::format("SELECT {} FROM {}.main.{} WHERE rowid >= {} AND rowid < {}{}{}", cols,
-                      duck::quote_ident(alias_), duck::quote_ident(options_.table), a,
-                      a + options_.batch_size, range_sql(), window_sql);
-      report(fmt::format("batch {}/{}: periods {}, source rows {}..{}", progress.batches_done + 1,
-                         progress.batches_total, window_name, a, a + options_.batch_size - 1));
-      const BatchResult r =
-          repo_.create_batch_from_query(schema_, sql,
-                                        {.batch_id = fmt::format("migrate:{}:{}:{}", options_.table,
-                                                                 cp.options.dump(), batch_key)},
-                                        options_.null_partition);
+      const int64_t group_from = starts[i];
+      auto group_id = [&](int64_t to) {
+        return fmt::format("migrate:{}:{}:{}:{}-{}", options_.table, cp.options.dump(), window_name,
+                           group_from, to);
+      };
+      auto load = repo_.begin_bulk_load(
+          schema_, {.replay_batch_id = replay_to ? group_id(*replay_to) : std::string(),
+                    .null_partition = options_.null_partition});
+      const auto group_start = std::chrono::steady_clock::now();
+      int64_t to = group_from;
+      while (i < starts.size()) {
+        const int64_t a = starts[i];
+        if (replay_to && a >= *replay_to) break;
+        report(fmt::format("batch {}/{}: periods {}, source rows {}..{}", progress.batches_done + 1,
+                           progress.batches_total, window_name, a, a + options_.batch_size - 1));
+        progress.rows_done += load->load(
+            fmt::format("SELECT {} FROM {}.main.{} WHERE rowid >= {} AND rowid < {}{}{}", cols,
+                        duck::quote_ident(alias_), duck::quote_ident(options_.table), a,
+                        a + options_.batch_size, range_sql(), window_sql));
+        to = a + options_.batch_size;
+        ++i;
+        ++res.batches_done;
+        ++progress.batches_done;
+        if (replay_to) continue;
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - group_start).count();
+        if (s >= options_.commit_interval_s || (stop && stop->load())) break;
+      }
+      if (replay_to) to = *replay_to;
+      report(fmt::format("committing source rows {}..{} of periods {}", group_from, to - 1,
+                         window_name));
+      cp.intent = std::array<int64_t, 3>{static_cast<int64_t>(w), group_from, to};
+      write_checkpoint(checkpoint_path(), cp);
+      const BatchResult r = load->commit(group_id(to));
       res.rows_copied += r.rows_written;
       res.rows_skipped += r.rows_skipped;
       res.partitions_created += r.partitions_created;
-      ++res.batches_done;
-      ++progress.batches_done;
-      progress.rows_done += r.rows_written + r.rows_skipped;
-      cp.done.insert(batch_key);
+      cp.next[w] = to;
+      cp.intent.reset();
       write_checkpoint(checkpoint_path(), cp);
+      replay_to.reset();
     }
   }
   repo_.flush();

@@ -1096,7 +1096,8 @@ struct PartitionedDataRepository::Impl {
 // to the file as they fill).
 struct PartitionedDataRepository::BulkLoad::Loader {
   static constexpr int kInflightPerWriter = 32;
-  static constexpr int kChunksPerFlush = 16;  // appender -> transaction-local storage
+  static constexpr int kChunksPerFlush = 16;         // appender -> transaction-local storage
+  static constexpr int64_t kCheckpointRows = 16384;  // per partition and commit
 
   struct Slot {
     PartitionKey key;
@@ -1460,8 +1461,18 @@ struct PartitionedDataRepository::BulkLoad::Loader {
           s.acc.supported ? s.acc.merged(e.meta) : impl.scan_meta(store, e, c, e.meta);
       impl.record_and_commit(c, e, batch_id, m, ctx);
       s.open = false;
-      s.conn.reset();
       s.wlock.unlock();
+      // A bulk commit leaves its rows in DuckDB's memory and write-ahead log until a checkpoint
+      // writes them compressed into the file; doing that here, on this writer thread, spreads
+      // the compression over the writers and bounds memory (otherwise it happens serially at
+      // detach). Best effort: a concurrent transaction can make it fail; DuckDB checkpoints later.
+      if (s.rows >= kCheckpointRows) {
+        try {
+          c.exec(fmt::format("CHECKPOINT {}", duck::quote_ident(e.alias)), ctx);
+        } catch (const Error&) {
+        }
+      }
+      s.conn.reset();
       {
         std::lock_guard lock(e.bloom_mu);
         e.bloom.reset();  // rebuilt by the next lookup that needs it

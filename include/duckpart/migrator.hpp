@@ -65,6 +65,14 @@ struct MigrationOptions {
   std::optional<Date> to;
   bool verify = true;
   bool null_partition = false;  // route NULL partition values to partition_null instead of refusing
+  // Batches are streamed into the partitions inside open transactions and committed together this
+  // often (and at the end of each window of partitions, and when stopped): the work a kill -9 can
+  // lose. Longer groups write fewer partial row groups.
+  double commit_interval_s = 30;
+  // Periods written at once: the source is scanned once per group of this many periods (at least
+  // the configuration's max_partitions_in_memory). Each open partition costs a few MB outside
+  // DuckDB's memory limit.
+  int open_partitions = 128;
 };
 
 struct MigrationProgress {
