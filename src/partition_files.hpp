@@ -18,6 +18,8 @@ inline constexpr const char* kMetaTable = "_duckpart_meta";
 inline constexpr const char* kBatchesTable = "_duckpart_batches";
 inline constexpr const char* kCatalogFile = "_catalog.json";
 inline constexpr const char* kIdIndexDir = "_ids";
+// Suffix of a partition file while it is being created (renamed into place once initialised).
+inline constexpr const char* kCreatingSuffix = ".creating";
 
 // Size and modification time of a partition file and its write-ahead log: if both are unchanged
 // since the catalog recorded them, the catalog's copy of the file's metadata is current.

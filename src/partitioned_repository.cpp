@@ -98,6 +98,14 @@ bool id_less(const Value& a, const Value& b) {
 
 std::string id_key(const Value& v) { return v.to_string(); }
 
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
 }  // namespace
 
 struct PartitionedDataRepository::Impl {
@@ -451,7 +459,16 @@ struct PartitionedDataRepository::Impl {
     }
     std::vector<fs::path> files;
     for (fs::directory_iterator it(store.dir, ec), end; !ec && it != end; it.increment(ec)) {
-      if (it->is_regular_file() && it->path().extension() == ".duckdb") files.push_back(it->path());
+      if (!it->is_regular_file()) continue;
+      const std::string fname = it->path().filename().string();
+      if (!options.read_only &&
+          (fname.ends_with(std::string(".duckdb") + kCreatingSuffix) ||
+           fname.ends_with(std::string(".duckdb") + kCreatingSuffix + ".wal"))) {
+        std::error_code rm;
+        fs::remove(it->path(), rm);  // a creation that never finished: it holds no rows
+        continue;
+      }
+      if (it->path().extension() == ".duckdb") files.push_back(it->path());
     }
     if (ec) {
       throw Error(ErrorCode::kIo,
@@ -500,14 +517,33 @@ struct PartitionedDataRepository::Impl {
     if (fs::exists(e->file, ec)) {
       verify_entry_locked(store, *e);
     } else {
-      attach_locked(*e);
+      // Created under a temporary name, initialised, closed and renamed into place: a crash
+      // while DuckDB writes a new file's headers can leave a file it cannot open, and that must
+      // never be a partition file. Leftovers are removed when the store is opened.
+      const std::string final_file = e->file;
+      const std::string tmp = final_file + kCreatingSuffix;
+      std::error_code rm;
+      fs::remove(tmp, rm);
+      fs::remove(tmp + ".wal", rm);
+      e->file = tmp;
       try {
+        attach_locked(*e);
         init_partition_locked(store, *e);
+        detach_locked(*e);
+        if (e->attached) {
+          throw Error(ErrorCode::kIo, fmt::format("cannot close new partition file '{}'", tmp));
+        }
+        if (std::rename(tmp.c_str(), final_file.c_str()) != 0) {
+          throw Error(ErrorCode::kIo, fmt::format("cannot rename '{}' to '{}'", tmp, final_file));
+        }
+        fsync_path(store.dir, true);
+        e->file = final_file;
+        attach_locked(*e);
       } catch (...) {
         detach_locked(*e);
-        std::error_code rm;
-        fs::remove(e->file, rm);
-        fs::remove(e->file + ".wal", rm);
+        e->file = final_file;
+        fs::remove(tmp, rm);
+        fs::remove(tmp + ".wal", rm);
         throw;
       }
       created = true;
@@ -2376,14 +2412,6 @@ uint64_t file_bytes(const std::string& file) {
   if (auto sz = fs::file_size(file, ec); !ec) n += sz;
   if (auto sz = fs::file_size(file + ".wal", ec); !ec) n += sz;
   return n;
-}
-
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <iostream>
 #include <thread>
 #include <unordered_set>
 
@@ -49,12 +51,19 @@ class CrashTest : public TempDirTest {
   }
 
   // Starts `argv` with output discarded.
+  // Standard error of a spawned command goes to this file (printed when a run fails).
+  static std::string stderr_file(pid_t pid) {
+    return (fs::temp_directory_path() / ("duckpart_crash_" + std::to_string(pid) + ".err"))
+        .string();
+  }
+
   static pid_t spawn(const std::vector<std::string>& argv) {
     const pid_t pid = ::fork();
     if (pid == 0) {
       const int devnull = ::open("/dev/null", O_WRONLY);
+      const int err = ::open(stderr_file(::getpid()).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(devnull, 1);
-      ::dup2(devnull, 2);
+      ::dup2(err >= 0 ? err : devnull, 2);
       std::vector<char*> args;
       for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
       args.push_back(nullptr);
@@ -67,10 +76,23 @@ class CrashTest : public TempDirTest {
   static int wait_rc(pid_t pid) {
     int status = 0;
     ::waitpid(pid, &status, 0);
+    std::error_code ec;
+    fs::remove(stderr_file(pid), ec);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 
-  static int run(const std::vector<std::string>& argv) { return wait_rc(spawn(argv)); }
+  // Runs to completion; a failure prints the command's standard error.
+  static int run(const std::vector<std::string>& argv) {
+    const pid_t pid = spawn(argv);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::ifstream in(stderr_file(pid));
+    if (rc != 0 && in) std::cerr << argv[1] << " exited " << rc << ": " << in.rdbuf() << "\n";
+    std::error_code ec;
+    fs::remove(stderr_file(pid), ec);
+    return rc;
+  }
 
   // Runs `argv` to completion and returns how long it took.
   double timed_run(const std::vector<std::string>& argv) {
