@@ -1201,10 +1201,10 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     const unsigned n = impl.config.write_threads > 0
                            ? static_cast<unsigned>(impl.config.write_threads)
                            : std::min(hw, 8u);
-    for (unsigned t = 0; t < n; ++t) {
-      workers.push_back(std::make_unique<Worker>());
-      workers.back()->th = std::thread([this, t] { work(t); });
-    }
+    // All workers exist before any thread starts: a thread reads `workers` while the vector grows
+    // otherwise (ThreadSanitizer found it).
+    for (unsigned t = 0; t < n; ++t) workers.push_back(std::make_unique<Worker>());
+    for (unsigned t = 0; t < n; ++t) workers[t]->th = std::thread([this, t] { work(t); });
   }
 
   ~Loader() {
