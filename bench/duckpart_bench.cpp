@@ -308,8 +308,19 @@ int main(int argc, char** argv) {
     }
   }
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (k == "--help" || k == "-h" || i + 1 == argc) {
+      std::fprintf(k == "--help" || k == "-h" ? stdout : stderr,
+                   "usage: duckpart_bench [--rows N] [--months N] [--strategy S] [--reps N] "
+                   "[--batch N]\n"
+                   "                      [--scenarios p2,p3,p5,p6,p7,p8] [--dir DIR] "
+                   "[--markdown FILE]\n"
+                   "Writes one JSON line per figure to stdout. P1 and P9 always run. DIR "
+                   "(default build/bench-data) is deleted first.\n");
+      return k == "--help" || k == "-h" ? 0 : 2;
+    }
+    const std::string v = argv[i + 1];
     if (k == "--rows")
       a.rows = std::atoll(v.c_str());
     else if (k == "--months")

@@ -880,9 +880,9 @@ struct PartitionedDataRepository::Impl {
         auto& text = std::get<std::vector<std::string>>(idv.data);
         for (std::size_t r = 0; r < batch.rows; ++r) {
           std::string& v = text[r];
-          const bool canonical = v.size() == 36 && std::none_of(v.begin(), v.end(), [](char ch) {
-                                   return ch >= 'A' && ch <= 'F';
-                                 });
+          const bool canonical =
+              v.size() == 36 && v[8] == '-' && v[13] == '-' && v[18] == '-' && v[23] == '-' &&
+              std::none_of(v.begin(), v.end(), [](char ch) { return ch >= 'A' && ch <= 'F'; });
           if (canonical || !idv.is_valid(r)) continue;
           std::string fixed;
           if (!duck::uuid_normalize(v, fixed)) {

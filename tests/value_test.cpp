@@ -1,5 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <random>
+#include <string>
+#include <vector>
+
+#include "duck/duck.hpp"
 #include "duckpart/value.hpp"
 
 namespace duckpart {
@@ -50,6 +55,75 @@ TEST(ValueTest, KindsAndRendering) {
   EXPECT_EQ(Value(Date{0}).to_string(), "1970-01-01");
   EXPECT_EQ(Value("a"), Value(std::string("a")));
   EXPECT_NE(Value(1), Value(1.0));
+}
+
+// Our UUID parser (used by the write path instead of DuckDB's text cast) must accept exactly what
+// DuckDB's cast accepts and give the same value: fixed edge cases plus random mutations.
+TEST(ValueTest, UuidParsingMatchesDuckDBCast) {
+  std::vector<std::string> cases = {"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                                    "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+                                    "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+                                    "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                                    "{a0eebc999c0b4ef8bb6d6bb9bd380a11",
+                                    "a0eebc999c0b4ef8bb6d6bb9bd380a11}",
+                                    "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+                                    "-a0eebc999c0b4ef8bb6d6bb9bd380a11-",
+                                    "--a0eebc999c0b4ef8bb6d6bb9bd380a11",
+                                    "{-a0eebc999c0b4ef8bb6d6bb9bd380a11}",
+                                    "a0eebc999c0b4ef8bb6d6bb9bd380a1",
+                                    "a0eebc999c0b4ef8bb6d6bb9bd380a111",
+                                    " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                                    "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+                                    "00000000-0000-0000-0000-000000000000",
+                                    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+                                    "80000000-0000-0000-0000-000000000000",
+                                    "7fffffff-ffff-ffff-ffff-ffffffffffff",
+                                    "{}",
+                                    "",
+                                    "-",
+                                    "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}}"};
+  std::mt19937_64 rng(42);
+  const std::string alphabet = "0123456789abcdefABCDEF-{}g ";
+  for (int i = 0; i < 300; ++i) {
+    std::string s = cases[rng() % 4];
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      const std::size_t pos = rng() % s.size();
+      switch (rng() % 3) {
+        case 0:
+          s[pos] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          s.insert(pos, 1, alphabet[rng() % alphabet.size()]);
+          break;
+        default:
+          s.erase(pos, 1);
+      }
+    }
+    cases.push_back(s);
+  }
+  duck::Database db = duck::Database::open(":memory:");
+  duck::Connection conn = db.connect();
+  for (const std::string& s : cases) {
+    auto st = conn.prepare("SELECT CAST(TRY_CAST(? AS UUID) AS VARCHAR)");
+    st.bind(1, Value(s));
+    duck::Result r = st.execute();
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> rows;
+    while (auto c = r.fetch()) dec.decode(c, rows);
+    ASSERT_EQ(rows.size(), 1u);
+    const Value& expected = rows[0].values[0];
+    std::string canonical;
+    duckdb_hugeint h{};
+    const bool normalized = duck::uuid_normalize(s, canonical);
+    const bool parsed = duck::uuid_parse(s, h);
+    ASSERT_EQ(normalized, !expected.is_null()) << "'" << s << "'";
+    ASSERT_EQ(parsed, !expected.is_null()) << "'" << s << "'";
+    if (parsed) {
+      EXPECT_EQ(canonical, expected.get<std::string>()) << "'" << s << "'";
+      EXPECT_EQ(duck::uuid_to_string(h), expected.get<std::string>()) << "'" << s << "'";
+    }
+  }
 }
 
 }  // namespace

@@ -277,9 +277,8 @@ bool uuid_parse(std::string_view text, duckdb_hugeint& out) {
       v = static_cast<uint64_t>(c - 'a' + 10);
     } else if (c >= 'A' && c <= 'F') {
       v = static_cast<uint64_t>(c - 'A' + 10);
-    } else if (c == '-' && end - start == 36 &&
-               (i - start == 8 || i - start == 13 || i - start == 18 || i - start == 23)) {
-      continue;
+    } else if (c == '-') {
+      continue;  // DuckDB accepts hyphens anywhere
     } else {
       return false;
     }
@@ -302,11 +301,7 @@ bool uuid_normalize(std::string_view text, std::string& canonical) {
   hex.reserve(32);
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
-    if (c == '-') {
-      // Hyphens only at the canonical positions.
-      if (text.size() != 36 || (i != 8 && i != 13 && i != 18 && i != 23)) return false;
-      continue;
-    }
+    if (c == '-') continue;  // DuckDB accepts hyphens anywhere
     if (c >= '0' && c <= '9') {
       hex += c;
     } else if (c >= 'a' && c <= 'f') {
@@ -529,6 +524,8 @@ duckdb_type chunk_type_for(const Column& c) {
   switch (c.type) {
     case ColumnType::kBoolean:
       return DUCKDB_TYPE_BOOLEAN;
+    case ColumnType::kUuid:
+      return DUCKDB_TYPE_UUID;  // parsed by uuid_parse, not cast from text by the appender
     case ColumnType::kTinyint:
     case ColumnType::kSmallint:
     case ColumnType::kInteger:
