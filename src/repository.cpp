@@ -92,6 +92,7 @@ std::string StorageStatistics::to_json() const {
       {"batches_committed", counters.batches_committed},
       {"batches_skipped", counters.batches_skipped},
       {"rows_written", counters.rows_written},
+      {"sql_plans_reused", counters.sql_plans_reused},
   };
   return j.dump(2);
 }

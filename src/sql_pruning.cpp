@@ -331,6 +331,44 @@ ValueSet filter_value_set(std::string_view filters, std::string_view column, boo
   return expr_set(filters, column, column_is_date).value_or(ValueSet::all());
 }
 
+bool sql_filters_are_stable(std::string_view sql) {
+  static constexpr std::string_view kVolatile[] = {"now",
+                                                   "today",
+                                                   "random",
+                                                   "setseed",
+                                                   "uuid",
+                                                   "uuidv4",
+                                                   "uuidv7",
+                                                   "gen_random_uuid",
+                                                   "nextval",
+                                                   "currval",
+                                                   "getvariable",
+                                                   "transaction_timestamp",
+                                                   "localtime",
+                                                   "localtimestamp",
+                                                   "get_current_time",
+                                                   "get_current_timestamp",
+                                                   "statement_timestamp"};
+  std::string word;
+  auto volatile_word = [&] {
+    if (word.rfind("current_", 0) == 0) return true;  // current_date, current_timestamp, ...
+    for (std::string_view v : kVolatile) {
+      if (word == v) return true;
+    }
+    return false;
+  };
+  for (std::size_t i = 0; i <= sql.size(); ++i) {
+    const char c = i < sql.size() ? sql[i] : ' ';
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '_') {
+      word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else {
+      if (!word.empty() && volatile_word()) return false;
+      word.clear();
+    }
+  }
+  return true;
+}
+
 std::vector<ExplainedScan> explained_scans(std::string_view explain_json) {
   nlohmann::json plan;
   try {

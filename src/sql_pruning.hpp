@@ -37,6 +37,12 @@ struct ValueSet {
 // says which). Unknown conjuncts are ignored.
 ValueSet filter_value_set(std::string_view filters, std::string_view column, bool column_is_date);
 
+// Whether the filters DuckDB derives from `sql` are the same every time it runs: false when the
+// statement names a function whose value changes between runs (now(), current_date, today(),
+// random(), uuid(), nextval(), getvariable(), ...). Conservative: a column or text that merely
+// looks like one of those names also gives false.
+bool sql_filters_are_stable(std::string_view sql);
+
 // One table scan of an EXPLAIN (FORMAT JSON) plan.
 struct ExplainedScan {
   std::string table;

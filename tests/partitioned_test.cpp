@@ -8,6 +8,7 @@
 #include "duck/duck.hpp"
 #include "duckpart/utilities.hpp"
 #include "process_util.hpp"
+#include "sql_pruning.hpp"
 #include "test_util.hpp"
 
 #ifndef DUCKPART_LOCK_HELPER
@@ -365,6 +366,53 @@ TEST_F(PartitionedTest, SqlIsReadOnlyAndPrunes) {
     EXPECT_EQ(row.values[1].get<std::string>(), "1 day");
   }
   EXPECT_LE(groups, 1);
+}
+
+TEST_F(PartitionedTest, RepeatedSqlReusesItsAnalysisAndSeesNewData) {
+  const auto all = fill_36_months();
+  PartitionedDataRepository repo = open();
+  auto count = [&](const std::string& sql, int64_t* scanned = nullptr) {
+    RecordStream q = repo.query_sql(sql);
+    DataRecord r;
+    EXPECT_TRUE(q.next(r)) << sql;
+    if (scanned) *scanned = q.stats().partitions_scanned;
+    return r.values.at(0).get<int64_t>();
+  };
+  const std::string sql =
+      "SELECT count(*) FROM events WHERE ts >= '2023-11-01' AND ts < '2024-03-01'";
+  int64_t scanned = 0;
+  EXPECT_EQ(count(sql, &scanned), 100);
+  EXPECT_EQ(scanned, 2);
+  EXPECT_EQ(repo.counters().sql_plans_reused, 0);
+  EXPECT_EQ(count(sql, &scanned), 100);
+  EXPECT_EQ(scanned, 2);
+  EXPECT_EQ(repo.counters().sql_plans_reused, 1);
+  // A partition created after the statement was analysed is read by the next run of it.
+  std::mt19937_64 rng(3);
+  auto jan = random_wide_rows(rng, 7, date_from_civil(2024, 1, 1), date_from_civil(2024, 1, 31));
+  for (auto& r : jan) r.values[0] = Value{};
+  repo.create_batch(schema_, jan);
+  EXPECT_EQ(count(sql, &scanned), 107);
+  EXPECT_EQ(scanned, 3);
+  EXPECT_EQ(repo.counters().sql_plans_reused, 2);
+  // Nothing in range: the reused analysis still answers through the empty stand-in.
+  const std::string none = "SELECT count(*) FROM events WHERE ts >= '2030-01-01'";
+  EXPECT_EQ(count(none, &scanned), 0);
+  EXPECT_EQ(count(none, &scanned), 0);
+  EXPECT_EQ(scanned, 0);
+  EXPECT_EQ(repo.counters().sql_plans_reused, 3);
+  // Statements whose filters change with time are analysed every run.
+  const std::string moving = "SELECT count(*) FROM events WHERE ts < now()";
+  EXPECT_EQ(count(moving), static_cast<int64_t>(all.size()) + 7);
+  EXPECT_EQ(count(moving), static_cast<int64_t>(all.size()) + 7);
+  EXPECT_EQ(repo.counters().sql_plans_reused, 3);
+  EXPECT_TRUE(sql_filters_are_stable(sql));
+  for (const char* v : {"SELECT 1 WHERE ts < NOW()", "SELECT 1 WHERE ts::DATE = current_date",
+                        "SELECT 1 WHERE ts > CURRENT_TIMESTAMP - INTERVAL 1 DAY", "SELECT random()",
+                        "SELECT 1 WHERE ts > today() - 3", "SELECT get_current_timestamp()"}) {
+    EXPECT_FALSE(sql_filters_are_stable(v)) << v;
+  }
+  EXPECT_TRUE(sql_filters_are_stable("SELECT known_random_col FROM events WHERE nowhere = 1"));
 }
 
 TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {

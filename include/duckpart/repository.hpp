@@ -103,6 +103,7 @@ struct RepositoryCounters {
   int64_t batches_committed = 0;   // partition commits of batches
   int64_t batches_skipped = 0;     // partition commits skipped by replay protection
   int64_t rows_written = 0;
+  int64_t sql_plans_reused = 0;  // query_sql statements that skipped their EXPLAIN (plan cache)
 };
 
 struct SchemaStatistics {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <cstring>
 
 namespace duckpart::duck {
@@ -260,7 +261,49 @@ std::string uuid_to_string(duckdb_hugeint h) {
   return out;
 }
 
+namespace {
+
+// Hex digit value by byte; 0xFF for anything else.
+constexpr std::array<uint8_t, 256> kHexValue = [] {
+  std::array<uint8_t, 256> t{};
+  for (auto& v : t) v = 0xFF;
+  for (int c = 0; c < 10; ++c) t[static_cast<std::size_t>('0' + c)] = static_cast<uint8_t>(c);
+  for (int c = 0; c < 6; ++c) {
+    t[static_cast<std::size_t>('a' + c)] = static_cast<uint8_t>(10 + c);
+    t[static_cast<std::size_t>('A' + c)] = static_cast<uint8_t>(10 + c);
+  }
+  return t;
+}();
+
+// The 16 hex digits at p[offsets[0..15]] as one word; `bad` gets the high bits of invalid ones.
+inline uint64_t hex_word(const char* p, const int* offsets, uint8_t& bad) {
+  uint64_t w = 0;
+  for (int i = 0; i < 16; ++i) {
+    const uint8_t v = kHexValue[static_cast<unsigned char>(p[offsets[i]])];
+    bad |= v;
+    w = (w << 4) | (v & 0xF);
+  }
+  return w;
+}
+
+}  // namespace
+
 bool uuid_parse(std::string_view text, duckdb_hugeint& out) {
+  // Fast path: the canonical 8-4-4-4-12 form (what uuid_to_string and every UUID library print).
+  if (text.size() == 36 && text[8] == '-' && text[13] == '-' && text[18] == '-' &&
+      text[23] == '-') {
+    static constexpr int kHi[16] = {0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17};
+    static constexpr int kLo[16] = {19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35};
+    uint8_t bad = 0;
+    const uint64_t hi = hex_word(text.data(), kHi, bad);
+    const uint64_t lo = hex_word(text.data(), kLo, bad);
+    if ((bad & 0xF0) == 0) {
+      out.upper = static_cast<int64_t>(hi ^ (uint64_t{1} << 63));
+      out.lower = lo;
+      return true;
+    }
+    return false;
+  }
   uint64_t words[2] = {0, 0};
   int digits = 0;
   std::size_t start = 0, end = text.size();
