@@ -12,6 +12,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <list>
 #include <map>
 #include <mutex>
 #include <set>
@@ -56,6 +57,7 @@ struct Entry {
   // that queries over those values still see it (and fail naming it) instead of missing its rows.
   std::optional<std::pair<int64_t, int64_t>> stored_range;
   bool dropped = false;  // removed by drop_partition (kept alive for requests that still hold it)
+  uint64_t attach_generation = 0;  // changes at every ATTACH (query_sql sessions are keyed by it)
   // Set while a compaction waits to swap the file: new requests wait (Impl::pins_cv) instead of
   // pinning, so that a stream of overlapping readers cannot starve the swap.
   bool draining = false;
@@ -72,6 +74,15 @@ struct Entry {
 
   int64_t range_min() const { return key.is_null ? 0 : key.start_ts().micros; }
   int64_t range_max() const { return key.is_null ? 0 : key.end_ts().micros - 1; }
+};
+
+// A query_sql connection kept for reuse: temp views over one exact set of attached partitions and
+// the statements prepared against them. Never references a detached partition: an idle session is
+// dropped whenever a partition is detached, and a session in use pins every partition it reads.
+struct SqlSession {
+  std::string key;  // the view definitions and attach generations it was built for
+  std::shared_ptr<duck::Connection> conn;
+  std::unordered_map<std::string, duck::Prepared> prepared;  // statement text -> runnable form
 };
 
 struct Store {
@@ -129,6 +140,36 @@ struct PartitionedDataRepository::Impl {
   std::mutex sql_plans_mu;
   std::unordered_map<std::string, std::vector<ValueSet>> sql_plans;
   static constexpr std::size_t kMaxSqlPlans = 512;
+  // Idle query_sql sessions, most recently used first (under sql_plans_mu).
+  std::list<std::unique_ptr<SqlSession>> sql_sessions;
+  static constexpr std::size_t kMaxSqlSessions = 8;
+  static constexpr std::size_t kMaxSqlPrepared = 64;
+  uint64_t attach_serial = 0;  // under mu
+
+  std::unique_ptr<SqlSession> take_sql_session(const std::string& key) {
+    std::lock_guard lock(sql_plans_mu);
+    for (auto it = sql_sessions.begin(); it != sql_sessions.end(); ++it) {
+      if ((*it)->key == key) {
+        auto s = std::move(*it);
+        sql_sessions.erase(it);
+        return s;
+      }
+    }
+    return nullptr;
+  }
+  void give_back_sql_session(std::unique_ptr<SqlSession> s) {
+    std::lock_guard lock(sql_plans_mu);
+    if (s->prepared.size() > kMaxSqlPrepared) s->prepared.clear();
+    sql_sessions.push_front(std::move(s));
+    while (sql_sessions.size() > kMaxSqlSessions) sql_sessions.pop_back();
+  }
+  void drop_sql_sessions() noexcept {
+    std::list<std::unique_ptr<SqlSession>> old;
+    {
+      std::lock_guard lock(sql_plans_mu);
+      old.swap(sql_sessions);
+    }
+  }
   std::mutex catalog_mu;
   std::mutex bulk_mu;  // one BulkLoad at a time (its writers hold several partitions' write_mu)
 
@@ -156,6 +197,7 @@ struct PartitionedDataRepository::Impl {
       throw Error(err.code(), fmt::format("partition file '{}': {}", e.file, err.what()));
     }
     e.attached = true;
+    e.attach_generation = ++attach_serial;
     ++attached_count;
     ++counters.partitions_opened;
     counters.partitions_attached_now = attached_count;
@@ -164,6 +206,7 @@ struct PartitionedDataRepository::Impl {
 
   void detach_locked(Entry& e) noexcept {
     if (!e.attached || e.pins > 0) return;
+    drop_sql_sessions();  // idle sessions may hold views and statements over it
     try {
       admin.exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)));
     } catch (const std::exception&) {
@@ -2075,12 +2118,26 @@ std::string unquote_ident(std::string s) {
   return s;
 }
 
-// Keeps what a SQL result reads alive: the connection (closed first: its views reference the
-// partitions) and the pinned partitions.
+// Keeps what a SQL result reads alive: the session (handed back for reuse or closed first: its
+// views reference the partitions) and the pinned partitions.
 template <class PinsT>
 struct SqlKeepAlive {
   std::unique_ptr<PinsT> pins;
-  std::shared_ptr<duck::Connection> conn;
+  std::unique_ptr<SqlSession> session;
+  std::function<void(std::unique_ptr<SqlSession>)> give_back;  // empty: not reusable
+  SqlKeepAlive() = default;
+  SqlKeepAlive(const SqlKeepAlive&) = delete;
+  SqlKeepAlive& operator=(const SqlKeepAlive&) = delete;
+  ~SqlKeepAlive() {
+    if (session && give_back) {
+      try {
+        give_back(std::move(session));
+      } catch (...) {
+      }
+    }
+    session.reset();
+    pins.reset();
+  }
 };
 
 }  // namespace
@@ -2103,7 +2160,7 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   // table definitions, so a repeated statement skips the stand-ins and the EXPLAIN (~2-3 ms) —
   // unless its filters can change between runs (now(), current_date, random(), ...): those are
   // analysed every time.
-  auto conn = std::make_shared<duck::Connection>(impl_->hub.get());
+  std::shared_ptr<duck::Connection> conn;  // created when the analysis or a new session needs it
   std::vector<std::string> ddls;
   std::string plan_key = sql;
   for (Store* s : stores) {
@@ -2125,6 +2182,7 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   }
   std::vector<bool> stand_in(stores.size(), false);
   if (!sets) {
+    conn = std::make_shared<duck::Connection>(impl_->hub.get());
     for (std::size_t i = 0; i < stores.size(); ++i) {
       conn->exec(ddls[i], "SQL statement");
       stand_in[i] = true;
@@ -2172,31 +2230,63 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   auto pins = std::make_unique<Impl::Pins>(impl_->acquire(all, &stats));
 
   // Each table becomes a view over its pinned partitions (a table with nothing to read keeps its
-  // empty stand-in).
+  // empty stand-in). A session built for exactly these views over exactly these attachments is
+  // reused with its prepared statements (cacheable statements only).
+  std::vector<std::string> views(stores.size());
+  std::string session_key;
   for (std::size_t i = 0; i < stores.size(); ++i) {
     std::vector<Entry*> mine;
     for (Entry* e : pins->entries()) {
       if (std::find(chosen[i].begin(), chosen[i].end(), e) != chosen[i].end()) mine.push_back(e);
     }
-    if (mine.empty()) {
-      if (!stand_in[i]) conn->exec(ddls[i], "SQL statement");
-      continue;
+    if (!mine.empty()) {
+      const std::string table = duck::quote_ident(stores[i]->schema.name());
+      std::string view = "CREATE TEMP VIEW " + table + " AS ";
+      for (std::size_t k = 0; k < mine.size(); ++k) {
+        if (k) view += " UNION ALL ";
+        view += "SELECT * FROM " + duck::quote_ident(mine[k]->alias) + ".main." + table;
+      }
+      views[i] = std::move(view);
     }
-    const std::string table = duck::quote_ident(stores[i]->schema.name());
-    std::string view = "CREATE TEMP VIEW " + table + " AS ";
-    for (std::size_t k = 0; k < mine.size(); ++k) {
-      if (k) view += " UNION ALL ";
-      view += "SELECT * FROM " + duck::quote_ident(mine[k]->alias) + ".main." + table;
-    }
-    if (stand_in[i]) conn->exec("DROP TABLE temp.main." + table, "SQL statement");
-    conn->exec(view, "SQL statement");
+    session_key += ddls[i] + '\0' + views[i] + '\0';
   }
-  duck::Prepared checked = prepare_read_only(*conn, sql);
-  const std::string final_sql = decodable_sql(checked, sql);
-  duck::Prepared p = final_sql == sql ? std::move(checked) : conn->prepare(final_sql, "SQL");
+  {
+    std::lock_guard lock(impl_->mu);
+    for (Entry* e : pins->entries()) {
+      session_key += e->alias + '#' + std::to_string(e->attach_generation) + '\0';
+    }
+  }
+  std::unique_ptr<SqlSession> session;
+  if (cacheable && !conn) session = impl_->take_sql_session(session_key);
+  if (!session) {
+    session = std::make_unique<SqlSession>();
+    session->key = session_key;
+    if (!conn) conn = std::make_shared<duck::Connection>(impl_->hub.get());
+    session->conn = conn;
+    for (std::size_t i = 0; i < stores.size(); ++i) {
+      if (views[i].empty()) {
+        if (!stand_in[i]) conn->exec(ddls[i], "SQL statement");
+        continue;
+      }
+      if (stand_in[i]) {
+        conn->exec("DROP TABLE temp.main." + duck::quote_ident(stores[i]->schema.name()),
+                   "SQL statement");
+      }
+      conn->exec(views[i], "SQL statement");
+    }
+  }
+  conn.reset();
+  auto prepared = session->prepared.find(sql);
+  if (prepared == session->prepared.end()) {
+    duck::Prepared checked = prepare_read_only(*session->conn, sql);
+    const std::string final_sql = decodable_sql(checked, sql);
+    duck::Prepared p =
+        final_sql == sql ? std::move(checked) : session->conn->prepare(final_sql, "SQL");
+    prepared = session->prepared.emplace(sql, std::move(p)).first;
+  }
   duck::Result r;
   try {
-    r = p.execute_streaming();
+    r = prepared->second.execute_streaming();
   } catch (const Error& err) {
     Impl::rethrow_reading(err, pins->entries());
   }
@@ -2204,8 +2294,13 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
       pins->entries().empty() ? std::string() : "reading " + Impl::describe(pins->entries());
   auto keep = std::make_shared<SqlKeepAlive<Impl::Pins>>();
   keep->pins = std::move(pins);
-  keep->conn = conn;
-  conn.reset();
+  keep->session = std::move(session);
+  if (cacheable) {
+    Impl* impl = impl_.get();
+    keep->give_back = [impl](std::unique_ptr<SqlSession> s) {
+      impl->give_back_sql_session(std::move(s));
+    };
+  }
   auto source = std::make_unique<SqlResultSource>(std::move(keep), std::move(r), context);
   std::vector<std::string> columns = source->names();
   return RecordStream(std::move(columns), std::move(source), stats);

@@ -415,6 +415,54 @@ TEST_F(PartitionedTest, RepeatedSqlReusesItsAnalysisAndSeesNewData) {
   EXPECT_TRUE(sql_filters_are_stable("SELECT known_random_col FROM events WHERE nowhere = 1"));
 }
 
+// Reused query_sql sessions (connection, views, prepared statements) across everything that
+// changes which files back a table: LRU detach/re-attach, compaction's file swap, dropped
+// partitions, and two open streams of one statement at once.
+TEST_F(PartitionedTest, ReusedSqlSessionsFollowDetachCompactionAndDrops) {
+  fill_36_months();
+  PartitionedDataRepository repo = open(/*max_in_memory=*/4);
+  auto count = [&](const std::string& sql) {
+    RecordStream q = repo.query_sql(sql);
+    DataRecord r;
+    EXPECT_TRUE(q.next(r)) << sql;
+    return r.values.at(0).get<int64_t>();
+  };
+  const std::string a =
+      "SELECT count(*) FROM events WHERE ts >= '2021-01-01' AND ts < '2021-04-01'";
+  const std::string b =
+      "SELECT count(*) FROM events WHERE ts >= '2022-01-01' AND ts < '2022-04-01'";
+  for (int round = 0; round < 3; ++round) {  // a and b cannot both stay attached (4 files max)
+    EXPECT_EQ(count(a), 150);
+    EXPECT_EQ(count(b), 150);
+    EXPECT_EQ(count(a), 150);
+  }
+  const int64_t detached = repo.counters().partitions_detached;
+  EXPECT_GT(detached, 0);
+  // Two streams of the same statement open at once get separate sessions.
+  {
+    RecordStream s1 = repo.query_sql(a);
+    RecordStream s2 = repo.query_sql(a);
+    DataRecord r1, r2;
+    ASSERT_TRUE(s2.next(r2));
+    ASSERT_TRUE(s1.next(r1));
+    EXPECT_EQ(r1.values[0].get<int64_t>(), 150);
+    EXPECT_EQ(r2.values[0].get<int64_t>(), 150);
+  }
+  // Compaction swaps the file under the same name; new rows arrive; a month is dropped.
+  repo.compact_partition(schema_, "partition_2021_02");
+  EXPECT_EQ(count(a), 150);
+  std::mt19937_64 rng(5);
+  auto more = random_wide_rows(rng, 9, date_from_civil(2021, 3, 1), date_from_civil(2021, 3, 31));
+  for (auto& r : more) r.values[0] = Value{};
+  repo.create_batch(schema_, more);
+  EXPECT_EQ(count(a), 159);
+  repo.drop_partition(schema_, "partition_2021_01");
+  EXPECT_EQ(count(a), 109);
+  EXPECT_EQ(count(b), 150);
+  EXPECT_EQ(count(a), 109);
+  EXPECT_GT(repo.counters().sql_plans_reused, 10);
+}
+
 TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {
   const auto all = fill_36_months();
   PartitionedDataRepository repo = open();
