@@ -683,6 +683,38 @@ struct PartitionedDataRepository::Impl {
     return true;
   }
 
+  // Min/max id of one group straight from the column (no Value per row): ids are text (UUID in
+  // canonical lower-case form, whose text order is DuckDB's UUID order) or BIGINT. Runs on the
+  // writer threads (one group each).
+  static void group_id_range(const Schema& schema, const ColumnBatch& batch, Group& g) {
+    if (!schema.id_index()) return;
+    const ColumnVector& idv = batch.columns[*schema.id_index()];
+    if (const auto* text = std::get_if<std::vector<std::string>>(&idv.data)) {
+      const std::string* lo = nullptr;
+      const std::string* hi = nullptr;
+      for (uint32_t r : g.rows) {
+        const std::string& v = (*text)[r];
+        if (!lo || v < *lo) lo = &v;
+        if (!hi || *hi < v) hi = &v;
+      }
+      if (lo) {
+        g.min_id = Value(*lo);
+        g.max_id = Value(*hi);
+      }
+    } else {
+      const auto& ints = std::get<std::vector<int64_t>>(idv.data);
+      int64_t lo = INT64_MAX, hi = INT64_MIN;
+      for (uint32_t r : g.rows) {
+        lo = std::min(lo, ints[r]);
+        hi = std::max(hi, ints[r]);
+      }
+      if (!g.rows.empty()) {
+        g.min_id = Value(lo);
+        g.max_id = Value(hi);
+      }
+    }
+  }
+
   // Commits one group of a ColumnBatch into its partition.
   bool commit_group(Store& store, const ColumnBatch& batch, Group& g, const std::string& batch_id,
                     bool check_replay, duck::Connection& conn) {
@@ -879,11 +911,12 @@ struct PartitionedDataRepository::Impl {
     std::unordered_map<int64_t, std::size_t> by_day;  // day -> group (keys are whole days)
     int64_t last_day = INT64_MIN;
     std::size_t last_group = 0;
+    const int32_t* dates =
+        is_date ? std::get<std::vector<int32_t>>(batch.columns[pcol].data).data() : nullptr;
+    const int64_t* stamps =
+        is_date ? nullptr : std::get<std::vector<int64_t>>(batch.columns[pcol].data).data();
     for (uint32_t r = 0; r < batch.rows; ++r) {
-      const int64_t micros =
-          is_date
-              ? int64_t{std::get<std::vector<int32_t>>(batch.columns[pcol].data)[r]} * kMicrosPerDay
-              : std::get<std::vector<int64_t>>(batch.columns[pcol].data)[r];
+      const int64_t micros = dates ? int64_t{dates[r]} * kMicrosPerDay : stamps[r];
       const int64_t day = date_of(Timestamp{micros}).days;
       std::size_t gi = last_group;
       if (day != last_day) {
@@ -921,8 +954,7 @@ struct PartitionedDataRepository::Impl {
     }
     res.ids_generated = assign_missing_ids(schema, batch);
     if (schema.id_index()) {
-      // Min/max id per group straight from the column (no Value per row): ids are text (UUID in
-      // canonical lower-case form, whose text order is DuckDB's UUID order) or BIGINT.
+      // Per-group id ranges are taken on the writer threads (group_id_range).
       ColumnVector& idv = batch.columns[*schema.id_index()];
       if (schema.columns()[*schema.id_index()].type == ColumnType::kUuid) {
         // Canonical text (lower case, hyphens) so that text order is UUID order and lookups match.
@@ -940,32 +972,6 @@ struct PartitionedDataRepository::Impl {
                                     *schema.id_column(), v));
           }
           v = std::move(fixed);
-        }
-      }
-      for (Group& g : groups) {
-        if (const auto* text = std::get_if<std::vector<std::string>>(&idv.data)) {
-          const std::string* lo = nullptr;
-          const std::string* hi = nullptr;
-          for (uint32_t r : g.rows) {
-            const std::string& v = (*text)[r];
-            if (!lo || v < *lo) lo = &v;
-            if (!hi || *hi < v) hi = &v;
-          }
-          if (lo) {
-            g.min_id = Value(*lo);
-            g.max_id = Value(*hi);
-          }
-        } else {
-          const auto& ints = std::get<std::vector<int64_t>>(idv.data);
-          int64_t lo = INT64_MAX, hi = INT64_MIN;
-          for (uint32_t r : g.rows) {
-            lo = std::min(lo, ints[r]);
-            hi = std::max(hi, ints[r]);
-          }
-          if (!g.rows.empty()) {
-            g.min_id = Value(lo);
-            g.max_id = Value(hi);
-          }
         }
       }
     }
@@ -997,6 +1003,7 @@ struct PartitionedDataRepository::Impl {
         groups.size(), res,
         [&](std::size_t i, duck::Connection& conn) {
           Group& g = groups[i];
+          group_id_range(schema, batch, g);
           const bool done = commit_group(store, batch, g, res.batch_id, check_replay, conn);
           return std::make_pair(done, static_cast<int64_t>(g.rows.size()));
         },
@@ -2787,6 +2794,47 @@ StorageStatistics PartitionedDataRepository::get_partition_statistics() {
 }
 
 void PartitionedDataRepository::flush() {
+  // Checkpoint the attached partitions first, on the write threads (best effort: a reader's open
+  // transaction can make one fail, and DETACH below checkpoints it then): DETACH, which runs one
+  // partition at a time under the repository lock, then has nothing left to compress and write.
+  if (!impl_->options.read_only) {
+    std::vector<Entry*> attached;
+    {
+      std::lock_guard lock(impl_->mu);
+      for (auto& [name, s] : impl_->stores) {
+        for (auto& [k, e] : s->entries) {
+          if (e->attached && e->problem.empty() && !e->dropped) attached.push_back(e.get());
+        }
+      }
+    }
+    try {
+      auto pins = impl_->acquire(attached, nullptr);
+      const std::vector<Entry*>& pinned = pins.entries();
+      const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+      const std::size_t nthreads = std::min<std::size_t>(
+          pinned.size(), impl_->config.write_threads > 0
+                             ? static_cast<std::size_t>(impl_->config.write_threads)
+                             : hw);
+      std::atomic<std::size_t> next{0};
+      auto work = [&] {
+        auto conn = impl_->pool->take();
+        for (std::size_t i = next++; i < pinned.size(); i = next++) {
+          Entry* e = pinned[i];
+          std::lock_guard wlock(e->write_mu);  // pinned first, then the write lock
+          try {
+            conn->exec(fmt::format("CHECKPOINT {}", duck::quote_ident(e->alias)), e->file);
+          } catch (const Error&) {
+          }
+        }
+      };
+      std::vector<std::thread> threads;
+      for (std::size_t t = 1; t < nthreads; ++t) threads.emplace_back(work);
+      work();
+      for (auto& t : threads) t.join();
+    } catch (const Error&) {
+      // A partition became unusable meanwhile: the detach loop below reports nothing either.
+    }
+  }
   std::vector<Store*> stores;
   {
     std::lock_guard lock(impl_->mu);
