@@ -35,6 +35,86 @@ std::vector<DataRecord> rows_of(duck::Connection& c, const std::string& sql, std
   return rows;
 }
 
+// What copy_batch() needs of a migration.
+struct BatchCopy {
+  PartitionedDataRepository::BulkLoad& load;
+  duck::Connection& src;  // the migrator's own connection to the source
+  const MigrationOptions& options;
+  PartitionStrategy strategy;
+  std::string alias;      // the source in the repository's DuckDB instance
+  std::string range_sql;  // --from/--to filter
+  std::string code_expr;  // partition code of a source row
+  std::string cols;       // the columns, quoted, in order
+};
+// Adaptive probing: batches to skip before the next probe, and the next skip.
+struct DirectState {
+  int wait = 0;
+  int backoff = 1;
+  bool clustered = false;  // the last probe found runs: copy several batches per probe
+  int64_t rows = 0;        // copied by INSERT ... SELECT
+};
+constexpr std::size_t kClusteredBatches = 4;
+
+// Copies the source rows [a, a + batch_size) of one window. A source that is clustered by time
+// (sorted, or appended period after period) gives each period a long run of consecutive rows:
+// such a run is copied by one INSERT ... SELECT into its partition, which DuckDB runs on all
+// cores, instead of being routed row by row through the appender. A short probe (partition column
+// only) finds the runs; the rows left (scattered periods, stragglers) are routed. A probe that
+// finds no run makes the next probes rarer (an unsorted source pays for about one probe in 16
+// batches).
+int64_t copy_batch(const BatchCopy& c, int64_t a, int64_t b, const std::string& dated_window_sql,
+                   const std::string& window_sql, DirectState& direct) {
+  const std::string from =
+      fmt::format("{}.main.{}", duck::quote_ident(c.alias), duck::quote_ident(c.options.table));
+  const std::string rows_sql = fmt::format("rowid >= {} AND rowid < {}{}", a, b, c.range_sql);
+  std::vector<std::pair<int64_t, std::pair<int64_t, int64_t>>> runs;  // code, [lo, hi)
+  bool probed = false;
+  int64_t probed_rows = 0, run_rows = 0;
+  if (c.options.direct_copy_rows > 0 && !dated_window_sql.empty() && direct.wait-- <= 0) {
+    probed = true;
+    const int64_t min_run = c.options.direct_copy_rows;
+    for (const auto& r :
+         rows_of(c.src,
+                 fmt::format("SELECT {}, count(*), min(rowid), max(rowid) FROM main.{} WHERE {}{} "
+                             "GROUP BY 1",
+                             c.code_expr, duck::quote_ident(c.options.table), rows_sql,
+                             dated_window_sql),
+                 c.options.source_path)) {
+      const int64_t n = r.values[1].get<int64_t>();
+      const int64_t lo = r.values[2].get<int64_t>(), hi = r.values[3].get<int64_t>() + 1;
+      probed_rows += n;
+      if (n >= min_run && 2 * n >= hi - lo) {
+        runs.push_back({r.values[0].get<int64_t>(), {lo, hi}});
+        run_rows += n;
+      }
+    }
+    direct.clustered = !runs.empty();
+    if (runs.empty()) {
+      direct.wait = direct.backoff;
+      direct.backoff = std::min(direct.backoff * 2, 16);
+    } else {
+      direct.wait = 0;
+      direct.backoff = 1;
+    }
+  }
+  int64_t rows = 0;
+  const int64_t rows_before = direct.rows;
+  std::string rest;
+  for (const auto& [code, range] : runs) {
+    direct.rows += c.load.load_into(
+        partition_key_from_code(c.strategy, code),
+        fmt::format("SELECT {} FROM {} WHERE rowid >= {} AND rowid < {}{} AND {} = {}", c.cols,
+                    from, range.first, range.second, c.range_sql, c.code_expr, code));
+    rest += fmt::format("{}{}", rest.empty() ? "" : ", ", code);
+  }
+  rows = direct.rows - rows_before;
+  if (probed && run_rows == probed_rows) return rows;  // nothing left to route
+  if (!rest.empty()) rest = fmt::format(" AND {} NOT IN ({})", c.code_expr, rest);
+  rows += c.load.load(
+      fmt::format("SELECT {} FROM {} WHERE {}{}{}", c.cols, from, rows_sql, window_sql, rest));
+  return rows;
+}
+
 std::optional<Timestamp> ts_of(const Value& v) {
   if (v.is<Date>()) return to_timestamp(v.get<Date>());
   if (v.is<Timestamp>()) return v.get<Timestamp>();
@@ -589,6 +669,7 @@ MigrationResult PartitionMigrator::migrate(
   // intent loads exactly those rows again under the same batch id, so partitions that had
   // committed it skip them: every row lands exactly once.
   const int64_t first_id = starts.empty() ? 0 : starts.front();
+  DirectState direct;
   for (std::size_t w = 0; w < cp.windows.size() && !res.interrupted; ++w) {
     const auto& win = cp.windows[w];
     std::string window_sql;
@@ -631,16 +712,22 @@ MigrationResult PartitionMigrator::migrate(
       while (i < starts.size()) {
         const int64_t a = starts[i];
         if (replay_to && a >= *replay_to) break;
+        // A clustered source is copied several batches at a time (longer runs per INSERT).
+        std::size_t k = 1;
+        while (direct.clustered && k < kClusteredBatches && i + k < starts.size() &&
+               !(replay_to && starts[i + k] >= *replay_to)) {
+          ++k;
+        }
+        const int64_t b = a + static_cast<int64_t>(k) * options_.batch_size;
         report(fmt::format("batch {}/{}: periods {}, source rows {}..{}", progress.batches_done + 1,
-                           progress.batches_total, window_name, a, a + options_.batch_size - 1));
-        progress.rows_done += load->load(
-            fmt::format("SELECT {} FROM {}.main.{} WHERE rowid >= {} AND rowid < {}{}{}", cols,
-                        duck::quote_ident(alias_), duck::quote_ident(options_.table), a,
-                        a + options_.batch_size, range_sql(), window_sql));
-        to = a + options_.batch_size;
-        ++i;
-        ++res.batches_done;
-        ++progress.batches_done;
+                           progress.batches_total, window_name, a, b - 1));
+        progress.rows_done +=
+            copy_batch({*load, src.conn, options_, strategy, alias_, range_sql(), code_expr, cols},
+                       a, b, win.is_null() ? "" : window_sql, window_sql, direct);
+        to = b;
+        i += k;
+        res.batches_done += static_cast<int64_t>(k);
+        progress.batches_done += static_cast<int64_t>(k);
         if (replay_to) continue;
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - group_start).count();
@@ -661,6 +748,7 @@ MigrationResult PartitionMigrator::migrate(
       replay_to.reset();
     }
   }
+  res.rows_by_insert = direct.rows;
   repo_.flush();
   if (!res.interrupted) {
     progress.rows_done = progress.rows_total;

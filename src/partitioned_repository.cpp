@@ -798,6 +798,20 @@ struct PartitionedDataRepository::Impl {
       }
     }
 
+    // Rows summarised elsewhere (a probe query over rows copied by INSERT ... SELECT): their count,
+    // partition-column bounds in microseconds, and id bounds (text, or BIGINT).
+    void add_bounds(int64_t n, std::optional<int64_t> vlo, std::optional<int64_t> vhi,
+                    const Value& idlo, const Value& idhi) {
+      rows += n;
+      if (vlo && vhi) {
+        if (!has_v_ || *vlo < lo_) lo_ = *vlo;
+        if (!has_v_ || *vhi > hi_) hi_ = *vhi;
+        has_v_ = true;
+      }
+      if (!idlo.is_null() && (xlo_.is_null() || id_less(idlo, xlo_))) xlo_ = idlo;
+      if (!idhi.is_null() && (xhi_.is_null() || id_less(xhi_, idhi))) xhi_ = idhi;
+    }
+
     PartitionMeta merged(const PartitionMeta& old) const {
       PartitionMeta m = old;
       m.row_count = old.row_count + rows;
@@ -820,6 +834,8 @@ struct PartitionedDataRepository::Impl {
         if (old.min_id.is_null() || id_less(vmin, old.min_id)) m.min_id = vmin;
         if (old.max_id.is_null() || id_less(old.max_id, vmax)) m.max_id = vmax;
       }
+      if (!xlo_.is_null() && (m.min_id.is_null() || id_less(xlo_, m.min_id))) m.min_id = xlo_;
+      if (!xhi_.is_null() && (m.max_id.is_null() || id_less(m.max_id, xhi_))) m.max_id = xhi_;
       return m;
     }
 
@@ -837,6 +853,7 @@ struct PartitionedDataRepository::Impl {
     duckdb_hugeint hlo_{}, hhi_{};
     std::string slo_, shi_;
     int64_t ilo_ = 0, ihi_ = 0;
+    Value xlo_, xhi_;  // from add_bounds()
   };
 
   PartitionMeta scan_meta(const Store& store, const Entry& e, duck::Connection& conn,
@@ -1211,10 +1228,20 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     Impl::MetaAcc acc;
   };
 
+  // One load_into() query, run by the slot's writer on the slot's transaction while the router
+  // goes on (at most kDirectPerWriter per writer outstanding).
+  static constexpr int kDirectPerWriter = 2;
+  struct DirectJob {
+    std::string select_sql;
+    int64_t rows = 0;  // counted by the probe
+    std::optional<int64_t> vlo, vhi;
+    Value idlo, idhi;
+  };
   struct Msg {
-    enum Kind { kChunk, kFinish, kAbort } kind = kChunk;
+    enum Kind { kChunk, kDirect, kFinish, kAbort } kind = kChunk;
     Slot* slot = nullptr;
     duckdb_data_chunk chunk = nullptr;
+    DirectJob* job = nullptr;
   };
   struct Worker {
     std::mutex mu;
@@ -1243,6 +1270,8 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   std::condition_variable flow_cv;
   int inflight = 0;
   std::vector<duckdb_data_chunk> free_chunks;
+  int direct_inflight = 0;
+  std::deque<DirectJob> direct_jobs;  // router side; stable addresses, freed with the loader
 
   std::mutex res_mu;
   std::atomic<bool> any_failed{false};
@@ -1333,6 +1362,137 @@ struct PartitionedDataRepository::BulkLoad::Loader {
                 fmt::format("{}; nothing of this load was committed", fmt::join(failures, "; ")));
   }
 
+  // Checks a source query's columns (the schema's, by name and in order, then `extra` more) and
+  // fixes the column types on the first call; later queries must keep them.
+  void bind_columns(const duck::Prepared& st, std::size_t extra) {
+    const std::size_t ncols = schema.columns().size();
+    const std::vector<duckdb_type> got = st.column_types();
+    if (got.size() != ncols + extra) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("the source query returns {} columns, table '{}' has {}",
+                              got.size() >= extra ? got.size() - extra : 0, schema.name(), ncols));
+    }
+    for (idx_t i = 0; i < ncols; ++i) {
+      const std::string name = st.column_name(i);
+      if (!schema.find(name) || *schema.find(name) != i) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("source column {} is '{}', table '{}' expects '{}' there", i + 1,
+                                name, schema.name(), schema.columns()[i].name));
+      }
+      if (types.size() < ncols) {
+        duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(st.column_logical_type(i));
+        col_types.push_back(duckdb_get_type_id(t.get()));
+        raw_types.push_back(t.get());
+        types.push_back(std::move(t));
+      } else if (got[i] != col_types[i]) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("source column '{}' changed type between the queries of one bulk "
+                                "load",
+                                name));
+      }
+    }
+  }
+
+  std::size_t slot_for(int64_t code) {
+    auto it = slot_of.find(code);
+    return it != slot_of.end() ? it->second : new_slot(code);
+  }
+
+  int64_t load_into(const PartitionKey& key, const std::string& select_sql) {
+    if (finished) throw Error(ErrorCode::kInvalidArgument, "this bulk load was already finished");
+    throw_if_failed();
+    const PartitionStrategy strategy = impl.config.strategy;
+    if (key.strategy != strategy) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("partition {} is {}, the repository is {}", key.name(),
+                              strategy_name(key.strategy), strategy_name(strategy)));
+    }
+    if (key.is_null && !options.null_partition) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("rows with a NULL '{}' need the null-partition option",
+                              schema.partition_column()));
+    }
+    auto conn = impl.pool->take();
+    bind_columns(conn->prepare(fmt::format("SELECT * FROM ({}) AS __dp_source", select_sql),
+                               "bulk source query"),
+                 0);
+    // One pass over the source rows: how many there are, how many fall in `key`, and the bounds
+    // the partition's metadata needs (what the appender path gathers from its chunks).
+    const std::string pcol = duck::quote_ident(schema.partition_column());
+    const int64_t code = key.is_null ? INT64_MIN : partition_code_of(key);
+    std::string probe =
+        fmt::format("SELECT count(*), count(*) FILTER (WHERE {})",
+                    key.is_null ? pcol + " IS NULL"
+                                : fmt::format("{} = {}", partition_code_sql(strategy, pcol), code));
+    const bool bounds = Impl::MetaAcc(schema, col_types).supported;
+    const auto id = schema.id_index();
+    if (bounds) {
+      for (const char* agg : {"min", "max"}) {
+        probe +=
+            col_types[schema.partition_index()] == DUCKDB_TYPE_DATE
+                ? fmt::format(", ({}({}) - DATE '1970-01-01')::BIGINT * 86400000000", agg, pcol)
+                : fmt::format(", epoch_us({}({}))", agg, pcol);
+      }
+      if (id) {
+        const std::string ic = duck::quote_ident(schema.columns()[*id].name);
+        const char* cast = col_types[*id] == DUCKDB_TYPE_UUID ? "::VARCHAR" : "";
+        probe += fmt::format(", min({0}){1}, max({0}){1}", ic, cast);
+      }
+    }
+    probe += fmt::format(" FROM ({}) AS __dp_source", select_sql);
+    std::vector<DataRecord> got;
+    {
+      duck::Result r = conn->query(probe, "bulk source query");
+      duck::ChunkDecoder dec(r);
+      while (auto c = r.fetch()) dec.decode(c, got);
+    }
+    const auto& v = got.at(0).values;
+    const int64_t n = v[0].get<int64_t>();
+    const int64_t inside = v[1].get<int64_t>();
+    if (inside != n) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("{} of the {} rows of the source query are outside partition {}; "
+                              "nothing of that query was copied",
+                              n - inside, n, key.name()));
+    }
+    if (n == 0) return 0;
+    {
+      std::unique_lock lock(flow_mu);
+      flow_cv.wait(lock, [&] {
+        return direct_inflight < kDirectPerWriter * static_cast<int>(workers.size()) ||
+               any_failed.load();
+      });
+      ++direct_inflight;
+    }
+    throw_if_failed();
+    DirectJob& job = direct_jobs.emplace_back();
+    job.select_sql = select_sql;
+    job.rows = n;
+    if (bounds) {
+      if (!v[2].is_null()) job.vlo = v[2].get<int64_t>();
+      if (!v[3].is_null()) job.vhi = v[3].get<int64_t>();
+      if (id) {
+        job.idlo = v[4];
+        job.idhi = v[5];
+      }
+    }
+    const std::size_t s = slot_for(code);
+    Slot& slot = *slots[s];
+    if (slot.building && slot.fill > 0) {  // routed rows first: the writer keeps the order
+      dispatch(s, std::exchange(slot.building, nullptr));
+      slot.fill = 0;
+    }
+    Worker& w = *workers[slot.owner];
+    {
+      std::lock_guard lock(w.mu);
+      w.q.push_back({Msg::kDirect, &slot, nullptr, &job});
+    }
+    w.cv.notify_one();
+    slot.rows += n;
+    routed += n;
+    return n;
+  }
+
   int64_t load(const std::string& select_sql) {
     if (finished) throw Error(ErrorCode::kInvalidArgument, "this bulk load was already finished");
     const std::size_t ncols = schema.columns().size();
@@ -1342,32 +1502,8 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         partition_code_sql(impl.config.strategy, duck::quote_ident(schema.partition_column())),
         select_sql);
     auto st = conn->prepare(sql, "bulk source query");
+    bind_columns(st, 1);
     duck::Result r = st.execute_streaming();
-    if (r.column_count() != ncols + 1) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("the source query returns {} columns, table '{}' has {}",
-                              r.column_count() - 1, schema.name(), ncols));
-    }
-    for (idx_t i = 0; i < ncols; ++i) {
-      const std::string name = r.column_name(i);
-      if (!schema.find(name) || *schema.find(name) != i) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("source column {} is '{}', table '{}' expects '{}' there", i + 1,
-                                name, schema.name(), schema.columns()[i].name));
-      }
-      duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(
-          duckdb_column_logical_type(r.raw(), i));
-      if (types.size() < ncols) {
-        col_types.push_back(duckdb_get_type_id(t.get()));
-        raw_types.push_back(t.get());
-        types.push_back(std::move(t));
-      } else if (duckdb_get_type_id(t.get()) != col_types[i]) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("source column '{}' changed type between the queries of one bulk "
-                                "load",
-                                name));
-      }
-    }
     const idx_t capacity = duckdb_vector_size();
     std::vector<std::vector<sel_t>> rows_of;  // by slot, this chunk
     std::vector<std::size_t> touched;
@@ -1394,8 +1530,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         }
         std::size_t s = last_slot;
         if (c != last_code || s == SIZE_MAX) {
-          auto it = slot_of.find(c);
-          s = it != slot_of.end() ? it->second : new_slot(c);
+          s = slot_for(c);
           last_code = c;
           last_slot = s;
         }
@@ -1513,6 +1648,40 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     }
   }
 
+  void direct(Slot& s, DirectJob& job) {
+    if (!s.failed && !s.skip && !any_failed.load()) {
+      try {
+        if (!s.open) open_slot(s);
+        if (!s.skip) {
+          const std::string ctx = ctx_of(*s.entry);
+          if (duckdb_appender_flush(s.app) != DuckDBSuccess) {
+            duck::fail(ctx, duckdb_appender_error(s.app));
+          }
+          duck::Result r = (*s.conn)->query(
+              fmt::format("INSERT INTO {}.main.{} SELECT * FROM ({}) AS __dp_source",
+                          duck::quote_ident(s.entry->alias), duck::quote_ident(schema.name()),
+                          job.select_sql),
+              ctx);
+          const int64_t copied = r.rows_changed();
+          if (copied != job.rows) {
+            throw Error(ErrorCode::kConflict,
+                        fmt::format("{}: the source query gave {} rows to the copy and {} to "
+                                    "its count; did the source change?",
+                                    ctx, copied, job.rows));
+          }
+          s.acc.add_bounds(job.rows, job.vlo, job.vhi, job.idlo, job.idhi);
+        }
+      } catch (const std::exception& e) {
+        fail(s, e);
+      }
+    }
+    {
+      std::lock_guard lock(flow_mu);
+      --direct_inflight;
+    }
+    flow_cv.notify_all();
+  }
+
   void rollback(Slot& s) noexcept {
     if (s.app) {
       duckdb_appender_destroy(&s.app);
@@ -1607,6 +1776,10 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         recycle(m.chunk);
         continue;
       }
+      if (m.kind == Msg::kDirect) {
+        direct(*m.slot, *m.job);
+        continue;
+      }
       // Slots are only added by the router, which is waiting for this thread now.
       for (auto& s : slots) {
         if (s->owner != t) continue;
@@ -1690,6 +1863,10 @@ PartitionedDataRepository::BulkLoad::BulkLoad(std::unique_ptr<Loader> loader)
 PartitionedDataRepository::BulkLoad::~BulkLoad() = default;
 int64_t PartitionedDataRepository::BulkLoad::load(const std::string& select_sql) {
   return loader_->load(select_sql);
+}
+int64_t PartitionedDataRepository::BulkLoad::load_into(const PartitionKey& key,
+                                                       const std::string& select_sql) {
+  return loader_->load_into(key, select_sql);
 }
 int64_t PartitionedDataRepository::BulkLoad::rows() const noexcept { return loader_->routed; }
 BatchResult PartitionedDataRepository::BulkLoad::commit(const std::string& batch_id) {

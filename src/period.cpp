@@ -262,6 +262,19 @@ std::string partition_code_sql(PartitionStrategy s, const std::string& c) {
   return "NULL";
 }
 
+int64_t partition_code_of(const PartitionKey& key) noexcept {
+  switch (key.strategy) {
+    case PartitionStrategy::kYearly:
+      return key.year;
+    case PartitionStrategy::kMonthly:
+    case PartitionStrategy::kWeekly:
+      return int64_t{key.year} * 100 + key.number;
+    case PartitionStrategy::kDaily:
+      return int64_t{key.year} * 10000 + int64_t{key.number} * 100 + key.day;
+  }
+  return 0;
+}
+
 PartitionKey partition_key_from_code(PartitionStrategy s, int64_t code) {
   PartitionKey k;
   k.strategy = s;

@@ -572,6 +572,74 @@ TEST_F(PartitionedTest, BulkPathMetadataMatchesAScan) {
   EXPECT_EQ(checked, 3);  // 2021-01 .. 2021-03 (90 days from 1 January)
 }
 
+// BulkLoad::load_into: one INSERT ... SELECT per partition. Rows outside the named partition fail
+// the call and copy nothing; the metadata equals a scan, whether the rows came by INSERT, by
+// routing, or both into one partition; lookups by id find rows copied either way.
+TEST_F(PartitionedTest, BulkLoadIntoOnePartitionChecksItsRowsAndKeepsExactMetadata) {
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec(
+        "CREATE TABLE events AS SELECT uuid() AS id, TIMESTAMP '2021-01-01' + "
+        "to_microseconds(CAST(hash(i) % (90 * 86400000000) AS BIGINT)) AS ts, "
+        "CAST(NULL AS BOOLEAN) AS flag, CAST(i % 100 AS SMALLINT) AS small, CAST(i AS INTEGER) AS "
+        "qty, i AS big, i / 3.0 AS ratio, CAST(i AS DECIMAL(12,3)) AS price, 'n' || i AS name, "
+        "DATE '2020-01-01' AS day, uuid() AS ref FROM range(30000) r(i) ORDER BY ts");
+  }
+  PartitionedDataRepository repo = open();
+  repo.attach_database(path("src.duckdb"), "src");
+  const auto jan = partition_key_of(PartitionStrategy::kMonthly, date_from_civil(2021, 1, 1));
+  const auto feb = jan.next();
+  const std::string all = "SELECT * FROM src.main.events";
+  const std::string in_jan = all + " WHERE ts < TIMESTAMP '2021-02-01'";
+  {
+    auto load = repo.begin_bulk_load(schema_, {});
+    ErrorCode code{};
+    const std::string err = error_of([&] { load->load_into(jan, all); }, &code);
+    EXPECT_EQ(code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(err.find("outside partition partition_2021_01"), std::string::npos) << err;
+    EXPECT_EQ(load->rows(), 0);
+    // The load goes on: January by INSERT in two pieces and by routing, February by INSERT.
+    const int64_t n_jan = load->load_into(jan, in_jan + " AND rowid % 3 = 0") +
+                          load->load(in_jan + " AND rowid % 3 = 1") +
+                          load->load_into(jan, in_jan + " AND rowid % 3 = 2");
+    const int64_t n_feb = load->load_into(
+        feb, all + " WHERE ts >= TIMESTAMP '2021-02-01' AND ts < TIMESTAMP '2021-03-01'");
+    EXPECT_EQ(load->load_into(feb, all + " WHERE false"), 0);
+    const BatchResult r = load->commit("b1");
+    EXPECT_EQ(r.rows_written, n_jan + n_feb);
+    EXPECT_EQ(r.partitions_written, 2);
+  }
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    duck::Connection c = db.connect();
+    EXPECT_EQ(repo.count_all(schema_, {}),
+              c.query_int("SELECT count(*) FROM events WHERE ts < TIMESTAMP '2021-03-01'"));
+  }
+  // A row copied by INSERT is found by id (the partition's id range covers it).
+  const auto some =
+      repo.get_all(schema_, where({{"ts", FilterOperator::kLt, Value("2021-01-02")}}));
+  ASSERT_FALSE(some.items.empty());
+  const auto found = repo.get_by_id(schema_, some.items[0].values[0].to_string());
+  ASSERT_TRUE(found.has_value());
+  repo.detach_database("src");
+  repo.flush();
+  int checked = 0;
+  const StorageStatistics stats = repo.get_partition_statistics();
+  for (const auto& p : stats.schemas.at(0).partitions) {
+    duck::Database db = duck::Database::open(p.file, true);
+    duck::Connection c = db.connect();
+    EXPECT_EQ(c.query_int("SELECT CAST(m.row_count = (SELECT count(*) FROM events) AND m.min_value "
+                          "= (SELECT min(ts) FROM events) AND m.max_value = (SELECT max(ts) FROM "
+                          "events) AND m.min_id = (SELECT min(id)::VARCHAR FROM events) AND "
+                          "m.max_id = (SELECT max(id)::VARCHAR FROM events) AS INTEGER) FROM "
+                          "_duckpart_meta m"),
+              1)
+        << p.file;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
+}
+
 TEST_F(PartitionedTest, ReadOnlyRefusesWrites) {
   fill_36_months();
   PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly),

@@ -94,7 +94,14 @@ class PartitionedDataRepository final : public IDataRepository {
     // columns, NULL partition values, a failed append naming its partition); afterwards only
     // abort() (or destruction) is valid.
     int64_t load(const std::string& select_sql);
-    // Rows routed so far by all load() calls.
+    // Copies every row of `select_sql` — rows that all belong to the partition `key` — into that
+    // partition with one INSERT ... SELECT inside its open transaction, which DuckDB runs on all
+    // its threads (no routing, no appender). For clustered sources: a migration from a table
+    // sorted by time, or a re-partitioning where one old period falls into one new period. A row
+    // outside `key`'s period fails the load (Error kInvalidArgument naming the partition and the
+    // count); nothing is copied then. Returns the rows copied.
+    int64_t load_into(const PartitionKey& key, const std::string& select_sql);
+    // Rows routed so far by all load() and load_into() calls.
     int64_t rows() const noexcept;
     // Commits every partition with `batch_id` (must equal replay_batch_id when that was given).
     // Throws Error naming every partition that failed (the others committed: commit the same rows

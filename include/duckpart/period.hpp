@@ -87,5 +87,7 @@ std::optional<PartitionKey> parse_partition_name(std::string_view name);
 // Error(kInvalidArgument) for a code outside years 1..9999 or an impossible period).
 std::string partition_code_sql(PartitionStrategy s, const std::string& quoted_column);
 PartitionKey partition_key_from_code(PartitionStrategy s, int64_t code);
+// The code of a (non-null) key: the inverse of partition_key_from_code().
+int64_t partition_code_of(const PartitionKey& key) noexcept;
 
 }  // namespace duckpart

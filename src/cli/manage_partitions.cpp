@@ -159,6 +159,7 @@ struct MigrateArgs {
   bool from_partitions = false;
   double commit_interval = 30;
   int open_partitions = 128;
+  int64_t direct_copy_rows = MigrationOptions{}.direct_copy_rows;
 };
 
 int cmd_repartition(const Common& c, const MigrateArgs& a) {
@@ -233,6 +234,7 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
   o.null_partition = a.null_partition;
   o.commit_interval_s = a.commit_interval;
   o.open_partitions = a.open_partitions;
+  o.direct_copy_rows = a.direct_copy_rows;
   if (a.dry_run) {
     // Read-only: nothing in the partition directory may change.
     const bool exists = fs::exists(cfg.base_partition_path);
@@ -284,6 +286,7 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
     j["batches_done"] = r.batches_done;
     j["batches_skipped"] = r.batches_skipped;
     j["partitions_created"] = r.partitions_created;
+    j["rows_by_insert"] = r.rows_by_insert;
     j["interrupted"] = r.interrupted;
     j["seconds"] = r.seconds;
     j["verified"] = r.verified;
@@ -306,6 +309,10 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
         r.seconds > 0 ? static_cast<double>(r.rows_copied) / r.seconds : 0.0,
         static_cast<long long>(r.batches_done), static_cast<long long>(r.batches_skipped),
         static_cast<long long>(r.rows_skipped), static_cast<long long>(r.partitions_created));
+    if (r.rows_by_insert > 0) {
+      std::printf("%lld rows were runs of one period in the source, copied by INSERT ... SELECT\n",
+                  static_cast<long long>(r.rows_by_insert));
+    }
     for (const auto& p : r.periods_recopied) {
       std::printf("caught up %s: changed in the source, copied again and swapped in\n", p.c_str());
     }
@@ -884,6 +891,13 @@ int run_manage_partitions(int argc, char** argv) {
                    "periods written at once (the source is scanned once per group)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  migrate
+      ->add_option("--direct-copy-rows", margs.direct_copy_rows,
+                   "runs of at least this many consecutive source rows of one period (a source "
+                   "sorted by time) are copied by one INSERT ... SELECT on all cores; 0 routes "
+                   "every row")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   migrate->add_flag("--from-partitions", margs.from_partitions,
                     "re-partition the existing partitions into --strategy (e.g. monthly -> "
                     "yearly); verified, then swapped atomically");

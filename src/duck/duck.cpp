@@ -408,6 +408,10 @@ std::vector<duckdb_type> Prepared::column_types() const {
   return types;
 }
 
+duckdb_logical_type Prepared::column_logical_type(idx_t col) const {
+  return duckdb_prepared_statement_column_logical_type(p_.get(), col);
+}
+
 std::string Prepared::column_name(idx_t col) const {
   const char* name = duckdb_prepared_statement_column_name(p_.get(), col);
   std::string out = name ? name : "";

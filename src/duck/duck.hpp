@@ -99,6 +99,8 @@ class Prepared {
   duckdb_statement_type statement_type() const noexcept;
   std::vector<duckdb_type> column_types() const;
   std::string column_name(idx_t col) const;
+  // The logical type of result column `col`; the caller destroys it (duckdb_destroy_logical_type).
+  duckdb_logical_type column_logical_type(idx_t col) const;
   // A streaming result: chunks are produced as they are fetched (bounded memory).
   Result execute_streaming();
 
