@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -713,9 +714,10 @@ MigrationResult PartitionMigrator::migrate(
         const int64_t a = starts[i];
         if (replay_to && a >= *replay_to) break;
         // A clustered source is copied several batches at a time (longer runs per INSERT).
+        const int64_t end = replay_to.value_or(std::numeric_limits<int64_t>::max());
         std::size_t k = 1;
         while (direct.clustered && k < kClusteredBatches && i + k < starts.size() &&
-               !(replay_to && starts[i + k] >= *replay_to)) {
+               starts[i + k] < end) {
           ++k;
         }
         const int64_t b = a + static_cast<int64_t>(k) * options_.batch_size;
