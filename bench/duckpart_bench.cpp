@@ -537,6 +537,7 @@ int main(int argc, char** argv) {
         for (const int mem : {0, 2048}) {
           const std::string dst = a.dir + "/ctas.duckdb";
           fs::remove(dst);
+          ::sync();  // no dirty pages of an earlier step are written back during this one
           const auto [rate, rss] =
               parse3(run_self({"--child-ctas", src, dst, std::to_string(mem)}).first, "ctas");
           fs::remove(dst);
@@ -549,6 +550,7 @@ int main(int argc, char** argv) {
           const std::string dir =
               a.dir + "/partitions_migrated_" + label + (verify ? "_verified" : "");
           fs::remove_all(dir);
+          ::sync();
           const auto [rate, rss] = parse3(
               run_self({"--child-migrate", src, dir, a.strategy, std::to_string(verify), "2048"})
                   .first,

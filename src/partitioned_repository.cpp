@@ -1275,6 +1275,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
 
   std::mutex res_mu;
   std::atomic<bool> any_failed{false};
+  std::atomic<bool> aborting{false};
   std::vector<std::string> failures;
   std::optional<Error> first_error;
   std::vector<std::string> committed;
@@ -1649,7 +1650,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   }
 
   void direct(Slot& s, DirectJob& job) {
-    if (!s.failed && !s.skip && !any_failed.load()) {
+    if (!s.failed && !s.skip && !any_failed.load() && !aborting.load()) {
       try {
         if (!s.open) open_slot(s);
         if (!s.skip) {
@@ -1853,6 +1854,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   void abort() noexcept {
     if (finished) return;
     finished = true;
+    aborting = true;  // queued INSERTs are skipped: everything rolls back anyway
     stop_workers(Msg::kAbort);
     release();
   }
