@@ -214,19 +214,35 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
         std::string alias;
         ~Detach() { repo.detach_database(alias); }
       } detach{repo, alias};
+      // An old period inside one new period (monthly -> yearly, daily -> monthly, ...) is
+      // copied by INSERT ... SELECT on all cores (BulkLoad::load_into, which checks every row
+      // belongs there); otherwise its rows are routed.
+      std::optional<PartitionKey> target;
+      if (!olds[i].period_start) {
+        target = null_partition_key(options.to);
+      } else {
+        const PartitionKey first = partition_key_of(options.to, *olds[i].period_start);
+        if (first == partition_key_of(options.to, Date{olds[i].period_end->days - 1})) {
+          target = first;
+        }
+      }
       for (int64_t k = 0; k * options.batch_size < rowid_end[i]; ++k) {
         if (stop && stop->load()) {
           res.interrupted = true;
           break;
         }
-        BatchOptions bo;
-        bo.batch_id = fmt::format("repartition-{}-{}", olds[i].name, k);
-        const BatchResult br = repo.create_batch_from_query(
-            schema,
-            fmt::format("SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}",
-                        duck::quote_ident(alias), qt, k * options.batch_size,
-                        (k + 1) * options.batch_size),
-            bo, /*null_partition=*/true);
+        const std::string batch_id = fmt::format("repartition-{}-{}", olds[i].name, k);
+        const std::string select_sql = fmt::format(
+            "SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}", duck::quote_ident(alias),
+            qt, k * options.batch_size, (k + 1) * options.batch_size);
+        auto load =
+            repo.begin_bulk_load(schema, {.replay_batch_id = batch_id, .null_partition = true});
+        if (target) {
+          load->load_into(*target, select_sql);
+        } else {
+          load->load(select_sql);
+        }
+        const BatchResult br = load->commit(batch_id);
         res.rows_copied += br.rows_written;
         res.rows_skipped += br.rows_skipped;
         ++p.batches_done;
