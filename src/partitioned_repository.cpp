@@ -1373,13 +1373,16 @@ struct PartitionedDataRepository::BulkLoad::Loader {
                   fmt::format("the source query returns {} columns, table '{}' has {}",
                               got.size() >= extra ? got.size() - extra : 0, schema.name(), ncols));
     }
-    for (idx_t i = 0; i < ncols; ++i) {
+    for (idx_t i = 0; i < ncols; ++i) {  // every name first: a failed call changes nothing
       const std::string name = st.column_name(i);
       if (!schema.find(name) || *schema.find(name) != i) {
         throw Error(ErrorCode::kInvalidArgument,
                     fmt::format("source column {} is '{}', table '{}' expects '{}' there", i + 1,
                                 name, schema.name(), schema.columns()[i].name));
       }
+    }
+    for (idx_t i = 0; i < ncols; ++i) {
+      const std::string name = st.column_name(i);
       if (types.size() < ncols) {
         duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(st.column_logical_type(i));
         col_types.push_back(duckdb_get_type_id(t.get()));
@@ -1457,15 +1460,25 @@ struct PartitionedDataRepository::BulkLoad::Loader {
                               n - inside, n, key.name()));
     }
     if (n == 0) return 0;
+    const std::size_t s = slot_for(code);
+    Slot& slot = *slots[s];
+    if (slot.building && slot.fill > 0) {  // routed rows first: the writer keeps the order
+      dispatch(s, std::exchange(slot.building, nullptr));
+      slot.fill = 0;
+    }
+    bool counted = false;
     {
       std::unique_lock lock(flow_mu);
       flow_cv.wait(lock, [&] {
         return direct_inflight < kDirectPerWriter * static_cast<int>(workers.size()) ||
                any_failed.load();
       });
-      ++direct_inflight;
+      if (!any_failed.load()) {
+        ++direct_inflight;  // given back by direct(), which runs every queued job
+        counted = true;
+      }
     }
-    throw_if_failed();
+    if (!counted) throw_if_failed();
     DirectJob& job = direct_jobs.emplace_back();
     job.select_sql = select_sql;
     job.rows = n;
@@ -1476,12 +1489,6 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         job.idlo = v[4];
         job.idhi = v[5];
       }
-    }
-    const std::size_t s = slot_for(code);
-    Slot& slot = *slots[s];
-    if (slot.building && slot.fill > 0) {  // routed rows first: the writer keeps the order
-      dispatch(s, std::exchange(slot.building, nullptr));
-      slot.fill = 0;
     }
     Worker& w = *workers[slot.owner];
     {
@@ -1650,7 +1657,13 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   }
 
   void direct(Slot& s, DirectJob& job) {
-    if (!s.failed && !s.skip && !any_failed.load() && !aborting.load()) {
+    if (!s.failed && !s.skip && (any_failed.load() || aborting.load())) {
+      // Another partition failed (or the load is aborted) after commit() may already have chosen
+      // to finish: this partition must roll back rather than commit without these rows, which a
+      // replay would then skip.
+      s.failed = true;
+    }
+    if (!s.failed && !s.skip) {
       try {
         if (!s.open) open_slot(s);
         if (!s.skip) {

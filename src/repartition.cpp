@@ -237,11 +237,18 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
             qt, k * options.batch_size, (k + 1) * options.batch_size);
         auto load =
             repo.begin_bulk_load(schema, {.replay_batch_id = batch_id, .null_partition = true});
+        bool routed = !target;
         if (target) {
-          load->load_into(*target, select_sql);
-        } else {
-          load->load(select_sql);
+          try {
+            load->load_into(*target, select_sql);
+          } catch (const Error& e) {
+            // A row outside its old file's period (written there by hand, or by an old
+            // version): nothing was copied; route this batch instead.
+            if (e.code() != ErrorCode::kInvalidArgument) throw;
+            routed = true;
+          }
         }
+        if (routed) load->load(select_sql);
         const BatchResult br = load->commit(batch_id);
         res.rows_copied += br.rows_written;
         res.rows_skipped += br.rows_skipped;
