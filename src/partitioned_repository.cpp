@@ -1207,6 +1207,12 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   static constexpr int kInflightPerWriter = 32;
   static constexpr int kChunksPerFlush = 16;         // appender -> transaction-local storage
   static constexpr int64_t kCheckpointRows = 16384;  // per partition and commit
+  // From a full row group on, DuckDB's commit moves the rows it already wrote compressed into the
+  // file (its optimistic writes) and logs only their location: no checkpoint is needed then, and
+  // one would rewrite the partial row group each commit leaves, merged at every checkpoint with
+  // the next one — 29% of each migrated file was such free blocks (measured at 100M rows:
+  // 4,371 MB with it, 3,656 MB without).
+  static constexpr int64_t kRowGroupRows = 122880;
 
   struct Slot {
     PartitionKey key;
@@ -1737,11 +1743,12 @@ struct PartitionedDataRepository::BulkLoad::Loader {
       impl.record_and_commit(c, e, batch_id, m, ctx);
       s.open = false;
       s.wlock.unlock();
-      // A bulk commit leaves its rows in DuckDB's memory and write-ahead log until a checkpoint
-      // writes them compressed into the file; doing that here, on this writer thread, spreads
-      // the compression over the writers and bounds memory (otherwise it happens serially at
-      // detach). Best effort: a concurrent transaction can make it fail; DuckDB checkpoints later.
-      if (s.rows >= kCheckpointRows) {
+      // A bulk commit of less than a row group leaves its rows in DuckDB's memory and write-ahead
+      // log until a checkpoint writes them compressed into the file; doing that here, on this
+      // writer thread, spreads the compression over the writers and bounds memory (otherwise it
+      // happens serially at detach). Larger commits are already in the file (kRowGroupRows).
+      // Best effort: a concurrent transaction can make it fail; DuckDB checkpoints later.
+      if (s.rows >= kCheckpointRows && s.rows < kRowGroupRows) {
         try {
           c.exec(fmt::format("CHECKPOINT {}", duck::quote_ident(e.alias)), ctx);
         } catch (const Error&) {
