@@ -506,32 +506,43 @@ struct PartitionedDataRepository::Impl {
       } catch (const Error&) {
       }
     }
-    std::vector<fs::path> files;
-    for (fs::directory_iterator it(store.dir, ec), end; !ec && it != end; it.increment(ec)) {
-      if (!it->is_regular_file()) continue;
-      const std::string fname = it->path().filename().string();
+    // POSIX listing and stamps relative to the directory: with 1,000+ partitions, std::filesystem
+    // paths (component parsing, path sorting) and full-path stats cost several milliseconds of
+    // every cold open.
+    const std::vector<std::string> names = list_regular_files(store.dir);
+    const std::set<std::string> wal_files = [&] {
+      std::set<std::string> w;  // write-ahead logs: stamps skip looking for the others
+      for (const auto& n : names) {
+        if (n.ends_with(".wal")) w.insert(n);
+      }
+      return w;
+    }();
+    std::vector<std::string> files;
+    for (const std::string& fname : names) {
       if (!options.read_only &&
           (fname.ends_with(std::string(".duckdb") + kCreatingSuffix) ||
            fname.ends_with(std::string(".duckdb") + kCreatingSuffix + ".wal"))) {
         std::error_code rm;
-        fs::remove(it->path(), rm);  // a creation that never finished: it holds no rows
+        fs::remove(store.dir + "/" + fname, rm);  // a creation that never finished: no rows
         continue;
       }
-      if (it->path().extension() == ".duckdb") files.push_back(it->path());
+      if (fname.ends_with(".duckdb") && fname.size() > 7) files.push_back(fname);
     }
-    if (ec) {
-      throw Error(ErrorCode::kIo,
-                  fmt::format("cannot list partition directory '{}': {}", store.dir, ec.message()));
+    const int dir_fd = ::open(store.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0) {
+      throw Error(ErrorCode::kIo, fmt::format("cannot open partition directory '{}'", store.dir));
     }
-    std::sort(files.begin(), files.end());
-    for (const auto& path : files) {
-      const std::string fname = path.filename().string();
+    struct CloseFd {
+      int fd;
+      ~CloseFd() { ::close(fd); }
+    } close_dir{dir_fd};
+    for (const std::string& fname : files) {
       auto key = parse_partition_name(fname);
       if (!key) {
         store.problems.push_back(
             fmt::format("'{}' is not named like a partition file (partition_YYYY[_MM[_DD]|_wWW]"
                         ".duckdb); it is ignored",
-                        path.string()));
+                        store.dir + "/" + fname));
         continue;
       }
       if (key->is_null) key->strategy = config.strategy;
@@ -540,7 +551,8 @@ struct PartitionedDataRepository::Impl {
         e->problem = fmt::format("is named for the {} strategy, but the store is {}",
                                  strategy_name(key->strategy), strategy_name(config.strategy));
       } else if (auto c = cached.find(fname);
-                 c != cached.end() && c->second->stamp == stamp_of(e->file)) {
+                 c != cached.end() &&
+                 c->second->stamp == stamp_in(dir_fd, fname, wal_files.count(fname + ".wal") > 0)) {
         e->meta = c->second->meta;
       } else {
         verify_entry_locked(store, *e);

@@ -5,8 +5,11 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "duck/duck.hpp"
 #include "duckpart/utilities.hpp"
+#include "partition_files.hpp"
 #include "process_util.hpp"
 #include "sql_pruning.hpp"
 #include "test_util.hpp"
@@ -196,6 +199,130 @@ TEST_F(PartitionedTest, CatalogIsRebuiltFromTheFiles) {
   DataQueryRequest q;
   q.filters = {{"ts", FilterOperator::kGte, Value("2023-01-01")}};
   EXPECT_EQ(repo.count_all(schema_, q), 600);
+}
+
+// The catalog (format 2: one line per partition, read without a JSON document) returns every
+// field as written, including ids that need JSON escapes (read through the general parser).
+TEST_F(PartitionedTest, CatalogFileRoundTripsEveryKindOfValue) {
+  const std::string dir = path("cat");
+  std::filesystem::create_directories(dir);
+  auto entry = [](std::string file, int64_t rows, std::optional<int64_t> lo,
+                  std::optional<int64_t> hi, Value id_lo, Value id_hi, FileStamp st) {
+    CatalogEntry e;
+    e.file_name = std::move(file);
+    e.meta.row_count = rows;
+    e.meta.min_value = lo;
+    e.meta.max_value = hi;
+    e.meta.min_id = std::move(id_lo);
+    e.meta.max_id = std::move(id_hi);
+    e.meta.commit_version = rows + 7;
+    e.stamp = st;
+    return e;
+  };
+  auto same = [](const Catalog& a, const Catalog& b) {
+    ASSERT_EQ(a.entries.size(), b.entries.size());
+    EXPECT_EQ(a.strategy, b.strategy);
+    for (std::size_t i = 0; i < a.entries.size(); ++i) {
+      const auto &x = a.entries[i], &y = b.entries[i];
+      EXPECT_EQ(x.file_name, y.file_name) << i;
+      EXPECT_EQ(x.meta.row_count, y.meta.row_count) << i;
+      EXPECT_EQ(x.meta.min_value, y.meta.min_value) << i;
+      EXPECT_EQ(x.meta.max_value, y.meta.max_value) << i;
+      EXPECT_EQ(x.meta.min_id, y.meta.min_id) << i;
+      EXPECT_EQ(x.meta.max_id, y.meta.max_id) << i;
+      EXPECT_EQ(x.meta.commit_version, y.meta.commit_version) << i;
+      EXPECT_TRUE(x.stamp == y.stamp) << i;
+    }
+  };
+  const Schema schema = wide_schema();
+  Catalog plain;  // what stores write: UUID text or BIGINT ids, NULLs for empty partitions
+  plain.strategy = "monthly";
+  plain.schema_json = schema.to_json();
+  plain.entries.push_back(entry("partition_2023_01.duckdb", 5, -86400000000LL, 1700000000000000,
+                                Value("00000000-0000-7000-8000-000000000001"),
+                                Value("ffffffff-ffff-7fff-bfff-ffffffffffff"),
+                                {123456, 1795797004182512032, -1, 0}));
+  plain.entries.push_back(entry("partition_2023_02.duckdb", 0, std::nullopt, std::nullopt, Value{},
+                                Value{}, {262144, 1, 4096, 2}));
+  plain.entries.push_back(entry("partition_null.duckdb", 3, std::nullopt, std::nullopt,
+                                Value(int64_t{-9}), Value(INT64_MAX), {1, 2, 3, 4}));
+  write_catalog(dir, plain, schema);
+  auto back = read_catalog(dir, nullptr);
+  ASSERT_TRUE(back.has_value());
+  same(plain, *back);
+  // Text ids that JSON must escape, and UTF-8.
+  Catalog odd = plain;
+  odd.entries[0].meta.min_id = Value(std::string("a\"b\\c\td\n"));
+  odd.entries[0].meta.max_id = Value(std::string("z\xc3\xa9\xe2\x82\xac"));
+  write_catalog(dir, odd, schema);
+  back = read_catalog(dir, nullptr);
+  ASSERT_TRUE(back.has_value());
+  same(odd, *back);
+  // No partitions at all.
+  Catalog empty = plain;
+  empty.entries.clear();
+  write_catalog(dir, empty, schema);
+  back = read_catalog(dir, nullptr);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_TRUE(back->entries.empty());
+  EXPECT_EQ(back->strategy, "monthly");
+  // A line cut short is damage: no catalog (it is rebuilt from the files), never a wrong entry.
+  write_catalog(dir, plain, schema);
+  std::string text;
+  {
+    std::ifstream in(dir + "/_catalog.json");
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::size_t cut = text.find("partition_2023_02");
+  ASSERT_NE(cut, std::string::npos);
+  std::ofstream(dir + "/_catalog.json") << text.substr(0, cut + 10) << "\n]}\n";
+  EXPECT_FALSE(read_catalog(dir, nullptr).has_value());
+}
+
+// Stores written before catalog format 2 keep opening from their catalog (no file attached).
+TEST_F(PartitionedTest, CatalogOfTheFirstFormatIsStillRead) {
+  fill_36_months();
+  const std::string file = path("parts/events/_catalog.json");
+  auto now = read_catalog(path("parts/events"), nullptr);
+  ASSERT_TRUE(now.has_value());
+  ASSERT_EQ(now->entries.size(), 36u);
+  nlohmann::ordered_json j;
+  j["format"] = 1;
+  j["schema"] = nlohmann::ordered_json::parse(now->schema_json);
+  j["strategy"] = now->strategy;
+  auto parts = nlohmann::ordered_json::array();
+  auto val = [](const Value& v) -> nlohmann::ordered_json {
+    if (v.is<int64_t>()) return v.get<int64_t>();
+    if (v.is<std::string>()) return v.get<std::string>();
+    return nullptr;
+  };
+  auto opt = [](const std::optional<int64_t>& v) -> nlohmann::ordered_json {
+    return v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json();
+  };
+  for (const auto& e : now->entries) {
+    parts.push_back(
+        {{"file", e.file_name},
+         {"rows", e.meta.row_count},
+         {"min_value", opt(e.meta.min_value)},
+         {"max_value", opt(e.meta.max_value)},
+         {"min_id", val(e.meta.min_id)},
+         {"max_id", val(e.meta.max_id)},
+         {"commit_version", e.meta.commit_version},
+         {"stamp", {e.stamp.size, e.stamp.mtime_ns, e.stamp.wal_size, e.stamp.wal_mtime_ns}}});
+  }
+  j["partitions"] = std::move(parts);
+  std::ofstream(file) << j.dump(1);
+  auto old = read_catalog(path("parts/events"), nullptr);
+  ASSERT_TRUE(old.has_value());
+  ASSERT_EQ(old->entries.size(), 36u);
+  EXPECT_EQ(old->entries[5].meta.max_id, now->entries[5].meta.max_id);
+  EXPECT_EQ(old->entries[5].meta.min_value, now->entries[5].meta.min_value);
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly),
+                                 {.read_only = true});
+  const auto stats = repo.get_partition_statistics();
+  ASSERT_EQ(stats.schemas.size(), 1u);
+  EXPECT_EQ(stats.schemas[0].total_rows, 1800);
+  EXPECT_EQ(repo.counters().partitions_opened, 0) << "the old catalog was trusted, not rebuilt";
 }
 
 TEST_F(PartitionedTest, AutoPartitionDisabledRefusesNewPeriodsAndWritesNothing) {

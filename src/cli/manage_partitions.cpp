@@ -16,6 +16,7 @@
 #include <iostream>
 
 #include "duckpart/duckpart.hpp"
+#include "partition_files.hpp"
 #include "text_util.hpp"
 
 namespace fs = std::filesystem;
@@ -51,11 +52,9 @@ void add_common(CLI::App* app, Common& c, bool with_database = true) {
 
 // The strategy a store was written with, from its catalog or file names; nullopt when empty.
 std::optional<PartitionStrategy> detect_strategy(const std::string& dir) {
-  std::ifstream in(dir + "/_catalog.json");
-  if (in) {
+  if (auto cat = read_catalog(dir, nullptr)) {
     try {
-      auto j = nlohmann::json::parse(in);
-      return parse_strategy(j.at("strategy").get<std::string>());
+      return parse_strategy(cat->strategy);
     } catch (const std::exception&) {
     }
   }
