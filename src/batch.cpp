@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 #include <random>
 
@@ -106,6 +107,8 @@ bool already_canonical(ColumnType t, const Value& v) {
       return v.is<bool>();
     case ColumnType::kBigint:
       return v.is<int64_t>();
+    case ColumnType::kInteger:  // the range coerce_value checks
+      return v.is<int64_t>() && v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
     case ColumnType::kDouble:
       return v.is<double>();
     case ColumnType::kVarchar:
@@ -151,59 +154,94 @@ DataRecord record_from_map(const Schema& schema, const std::map<std::string, Val
 
 ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>& records) {
   const auto& cols = schema.columns();
-  ColumnBatch b = make_column_batch(schema, records.size());
-  b.rows = records.size();
-  for (std::size_t ci = 0; ci < cols.size(); ++ci) {
-    const Column& c = cols[ci];
-    if (c.type == ColumnType::kOther) {
-      // Carried as text and cast by DuckDB on append.
+  const std::size_t nc = cols.size();
+  const std::size_t nr = records.size();
+  for (std::size_t ri = 0; ri < nr; ++ri) {
+    if (records[ri].values.size() != nc) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("record {}: has {} values, table '{}' has {} columns", ri,
+                              records[ri].values.size(), schema.name(), nc));
     }
-    ColumnVector& out = b.columns[ci];
-    bool any_null = false;
-    for (std::size_t ri = 0; ri < records.size(); ++ri) {
-      const DataRecord& r = records[ri];
-      if (r.values.size() != cols.size()) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("record {}: has {} values, table '{}' has {} columns", ri,
-                                r.values.size(), schema.name(), cols.size()));
-      }
-      const Value& raw = r.values[ci];
+  }
+  ColumnBatch b = make_column_batch(schema, nr);
+  b.rows = nr;
+  // Row by row (each record's values are one heap block: one pass over them, not one per
+  // column) into typed outputs sized up front; a NULL cell keeps the default value.
+  struct Out {
+    Slot slot;
+    ColumnType type;
+    int64_t* i64 = nullptr;
+    int32_t* i32 = nullptr;
+    double* f64 = nullptr;
+    uint8_t* b8 = nullptr;
+    std::string* str = nullptr;
+  };
+  std::vector<Out> outs(nc);
+  for (std::size_t ci = 0; ci < nc; ++ci) {
+    Out& o = outs[ci];
+    o.slot = slot_for(cols[ci].type);
+    o.type = cols[ci].type;
+    ColumnVector& v = b.columns[ci];
+    switch (o.slot) {
+      case Slot::kInt64:
+        std::get<std::vector<int64_t>>(v.data).resize(nr);
+        o.i64 = std::get<std::vector<int64_t>>(v.data).data();
+        break;
+      case Slot::kInt32:
+        std::get<std::vector<int32_t>>(v.data).resize(nr);
+        o.i32 = std::get<std::vector<int32_t>>(v.data).data();
+        break;
+      case Slot::kDouble:
+        std::get<std::vector<double>>(v.data).resize(nr);
+        o.f64 = std::get<std::vector<double>>(v.data).data();
+        break;
+      case Slot::kBool:
+        std::get<std::vector<uint8_t>>(v.data).resize(nr);
+        o.b8 = std::get<std::vector<uint8_t>>(v.data).data();
+        break;
+      case Slot::kString:
+        std::get<std::vector<std::string>>(v.data).resize(nr);
+        o.str = std::get<std::vector<std::string>>(v.data).data();
+        break;
+    }
+  }
+  for (std::size_t ri = 0; ri < nr; ++ri) {
+    const std::vector<Value>& vals = records[ri].values;
+    for (std::size_t ci = 0; ci < nc; ++ci) {
+      const Value& raw = vals[ci];
+      const Out& o = outs[ci];
       if (raw.is_null()) {
-        if (!any_null) {
-          out.valid.assign(records.size(), 1);
-          any_null = true;
-        }
+        ColumnVector& out = b.columns[ci];
+        if (out.valid.empty()) out.valid.assign(nr, 1);
         out.valid[ri] = 0;
-        std::visit([](auto& vec) { vec.emplace_back(); }, out.data);
         continue;
       }
       Value coerced;
       const Value* vp = &raw;
-      if (!already_canonical(c.type, raw)) {
+      if (!already_canonical(o.type, raw)) {
         try {
-          coerced = coerce_value(c, raw, "");
+          coerced = coerce_value(cols[ci], raw, "");
         } catch (const Error& e) {
           throw Error(e.code(), fmt::format("record {}: {}", ri, e.what()));
         }
         vp = &coerced;
       }
       const Value& v = *vp;
-      switch (slot_for(c.type)) {
+      switch (o.slot) {
         case Slot::kInt64:
-          std::get<std::vector<int64_t>>(out.data).push_back(
-              v.is<Timestamp>() ? v.get<Timestamp>().micros : v.get<int64_t>());
+          o.i64[ri] = v.is<Timestamp>() ? v.get<Timestamp>().micros : v.get<int64_t>();
           break;
         case Slot::kInt32:
-          std::get<std::vector<int32_t>>(out.data).push_back(v.get<Date>().days);
+          o.i32[ri] = v.get<Date>().days;
           break;
         case Slot::kDouble:
-          std::get<std::vector<double>>(out.data).push_back(v.get<double>());
+          o.f64[ri] = v.get<double>();
           break;
         case Slot::kBool:
-          std::get<std::vector<uint8_t>>(out.data).push_back(v.get<bool>() ? 1 : 0);
+          o.b8[ri] = v.get<bool>() ? 1 : 0;
           break;
         case Slot::kString:
-          std::get<std::vector<std::string>>(out.data).push_back(v.get<std::string>());
+          o.str[ri] = v.get<std::string>();
           break;
       }
     }

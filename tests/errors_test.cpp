@@ -131,6 +131,16 @@ TEST_F(ErrorsTest, ValueTypes) {
       "column 'day' (DATE)");
   expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(6, Value(true))); },
                  "is not a number");
+  expect_refused(  // INTEGER: an int64 outside its range (the fast path checks it too)
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(4, Value(int64_t{2147483648})));
+      },
+      "in range [-2147483648, 2147483647]");
+  expect_refused(
+      [&](IDataRepository& r) {
+        r.create_batch(schema_, batch_with(4, Value(int64_t{-2147483649})));
+      },
+      "in range [-2147483648, 2147483647]");
   expect_refused(
       [&](IDataRepository& r) {
         auto b = batch_with(4, Value(1));
