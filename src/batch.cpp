@@ -166,7 +166,8 @@ ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>
   ColumnBatch b = make_column_batch(schema, nr);
   b.rows = nr;
   // Row by row (each record's values are one heap block: one pass over them, not one per
-  // column) into typed outputs sized up front; a NULL cell keeps the default value.
+  // column) into typed outputs sized up front; a NULL cell keeps the default value. With several
+  // bad values, the error names the first in record order (then column order).
   struct Out {
     Slot slot;
     ColumnType type;

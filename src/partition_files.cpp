@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string_view>
@@ -69,12 +70,17 @@ FileStamp stamp_in(int dir_fd, const std::string& name, bool wal_may_exist) {
   return stamp_at(dir_fd, name, wal_may_exist);
 }
 
-std::vector<std::string> list_regular_files(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
+std::vector<std::string> list_regular_files(int dir_fd, const std::string& dir) {
+  const int fd = ::dup(dir_fd);  // closedir closes it; the caller keeps its own
+  DIR* d = fd >= 0 ? ::fdopendir(fd) : nullptr;
   if (!d) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
     throw Error(ErrorCode::kIo,
-                fmt::format("cannot list partition directory '{}': {}", dir, std::strerror(errno)));
+                fmt::format("cannot list partition directory '{}': {}", dir, std::strerror(err)));
   }
+  std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
+  ::rewinddir(d);
   std::vector<std::string> names;
   errno = 0;
   while (const dirent* ent = ::readdir(d)) {
@@ -83,16 +89,14 @@ std::vector<std::string> list_regular_files(const std::string& dir) {
     bool regular = ent->d_type == DT_REG;
     if (ent->d_type == DT_UNKNOWN || ent->d_type == DT_LNK) {  // what it is (or points to)
       struct stat st {};
-      regular = ::fstatat(::dirfd(d), ent->d_name, &st, 0) == 0 && S_ISREG(st.st_mode);
+      regular = ::fstatat(dir_fd, ent->d_name, &st, 0) == 0 && S_ISREG(st.st_mode);
     }
     if (regular) names.emplace_back(name);
     errno = 0;
   }
-  const int err = errno;
-  ::closedir(d);
-  if (err != 0) {
+  if (errno != 0) {
     throw Error(ErrorCode::kIo,
-                fmt::format("cannot list partition directory '{}': {}", dir, std::strerror(err)));
+                fmt::format("cannot list partition directory '{}': {}", dir, std::strerror(errno)));
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -221,9 +225,11 @@ class FastLine {
       const std::size_t end = s_.find('"', i_ + 1);
       if (end == std::string_view::npos) return false;
       const std::string_view body = s_.substr(i_ + 1, end - i_ - 1);
-      if (body.find('\\') != std::string_view::npos) return false;
+      // Escapes, control characters and non-ASCII (whose UTF-8 the general parser checks) are
+      // left to the general parser.
       for (char ch : body) {
-        if (static_cast<unsigned char>(ch) < 0x20) return false;
+        const auto u = static_cast<unsigned char>(ch);
+        if (u < 0x20 || u >= 0x80 || ch == '\\') return false;
       }
       out = Value(std::string(body));
       i_ = end + 1;
@@ -242,6 +248,9 @@ class FastLine {
   bool integer(int64_t& out) {
     const char* b = s_.data() + i_;
     const char* e = s_.data() + s_.size();
+    // JSON has no leading zeros ("007", "-01"): such text goes to the general parser.
+    const char* d = (b < e && *b == '-') ? b + 1 : b;
+    if (e - d >= 2 && d[0] == '0' && d[1] >= '0' && d[1] <= '9') return false;
     auto [p, ec] = std::from_chars(b, e, out);
     if (ec != std::errc() || p == b) return false;
     i_ += static_cast<std::size_t>(p - b);

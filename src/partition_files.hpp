@@ -34,8 +34,9 @@ FileStamp stamp_of(const std::string& path);
 // The stamp of file `name` in the directory open as `dir_fd`; the write-ahead log is looked at
 // only when `wal_may_exist` (a directory listing just showed whether there is one).
 FileStamp stamp_in(int dir_fd, const std::string& name, bool wal_may_exist);
-// Names of the regular files (or links to them) in `dir`, sorted. Throws Error(kIo).
-std::vector<std::string> list_regular_files(const std::string& dir);
+// Names of the regular files (or links to them) in the directory open as `dir_fd` (`dir` names it
+// in errors), sorted. Throws Error(kIo).
+std::vector<std::string> list_regular_files(int dir_fd, const std::string& dir);
 
 // A partition's metadata, as stored in its file's _duckpart_meta table and cached in the catalog.
 struct PartitionMeta {

@@ -57,6 +57,12 @@ std::optional<PartitionStrategy> detect_strategy(const std::string& dir) {
       return parse_strategy(cat->strategy);
     } catch (const std::exception&) {
     }
+  } else if (std::ifstream in(dir + "/_catalog.json"); in) {
+    try {  // a catalog with damaged entries (or a newer format) still names its strategy
+      auto j = nlohmann::json::parse(in);
+      return parse_strategy(j.at("strategy").get<std::string>());
+    } catch (const std::exception&) {
+    }
   }
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
