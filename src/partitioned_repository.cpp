@@ -15,7 +15,9 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -584,23 +586,32 @@ struct PartitionedDataRepository::Impl {
   // attached there: under a temporary name, initialised, closed, renamed into place, directory
   // synced (the steps and the crash reasoning of ensure_partition_locked). Touches no shared
   // state: several run at once on the write threads while the caller holds mu.
-  void create_partition_file(const Store& store, Entry& e, duck::Connection& conn) const {
+  void create_partition_file(const Store& store, Entry& e, duck::Connection& conn,
+                             std::mutex& attach_mu) const {
     const std::string final_file = e.file;
     const std::string tmp = final_file + kCreatingSuffix;
     std::error_code rm;
     fs::remove(tmp, rm);
     fs::remove(tmp + ".wal", rm);
     bool attached = false;
+    // ATTACH and DETACH change the instance's catalog of databases: one at a time (DuckDB reports
+    // some concurrent attach/detach as write-write conflicts); the DDL, the commit and the
+    // checkpoint, which are the cost, run in parallel.
+    auto catalog_change = [&](const std::string& sql) {
+      std::lock_guard lock(attach_mu);
+      conn.exec(sql, e.file);
+    };
     try {
       e.file = tmp;
       try {
-        conn.exec(attach_sql(e));
+        catalog_change(attach_sql(e));
       } catch (const Error& err) {
         rethrow_attach(e, err);
       }
       attached = true;
       init_partition_on(conn, store, e);
-      conn.exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)), tmp);
+      conn.exec(fmt::format("CHECKPOINT {}", duck::quote_ident(e.alias)), tmp);
+      catalog_change(fmt::format("DETACH {}", duck::quote_ident(e.alias)));
       attached = false;
       if (std::rename(tmp.c_str(), final_file.c_str()) != 0) {
         throw Error(ErrorCode::kIo, fmt::format("cannot rename '{}' to '{}'", tmp, final_file));
@@ -608,14 +619,14 @@ struct PartitionedDataRepository::Impl {
       fsync_path(store.dir, true);
       e.file = final_file;
       try {
-        conn.exec(attach_sql(e));
+        catalog_change(attach_sql(e));
       } catch (const Error& err) {
         rethrow_attach(e, err);
       }
     } catch (...) {
       if (attached) {
         try {
-          conn.exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)));
+          catalog_change(fmt::format("DETACH {}", duck::quote_ident(e.alias)));
         } catch (...) {
         }
       }
@@ -633,6 +644,7 @@ struct PartitionedDataRepository::Impl {
   // two files to create, does nothing (ensure_partition_locked creates it).
   std::set<PartitionKey> create_missing_locked(Store& store,
                                                const std::vector<PartitionKey>& keys) {
+    if (!config.auto_partition_enabled || options.read_only) return {};
     std::vector<std::unique_ptr<Entry>> todo;
     std::error_code ec;
     if (!fs::exists(store.dir, ec)) fs::create_directories(store.dir, ec);
@@ -649,20 +661,35 @@ struct PartitionedDataRepository::Impl {
         todo.size());
     std::vector<std::exception_ptr> errors(todo.size());
     std::atomic<std::size_t> next{0};
+    std::mutex attach_mu;
     auto work = [&] {
-      auto conn = pool->take();
+      std::optional<ConnectionPool::Lease> conn;
       for (std::size_t i = next++; i < todo.size(); i = next++) {
         try {
-          create_partition_file(store, *todo[i], *conn);
+          if (!conn) conn.emplace(pool->take());
+          create_partition_file(store, *todo[i], **conn, attach_mu);
         } catch (...) {
           errors[i] = std::current_exception();
         }
       }
     };
-    std::vector<std::thread> threads;
-    for (std::size_t t = 1; t < threads_n; ++t) threads.emplace_back(work);
-    work();
-    for (auto& t : threads) t.join();
+    {
+      std::vector<std::thread> threads;
+      struct JoinAll {
+        std::vector<std::thread>& threads;
+        ~JoinAll() {
+          for (auto& t : threads) {
+            if (t.joinable()) t.join();
+          }
+        }
+      } join_all{threads};
+      try {
+        for (std::size_t t = 1; t < threads_n; ++t) threads.emplace_back(work);
+      } catch (const std::system_error&) {
+        // No more threads: the ones started and this one share the work.
+      }
+      work();
+    }
     std::set<PartitionKey> created;
     std::exception_ptr first;
     for (std::size_t i = 0; i < todo.size(); ++i) {
@@ -671,13 +698,19 @@ struct PartitionedDataRepository::Impl {
         continue;
       }
       Entry& e = *todo[i];
+      ++counters
+            .partitions_opened;  // the temporary ATTACH and DETACH, counted as the serial path does
+      ++counters.partitions_detached;
       note_attached_locked(e);
       e.last_used = ++clock;
       ++counters.partitions_created;
       created.insert(e.key);
       store.entries.emplace(e.key, std::move(todo[i]));
     }
-    if (first) std::rethrow_exception(first);
+    if (first) {
+      trim_locked();  // the new ones stay attached otherwise, beyond max_partitions_in_memory
+      std::rethrow_exception(first);
+    }
     return created;
   }
 
@@ -1129,6 +1162,15 @@ struct PartitionedDataRepository::Impl {
       if (!config.auto_partition_enabled) {
         for (Group& g : groups) {
           if (!store.entries.count(g.key)) ensure_partition_locked(store, g.key, g.created);
+        }
+      }
+      // A damaged partition fails the batch before any new file is created for it.
+      for (const Group& g : groups) {
+        auto it = store.entries.find(g.key);
+        if (it != store.entries.end() && !it->second->problem.empty()) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("cannot write to partition {} ('{}'): {}", it->second->name,
+                                  it->second->file, it->second->problem));
         }
       }
       std::vector<PartitionKey> keys;
