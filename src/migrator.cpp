@@ -707,7 +707,8 @@ MigrationResult PartitionMigrator::migrate(
       };
       auto load = repo_.begin_bulk_load(
           schema_, {.replay_batch_id = replay_to ? group_id(*replay_to) : std::string(),
-                    .null_partition = options_.null_partition});
+                    .null_partition = options_.null_partition,
+                    .single_duckdb_thread = true});
       const auto group_start = std::chrono::steady_clock::now();
       int64_t to = group_from;
       while (i < starts.size()) {

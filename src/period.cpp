@@ -249,17 +249,46 @@ std::optional<PartitionKey> parse_partition_name(std::string_view name) {
 }
 
 std::string partition_code_sql(PartitionStrategy s, const std::string& c) {
+  std::string code = "NULL";
   switch (s) {
     case PartitionStrategy::kYearly:
-      return fmt::format("CAST(year({0}) AS BIGINT)", c);
+      code = fmt::format("CAST(year({0}) AS BIGINT)", c);
+      break;
     case PartitionStrategy::kMonthly:
-      return fmt::format("CAST(year({0}) AS BIGINT) * 100 + month({0})", c);
+      code = fmt::format("CAST(year({0}) AS BIGINT) * 100 + month({0})", c);
+      break;
     case PartitionStrategy::kWeekly:
-      return fmt::format("CAST(isoyear({0}) AS BIGINT) * 100 + week({0})", c);
+      code = fmt::format("CAST(isoyear({0}) AS BIGINT) * 100 + week({0})", c);
+      break;
     case PartitionStrategy::kDaily:
-      return fmt::format("CAST(year({0}) AS BIGINT) * 10000 + month({0}) * 100 + day({0})", c);
+      code = fmt::format("CAST(year({0}) AS BIGINT) * 10000 + month({0}) * 100 + day({0})", c);
+      break;
   }
-  return "NULL";
+  // year(infinity) is NULL in DuckDB: without the CASE such rows would pass for NULL values.
+  return fmt::format("CASE WHEN isinf({}) THEN {} ELSE {} END", c, kInfiniteCode, code);
+}
+
+int64_t partition_code_of_days(PartitionStrategy s, int32_t days) noexcept {
+  const Date d{days};
+  if (s == PartitionStrategy::kWeekly) {
+    int iso_year = 0, week = 0;
+    iso_week_of(d, iso_year, week);
+    return int64_t{iso_year} * 100 + week;
+  }
+  int y = 0;
+  unsigned m = 0, day = 0;
+  civil_from_date(d, y, m, day);
+  switch (s) {
+    case PartitionStrategy::kYearly:
+      return y;
+    case PartitionStrategy::kMonthly:
+      return int64_t{y} * 100 + m;
+    case PartitionStrategy::kDaily:
+      return int64_t{y} * 10000 + int64_t{m} * 100 + day;
+    case PartitionStrategy::kWeekly:
+      break;
+  }
+  return 0;
 }
 
 int64_t partition_code_of(const PartitionKey& key) noexcept {
@@ -292,6 +321,12 @@ PartitionKey partition_key_from_code(PartitionStrategy s, int64_t code) {
       k.number = static_cast<int>((code / 100) % 100);
       k.day = static_cast<int>(code % 100);
       break;
+  }
+  if (code == kInfiniteCode) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "a partition value is infinity or -infinity, which belongs to no period: give "
+                "such rows a real date first (or NULL, which the null-partition option routes to "
+                "partition_null)");
   }
   const bool ok = code > 0 && year >= kMinPartitionYear && year <= kMaxPartitionYear &&
                   (s == PartitionStrategy::kYearly ||

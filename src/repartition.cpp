@@ -235,8 +235,9 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
         const std::string select_sql = fmt::format(
             "SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}", duck::quote_ident(alias),
             qt, k * options.batch_size, (k + 1) * options.batch_size);
-        auto load =
-            repo.begin_bulk_load(schema, {.replay_batch_id = batch_id, .null_partition = true});
+        auto load = repo.begin_bulk_load(
+            schema,
+            {.replay_batch_id = batch_id, .null_partition = true, .single_duckdb_thread = false});
         bool routed = !target;
         if (target) {
           try {

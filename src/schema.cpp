@@ -63,9 +63,24 @@ ColumnType parse_column_type(std::string_view sql_type) {
   std::string t = upper(sql_type);
   while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
   if (t.empty()) throw Error(ErrorCode::kInvalidArgument, "empty column type");
-  // Types are spliced into DDL and casts: only the characters type names use, balanced parentheses.
+  // Types are spliced into DDL and casts: outside quotes only the characters type names use,
+  // balanced parentheses; quoted text (ENUM('a', 'b'), STRUCT("field name" INT)) must close — a
+  // doubled quote inside is the quote itself.
   int depth = 0;
+  char quote = 0;
   for (char c : t) {
+    if (quote) {
+      if (c == quote) quote = 0;  // '' re-opens at the next character: an escaped quote
+      if (c == '\0') {
+        depth = -1;
+        break;
+      }
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      quote = c;
+      continue;
+    }
     if (c == '(') ++depth;
     if (c == ')' && --depth < 0) break;
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == ' ' || c == '(' ||
@@ -74,7 +89,7 @@ ColumnType parse_column_type(std::string_view sql_type) {
       break;
     }
   }
-  if (depth != 0) {
+  if (depth != 0 || quote != 0) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("invalid column type '{}'", sql_type));
   }
   std::string base = t.substr(0, t.find('('));

@@ -10,6 +10,15 @@ namespace {
 
 Date ymd(int y, unsigned m, unsigned d) { return date_from_civil(y, m, d); }
 
+std::string error_of_code(int64_t code) {
+  try {
+    partition_key_from_code(PartitionStrategy::kMonthly, code);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST(PeriodTest, FileNamesAreTheSeeds) {
   const Date d = ymd(2023, 1, 5);
   EXPECT_EQ(partition_key_of(PartitionStrategy::kYearly, d).file_name(), "partition_2023.duckdb");
@@ -150,6 +159,55 @@ TEST(PeriodTest, ExhaustiveAgainstDuckDB) {
       ASSERT_EQ(*parsed, k);
     }
   }
+}
+
+// The router computes a DATE or TIMESTAMP row's period code itself: it must equal
+// partition_code_sql() evaluated by DuckDB, for every day of years 1..9999 (sampled every 3 days,
+// plus every day around each new year), timestamps before 1970 included; ±infinity has the
+// infinite code, NULL none.
+TEST(PeriodTest, CodeOfDaysEqualsTheSqlExpression) {
+  duck::Database db = duck::Database::open(":memory:");
+  duck::Connection c = db.connect();
+  const auto all = {PartitionStrategy::kYearly, PartitionStrategy::kMonthly,
+                    PartitionStrategy::kWeekly, PartitionStrategy::kDaily};
+  std::string sql = "SELECT d, (d - DATE '1970-01-01')::BIGINT";
+  for (auto s : all) sql += ", " + partition_code_sql(s, "d");
+  for (auto s : all) sql += ", " + partition_code_sql(s, "(d::TIMESTAMP + INTERVAL 1 HOUR)");
+  sql +=
+      " FROM (SELECT DATE '0001-01-01' + CAST(i AS INTEGER) AS d FROM range(0, 3652059, 3) r(i) "
+      "UNION ALL SELECT make_date(CAST(y AS BIGINT), 1, 1) + CAST(k AS INTEGER) - 5 FROM "
+      "range(2, 9999) a(y), range(0, 11) b(k))";
+  duck::Result r = c.query(sql);
+  duck::ChunkDecoder dec(r);
+  std::vector<DataRecord> rows;
+  while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+  ASSERT_GT(rows.size(), 1300000u);
+  for (const auto& row : rows) {
+    const auto days = static_cast<int32_t>(row.values[1].get<int64_t>());
+    std::size_t col = 2;
+    for (int pass = 0; pass < 2; ++pass) {
+      for (auto s : all) {
+        // A timestamp's day is its floor (date_of); one hour after midnight stays on the day.
+        const int32_t day =
+            pass == 0 ? days
+                      : date_of(Timestamp{int64_t{days} * kMicrosPerDay + 3'600'000'000}).days;
+        ASSERT_EQ(partition_code_of_days(s, day), row.values[col].get<int64_t>())
+            << format_date(Date{days}) << " " << strategy_name(s) << " pass " << pass;
+        ++col;
+      }
+    }
+  }
+  EXPECT_EQ(
+      c.query_int("SELECT " + partition_code_sql(PartitionStrategy::kMonthly, "DATE 'infinity'")),
+      kInfiniteCode);
+  EXPECT_EQ(c.query_int("SELECT " +
+                        partition_code_sql(PartitionStrategy::kDaily, "TIMESTAMP '-infinity'")),
+            kInfiniteCode);
+  EXPECT_EQ(c.query_int("SELECT CAST(" +
+                        partition_code_sql(PartitionStrategy::kWeekly, "CAST(NULL AS DATE)") +
+                        " IS NULL AS INTEGER)"),
+            1);
+  EXPECT_NE(error_of_code(kInfiniteCode).find("infinity or -infinity"), std::string::npos);
 }
 
 }  // namespace

@@ -74,6 +74,16 @@ TEST_F(SchemaTest, RejectsBadDeclarations) {
   EXPECT_NE(
       make({{"a", "DATE"}, {"b", "INTEGER); DROP TABLE x; --"}}, "a").find("invalid column type"),
       std::string::npos);
+  // Quoted text in a type must close; outside quotes the same characters as before.
+  for (const char* bad :
+       {"ENUM('a', 'b)", "ENUM('a'); DROP TABLE x; --", "STRUCT(\"a INT)", "ENUM('it''s)"}) {
+    EXPECT_NE(make({{"a", "DATE"}, {"b", bad}}, "a").find("invalid column type"), std::string::npos)
+        << bad;
+  }
+  for (const char* good : {"ENUM('sad', 'ok', 'it''s; fine')", "STRUCT(\"odd name;\" INTEGER)",
+                           "DECIMAL(18, 3)", "INTEGER[]", "MAP(VARCHAR, INTEGER)"}) {
+    EXPECT_EQ(make({{"a", "DATE"}, {"b", good}}, "a"), "") << good;
+  }
   EXPECT_NE(make({{"a", "DATE"}, {"", "INTEGER"}}, "a").find("empty column name"),
             std::string::npos);
   EXPECT_NE(error_of([] {

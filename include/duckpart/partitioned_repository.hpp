@@ -76,6 +76,13 @@ class PartitionedDataRepository final : public IDataRepository {
     std::string replay_batch_id;
     // Rows whose partition value is NULL go to partition_null instead of failing.
     bool null_partition = false;
+    // DuckDB's worker threads are set to one for the duration of the load (restored by commit or
+    // abort): every query of the load's write threads — appends, commits — is a DuckDB task that
+    // a worker thread can take over while the thread that issued it spins until it is done. With
+    // the write threads already using every core that costs a routed migration 10-25% of its
+    // time (measured, docs/architecture.md). Queries of other connections run on one thread
+    // meanwhile.
+    bool single_duckdb_thread = false;
   };
   // A streaming bulk load. Every row of each load() query — a SELECT whose columns are the
   // schema's, in order — is routed to its partition while the query runs and appended, on

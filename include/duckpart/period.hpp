@@ -76,6 +76,10 @@ PartitionKey partition_key_of(PartitionStrategy s, Timestamp ts);
 // The null period of a strategy.
 PartitionKey null_partition_key(PartitionStrategy s) noexcept;
 
+// The code partition_code_sql() gives for the date `days` days after 1970-01-01 (no year check:
+// partition_key_from_code() rejects a code outside the supported years).
+int64_t partition_code_of_days(PartitionStrategy s, int32_t days) noexcept;
+
 // Parses a partition name ("partition_2023_01") or file name ("partition_2023_01.duckdb") of any
 // strategy; nullopt when the text is not exactly one of the seed's formats or names an impossible
 // period.
@@ -84,7 +88,10 @@ std::optional<PartitionKey> parse_partition_name(std::string_view name);
 // The period of a value as one integer, computable in SQL: yearly 2023, monthly 202301, weekly
 // 202053 (ISO year and week), daily 20230105. partition_code_sql() returns the DuckDB expression
 // (BIGINT) for a quoted column; partition_key_from_code() turns a code back into a key (throws
-// Error(kInvalidArgument) for a code outside years 1..9999 or an impossible period).
+// Error(kInvalidArgument) for a code outside years 1..9999 or an impossible period). DuckDB's
+// infinity and -infinity belong to no period: their code is kInfiniteCode (refused with a message
+// that says so), NULL stays NULL.
+inline constexpr int64_t kInfiniteCode = -1;
 std::string partition_code_sql(PartitionStrategy s, const std::string& quoted_column);
 PartitionKey partition_key_from_code(PartitionStrategy s, int64_t code);
 // The code of a (non-null) key: the inverse of partition_key_from_code().
