@@ -680,7 +680,13 @@ MigrationResult PartitionMigrator::migrate(
       window_name = "null";
     } else {
       const int64_t a = win[0].get<int64_t>(), b = win[1].get<int64_t>();
-      window_sql = fmt::format(" AND {} BETWEEN {} AND {}", code_expr, a, b);
+      // The periods a..b as a range of the column: the same rows as "code BETWEEN a AND b" (codes
+      // grow with time), without computing a period for every source row (~10% of a routed
+      // migration) and prunable by DuckDB's zone maps.
+      window_sql = fmt::format(
+          " AND {0} >= DATE {1} AND {0} < DATE {2}", col,
+          duck::quote_literal(format_date(partition_key_from_code(strategy, a).start())),
+          duck::quote_literal(format_date(partition_key_from_code(strategy, b).end())));
       window_name = fmt::format("{}-{}", partition_key_from_code(strategy, a).label(),
                                 partition_key_from_code(strategy, b).label());
     }

@@ -1448,6 +1448,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   std::vector<duckdb_type> col_types;
   std::vector<ColumnGather> gathers;     // one per column, by the router
   std::optional<int64_t> saved_threads;  // DuckDB's threads before single_duckdb_thread
+  std::vector<std::pair<int32_t, int64_t>> day_codes;  // router: day -> period code
   int64_t routed = 0;
   bool finished = false;
   std::string batch_id;  // set by commit() before the writers finish
@@ -1711,14 +1712,13 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     uint64_t* validity = duckdb_vector_get_validity(v);
     const void* data = duckdb_vector_get_data(v);
     const duckdb_type type = sql_codes ? DUCKDB_TYPE_BIGINT : col_types[schema.partition_index()];
-    // Source rows are often clustered by period: the code of the last day computed is kept.
-    int64_t last_day = INT64_MIN, last_code = 0;
-    auto code_of_day = [&](int64_t day) {
-      if (day != last_day) {
-        last_day = day;
-        last_code = partition_code_of_days(strategy, static_cast<int32_t>(day));
-      }
-      return last_code;
+    // Codes of recent days, direct-mapped: ten years of days fit, and the calendar arithmetic
+    // cost more than the rest of the routing of a row.
+    if (day_codes.empty()) day_codes.assign(4096, {INT32_MIN, 0});
+    auto code_of_day = [&](int32_t day) {
+      auto& hit = day_codes[static_cast<uint32_t>(day) & 4095u];
+      if (hit.first != day) hit = {day, partition_code_of_days(strategy, day)};
+      return hit.second;
     };
     for (idx_t i = 0; i < n; ++i) {
       if (validity && !duckdb_validity_row_is_valid(validity, i)) {

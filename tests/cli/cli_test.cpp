@@ -153,7 +153,8 @@ TEST_F(CliTest, MigratesEveryStrategyVerbatim) {
 // The router copies rows column by column with typed loops (fixed widths, inline and heap
 // strings) and leaves nested, enum and bit columns to DuckDB; it computes DATE and TIMESTAMP
 // periods itself. Every type, NULLs in every column, short and long strings, dates before 1970,
-// ISO weeks across new year and ±infinity (NULL periods, as DuckDB's year() has them): each
+// ISO weeks across new year, more periods than one window of open partitions (weekly DATE,
+// daily TIMESTAMP) and ±infinity (NULL periods, as DuckDB's year() has them): each
 // partition holds exactly the source rows DuckDB's own period expression puts there.
 TEST_F(CliTest, RoutedMigrationCopiesEveryColumnTypeVerbatim) {
   {
@@ -161,7 +162,7 @@ TEST_F(CliTest, RoutedMigrationCopiesEveryColumnTypeVerbatim) {
     duck::Connection c = db.connect();
     c.exec(
         "CREATE TABLE base AS SELECT i, DATE '1969-06-01' + CAST(hash(i) % 900 AS INTEGER) AS day, "
-        "TIMESTAMP '1969-12-25' + to_microseconds(CAST(hash(i * 7) % (20 * 86400000000) AS "
+        "TIMESTAMP '1969-12-25' + to_microseconds(CAST(hash(i * 7) % (200 * 86400000000) AS "
         "BIGINT)) AS ts FROM range(20000) r(i)");
     c.exec(
         "CREATE TABLE t AS SELECT i AS id, day, ts, CASE WHEN i % 11 = 0 THEN NULL ELSE i % 2 = 0 "
