@@ -45,6 +45,7 @@ struct BatchCopy {
   std::string alias;      // the source in the repository's DuckDB instance
   std::string range_sql;  // --from/--to filter
   std::string code_expr;  // partition code of a source row
+  std::string pcol;       // the partition column, quoted
   std::string cols;       // the columns, quoted, in order
 };
 // Adaptive probing: batches to skip before the next probe, and the next skip.
@@ -90,6 +91,8 @@ int64_t copy_batch(const BatchCopy& c, int64_t a, int64_t b, const std::string& 
       }
     }
     direct.clustered = !runs.empty();
+    // Runs are copied by INSERT ... SELECT on all of DuckDB's threads; routing wants them at one.
+    c.load.set_single_duckdb_thread(!direct.clustered);
     if (runs.empty()) {
       direct.wait = direct.backoff;
       direct.backoff = std::min(direct.backoff * 2, 16);
@@ -102,10 +105,14 @@ int64_t copy_batch(const BatchCopy& c, int64_t a, int64_t b, const std::string& 
   const int64_t rows_before = direct.rows;
   std::string rest;
   for (const auto& [code, range] : runs) {
+    // The period as a range of the column: the same rows as "code = c", cheaper per row.
+    const PartitionKey key = partition_key_from_code(c.strategy, code);
     direct.rows += c.load.load_into(
-        partition_key_from_code(c.strategy, code),
-        fmt::format("SELECT {} FROM {} WHERE rowid >= {} AND rowid < {}{} AND {} = {}", c.cols,
-                    from, range.first, range.second, c.range_sql, c.code_expr, code));
+        key, fmt::format("SELECT {} FROM {} WHERE rowid >= {} AND rowid < {}{} AND {} >= DATE {} "
+                         "AND {} < DATE {}",
+                         c.cols, from, range.first, range.second, c.range_sql, c.pcol,
+                         duck::quote_literal(format_date(key.start())), c.pcol,
+                         duck::quote_literal(format_date(key.end()))));
     rest += fmt::format("{}{}", rest.empty() ? "" : ", ", code);
   }
   rows = direct.rows - rows_before;
@@ -714,7 +721,7 @@ MigrationResult PartitionMigrator::migrate(
       auto load = repo_.begin_bulk_load(
           schema_, {.replay_batch_id = replay_to ? group_id(*replay_to) : std::string(),
                     .null_partition = options_.null_partition,
-                    .single_duckdb_thread = true});
+                    .single_duckdb_thread = !direct.clustered});
       const auto group_start = std::chrono::steady_clock::now();
       int64_t to = group_from;
       while (i < starts.size()) {
@@ -730,9 +737,9 @@ MigrationResult PartitionMigrator::migrate(
         const int64_t b = a + static_cast<int64_t>(k) * options_.batch_size;
         report(fmt::format("batch {}/{}: periods {}, source rows {}..{}", progress.batches_done + 1,
                            progress.batches_total, window_name, a, b - 1));
-        progress.rows_done +=
-            copy_batch({*load, src.conn, options_, strategy, alias_, range_sql(), code_expr, cols},
-                       a, b, win.is_null() ? "" : window_sql, window_sql, direct);
+        progress.rows_done += copy_batch(
+            {*load, src.conn, options_, strategy, alias_, range_sql(), code_expr, col, cols}, a, b,
+            win.is_null() ? "" : window_sql, window_sql, direct);
         to = b;
         i += k;
         res.batches_done += static_cast<int64_t>(k);

@@ -1474,17 +1474,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     const unsigned n = impl.config.write_threads > 0
                            ? static_cast<unsigned>(impl.config.write_threads)
                            : std::min(hw, 8u);
-    if (options.single_duckdb_thread) {
-      try {
-        auto conn = impl.pool->take();
-        const int64_t threads = conn->query_int("SELECT current_setting('threads')::BIGINT");
-        if (threads > 1) {
-          conn->exec("SET threads = 1");
-          saved_threads = threads;
-        }
-      } catch (const Error&) {  // a slower load, not a failed one
-      }
-    }
+    if (options.single_duckdb_thread) single_thread();
     // All workers exist before any thread starts: a thread reads `workers` while the vector grows
     // otherwise (ThreadSanitizer found it).
     for (unsigned t = 0; t < n; ++t) workers.push_back(std::make_unique<Worker>());
@@ -1625,7 +1615,9 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     std::string probe =
         fmt::format("SELECT count(*), count(*) FILTER (WHERE {})",
                     key.is_null ? pcol + " IS NULL"
-                                : fmt::format("{} = {}", partition_code_sql(strategy, pcol), code));
+                                : fmt::format("{0} >= DATE {1} AND {0} < DATE {2}", pcol,
+                                              duck::quote_literal(format_date(key.start())),
+                                              duck::quote_literal(format_date(key.end()))));
     const bool bounds = Impl::MetaAcc(schema, col_types).supported;
     const auto id = schema.id_index();
     if (bounds) {
@@ -2145,6 +2137,27 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     restore_threads();
   }
 
+  void set_single_duckdb_thread(bool on) {
+    if (on) {
+      single_thread();
+    } else {
+      restore_threads();
+    }
+  }
+
+  void single_thread() {
+    if (saved_threads) return;
+    try {
+      auto conn = impl.pool->take();
+      const int64_t threads = conn->query_int("SELECT current_setting('threads')::BIGINT");
+      if (threads > 1) {
+        conn->exec("SET threads = 1");
+        saved_threads = threads;
+      }
+    } catch (const Error&) {  // a slower load, not a failed one
+    }
+  }
+
   void restore_threads() noexcept {
     if (!saved_threads) return;
     try {
@@ -2170,6 +2183,9 @@ BatchResult PartitionedDataRepository::BulkLoad::commit(const std::string& batch
   return loader_->commit(batch_id);
 }
 void PartitionedDataRepository::BulkLoad::abort() noexcept { loader_->abort(); }
+void PartitionedDataRepository::BulkLoad::set_single_duckdb_thread(bool on) {
+  loader_->set_single_duckdb_thread(on);
+}
 
 namespace {
 

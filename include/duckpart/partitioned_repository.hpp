@@ -79,9 +79,9 @@ class PartitionedDataRepository final : public IDataRepository {
     // DuckDB's worker threads are set to one for the duration of the load (restored by commit or
     // abort): every query of the load's write threads — appends, commits — is a DuckDB task that
     // a worker thread can take over while the thread that issued it spins until it is done. With
-    // the write threads already using every core that costs a routed migration 10-25% of its
+    // the write threads already using every core that costs a routed migration 15-25% of its
     // time (measured, docs/architecture.md). Queries of other connections run on one thread
-    // meanwhile.
+    // meanwhile, and so does load_into()'s INSERT ... SELECT (see set_single_duckdb_thread).
     bool single_duckdb_thread = false;
   };
   // A streaming bulk load. Every row of each load() query — a SELECT whose columns are the
@@ -115,6 +115,10 @@ class PartitionedDataRepository final : public IDataRepository {
     // again with replay_batch_id = batch_id to finish exactly once).
     BatchResult commit(const std::string& batch_id);
     void abort() noexcept;
+    // Changes single_duckdb_thread from now on (restored at commit or abort either way): a
+    // migration keeps DuckDB's threads while it copies runs of a clustered source by INSERT ...
+    // SELECT, and takes them for routing.
+    void set_single_duckdb_thread(bool on);
 
    private:
     friend class PartitionedDataRepository;
