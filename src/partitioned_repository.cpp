@@ -1474,11 +1474,12 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     const unsigned n = impl.config.write_threads > 0
                            ? static_cast<unsigned>(impl.config.write_threads)
                            : std::min(hw, 8u);
-    if (options.single_duckdb_thread) single_thread();
     // All workers exist before any thread starts: a thread reads `workers` while the vector grows
     // otherwise (ThreadSanitizer found it).
     for (unsigned t = 0; t < n; ++t) workers.push_back(std::make_unique<Worker>());
     for (unsigned t = 0; t < n; ++t) workers[t]->th = std::thread([this, t] { work(t); });
+    // Last: nothing after it can throw, so the destructor always restores the threads.
+    if (options.single_duckdb_thread) single_thread();
   }
 
   ~Loader() {
@@ -1576,13 +1577,21 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         col_types.push_back(duckdb_get_type_id(t.get()));
         raw_types.push_back(t.get());
         types.push_back(std::move(t));
-      } else if (got[i] != col_types[i]) {
+      } else if (got[i] != col_types[i] ||
+                 (got[i] == DUCKDB_TYPE_DECIMAL && !same_decimal(st, i, types[i].get()))) {
         throw Error(ErrorCode::kInvalidArgument,
                     fmt::format("source column '{}' changed type between the queries of one bulk "
                                 "load",
                                 name));
       }
     }
+  }
+
+  // A DECIMAL's width decides its storage (2 to 16 bytes): it must not change between queries.
+  static bool same_decimal(const duck::Prepared& st, idx_t col, duckdb_logical_type first) {
+    duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type> t(st.column_logical_type(col));
+    return duckdb_decimal_width(t.get()) == duckdb_decimal_width(first) &&
+           duckdb_decimal_scale(t.get()) == duckdb_decimal_scale(first);
   }
 
   std::size_t slot_for(int64_t code) {
@@ -1707,7 +1716,11 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     // Codes of recent days, direct-mapped: ten years of days fit, and the calendar arithmetic
     // cost more than the rest of the routing of a row.
     if (day_codes.empty()) day_codes.assign(4096, {INT32_MIN, 0});
-    auto code_of_day = [&](int32_t day) {
+    auto code_of_day = [&](int32_t day) -> int64_t {
+      // Far outside years 1..9999 (where the calendar arithmetic could overflow an int): a code
+      // whose year is out of range for every strategy (below 1 or above 9999 read as yearly,
+      // monthly, weekly or daily), refused by partition_key_from_code.
+      if (day < -1'000'000 || day > 4'000'000) return (1970 + int64_t{day} / 365) * 10000 + 9999;
       auto& hit = day_codes[static_cast<uint32_t>(day) & 4095u];
       if (hit.first != day) hit = {day, partition_code_of_days(strategy, day)};
       return hit.second;
@@ -2138,6 +2151,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   }
 
   void set_single_duckdb_thread(bool on) {
+    if (finished) return;  // commit() and abort() restored the threads for good
     if (on) {
       single_thread();
     } else {

@@ -71,7 +71,9 @@ ColumnType parse_column_type(std::string_view sql_type) {
   for (char c : t) {
     if (quote) {
       if (c == quote) quote = 0;  // '' re-opens at the next character: an escaped quote
-      if (c == '\0') {
+      // No backslash: in DuckDB's E'...' strings \' is a quote inside the string, which would
+      // end the text elsewhere than this scan thinks.
+      if (c == '\0' || c == '\\') {
         depth = -1;
         break;
       }

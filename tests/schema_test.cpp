@@ -75,8 +75,8 @@ TEST_F(SchemaTest, RejectsBadDeclarations) {
       make({{"a", "DATE"}, {"b", "INTEGER); DROP TABLE x; --"}}, "a").find("invalid column type"),
       std::string::npos);
   // Quoted text in a type must close; outside quotes the same characters as before.
-  for (const char* bad :
-       {"ENUM('a', 'b)", "ENUM('a'); DROP TABLE x; --", "STRUCT(\"a INT)", "ENUM('it''s)"}) {
+  for (const char* bad : {"ENUM('a', 'b)", "ENUM('a'); DROP TABLE x; --", "STRUCT(\"a INT)",
+                          "ENUM('it''s)", "ENUM(E'\\'')); DROP TABLE x; --')"}) {
     EXPECT_NE(make({{"a", "DATE"}, {"b", bad}}, "a").find("invalid column type"), std::string::npos)
         << bad;
   }
