@@ -764,6 +764,58 @@ TEST_F(PartitionedTest, BulkPathMetadataMatchesAScan) {
   EXPECT_EQ(checked, 3);  // 2021-01 .. 2021-03 (90 days from 1 January)
 }
 
+// The router's typed gathers size their copies from the first query's column types: a DECIMAL
+// that changes width in a later query of the same load is refused (it would be read with the
+// wrong width), and timestamps far outside years 1..9999 are refused by name, whatever the
+// calendar arithmetic would make of them. Nothing is written either way.
+TEST_F(PartitionedTest, RoutedLoadRefusesAChangedDecimalAndFarOutDates) {
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec(
+        "CREATE TABLE events AS SELECT uuid() AS id, TIMESTAMP '2021-01-01' + "
+        "to_microseconds(CAST(hash(i) % (90 * 86400000000) AS BIGINT)) AS ts, "
+        "CAST(NULL AS BOOLEAN) AS flag, CAST(i % 100 AS SMALLINT) AS small, CAST(i AS INTEGER) AS "
+        "qty, i AS big, i / 3.0 AS ratio, CAST(i AS DECIMAL(12,3)) AS price, 'n' || i AS name, "
+        "DATE '2020-01-01' AS day, uuid() AS ref FROM range(3000) r(i)");
+  }
+  PartitionedDataRepository repo = open();
+  repo.attach_database(path("src.duckdb"), "src");
+  const std::string cols_narrow =
+      "id, ts, flag, small, qty, big, ratio, CAST(price % 100 AS DECIMAL(4,1)) AS price, name, "
+      "day, ref";
+  {
+    auto load = repo.begin_bulk_load(schema_, {});
+    EXPECT_EQ(load->load("SELECT * FROM src.main.events WHERE rowid < 1000"), 1000);
+    ErrorCode code{};
+    const std::string err = error_of(
+        [&] {
+          load->load(
+              fmt::format("SELECT {} FROM src.main.events WHERE rowid >= 1000", cols_narrow));
+        },
+        &code);
+    EXPECT_EQ(code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(err.find("'price' changed type"), std::string::npos) << err;
+    load->abort();
+  }
+  EXPECT_EQ(repo.count_all(schema_, {}), 0);
+  for (const char* far : {"294000-01-01", "20000-06-01", "0100-01-01 (BC)"}) {
+    ErrorCode code{};
+    const std::string err = error_of(
+        [&] {
+          repo.create_batch_from_query(
+              schema_,
+              fmt::format("SELECT id, TIMESTAMP '{}' AS ts, flag, small, qty, big, ratio, price, "
+                          "name, day, ref FROM src.main.events",
+                          far));
+        },
+        &code);
+    EXPECT_EQ(code, ErrorCode::kInvalidArgument) << far;
+    EXPECT_NE(err.find("outside the supported partition years"), std::string::npos) << err;
+  }
+  EXPECT_EQ(repo.count_all(schema_, {}), 0);
+  repo.detach_database("src");
+}
+
 // BulkLoad::load_into: one INSERT ... SELECT per partition. Rows outside the named partition fail
 // the call and copy nothing; the metadata equals a scan, whether the rows came by INSERT, by
 // routing, or both into one partition; lookups by id find rows copied either way.
