@@ -79,28 +79,29 @@ ColumnGather::ColumnGather(duckdb_logical_type type) {
   }
 }
 
-void ColumnGather::gather(duckdb_vector src, duckdb_vector dst, const sel_t* rows, idx_t n,
-                          idx_t at, duckdb_selection_vector scratch) const {
+void ColumnGather::gather(const GatherVector& src, const GatherVector& dst, const sel_t* rows,
+                          idx_t n, idx_t at, duckdb_selection_vector scratch) const {
   if (n == 0) return;
   if (kind_ == Kind::kOther) {
     std::memcpy(duckdb_selection_vector_get_data_ptr(scratch), rows, n * sizeof(sel_t));
-    duckdb_vector_copy_sel(src, dst, scratch, n, 0, at);
+    duckdb_vector_copy_sel(src.vec, dst.vec, scratch, n, 0, at);
     return;
   }
-  const uint64_t* valid = duckdb_vector_get_validity(src);
+  const uint64_t* valid = src.validity;
   uint64_t* dst_valid = nullptr;
   if (valid) {
     for (idx_t j = 0; j < n; ++j) {
-      if (duckdb_validity_row_is_valid(const_cast<uint64_t*>(valid), rows[j])) continue;
+      const sel_t r = rows[j];
+      if ((valid[r >> 6] >> (r & 63)) & 1) continue;
       if (!dst_valid) {
-        duckdb_vector_ensure_validity_writable(dst);
-        dst_valid = duckdb_vector_get_validity(dst);
+        duckdb_vector_ensure_validity_writable(dst.vec);
+        dst_valid = duckdb_vector_get_validity(dst.vec);
       }
       duckdb_validity_set_row_invalid(dst_valid, at + j);
     }
   }
-  const void* s = duckdb_vector_get_data(src);
-  void* d = duckdb_vector_get_data(dst);
+  const void* s = src.data;
+  void* d = dst.data;
   if (kind_ == Kind::kString) {
     const auto* ss = static_cast<const duckdb_string_t*>(s);
     auto* ds = static_cast<duckdb_string_t*>(d) + at;
@@ -111,7 +112,7 @@ void ColumnGather::gather(duckdb_vector src, duckdb_vector dst, const sel_t* row
       } else if (v.value.inlined.length <= sizeof(v.value.inlined.inlined)) {
         ds[j] = v;
       } else {
-        duckdb_vector_assign_string_element_len(dst, at + j, v.value.pointer.ptr,
+        duckdb_vector_assign_string_element_len(dst.vec, at + j, v.value.pointer.ptr,
                                                 v.value.pointer.length);
       }
     }

@@ -689,11 +689,16 @@ MigrationResult PartitionMigrator::migrate(
       const int64_t a = win[0].get<int64_t>(), b = win[1].get<int64_t>();
       // The periods a..b as a range of the column: the same rows as "code BETWEEN a AND b" (codes
       // grow with time), without computing a period for every source row (~10% of a routed
-      // migration) and prunable by DuckDB's zone maps.
-      window_sql = fmt::format(
-          " AND {0} >= DATE {1} AND {0} < DATE {2}", col,
-          duck::quote_literal(format_date(partition_key_from_code(strategy, a).start())),
-          duck::quote_literal(format_date(partition_key_from_code(strategy, b).end())));
+      // migration) and prunable by DuckDB's zone maps. A single window holds every period of
+      // the source: only NULLs are left out (1.7% of the CPU of an unsorted migration was this
+      // filter); rows of periods written to the source since the plan are then copied too.
+      window_sql =
+          cp.windows.size() == 1
+              ? fmt::format(" AND {} IS NOT NULL", col)
+              : fmt::format(
+                    " AND {0} >= DATE {1} AND {0} < DATE {2}", col,
+                    duck::quote_literal(format_date(partition_key_from_code(strategy, a).start())),
+                    duck::quote_literal(format_date(partition_key_from_code(strategy, b).end())));
       window_name = fmt::format("{}-{}", partition_key_from_code(strategy, a).label(),
                                 partition_key_from_code(strategy, b).label());
     }

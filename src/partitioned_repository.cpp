@@ -25,6 +25,7 @@
 
 #include "batch.hpp"
 #include "bloom.hpp"
+#include "chunk_feed.hpp"
 #include "chunk_gather.hpp"
 #include "coerce.hpp"
 #include "connection_pool.hpp"
@@ -129,7 +130,8 @@ struct PartitionedDataRepository::Impl {
   std::string base_dir;
   duck::Database hub;
   std::unique_ptr<ConnectionPool> pool;
-  duck::Connection admin;  // ATTACH/DETACH/DDL, under mu
+  duck::Connection admin;          // ATTACH/DETACH/DDL, under mu
+  std::once_flag feed_registered;  // ChunkFeed's table function, for the bulk writers
 
   mutable std::mutex mu;
   std::condition_variable pins_cv;  // signalled when pins drop or draining ends (with mu)
@@ -1377,12 +1379,19 @@ struct PartitionedDataRepository::Impl {
 //
 // A router (the caller's thread) reads the query as a stream, computes each row's period code (in
 // the query) and copies rows into one 2,048-row chunk per partition; full chunks go to the writer
-// thread owning that partition, which appends them inside the partition's open transaction.
-// Chunks are recycled, and at most kInflightPerWriter chunks per writer are queued, so memory is a
-// few chunks per partition plus what DuckDB holds per open transaction (it writes full row groups
-// to the file as they fill).
+// thread owning that partition, which hands every kChunksPerFlush of them to one INSERT ... SELECT
+// FROM __duckpart_feed(id) (src/chunk_feed.hpp: DuckDB reads the chunks without copying them)
+// inside the partition's open transaction. Chunks are recycled, and at most kQueueBytes of chunks
+// are queued to the writers, so memory is a few chunks per partition plus what DuckDB holds per
+// open transaction (it writes full row groups to the file as they fill).
 struct PartitionedDataRepository::BulkLoad::Loader {
-  static constexpr int kInflightPerWriter = 32;
+  // Chunks queued to the writers: up to kQueueBytes (estimated from the column types), between
+  // 32 and 512 per writer. A deep queue keeps both writers busy while one of them compresses a
+  // full row group (the router would otherwise wait for that writer while the other idles):
+  // 32 -> 512 per writer made an unsorted 40M-row migration 10% faster.
+  static constexpr int kMinInflightPerWriter = 32;
+  static constexpr int kMaxInflightPerWriter = 512;
+  static constexpr std::size_t kQueueBytes = std::size_t{256} << 20;
   static constexpr int kChunksPerFlush = 16;         // appender -> transaction-local storage
   static constexpr int64_t kCheckpointRows = 16384;  // per partition and commit
   // From a full row group on, DuckDB's commit moves the rows it already wrote compressed into the
@@ -1400,15 +1409,18 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     int64_t rows = 0;  // routed (router side)
     // Router side: the chunk being filled.
     duckdb_data_chunk building = nullptr;
+    std::vector<GatherVector> building_vecs;  // its columns
     idx_t fill = 0;
     // Writer side (owner thread only).
     std::unique_lock<std::mutex> wlock;
     std::optional<ConnectionPool::Lease> conn;
-    duckdb_appender app = nullptr;
+    // The chunks of this partition, handed to DuckDB by one prepared INSERT per kChunksPerFlush.
+    std::optional<ChunkFeed> feed;
+    std::optional<duck::Prepared> insert;
+    int64_t pending_rows = 0;
     bool open = false;
     bool skip = false;    // already holds the replayed batch id
     bool failed = false;  // an error was recorded; its rows are dropped, it rolls back
-    int unflushed = 0;
     Impl::MetaAcc acc;
   };
 
@@ -1456,6 +1468,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   std::mutex flow_mu;
   std::condition_variable flow_cv;
   int inflight = 0;
+  int inflight_cap = 0;  // set with the column types
   std::vector<duckdb_data_chunk> free_chunks;
   int direct_inflight = 0;
   std::deque<DirectJob> direct_jobs;  // router side; stable addresses, freed with the loader
@@ -1470,6 +1483,10 @@ struct PartitionedDataRepository::BulkLoad::Loader {
 
   Loader(Impl& i, Store& s, const Schema& sc, BulkLoadOptions o)
       : impl(i), store(s), schema(sc), options(std::move(o)), bulk_lock(i.bulk_mu) {
+    std::call_once(impl.feed_registered, [&] {
+      auto conn = impl.pool->take();
+      ChunkFeed::register_function(conn->get());
+    });
     const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
     const unsigned n = impl.config.write_threads > 0
                            ? static_cast<unsigned>(impl.config.write_threads)
@@ -1504,10 +1521,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   void dispatch(std::size_t slot, duckdb_data_chunk chunk) {
     {
       std::unique_lock lock(flow_mu);
-      flow_cv.wait(lock, [&] {
-        return inflight < kInflightPerWriter * static_cast<int>(workers.size()) ||
-               any_failed.load();
-      });
+      flow_cv.wait(lock, [&] { return inflight < inflight_cap || any_failed.load(); });
       ++inflight;
     }
     Worker& w = *workers[slots[slot]->owner];
@@ -1769,7 +1783,15 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     }
     bind_columns(*st, sql_codes ? 1 : 0);
     if (gathers.empty()) {
-      for (duckdb_logical_type t : raw_types) gathers.emplace_back(t);
+      std::size_t row_bytes = 0;
+      for (duckdb_logical_type t : raw_types) {
+        gathers.emplace_back(t);
+        row_bytes += gathers.back().row_bytes_estimate();
+      }
+      const auto w = static_cast<std::size_t>(workers.size());
+      inflight_cap = static_cast<int>(
+          std::clamp(kQueueBytes / std::max<std::size_t>(1, row_bytes * duckdb_vector_size()),
+                     kMinInflightPerWriter * w, kMaxInflightPerWriter * w));
     }
     duck::Result r = st->execute_streaming();
     const idx_t capacity = duckdb_vector_size();
@@ -1781,6 +1803,19 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     std::vector<uint32_t> start;         // per slot: first index into `order`
     std::vector<sel_t> order(capacity);  // the chunk's rows grouped by slot
     std::vector<std::size_t> touched;
+    // The copies of one source chunk: rows [first, first + n) of `order` to row `at` of a
+    // destination chunk whose columns are dst[seg * ncols ...]. Planned for every slot first,
+    // then done column by column (one source column stays in cache while ~120 partitions take
+    // their rows of it).
+    struct Segment {
+      const sel_t* first;
+      idx_t n;
+      idx_t at;
+    };
+    std::vector<Segment> segs;
+    std::vector<GatherVector> seg_dst;
+    std::vector<GatherVector> src_vecs(ncols);
+    std::vector<std::pair<std::size_t, duckdb_data_chunk>> full;  // slot, chunk to dispatch
     // code -> slot, direct-mapped (a hash lookup per row cost more than the copy of the row).
     constexpr std::size_t kCache = 256;
     std::array<std::pair<int64_t, uint32_t>, kCache> cache;
@@ -1822,6 +1857,8 @@ struct PartitionedDataRepository::BulkLoad::Loader {
       for (idx_t i = 0; i < n; ++i) {
         if (slot_of_row[i] != UINT32_MAX) order[start[slot_of_row[i]]++] = static_cast<sel_t>(i);
       }
+      segs.clear();
+      seg_dst.clear();
       for (std::size_t s : touched) {
         const idx_t rows = count[s];
         const sel_t* first = order.data() + start[s] - rows;
@@ -1831,24 +1868,41 @@ struct PartitionedDataRepository::BulkLoad::Loader {
           if (!slot.building) {
             slot.building = new_chunk();
             slot.fill = 0;
+            slot.building_vecs.resize(ncols);
+            for (idx_t col = 0; col < ncols; ++col) {
+              slot.building_vecs[col] = GatherVector::of(slot.building, col);
+            }
           }
           const idx_t take = std::min<idx_t>(rows - done, capacity - slot.fill);
-          for (idx_t col = 0; col < ncols; ++col) {
-            gathers[col].gather(duckdb_data_chunk_get_vector(chunk.get(), col),
-                                duckdb_data_chunk_get_vector(slot.building, col), first + done,
-                                take, slot.fill, sel.get());
-          }
+          segs.push_back({first + done, take, slot.fill});
+          seg_dst.insert(seg_dst.end(), slot.building_vecs.begin(), slot.building_vecs.end());
           slot.fill += take;
-          duckdb_data_chunk_set_size(slot.building, slot.fill);
           done += take;
           if (slot.fill == capacity) {
-            dispatch(s, std::exchange(slot.building, nullptr));
+            full.emplace_back(s, std::exchange(slot.building, nullptr));
             slot.fill = 0;
           }
         }
         slot.rows += static_cast<int64_t>(rows);
         n_routed += static_cast<int64_t>(rows);
       }
+      for (idx_t col = 0; col < ncols; ++col) {
+        src_vecs[col] = GatherVector::of(chunk.get(), col);
+      }
+      for (idx_t col = 0; col < ncols; ++col) {
+        for (std::size_t g = 0; g < segs.size(); ++g) {
+          gathers[col].gather(src_vecs[col], seg_dst[g * ncols + col], segs[g].first, segs[g].n,
+                              segs[g].at, sel.get());
+        }
+      }
+      for (std::size_t s : touched) {
+        if (slots[s]->building) duckdb_data_chunk_set_size(slots[s]->building, slots[s]->fill);
+      }
+      for (const auto& [s, full_chunk] : full) {
+        duckdb_data_chunk_set_size(full_chunk, capacity);
+        dispatch(s, full_chunk);
+      }
+      full.clear();
       touched.clear();
     }
     if (null_rows > 0 && !options.null_partition) {
@@ -1900,35 +1954,58 @@ struct PartitionedDataRepository::BulkLoad::Loader {
       rollback(s);
       return;
     }
-    if (duckdb_appender_create_ext(c.get(), e.alias.c_str(), "main", schema.name().c_str(),
-                                   &s.app) != DuckDBSuccess) {
-      std::string err =
-          s.app && duckdb_appender_error(s.app) ? duckdb_appender_error(s.app) : "append failed";
-      duckdb_appender_destroy(&s.app);
-      s.app = nullptr;
-      duck::fail(ctx, err);
-    }
     s.acc = Impl::MetaAcc(schema, col_types);
   }
 
-  void append(Slot& s, duckdb_data_chunk chunk) {
-    if (s.failed || s.skip) return;
+  // Queues `chunk` for the partition's next INSERT; false when the slot does not take it (failed,
+  // skipped), and the caller recycles it.
+  bool append(Slot& s, duckdb_data_chunk chunk) {
+    if (s.failed || s.skip) return false;
+    bool queued = false;
     try {
       if (!s.open) open_slot(s);
-      if (s.skip) return;
-      if (duckdb_append_data_chunk(s.app, chunk) != DuckDBSuccess) {
-        duck::fail(ctx_of(*s.entry), duckdb_appender_error(s.app));
-      }
+      if (s.skip) return false;
       if (s.acc.supported) s.acc.add(chunk);
-      if (++s.unflushed >= kChunksPerFlush) {
-        s.unflushed = 0;
-        if (duckdb_appender_flush(s.app) != DuckDBSuccess) {
-          duck::fail(ctx_of(*s.entry), duckdb_appender_error(s.app));
-        }
-      }
+      if (!s.feed) s.feed.emplace(raw_types);  // the types are known once chunks exist
+      s.feed->chunks.push_back(chunk);
+      queued = true;
+      s.pending_rows += static_cast<int64_t>(duckdb_data_chunk_get_size(chunk));
+      if (s.feed->chunks.size() >= static_cast<std::size_t>(kChunksPerFlush)) flush_feed(s);
     } catch (const std::exception& e) {
       fail(s, e);
+      drop_pending(s);
     }
+    return queued;  // a queued chunk is recycled by drop_pending
+  }
+
+  // Runs the partition's INSERT over its queued chunks, then recycles them.
+  void flush_feed(Slot& s) {
+    if (!s.feed || s.feed->chunks.empty()) return;
+    struct Recycle {
+      Loader& l;
+      Slot& s;
+      ~Recycle() { l.drop_pending(s); }
+    } recycle_after{*this, s};
+    if (!s.insert) {
+      s.insert.emplace((*s.conn)->prepare(
+          fmt::format("INSERT INTO {}.main.{} SELECT * FROM {}({})",
+                      duck::quote_ident(s.entry->alias), duck::quote_ident(schema.name()),
+                      ChunkFeed::kFunction, s.feed->id()),
+          ctx_of(*s.entry)));
+    }
+    duck::Result r = s.insert->execute();
+    const int64_t copied = r.rows_changed();
+    if (copied != s.pending_rows) {
+      throw Error(ErrorCode::kDuckDb, fmt::format("{}: DuckDB inserted {} of {} routed rows",
+                                                  ctx_of(*s.entry), copied, s.pending_rows));
+    }
+  }
+
+  void drop_pending(Slot& s) noexcept {
+    if (!s.feed) return;
+    for (duckdb_data_chunk c : s.feed->chunks) to_pool(c);
+    s.feed->chunks.clear();
+    s.pending_rows = 0;
   }
 
   void direct(Slot& s, DirectJob& job) {
@@ -1943,9 +2020,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         if (!s.open) open_slot(s);
         if (!s.skip) {
           const std::string ctx = ctx_of(*s.entry);
-          if (duckdb_appender_flush(s.app) != DuckDBSuccess) {
-            duck::fail(ctx, duckdb_appender_error(s.app));
-          }
+          flush_feed(s);
           duck::Result r = (*s.conn)->query(
               fmt::format("INSERT INTO {}.main.{} SELECT * FROM ({}) AS __dp_source",
                           duck::quote_ident(s.entry->alias), duck::quote_ident(schema.name()),
@@ -1972,10 +2047,9 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   }
 
   void rollback(Slot& s) noexcept {
-    if (s.app) {
-      duckdb_appender_destroy(&s.app);
-      s.app = nullptr;
-    }
+    drop_pending(s);
+    s.insert.reset();
+    s.feed.reset();
     if (s.open) {
       try {
         (*s.conn)->exec("ROLLBACK");
@@ -2002,11 +2076,9 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     const std::string ctx = ctx_of(e);
     try {
       duck::Connection& c = **s.conn;
-      const duckdb_state closed = duckdb_appender_close(s.app);
-      std::string err = closed != DuckDBSuccess ? duckdb_appender_error(s.app) : "";
-      duckdb_appender_destroy(&s.app);
-      s.app = nullptr;
-      if (closed != DuckDBSuccess) duck::fail(ctx, err);
+      flush_feed(s);
+      s.insert.reset();
+      s.feed.reset();
       PartitionMeta m =
           s.acc.supported ? s.acc.merged(e.meta) : impl.scan_meta(store, e, c, e.meta);
       impl.record_and_commit(c, e, batch_id, m, ctx);
@@ -2041,14 +2113,19 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     }
   }
 
-  void recycle(duckdb_data_chunk chunk) {
-    duckdb_data_chunk_reset(chunk);
+  // A chunk taken off a writer's queue: the router may queue another.
+  void taken() {
     {
       std::lock_guard lock(flow_mu);
       --inflight;
-      free_chunks.push_back(chunk);
     }
     flow_cv.notify_one();
+  }
+
+  void to_pool(duckdb_data_chunk chunk) noexcept {
+    duckdb_data_chunk_reset(chunk);
+    std::lock_guard lock(flow_mu);
+    free_chunks.push_back(chunk);
   }
 
   void work(unsigned t) {
@@ -2062,8 +2139,8 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         w.q.pop_front();
       }
       if (m.kind == Msg::kChunk) {
-        append(*m.slot, m.chunk);
-        recycle(m.chunk);
+        taken();
+        if (!append(*m.slot, m.chunk)) to_pool(m.chunk);
         continue;
       }
       if (m.kind == Msg::kDirect) {

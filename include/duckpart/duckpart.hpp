@@ -1,6 +1,7 @@
 // duckpart — umbrella header.
 #pragma once
 
+#include "duckpart/allocator.hpp"
 #include "duckpart/config.hpp"
 #include "duckpart/demo_data.hpp"
 #include "duckpart/duckdb_repository.hpp"
