@@ -1,9 +1,9 @@
 #include "chunk_feed.hpp"
 
-#include <atomic>
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "duckpart/error.hpp"
@@ -18,16 +18,10 @@ std::unordered_map<int64_t, ChunkFeed*>& registry() {
   return *r;
 }
 
+// A fresh random id per feed (the kernel's generator): one id says nothing about another.
 int64_t new_id() {
-  static const uint64_t secret = [] {
-    std::random_device rd;
-    return (uint64_t{rd()} << 32) ^ rd();
-  }();
-  static std::atomic<uint64_t> counter{0};
-  uint64_t z = secret + 0x9E3779B97F4A7C15ULL * ++counter;  // splitmix64
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return static_cast<int64_t>(z ^ (z >> 31));
+  thread_local std::random_device rd;
+  return static_cast<int64_t>((uint64_t{rd()} << 32) ^ rd());
 }
 
 void feed_bind(duckdb_bind_info info) {
@@ -38,7 +32,12 @@ void feed_bind(duckdb_bind_info info) {
   {
     std::lock_guard lock(g_mu);
     auto it = registry().find(id);
-    if (it != registry().end()) feed = it->second;
+    // Only the writer that owns a feed may bind it (DuckDB binds on the thread that prepares):
+    // its chunks change between executions, and it is destroyed when the writer is done with it.
+    // Any other query — whatever id it names — gets this error.
+    if (it != registry().end() && it->second->owner() == std::this_thread::get_id()) {
+      feed = it->second;
+    }
   }
   if (!feed) {
     duckdb_bind_set_error(info, "__duckpart_feed: no such feed (internal to duckpart's writers)");
@@ -93,7 +92,8 @@ void ChunkFeed::register_function(duckdb_connection conn) {
   }
 }
 
-ChunkFeed::ChunkFeed(std::vector<duckdb_logical_type> types) : types_(std::move(types)) {
+ChunkFeed::ChunkFeed(std::vector<duckdb_logical_type> types)
+    : owner_(std::this_thread::get_id()), types_(std::move(types)) {
   std::lock_guard lock(g_mu);
   do {
     id_ = new_id();

@@ -9,13 +9,15 @@
 // writer's vector (no copy) — so a value is copied once, into storage, as in DuckDB's own CTAS.
 // The statement is prepared once per partition and transaction.
 //
-// Feeds are found by a random 64-bit id in a process-wide registry: a query naming an id that is
-// not a live feed gets an error, never a dangling pointer. One scan thread per execution keeps
-// the chunks in order.
+// Feeds are found by a random 64-bit id in a process-wide registry, and only the thread that
+// created a feed (its writer) can bind it: any other query naming an id — live or not — gets an
+// error, never a dangling pointer or another load's rows. One scan thread per execution keeps the
+// chunks in order.
 
 #include <duckdb.h>
 
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 namespace duckpart {
@@ -27,13 +29,14 @@ class ChunkFeed {
   // Registers the table function in the catalog of `conn`'s database; once per database.
   static void register_function(duckdb_connection conn);
 
-  // `types`: the chunks' column types; they must outlive the feed.
+  // `types`: the chunks' column types; they must outlive the feed. The calling thread owns it.
   explicit ChunkFeed(std::vector<duckdb_logical_type> types);
   ~ChunkFeed();
   ChunkFeed(const ChunkFeed&) = delete;
   ChunkFeed& operator=(const ChunkFeed&) = delete;
 
   int64_t id() const noexcept { return id_; }
+  std::thread::id owner() const noexcept { return owner_; }
   const std::vector<duckdb_logical_type>& types() const noexcept { return types_; }
 
   // The chunks the next execution of the INSERT reads, in order. The caller owns them.
@@ -41,6 +44,7 @@ class ChunkFeed {
 
  private:
   int64_t id_ = 0;
+  std::thread::id owner_;
   std::vector<duckdb_logical_type> types_;
 };
 

@@ -79,13 +79,14 @@ ColumnGather::ColumnGather(duckdb_logical_type type) {
   }
 }
 
-void ColumnGather::gather(const GatherVector& src, const GatherVector& dst, const sel_t* rows,
-                          idx_t n, idx_t at, duckdb_selection_vector scratch) const {
-  if (n == 0) return;
+std::size_t ColumnGather::gather(const GatherVector& src, const GatherVector& dst,
+                                 const sel_t* rows, idx_t n, idx_t at,
+                                 duckdb_selection_vector scratch) const {
+  if (n == 0) return 0;
   if (kind_ == Kind::kOther) {
     std::memcpy(duckdb_selection_vector_get_data_ptr(scratch), rows, n * sizeof(sel_t));
     duckdb_vector_copy_sel(src.vec, dst.vec, scratch, n, 0, at);
-    return;
+    return 0;
   }
   const uint64_t* valid = src.validity;
   uint64_t* dst_valid = nullptr;
@@ -105,6 +106,7 @@ void ColumnGather::gather(const GatherVector& src, const GatherVector& dst, cons
   if (kind_ == Kind::kString) {
     const auto* ss = static_cast<const duckdb_string_t*>(s);
     auto* ds = static_cast<duckdb_string_t*>(d) + at;
+    std::size_t heap = 0;
     for (idx_t j = 0; j < n; ++j) {
       const duckdb_string_t& v = ss[rows[j]];
       if (dst_valid && !duckdb_validity_row_is_valid(dst_valid, at + j)) {
@@ -114,9 +116,10 @@ void ColumnGather::gather(const GatherVector& src, const GatherVector& dst, cons
       } else {
         duckdb_vector_assign_string_element_len(dst.vec, at + j, v.value.pointer.ptr,
                                                 v.value.pointer.length);
+        heap += v.value.pointer.length;
       }
     }
-    return;
+    return heap;
   }
   switch (width_) {
     case 1:
@@ -135,6 +138,7 @@ void ColumnGather::gather(const GatherVector& src, const GatherVector& dst, cons
       gather_fixed<16>(s, d, rows, n, at);
       break;
   }
+  return 0;
 }
 
 }  // namespace duckpart

@@ -39,13 +39,15 @@ class ColumnGather {
   // Copies source rows rows[0..n) of the flat vector `src` to rows at..at+n of `dst` (a vector of
   // a chunk created by duckdb_create_data_chunk), NULLs included. Strings longer than the inline
   // size are copied into `dst`'s own string heap. `scratch` is a selection vector of at least
-  // `n` entries, used for the types copied by DuckDB itself (nested, enum, bit ...).
-  void gather(const GatherVector& src, const GatherVector& dst, const sel_t* rows, idx_t n,
-              idx_t at, duckdb_selection_vector scratch) const;
+  // `n` entries, used for the types copied by DuckDB itself (nested, enum, bit ...). Returns the
+  // bytes of the strings copied into `dst`'s heap.
+  std::size_t gather(const GatherVector& src, const GatherVector& dst, const sel_t* rows, idx_t n,
+                     idx_t at, duckdb_selection_vector scratch) const;
 
-  // Bytes a row of this column takes in a chunk, roughly (strings: 16 + a guess for the heap).
-  std::size_t row_bytes_estimate() const noexcept {
-    return kind_ == Kind::kFixed ? width_ : kind_ == Kind::kString ? 32 : 64;
+  // Bytes a row of this column takes in a chunk, without a string's heap (counted by gather);
+  // 0 for the types copied by DuckDB, whose size is not known here (nested, enum, bit).
+  std::size_t row_bytes() const noexcept {
+    return kind_ == Kind::kFixed ? width_ : kind_ == Kind::kString ? sizeof(duckdb_string_t) : 0;
   }
 
   // Whether the column is copied by the typed loop (false: duckdb_vector_copy_sel).

@@ -1385,10 +1385,11 @@ struct PartitionedDataRepository::Impl {
 // are queued to the writers, so memory is a few chunks per partition plus what DuckDB holds per
 // open transaction (it writes full row groups to the file as they fill).
 struct PartitionedDataRepository::BulkLoad::Loader {
-  // Chunks queued to the writers: up to kQueueBytes (estimated from the column types), between
-  // 32 and 512 per writer. A deep queue keeps both writers busy while one of them compresses a
-  // full row group (the router would otherwise wait for that writer while the other idles):
-  // 32 -> 512 per writer made an unsorted 40M-row migration 10% faster.
+  // Chunks queued to the writers: up to kQueueBytes (fixed widths and the strings' heap bytes),
+  // between 32 and 512 per writer (32 when a column's size is not known: nested, enum, bit). A deep
+  // queue keeps both writers busy while one of them compresses a full row group (the router would
+  // otherwise wait for that writer while the other idles): 32 -> 512 per writer made an unsorted
+  // 40M-row migration 10% faster.
   static constexpr int kMinInflightPerWriter = 32;
   static constexpr int kMaxInflightPerWriter = 512;
   static constexpr std::size_t kQueueBytes = std::size_t{256} << 20;
@@ -1411,6 +1412,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     duckdb_data_chunk building = nullptr;
     std::vector<GatherVector> building_vecs;  // its columns
     idx_t fill = 0;
+    std::size_t heap_bytes = 0;  // strings copied into its heap
     // Writer side (owner thread only).
     std::unique_lock<std::mutex> wlock;
     std::optional<ConnectionPool::Lease> conn;
@@ -1438,6 +1440,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     Slot* slot = nullptr;
     duckdb_data_chunk chunk = nullptr;
     DirectJob* job = nullptr;
+    std::size_t bytes = 0;  // of the chunk
   };
   struct Worker {
     std::mutex mu;
@@ -1468,7 +1471,11 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   std::mutex flow_mu;
   std::condition_variable flow_cv;
   int inflight = 0;
-  int inflight_cap = 0;  // set with the column types
+  std::size_t inflight_bytes = 0;
+  // Set with the column types: bytes per row of a chunk without string heaps; the queue's bound
+  // in chunks (kMinInflightPerWriter when a column's size is not known).
+  std::size_t row_bytes = 0;
+  int max_inflight_per_writer = kMinInflightPerWriter;
   std::vector<duckdb_data_chunk> free_chunks;
   int direct_inflight = 0;
   std::deque<DirectJob> direct_jobs;  // router side; stable addresses, freed with the loader
@@ -1518,18 +1525,34 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     return duckdb_create_data_chunk(raw_types.data(), raw_types.size());
   }
 
-  void dispatch(std::size_t slot, duckdb_data_chunk chunk) {
+  // Queues `chunk` (`bytes` of data) to the slot's writer, once the queue has room.
+  void dispatch(std::size_t slot, duckdb_data_chunk chunk, std::size_t bytes) {
     {
       std::unique_lock lock(flow_mu);
-      flow_cv.wait(lock, [&] { return inflight < inflight_cap || any_failed.load(); });
+      const int w = static_cast<int>(workers.size());
+      flow_cv.wait(lock, [&] {
+        return any_failed.load() ||
+               (inflight < max_inflight_per_writer * w &&
+                (inflight < kMinInflightPerWriter * w || inflight_bytes + bytes <= kQueueBytes));
+      });
       ++inflight;
+      inflight_bytes += bytes;
     }
     Worker& w = *workers[slots[slot]->owner];
     {
       std::lock_guard lock(w.mu);
-      w.q.push_back({Msg::kChunk, slots[slot].get(), chunk});
+      w.q.push_back({Msg::kChunk, slots[slot].get(), chunk, nullptr, bytes});
     }
     w.cv.notify_one();
+  }
+
+  // Queues the slot's partly filled chunk.
+  void dispatch_building(std::size_t s) {
+    Slot& slot = *slots[s];
+    const std::size_t bytes = row_bytes * slot.fill + slot.heap_bytes;
+    slot.fill = 0;
+    slot.heap_bytes = 0;
+    dispatch(s, std::exchange(slot.building, nullptr), bytes);
   }
 
   std::size_t new_slot(int64_t code) {
@@ -1675,10 +1698,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     if (n == 0) return 0;
     const std::size_t s = slot_for(code);
     Slot& slot = *slots[s];
-    if (slot.building && slot.fill > 0) {  // routed rows first: the writer keeps the order
-      dispatch(s, std::exchange(slot.building, nullptr));
-      slot.fill = 0;
-    }
+    if (slot.building && slot.fill > 0) dispatch_building(s);  // routed rows first, in order
     bool counted = false;
     {
       std::unique_lock lock(flow_mu);
@@ -1783,15 +1803,13 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     }
     bind_columns(*st, sql_codes ? 1 : 0);
     if (gathers.empty()) {
-      std::size_t row_bytes = 0;
+      bool sized = true;
       for (duckdb_logical_type t : raw_types) {
         gathers.emplace_back(t);
-        row_bytes += gathers.back().row_bytes_estimate();
+        row_bytes += gathers.back().row_bytes();
+        sized = sized && gathers.back().typed();
       }
-      const auto w = static_cast<std::size_t>(workers.size());
-      inflight_cap = static_cast<int>(
-          std::clamp(kQueueBytes / std::max<std::size_t>(1, row_bytes * duckdb_vector_size()),
-                     kMinInflightPerWriter * w, kMaxInflightPerWriter * w));
+      max_inflight_per_writer = sized ? kMaxInflightPerWriter : kMinInflightPerWriter;
     }
     duck::Result r = st->execute_streaming();
     const idx_t capacity = duckdb_vector_size();
@@ -1811,11 +1829,18 @@ struct PartitionedDataRepository::BulkLoad::Loader {
       const sel_t* first;
       idx_t n;
       idx_t at;
+      std::size_t slot;
+      int full;  // index into `full` when this segment completes a chunk, else -1
     };
     std::vector<Segment> segs;
     std::vector<GatherVector> seg_dst;
     std::vector<GatherVector> src_vecs(ncols);
-    std::vector<std::pair<std::size_t, duckdb_data_chunk>> full;  // slot, chunk to dispatch
+    struct Full {
+      std::size_t slot;
+      duckdb_data_chunk chunk;
+      std::size_t bytes;
+    };
+    std::vector<Full> full;  // chunks completed by this source chunk, to dispatch
     // code -> slot, direct-mapped (a hash lookup per row cost more than the copy of the row).
     constexpr std::size_t kCache = 256;
     std::array<std::pair<int64_t, uint32_t>, kCache> cache;
@@ -1874,12 +1899,14 @@ struct PartitionedDataRepository::BulkLoad::Loader {
             }
           }
           const idx_t take = std::min<idx_t>(rows - done, capacity - slot.fill);
-          segs.push_back({first + done, take, slot.fill});
+          segs.push_back({first + done, take, slot.fill, s, -1});
           seg_dst.insert(seg_dst.end(), slot.building_vecs.begin(), slot.building_vecs.end());
           slot.fill += take;
           done += take;
           if (slot.fill == capacity) {
-            full.emplace_back(s, std::exchange(slot.building, nullptr));
+            segs.back().full = static_cast<int>(full.size());
+            full.push_back({s, std::exchange(slot.building, nullptr),
+                            row_bytes * capacity + std::exchange(slot.heap_bytes, 0)});
             slot.fill = 0;
           }
         }
@@ -1891,16 +1918,23 @@ struct PartitionedDataRepository::BulkLoad::Loader {
       }
       for (idx_t col = 0; col < ncols; ++col) {
         for (std::size_t g = 0; g < segs.size(); ++g) {
-          gathers[col].gather(src_vecs[col], seg_dst[g * ncols + col], segs[g].first, segs[g].n,
-                              segs[g].at, sel.get());
+          const std::size_t heap =
+              gathers[col].gather(src_vecs[col], seg_dst[g * ncols + col], segs[g].first, segs[g].n,
+                                  segs[g].at, sel.get());
+          if (heap == 0) continue;
+          if (segs[g].full >= 0) {
+            full[static_cast<std::size_t>(segs[g].full)].bytes += heap;
+          } else {
+            slots[segs[g].slot]->heap_bytes += heap;
+          }
         }
       }
       for (std::size_t s : touched) {
         if (slots[s]->building) duckdb_data_chunk_set_size(slots[s]->building, slots[s]->fill);
       }
-      for (const auto& [s, full_chunk] : full) {
-        duckdb_data_chunk_set_size(full_chunk, capacity);
-        dispatch(s, full_chunk);
+      for (const Full& f : full) {
+        duckdb_data_chunk_set_size(f.chunk, capacity);
+        dispatch(f.slot, f.chunk, f.bytes);
       }
       full.clear();
       touched.clear();
@@ -2114,10 +2148,11 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   }
 
   // A chunk taken off a writer's queue: the router may queue another.
-  void taken() {
+  void taken(std::size_t bytes) {
     {
       std::lock_guard lock(flow_mu);
       --inflight;
+      inflight_bytes -= bytes;
     }
     flow_cv.notify_one();
   }
@@ -2139,8 +2174,9 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         w.q.pop_front();
       }
       if (m.kind == Msg::kChunk) {
-        taken();
-        if (!append(*m.slot, m.chunk)) to_pool(m.chunk);
+        taken(m.bytes);
+        // After a failure or an abort everything rolls back: no INSERT for queued chunks.
+        if (any_failed.load() || aborting.load() || !append(*m.slot, m.chunk)) to_pool(m.chunk);
         continue;
       }
       if (m.kind == Msg::kDirect) {
@@ -2191,9 +2227,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     batch_id = id;
     res.batch_id = id;
     for (std::size_t i = 0; i < slots.size(); ++i) {
-      if (slots[i]->building && slots[i]->fill > 0 && !any_failed.load()) {
-        dispatch(i, std::exchange(slots[i]->building, nullptr));
-      }
+      if (slots[i]->building && slots[i]->fill > 0 && !any_failed.load()) dispatch_building(i);
     }
     finished = true;
     // With a failure recorded, every partition rolls back instead: nothing becomes visible.
