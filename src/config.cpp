@@ -132,6 +132,8 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
       c.enable_cross_partition_queries = get_bool();
     } else if (key == "write_threads") {
       c.write_threads = get_int();
+    } else if (key == "single_duckdb_thread_while_writing") {
+      c.single_duckdb_thread_while_writing = get_bool();
     } else if (key == "memory_limit_mb") {
       c.memory_limit_mb = get_int();
     } else {
@@ -139,7 +141,8 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
                   fmt::format("{}: unknown key '{}' (known: preset, strategy, partition_column, "
                               "base_partition_path, max_partitions_in_memory, "
                               "partition_size_threshold_mb, auto_partition_enabled, "
-                              "enable_cross_partition_queries, write_threads, memory_limit_mb)",
+                              "enable_cross_partition_queries, write_threads, "
+                              "single_duckdb_thread_while_writing, memory_limit_mb)",
                               origin, key));
     }
   }

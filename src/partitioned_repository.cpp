@@ -179,6 +179,59 @@ struct PartitionedDataRepository::Impl {
   std::mutex catalog_mu;
   std::mutex bulk_mu;  // one BulkLoad at a time (its writers hold several partitions' write_mu)
 
+  // ---- DuckDB's worker threads while writing ----------------------------------------------------
+  //
+  // Every statement of a write thread (append, INSERT, COMMIT) is a DuckDB task that one of
+  // DuckDB's worker threads can take over while the thread that issued it spins until it is done.
+  // When the write threads already use every core those workers only add contention, so writers
+  // can hold DuckDB at one thread. Holders are counted: the first one saves DuckDB's setting and
+  // sets one thread, the last one restores it, so concurrent batches and bulk loads cannot leave
+  // the instance at one thread.
+  std::mutex threads_mu;
+  int threads_holders = 0;
+  int64_t threads_saved = 0;  // 0: nothing to restore
+
+  void hold_single_thread() noexcept {
+    std::lock_guard lock(threads_mu);
+    if (threads_holders++ > 0) return;
+    try {
+      auto conn = pool->take();
+      const int64_t threads = conn->query_int("SELECT current_setting('threads')::BIGINT");
+      if (threads > 1) {
+        conn->exec("SET threads = 1");
+        threads_saved = threads;
+      }
+    } catch (...) {  // a slower write, not a failed one
+    }
+  }
+
+  void release_single_thread() noexcept {
+    std::lock_guard lock(threads_mu);
+    if (threads_holders == 0 || --threads_holders > 0 || threads_saved == 0) return;
+    try {
+      pool->take()->exec(fmt::format("SET threads = {}", threads_saved));
+    } catch (...) {  // the instance keeps one thread: slower queries, nothing lost
+    }
+    threads_saved = 0;
+  }
+
+  // Holds DuckDB at one thread for a scope when the write threads cover every core.
+  struct SingleThreadScope {
+    Impl* impl = nullptr;
+    explicit SingleThreadScope(Impl& i, unsigned write_threads) {
+      const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+      if (i.config.single_duckdb_thread_while_writing && write_threads >= hw) {
+        impl = &i;
+        impl->hold_single_thread();
+      }
+    }
+    ~SingleThreadScope() {
+      if (impl) impl->release_single_thread();
+    }
+    SingleThreadScope(const SingleThreadScope&) = delete;
+    SingleThreadScope& operator=(const SingleThreadScope&) = delete;
+  };
+
   // ---- attach / detach (under mu) -------------------------------------------------------------
 
   std::string attach_sql(const Entry& e) const {
@@ -853,10 +906,28 @@ struct PartitionedDataRepository::Impl {
   // Min/max id of one group straight from the column (no Value per row): ids are text (UUID in
   // canonical lower-case form, whose text order is DuckDB's UUID order) or BIGINT. Runs on the
   // writer threads (one group each).
-  static void group_id_range(const Schema& schema, const ColumnBatch& batch, Group& g) {
+  static void group_id_range(const Schema& schema, const ColumnBatch& batch,
+                             const std::vector<std::vector<duckdb_hugeint>>& uuids, Group& g) {
     if (!schema.id_index()) return;
     const ColumnVector& idv = batch.columns[*schema.id_index()];
-    if (const auto* text = std::get_if<std::vector<std::string>>(&idv.data)) {
+    if (const auto& bits = uuids[*schema.id_index()]; !bits.empty()) {
+      // DuckDB's UUID order is the order of its hugeint (top bit flipped), and of canonical text.
+      auto less = [](const duckdb_hugeint& a, const duckdb_hugeint& b) {
+        return a.upper < b.upper || (a.upper == b.upper && a.lower < b.lower);
+      };
+      const duckdb_hugeint* lo = nullptr;
+      const duckdb_hugeint* hi = nullptr;
+      for (uint32_t r : g.rows) {
+        if (!idv.is_valid(r)) continue;
+        const duckdb_hugeint& v = bits[r];
+        if (!lo || less(v, *lo)) lo = &v;
+        if (!hi || less(*hi, v)) hi = &v;
+      }
+      if (lo) {
+        g.min_id = Value(duck::uuid_to_string(*lo));
+        g.max_id = Value(duck::uuid_to_string(*hi));
+      }
+    } else if (const auto* text = std::get_if<std::vector<std::string>>(&idv.data)) {
       const std::string* lo = nullptr;
       const std::string* hi = nullptr;
       for (uint32_t r : g.rows) {
@@ -883,14 +954,15 @@ struct PartitionedDataRepository::Impl {
   }
 
   // Commits one group of a ColumnBatch into its partition.
-  bool commit_group(Store& store, const ColumnBatch& batch, Group& g, const std::string& batch_id,
-                    bool check_replay, duck::Connection& conn) {
+  bool commit_group(Store& store, const ColumnBatch& batch,
+                    const std::vector<std::vector<duckdb_hugeint>>& uuids, Group& g,
+                    const std::string& batch_id, bool check_replay, duck::Connection& conn) {
     Entry& e = *g.entry;
     const bool done = commit_partition(
         e, batch_id, check_replay, conn,
         [&](duck::Connection& c, const std::string& ctx) {
           duck::BatchAppender app(c, e.alias, store.schema.name(), store.schema, ctx);
-          app.append(batch, g.rows);
+          app.append(batch, g.rows, &uuids);
           app.close();
         },
         [&](duck::Connection&, const PartitionMeta& old) {
@@ -1159,8 +1231,31 @@ struct PartitionedDataRepository::Impl {
         }
       }
     }
+    // UUID columns are parsed here, in row order, once: the writers gather rows in partition order,
+    // and reading each row's text there costs two cache misses per value (the string and its heap
+    // buffer) — it was ~10% of a 1M-row batch's CPU. A bad value fails the batch untouched.
+    std::vector<std::vector<duckdb_hugeint>> uuids(schema.columns().size());
+    for (std::size_t c = 0; c < schema.columns().size(); ++c) {
+      if (schema.columns()[c].type != ColumnType::kUuid) continue;
+      const ColumnVector& col = batch.columns[c];
+      const auto& text = std::get<std::vector<std::string>>(col.data);
+      std::vector<duckdb_hugeint>& out = uuids[c];
+      out.assign(batch.rows, duckdb_hugeint{});
+      for (std::size_t r = 0; r < batch.rows; ++r) {
+        if (!col.is_valid(r)) continue;
+        if (!duck::uuid_parse(text[r], out[r])) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      fmt::format("record {}: column '{}' (UUID): value '{}' is not a UUID", r,
+                                  schema.columns()[c].name, text[r]));
+        }
+      }
+    }
     std::sort(groups.begin(), groups.end(),
               [](const Group& a, const Group& b) { return a.key < b.key; });
+    // Creating partitions and the commits. Large batches only: SET threads restarts DuckDB's
+    // workers, ~1 ms each way.
+    const SingleThreadScope single_thread(
+        *this, batch.rows >= kSingleThreadMinRows ? write_threads_for(groups.size()) : 0);
     {
       std::lock_guard lock(mu);
       if (!config.auto_partition_enabled) {
@@ -1200,12 +1295,22 @@ struct PartitionedDataRepository::Impl {
         groups.size(), res,
         [&](std::size_t i, duck::Connection& conn) {
           Group& g = groups[i];
-          group_id_range(schema, batch, g);
-          const bool done = commit_group(store, batch, g, res.batch_id, check_replay, conn);
+          group_id_range(schema, batch, uuids, g);
+          const bool done = commit_group(store, batch, uuids, g, res.batch_id, check_replay, conn);
           return std::make_pair(done, static_cast<int64_t>(g.rows.size()));
         },
         [&](std::size_t i) { return groups[i].entry; });
     return res;
+  }
+
+  static constexpr std::size_t kSingleThreadMinRows = 100'000;
+
+  // The write threads run_commits uses for `n` partitions (at most one per partition).
+  unsigned write_threads_for(std::size_t n) const {
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    const unsigned t = config.write_threads > 0 ? static_cast<unsigned>(config.write_threads) : hw;
+    return static_cast<unsigned>(
+        std::min<std::size_t>({t, n, static_cast<std::size_t>(config.max_partitions_in_memory)}));
   }
 
   // Runs `commit(i, conn)` for i in [0, n) in windows of at most max_partitions_in_memory pinned
@@ -1461,8 +1566,8 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   std::vector<duck::Owned<duckdb_logical_type, duckdb_destroy_logical_type>> types;
   std::vector<duckdb_logical_type> raw_types;
   std::vector<duckdb_type> col_types;
-  std::vector<ColumnGather> gathers;     // one per column, by the router
-  std::optional<int64_t> saved_threads;  // DuckDB's threads before single_duckdb_thread
+  std::vector<ColumnGather> gathers;  // one per column, by the router
+  bool holds_threads = false;         // single_duckdb_thread: holding impl's single-thread count
   std::vector<std::pair<int32_t, int64_t>> day_codes;  // router: day -> period code
   int64_t routed = 0;
   bool finished = false;
@@ -2270,26 +2375,16 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     }
   }
 
-  void single_thread() {
-    if (saved_threads) return;
-    try {
-      auto conn = impl.pool->take();
-      const int64_t threads = conn->query_int("SELECT current_setting('threads')::BIGINT");
-      if (threads > 1) {
-        conn->exec("SET threads = 1");
-        saved_threads = threads;
-      }
-    } catch (const Error&) {  // a slower load, not a failed one
-    }
+  void single_thread() noexcept {
+    if (holds_threads) return;
+    impl.hold_single_thread();
+    holds_threads = true;
   }
 
   void restore_threads() noexcept {
-    if (!saved_threads) return;
-    try {
-      impl.pool->take()->exec(fmt::format("SET threads = {}", *saved_threads));
-    } catch (...) {  // the instance keeps one thread: slower queries, nothing lost
-    }
-    saved_threads.reset();
+    if (!holds_threads) return;
+    impl.release_single_thread();
+    holds_threads = false;
   }
 };
 
@@ -3431,6 +3526,7 @@ void PartitionedDataRepository::flush() {
           pinned.size(), impl_->config.write_threads > 0
                              ? static_cast<std::size_t>(impl_->config.write_threads)
                              : hw);
+      const Impl::SingleThreadScope single_thread(*impl_, static_cast<unsigned>(nthreads));
       std::atomic<std::size_t> next{0};
       auto work = [&] {
         auto conn = impl_->pool->take();

@@ -48,6 +48,9 @@ TEST(ConfigTest, TomlOverridesPreset) {
       parse_partition_config("strategy = \"weekly\"\nauto_partition_enabled = false\n", "t.toml");
   EXPECT_EQ(w.strategy, PartitionStrategy::kWeekly);
   EXPECT_FALSE(w.auto_partition_enabled);
+  EXPECT_TRUE(w.single_duckdb_thread_while_writing);
+  EXPECT_FALSE(parse_partition_config("single_duckdb_thread_while_writing = false\n", "t.toml")
+                   .single_duckdb_thread_while_writing);
 }
 
 TEST(ConfigTest, TomlErrorsNameFileKeyAndValue) {

@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -1013,6 +1015,91 @@ TEST_F(PartitionedTest, ColumnarBatchWithUpperCaseUuidsIsFoundByAnySpelling) {
     ASSERT_TRUE(up.has_value());
     EXPECT_EQ(lower->values[0], rows[i].values[0]);
     EXPECT_EQ(row_text(*lower), row_text(*up));
+  }
+}
+
+TEST_F(PartitionedTest, UuidColumnsAreParsedInRowOrderAndBadValuesNamed) {
+  // UUID columns are parsed before the rows are grouped by partition: values in any accepted form
+  // read back canonical, NULLs stay NULL, and a bad value anywhere fails the batch untouched,
+  // naming the record, the column and the value.
+  PartitionedDataRepository repo = open();
+  std::mt19937_64 rng(11);
+  auto rows =
+      random_wide_rows(rng, 3000, date_from_civil(2023, 1, 1), date_from_civil(2023, 6, 30));
+  std::vector<std::string> canonical(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::string u = random_uuid(rng);
+    canonical[i] = u;
+    if (i % 3 == 1) std::transform(u.begin(), u.end(), u.begin(), ::toupper);
+    if (i % 3 == 2) u = "{" + u + "}";
+    rows[i].values[10] = i % 10 == 9 ? Value{} : Value(u);
+  }
+  auto bad = rows;
+  bad[2500].values[10] = Value(std::string("12345678-0000-0000-0000-00000000000g"));
+  const std::string msg = error_of([&] { repo.create_batch(schema_, bad); });
+  EXPECT_NE(msg.find("record 2500"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'ref'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("00000000000g"), std::string::npos) << msg;
+  EXPECT_EQ(repo.count_all(schema_), 0);
+  ASSERT_EQ(repo.create_batch(schema_, rows).rows_written, 3000);
+  for (std::size_t i = 0; i < rows.size(); i += 97) {
+    auto got = repo.get_by_id(schema_, rows[i].values[0]);
+    ASSERT_TRUE(got.has_value());
+    if (i % 10 == 9) {
+      EXPECT_TRUE(got->values[10].is_null());
+    } else {
+      EXPECT_EQ(got->values[10].get<std::string>(), canonical[i]);
+    }
+  }
+}
+
+TEST_F(PartitionedTest, LargeBatchesHoldDuckDBAtOneThreadAndRestoreIt) {
+  // While a batch of 100K+ rows is committed on every core, DuckDB runs one thread; afterwards
+  // (also after concurrent batches, a failed batch, and with the setting off) it has its threads
+  // back. Seen from the commit hook, which runs on the write threads mid-batch.
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  for (const bool hold : {true, false}) {
+    SCOPED_TRACE(hold ? "held" : "setting off");
+    std::filesystem::remove_all(path("parts"));
+    PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly, 24);
+    cfg.single_duckdb_thread_while_writing = hold;
+    PartitionedDataRepository repo(cfg);
+    auto threads_now = [&] {
+      RecordStream s = repo.query_sql("SELECT current_setting('threads')::BIGINT AS t");
+      DataRecord r;
+      EXPECT_TRUE(s.next(r));
+      return r.values.at(0).get<int64_t>();
+    };
+    const int64_t before = threads_now();
+    std::mutex seen_mu;
+    std::set<int64_t> seen;
+    repo.set_commit_hook([&](const std::string&) {
+      const int64_t t = threads_now();
+      std::lock_guard lock(seen_mu);
+      seen.insert(t);
+    });
+    std::mt19937_64 rng(3);
+    auto big =
+        random_wide_rows(rng, 120'000, date_from_civil(2022, 1, 1), date_from_civil(2022, 12, 31));
+    std::vector<std::thread> writers;
+    for (int w = 0; w < 2; ++w) writers.emplace_back([&] { repo.create_batch(schema_, big); });
+    for (auto& t : writers) t.join();
+    EXPECT_EQ(threads_now(), before);
+    if (hold && hw > 1 && before > 1) {
+      EXPECT_EQ(seen, std::set<int64_t>{1});
+    } else {
+      EXPECT_EQ(seen, std::set<int64_t>{before});
+    }
+    // A batch refused for a bad value and a small batch leave the setting alone.
+    auto bad = big;
+    bad[5].values[schema_.partition_index()] = Value(std::string("not a timestamp"));
+    EXPECT_THROW(repo.create_batch(schema_, bad), Error);
+    EXPECT_EQ(threads_now(), before);
+    seen.clear();
+    repo.create_batch(schema_, random_wide_rows(rng, 50, date_from_civil(2022, 1, 1),
+                                                date_from_civil(2022, 12, 31)));
+    EXPECT_EQ(seen, std::set<int64_t>{before});
+    EXPECT_EQ(repo.count_all(schema_), 2 * 120'000 + 50);
   }
 }
 

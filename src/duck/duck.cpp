@@ -616,7 +616,8 @@ BatchAppender::BatchAppender(Connection& conn, const std::string& catalog, const
   }
 }
 
-void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>& rows) {
+void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>& rows,
+                           const std::vector<std::vector<duckdb_hugeint>>* uuids) {
   std::vector<duckdb_logical_type> types;
   types.reserve(logical_.size());
   for (auto& t : logical_) types.push_back(t.get());
@@ -665,8 +666,13 @@ void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>
           break;
         }
         case DUCKDB_TYPE_UUID: {
-          const auto& s = std::get<std::vector<std::string>>(src.data);
           auto* d = static_cast<duckdb_hugeint*>(data);
+          if (uuids && !(*uuids)[col].empty()) {
+            const duckdb_hugeint* parsed = (*uuids)[col].data();
+            for (std::size_t i = 0; i < n; ++i) d[i] = parsed[rows[begin + i]];
+            break;
+          }
+          const auto& s = std::get<std::vector<std::string>>(src.data);
           for (std::size_t i = 0; i < n; ++i) {
             const uint32_t row = rows[begin + i];
             if (!src.is_valid(row)) continue;

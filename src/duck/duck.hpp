@@ -169,8 +169,11 @@ class BatchAppender {
  public:
   BatchAppender(Connection& conn, const std::string& catalog, const std::string& table,
                 const Schema& schema, std::string context);
-  // Appends batch rows `rows[begin, end)`.
-  void append(const ColumnBatch& batch, const std::vector<uint32_t>& rows);
+  // Appends batch rows `rows`. `uuids`, when not null, holds per column either nothing or the
+  // column's UUIDs already parsed (uuid_parse, one per batch row; null rows hold anything): the
+  // rows are then read from there instead of parsing their text here.
+  void append(const ColumnBatch& batch, const std::vector<uint32_t>& rows,
+              const std::vector<std::vector<duckdb_hugeint>>* uuids = nullptr);
   // Flushes and closes (errors surface here).
   void close();
 
