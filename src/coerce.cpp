@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -230,6 +231,23 @@ std::string param_sql_type(const Column& column, const Value& v) {
     default:
       return column.sql_type;
   }
+}
+
+std::optional<std::string> constant_sql(const Column& column, const Value& v) {
+  if (v.is<int64_t>()) {
+    return fmt::format("CAST({} AS {})", v.get<int64_t>(), param_sql_type(column, v));
+  }
+  // Printable ASCII only in SQL text (no NUL, no UTF-8 for the parser to judge); anything else
+  // stays a bound parameter.
+  auto plain = [](const std::string& t) {
+    return std::all_of(t.begin(), t.end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; });
+  };
+  if (v.is<std::string>() && plain(v.get<std::string>()) &&
+      (column.type == ColumnType::kUuid || column.type == ColumnType::kVarchar)) {
+    return fmt::format("CAST({} AS {})", duck::quote_literal(v.get<std::string>()),
+                       param_sql_type(column, v));
+  }
+  return std::nullopt;
 }
 
 int64_t temporal_micros(const Value& v) {

@@ -1,6 +1,7 @@
 // Coercion of user values to a column's type, shared by filters and writes. Private header.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,10 @@ Value coerce_value(const Column& column, const Value& v, std::string_view contex
 
 // SQL type a bound value of `v` (already coerced for `column`) is cast to in generated SQL.
 std::string param_sql_type(const Column& column, const Value& v);
+// `v` (coerced for `column`) as a constant SQL expression of param_sql_type, for integer, UUID and
+// VARCHAR values; nullopt for others. DuckDB pushes `col = <constant>` into the table scan (zone
+// maps, the scan's own comparison); `col = CAST(? AS T)` stays a filter above a full scan.
+std::optional<std::string> constant_sql(const Column& column, const Value& v);
 
 // Partition column value as microseconds since the epoch (Date -> midnight).
 int64_t temporal_micros(const Value& v);

@@ -218,10 +218,13 @@ std::optional<DataRecord> DuckDBDataRepository::get_by_id(const Schema& schema, 
   const Value v = coerce_value(c, id, "get_by_id");
   auto conn = impl_->pool->take();
   if (!impl_->table_exists(schema, *conn)) return std::nullopt;
-  auto st = conn->prepare(fmt::format("SELECT {} FROM {} WHERE {} = CAST(? AS {}) LIMIT 1",
-                                      full_select_list(schema), impl_->table_ref(schema),
-                                      duck::quote_ident(c.name), param_sql_type(c, v)));
-  st.bind(1, v);
+  // A constant and no LIMIT, as in the partitioned store (see there): half the time in one file.
+  const std::optional<std::string> constant = constant_sql(c, v);
+  auto st = conn->prepare(
+      fmt::format("SELECT {} FROM {} WHERE {} = {}", full_select_list(schema),
+                  impl_->table_ref(schema), duck::quote_ident(c.name),
+                  constant ? *constant : fmt::format("CAST(? AS {})", param_sql_type(c, v))));
+  if (!constant) st.bind(1, v);
   duck::Result r = st.execute();
   duck::ChunkDecoder dec(r);
   std::vector<DataRecord> rows;

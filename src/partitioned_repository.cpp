@@ -1244,9 +1244,11 @@ struct PartitionedDataRepository::Impl {
       for (std::size_t r = 0; r < batch.rows; ++r) {
         if (!col.is_valid(r)) continue;
         if (!duck::uuid_parse(text[r], out[r])) {
-          throw Error(ErrorCode::kInvalidArgument,
-                      fmt::format("record {}: column '{}' (UUID): value '{}' is not a UUID", r,
-                                  schema.columns()[c].name, text[r]));
+          const std::string& t = text[r];
+          throw Error(
+              ErrorCode::kInvalidArgument,
+              fmt::format("record {}: column '{}' (UUID): value '{}{}' is not a UUID", r,
+                          schema.columns()[c].name, t.substr(0, 80), t.size() > 80 ? "..." : ""));
         }
       }
     }
@@ -2684,9 +2686,17 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       candidates.push_back(e.get());
     }
   }
-  const std::string select = fmt::format(
-      "SELECT {} FROM {{}}.main.{} WHERE {} = CAST(? AS {}) LIMIT 1", full_select_list(schema),
-      duck::quote_ident(schema.name()), duck::quote_ident(c.name), param_sql_type(c, v));
+  // A constant (not a parameter) so that DuckDB compares in the scan and skips row groups by their
+  // zone maps (~5% faster). No LIMIT 1: with it DuckDB 1.4 plans `SELECT * ... LIMIT` through late
+  // materialization (a second pass joining on rowid): 4.0-5.3 ms instead of 2.7-3.0 ms per lookup
+  // in an 830K-row partition (session 9). Ids are unique; the first row is returned.
+  const std::optional<std::string> constant = constant_sql(c, v);
+  // "SELECT ... FROM " + alias + select_tail (the constant may hold braces: no format string).
+  const std::string select_head = "SELECT " + full_select_list(schema) + " FROM ";
+  const std::string select_tail = fmt::format(
+      ".main.{} WHERE {} = {}", duck::quote_ident(schema.name()), duck::quote_ident(c.name),
+      constant ? *constant : fmt::format("CAST(? AS {})", param_sql_type(c, v)));
+  const std::vector<Value> params = constant ? std::vector<Value>{} : std::vector<Value>{v};
   const std::string id_dir = store.dir + "/" + kIdIndexDir;
   for (Entry* e : candidates) {
     bool need_build = false;
@@ -2738,8 +2748,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       std::lock_guard lock(impl_->mu);
       ++impl_->counters.partitions_scanned;
     }
-    auto rows =
-        run_rows(*conn, fmt::format(fmt::runtime(select), duck::quote_ident(e->alias)), {v});
+    auto rows = run_rows(*conn, select_head + duck::quote_ident(e->alias) + select_tail, params);
     if (!rows.empty()) return std::move(rows[0]);
   }
   if (!damaged.empty()) {

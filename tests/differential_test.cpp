@@ -1,5 +1,7 @@
 // The same random data through DuckDBDataRepository (one file) and PartitionedDataRepository (every
 // strategy), then hundreds of random requests: identical rows, counts, pages and streams.
+#include <fmt/format.h>
+
 #include <cstdlib>
 
 #include "test_util.hpp"
@@ -308,6 +310,61 @@ TEST_P(DifferentialTest, RandomSqlMatchesTheSingleFile) {
     ASSERT_LE(parts.counters().partitions_attached_now, std::max<int64_t>(c.max_in_memory, 1));
   }
   EXPECT_GT(pruned, requests / 5) << "range predicates should prune partitions";
+}
+
+// get_by_id with text and integer ids that look like SQL or format strings: both stores find
+// exactly the row with that id (the id is written into the lookup's SQL as a constant).
+TEST_F(TempDirTest, GetByIdOfHostileTextAndIntegerIdsMatchesTheSingleFile) {
+  const std::vector<std::string> hostile = {"plain",
+                                            "it's",
+                                            "''",
+                                            "{}",
+                                            "{0}",
+                                            "}{",
+                                            "{",
+                                            "x'; DROP TABLE docs; --",
+                                            "a\\b",
+                                            "%s%n",
+                                            "\xe2\x82\xac uro",
+                                            "",
+                                            " ",
+                                            "NULL",
+                                            "null"};
+  for (const char* id_type : {"VARCHAR", "BIGINT"}) {
+    SCOPED_TRACE(id_type);
+    const Schema schema("docs", {{"id", id_type}, {"ts", "TIMESTAMP"}, {"v", "INTEGER"}}, "ts",
+                        "id");
+    const std::string dir = path(std::string("parts_") + id_type);
+    DuckDBDataRepository single(path(std::string("single_") + id_type + ".duckdb"));
+    PartitionedDataRepository parts(test_config(dir, PartitionStrategy::kMonthly));
+    std::vector<DataRecord> rows;
+    std::vector<Value> ids;
+    for (std::size_t i = 0; i < 300; ++i) {
+      const Value id = std::string(id_type) == "VARCHAR"
+                           ? Value(i < hostile.size() ? hostile[i] : fmt::format("id-{}", i))
+                           : Value(static_cast<int64_t>(i * 7919) - 1000000);
+      ids.push_back(id);
+      rows.push_back(
+          DataRecord{{id,
+                      Value(to_timestamp(date_from_civil(2023, static_cast<unsigned>(1 + i % 12),
+                                                         static_cast<unsigned>(1 + i % 28)))),
+                      Value(static_cast<int64_t>(i))}});
+    }
+    single.create_batch(schema, rows);
+    parts.create_batch(schema, rows);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      auto a = single.get_by_id(schema, ids[i]);
+      auto b = parts.get_by_id(schema, ids[i]);
+      ASSERT_TRUE(a.has_value()) << i;
+      ASSERT_TRUE(b.has_value()) << i;
+      EXPECT_EQ(row_text(*a), row_text(rows[i])) << i;
+      EXPECT_EQ(row_text(*b), row_text(rows[i])) << i;
+    }
+    const Value missing = std::string(id_type) == "VARCHAR" ? Value(std::string("it''s"))
+                                                            : Value(int64_t{424242424242});
+    EXPECT_FALSE(single.get_by_id(schema, missing).has_value());
+    EXPECT_FALSE(parts.get_by_id(schema, missing).has_value());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
