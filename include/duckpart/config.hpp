@@ -28,11 +28,12 @@ struct PartitionConfig {
   bool enable_cross_partition_queries = true;
   // Worker threads for parallel partition writes (0: one per hardware thread).
   int write_threads = 0;
-  // While a batch is written on as many write threads as there are cores, DuckDB's own worker
-  // threads are set to one (restored after the batch): each small statement of a write thread is
-  // a DuckDB task its workers can take over while the write thread spins waiting for it, which
-  // cost create_batch ~15% of its time (docs/performance.md, session 9). Queries running in the
-  // same repository meanwhile run on one thread. false: DuckDB keeps its threads.
+  // While a batch of 100K+ rows is written on as many write threads as there are cores (and while
+  // flush() checkpoints), DuckDB's own worker threads are set to one, restored after: each small
+  // statement of a write thread is a DuckDB task its workers can take over while the write thread
+  // spins waiting for it, which cost large create_batch calls 5-10% of their time
+  // (docs/performance.md, session 9). Queries running in the same repository meanwhile run on one
+  // thread. false: DuckDB keeps its threads.
   bool single_duckdb_thread_while_writing = true;
   // Memory DuckDB may use for this repository (buffer cache of the open partitions, sorts,
   // aggregates), in MB; 0: DuckDB's default (80% of RAM). Bounds the resident memory of long scans
