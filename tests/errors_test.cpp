@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "batch.hpp"
 #include "test_util.hpp"
 
 namespace duckpart::testing {
@@ -162,6 +163,14 @@ TEST_F(ErrorsTest, ValueTypes) {
         r.create_batch_columnar(schema_, b);
       },
       "column 'qty' (INTEGER) must be a std::vector<int64_t>");
+  expect_refused(  // columnar: UUID text is parsed by the stores themselves, whole batch refused
+      [&](IDataRepository& r) {
+        ColumnBatch b = records_to_batch(schema_, batch_with(10, Value{}));
+        std::get<std::vector<std::string>>(b.columns[10].data)[5] = std::string(100, 'z');
+        b.columns[10].valid[5] = 1;
+        r.create_batch_columnar(schema_, b);
+      },
+      "record 5: column 'ref' (UUID): value '" + std::string(80, 'z') + "...' is not a UUID");
 }
 
 TEST_F(ErrorsTest, Queries) {

@@ -611,6 +611,7 @@ BatchAppender::BatchAppender(Connection& conn, const std::string& catalog, const
   }
   app_.reset(a);
   for (const Column& c : schema.columns()) {
+    names_.push_back(c.name);
     chunk_types_.push_back(chunk_type_for(c));
     logical_.emplace_back(duckdb_create_logical_type(chunk_types_.back()));
   }
@@ -677,9 +678,11 @@ void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>
             const uint32_t row = rows[begin + i];
             if (!src.is_valid(row)) continue;
             if (!uuid_parse(s[row], d[i])) {
-              throw Error(ErrorCode::kInvalidArgument,
-                          fmt::format("{}: record {}: column {} (UUID): value '{}' is not a UUID",
-                                      context_, row, col + 1, s[row]));
+              throw Error(
+                  ErrorCode::kInvalidArgument,
+                  fmt::format("{}: record {}: column '{}' (UUID): value '{}{}' is not a UUID",
+                              context_, row, names_[col], s[row].substr(0, 80),
+                              s[row].size() > 80 ? "..." : ""));
             }
           }
           break;

@@ -181,6 +181,7 @@ class BatchAppender {
   Owned<duckdb_appender, duckdb_appender_destroy> app_;
   std::vector<duckdb_type> chunk_types_;
   std::vector<Owned<duckdb_logical_type, duckdb_destroy_logical_type>> logical_;
+  std::vector<std::string> names_;
   std::string context_;
 };
 
