@@ -34,6 +34,10 @@ void PartitionConfig::validate() const {
     bad("memory_limit_mb", std::to_string(memory_limit_mb),
         "must be 0 (DuckDB's default) or at least 64");
   }
+  if (id_index_memory_mb < 0 || id_index_memory_mb > 16 * 1024 * 1024) {
+    bad("id_index_memory_mb", std::to_string(id_index_memory_mb),
+        "must be 0 (no id maps) or a size in MB");
+  }
   if (write_threads < 0 || write_threads > 256) {
     bad("write_threads", std::to_string(write_threads), "must be between 0 (auto) and 256");
   }
@@ -136,14 +140,17 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
       c.single_duckdb_thread_while_writing = get_bool();
     } else if (key == "memory_limit_mb") {
       c.memory_limit_mb = get_int();
+    } else if (key == "id_index_memory_mb") {
+      c.id_index_memory_mb = get_int();
     } else {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("{}: unknown key '{}' (known: preset, strategy, partition_column, "
-                              "base_partition_path, max_partitions_in_memory, "
-                              "partition_size_threshold_mb, auto_partition_enabled, "
-                              "enable_cross_partition_queries, write_threads, "
-                              "single_duckdb_thread_while_writing, memory_limit_mb)",
-                              origin, key));
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{}: unknown key '{}' (known: preset, strategy, partition_column, "
+                      "base_partition_path, max_partitions_in_memory, "
+                      "partition_size_threshold_mb, auto_partition_enabled, "
+                      "enable_cross_partition_queries, write_threads, "
+                      "single_duckdb_thread_while_writing, memory_limit_mb, id_index_memory_mb)",
+                      origin, key));
     }
   }
   try {

@@ -31,6 +31,7 @@
 #include "connection_pool.hpp"
 #include "duck/duck.hpp"
 #include "duckpart/error.hpp"
+#include "id_map.hpp"
 #include "partition_files.hpp"
 #include "pruning.hpp"
 #include "query_sql.hpp"
@@ -62,6 +63,9 @@ struct Entry {
   // that queries over those values still see it (and fail naming it) instead of missing its rows.
   std::optional<std::pair<int64_t, int64_t>> stored_range;
   bool dropped = false;  // removed by drop_partition (kept alive for requests that still hold it)
+  // Changes (under Impl::mu) when the file is replaced by another one (restore, compaction), which
+  // may keep the commit version but not the rows' order: id maps are keyed by it.
+  uint64_t file_epoch = 0;
   uint64_t attach_generation = 0;  // changes at every ATTACH (query_sql sessions are keyed by it)
   // Set while a compaction waits to swap the file: new requests wait (Impl::pins_cv) instead of
   // pinning, so that a stream of overlapping readers cannot starve the swap.
@@ -76,6 +80,17 @@ struct Entry {
   std::unique_ptr<IdBloom> bloom;
   int64_t bloom_version = -1;
   bool bloom_dirty = false;
+  // Id -> rowid map (id_map.hpp), under idmap_mu (taken before write_mu, which it only try-locks,
+  // and before Impl::mu). Valid when idmap && idmap_version == meta.commit_version; built from
+  // the second lookup that scans this partition, so one-off lookups never pay for it.
+  std::mutex idmap_mu;
+  std::unique_ptr<IdRowMap> idmap;
+  int64_t idmap_version = -1;
+  uint64_t idmap_epoch = 0;
+  int64_t idmap_unusable_version = -1;   // could not be made to match the partition's rows
+  int idmap_scans = 0;                   // lookups that scanned the partition without a map
+  std::atomic<uint64_t> idmap_bytes{0};  // readable under Impl::mu alone (eviction)
+  std::atomic<uint64_t> idmap_used{0};   // Impl::idmap_clock at its last lookup
 
   int64_t range_min() const { return key.is_null ? 0 : key.start_ts().micros; }
   int64_t range_max() const { return key.is_null ? 0 : key.end_ts().micros - 1; }
@@ -1143,6 +1158,138 @@ struct PartitionedDataRepository::Impl {
     }
     e.bloom_version = version;
     e.bloom_dirty = true;
+  }
+
+  // ---- id -> rowid maps (get_by_id) ------------------------------------------------------------
+
+  std::atomic<uint64_t> idmap_total{0};  // bytes of every entry's id map
+  static constexpr int kIdMapEvictAfterScans = 8;
+  std::atomic<uint64_t> idmap_clock{0};
+
+  uint64_t idmap_budget() const noexcept {
+    return static_cast<uint64_t>(std::max(0, config.id_index_memory_mb)) << 20;
+  }
+
+  // Frees e's id map (call without mu: idmap_mu is taken before it).
+  void drop_idmap(Entry& e) noexcept {
+    std::lock_guard lock(e.idmap_mu);
+    drop_idmap_locked(e);
+  }
+  void drop_idmap_locked(Entry& e) noexcept {
+    e.idmap.reset();
+    e.idmap_version = -1;
+    e.idmap_unusable_version = -1;
+    e.idmap_scans = 0;
+    idmap_total -= e.idmap_bytes.exchange(0);
+  }
+
+  // Drops least recently used maps of other partitions until `need` more bytes fit the budget.
+  // False when they cannot (the budget is smaller, or the others are in use right now).
+  bool idmap_make_room(const Entry& self, uint64_t need) {
+    const uint64_t budget = idmap_budget();
+    if (need > budget) return false;
+    while (idmap_total.load() + need > budget) {
+      Entry* victim = nullptr;
+      {
+        std::lock_guard lock(mu);
+        for (auto& [name, st] : stores) {
+          for (auto& [k, other] : st->entries) {
+            if (other.get() == &self || other->idmap_bytes.load() == 0) continue;
+            if (!victim || other->idmap_used.load() < victim->idmap_used.load()) {
+              victim = other.get();
+            }
+          }
+        }
+      }
+      if (!victim) return false;
+      std::unique_lock lock(victim->idmap_mu, std::try_to_lock);
+      if (!lock.owns_lock()) return false;
+      drop_idmap_locked(*victim);
+    }
+    return true;
+  }
+
+  // Brings e's map up to its committed rows: reads (id, rowid) of the rows past what the map
+  // covers. True when the map then holds exactly the partition's rows, numbered 0..rows-1 (an
+  // append-only partition; anything else and the map is not used).
+  bool idmap_refresh(const Store& store, Entry& e, duck::Connection& conn, int64_t rows) {
+    if (!e.idmap) e.idmap = std::make_unique<IdRowMap>();
+    IdRowMap& m = *e.idmap;
+    duck::Result r = conn.query(
+        fmt::format("SELECT {}, rowid FROM {}.main.{} WHERE rowid >= {}",
+                    duck::quote_ident(store.schema.columns()[*store.schema.id_index()].name),
+                    duck::quote_ident(e.alias), duck::quote_ident(store.schema.name()), m.covered),
+        e.file);
+    uint64_t end = m.covered;
+    while (auto chunk = r.fetch()) {
+      if (!duck::add_id_fingerprints(chunk, m, end)) return false;
+      m.rows += chunk.size();
+    }
+    m.covered = end;
+    m.settle();
+    return m.rows == static_cast<uint64_t>(rows) && m.covered == static_cast<uint64_t>(rows);
+  }
+
+  // The rowids of e's rows whose id has fingerprint `fp`, from e's id map, built or brought up to
+  // date first. nullopt: no usable map this time (the caller scans the partition): maps are off,
+  // this is the partition's first lookup, a commit holds it, or the budget is spent.
+  std::optional<std::vector<uint32_t>> idmap_rows(const Store& store, Entry& e,
+                                                  duck::Connection& conn, uint32_t fp) {
+    if (idmap_budget() == 0) return std::nullopt;
+    std::lock_guard lock(e.idmap_mu);
+    auto committed = [&] {
+      std::lock_guard meta_lock(mu);
+      return std::tuple{e.meta.commit_version, e.meta.row_count, e.file_epoch};
+    };
+    auto [version, rows, epoch] = committed();
+    if (e.idmap && e.idmap_epoch != epoch) drop_idmap_locked(e);
+    if (!e.idmap || e.idmap_version != version) {
+      if (e.idmap_unusable_version == version) return std::nullopt;
+      if (!e.idmap && ++e.idmap_scans < 2) return std::nullopt;
+      std::unique_lock wlock(e.write_mu, std::try_to_lock);  // no commit while it is read
+      if (!wlock.owns_lock()) return std::nullopt;
+      std::tie(version, rows, epoch) = committed();
+      if (e.idmap && e.idmap_epoch != epoch) drop_idmap_locked(e);
+      const uint64_t have = e.idmap ? e.idmap->rows : 0;
+      const uint64_t more = static_cast<uint64_t>(std::max<int64_t>(0, rows)) > have
+                                ? static_cast<uint64_t>(rows) - have
+                                : 0;
+      // The new entries, the tail's growth and, when it folds, a second copy while it does.
+      const uint64_t need = (have + more) * 2 * sizeof(uint64_t) + 4096;
+      if (rows >= (int64_t{1} << 32) - 1) return std::nullopt;
+      // Over the budget, a new map evicts another only for a partition looked up often: building
+      // one costs about as much as a few scans, so lookups spread over more partitions than the
+      // budget holds scan mostly instead of rebuilding maps in turn.
+      if (!e.idmap && idmap_total.load() + need > idmap_budget() &&
+          e.idmap_scans < kIdMapEvictAfterScans) {
+        return std::nullopt;
+      }
+      if (!idmap_make_room(e, need)) return std::nullopt;
+      bool ok = false;
+      try {
+        ok = idmap_refresh(store, e, conn, rows);
+        if (!ok && have > 0) {  // rebuild once from the start
+          e.idmap.reset();
+          ok = idmap_refresh(store, e, conn, rows);
+        }
+      } catch (...) {  // the caller's scan reports what is wrong with the partition
+        ok = false;
+      }
+      if (!ok) {
+        drop_idmap_locked(e);
+        e.idmap_unusable_version = version;
+        return std::nullopt;
+      }
+      e.idmap_version = version;
+      e.idmap_epoch = epoch;
+      const uint64_t bytes = e.idmap->bytes();
+      idmap_total += bytes;
+      idmap_total -= e.idmap_bytes.exchange(bytes);
+    }
+    e.idmap_used = ++idmap_clock;
+    std::vector<uint32_t> out;
+    e.idmap->find(fp, [&](uint32_t r) { out.push_back(r); });
+    return out;
   }
 
   BatchResult write(const Schema& schema, ColumnBatch& batch, const BatchOptions& opts) {
@@ -2698,6 +2845,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       constant ? *constant : fmt::format("CAST(? AS {})", param_sql_type(c, v)));
   const std::vector<Value> params = constant ? std::vector<Value>{} : std::vector<Value>{v};
   const std::string id_dir = store.dir + "/" + kIdIndexDir;
+  const std::optional<uint32_t> fingerprint = duck::id_value_fingerprint(c.type, v);
   for (Entry* e : candidates) {
     bool need_build = false;
     int64_t version = 0;
@@ -2747,6 +2895,27 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
     {
       std::lock_guard lock(impl_->mu);
       ++impl_->counters.partitions_scanned;
+    }
+    // With an id map: read the rows whose id has the same fingerprint by rowid and compare.
+    if (fingerprint) {
+      if (auto rowids = impl_->idmap_rows(store, *e, *conn, *fingerprint)) {
+        if (rowids->empty()) continue;  // the map holds every row of the partition
+        std::string in;
+        for (uint32_t r : *rowids) in += (in.empty() ? "" : ", ") + std::to_string(r);
+        auto rows = run_rows(*conn,
+                             select_head + duck::quote_ident(e->alias) + ".main." +
+                                 duck::quote_ident(schema.name()) + " WHERE rowid IN (" + in + ")",
+                             {});
+        for (auto& row : rows) {
+          const Value& got = row.values[*schema.id_index()];
+          if (!got.is_null() && id_key(got) == key) {
+            std::lock_guard lock(impl_->mu);
+            ++impl_->counters.ids_found_by_rowid;
+            return std::move(row);
+          }
+        }
+        // Another id with the same fingerprint: the scan below decides.
+      }
     }
     auto rows = run_rows(*conn, select_head + duck::quote_ident(e->alias) + select_tail, params);
     if (!rows.empty()) return std::move(rows[0]);
@@ -3117,10 +3286,12 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
                   fmt::format("partition {} could not be closed", partition_name));
     }
     e->dropped = true;
+    ++e->file_epoch;
     auto it = store.entries.find(e->key);
     store.graveyard.push_back(std::move(it->second));
     store.entries.erase(it);
   }
+  impl_->drop_idmap(*e);  // its memory (idmap_mu before mu: taken after the block above)
   std::error_code ec;
   fs::remove(e->file, ec);
   if (ec) {
@@ -3262,6 +3433,7 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
     std::lock_guard block(e->bloom_mu);
     e->bloom.reset();
   }
+  ++e->file_epoch;
   e->problem.clear();
   e->meta = PartitionMeta{};
   impl_->verify_entry_locked(store, *e);
@@ -3409,6 +3581,7 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
       throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
     }
+    ++e->file_epoch;  // same rows, same commit version, another order: id maps are rebuilt
     fsync_path(store.dir, true);
   } catch (...) {
     fs::remove(staged, ec);
@@ -3466,7 +3639,9 @@ int64_t PartitionedDataRepository::export_partition_parquet(const Schema& schema
 
 RepositoryCounters PartitionedDataRepository::counters() const {
   std::lock_guard lock(impl_->mu);
-  return impl_->counters;
+  RepositoryCounters c = impl_->counters;
+  c.id_map_bytes = static_cast<int64_t>(impl_->idmap_total.load());
+  return c;
 }
 
 StorageStatistics PartitionedDataRepository::get_partition_statistics() {

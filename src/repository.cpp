@@ -93,6 +93,8 @@ std::string StorageStatistics::to_json() const {
       {"batches_skipped", counters.batches_skipped},
       {"rows_written", counters.rows_written},
       {"sql_plans_reused", counters.sql_plans_reused},
+      {"ids_found_by_rowid", counters.ids_found_by_rowid},
+      {"id_map_bytes", counters.id_map_bytes},
   };
   return j.dump(2);
 }

@@ -51,6 +51,12 @@ TEST(ConfigTest, TomlOverridesPreset) {
   EXPECT_TRUE(w.single_duckdb_thread_while_writing);
   EXPECT_FALSE(parse_partition_config("single_duckdb_thread_while_writing = false\n", "t.toml")
                    .single_duckdb_thread_while_writing);
+  EXPECT_EQ(w.id_index_memory_mb, 1024);
+  EXPECT_EQ(parse_partition_config("id_index_memory_mb = 0\n", "t.toml").id_index_memory_mb, 0);
+  EXPECT_NE(error_of([] {
+              parse_partition_config("id_index_memory_mb = -1\n", "cfg.toml");
+            }).find("id_index_memory_mb = -1"),
+            std::string::npos);
 }
 
 TEST(ConfigTest, TomlErrorsNameFileKeyAndValue) {

@@ -3,15 +3,19 @@
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "batch.hpp"
 #include "duck/duck.hpp"
 #include "duckpart/utilities.hpp"
+#include "id_map.hpp"
 #include "partition_files.hpp"
 #include "process_util.hpp"
 #include "sql_pruning.hpp"
@@ -1173,6 +1177,193 @@ TEST_F(PartitionedTest, ConcurrentReadersAndWritersSeeWholeBatches) {
   EXPECT_GT(written.load(), 0);
   EXPECT_EQ(repo.count_all(schema_), written.load());
   EXPECT_LE(repo.counters().partitions_attached_now, 4);
+}
+
+// The id map's buckets and tail against a multimap, with many shared fingerprints, across folds.
+TEST(IdRowMapTest, FindsEveryRowOfAFingerprintAcrossFoldsAndTail) {
+  std::mt19937_64 rng(11);
+  IdRowMap map;
+  std::multimap<uint32_t, uint32_t> oracle;
+  uint32_t rowid = 0;
+  for (int run = 0; run < 12; ++run) {
+    const int n = run == 0 ? 3 : static_cast<int>(rng() % 40000);
+    for (int i = 0; i < n; ++i) {
+      // Half the fingerprints from a small set (many rows each), half spread over 32 bits.
+      const uint32_t fp = rng() % 2 == 0 ? static_cast<uint32_t>(rng() % 3000) * 1431655765u
+                                         : static_cast<uint32_t>(rng());
+      map.add(fp, rowid);
+      oracle.emplace(fp, rowid);
+      ++rowid;
+    }
+    map.settle();
+    ASSERT_EQ(map.size(), oracle.size());
+    std::vector<uint32_t> probes;
+    for (int i = 0; i < 2000; ++i) probes.push_back(static_cast<uint32_t>(rng()));  // mostly absent
+    for (auto it = oracle.begin(); it != oracle.end() && probes.size() < 6000; ++it) {
+      if (rng() % 16 == 0) probes.push_back(it->first);
+    }
+    probes.push_back(0);
+    probes.push_back(UINT32_MAX);
+    for (uint32_t fp : probes) {
+      std::vector<uint32_t> got;
+      map.find(fp, [&](uint32_t r) { got.push_back(r); });
+      std::vector<uint32_t> want;
+      for (auto [a, b] = oracle.equal_range(fp); a != b; ++a) want.push_back(a->second);
+      std::sort(got.begin(), got.end());
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(got, want) << "run " << run << ", fingerprint " << fp;
+    }
+  }
+}
+
+// get_by_id through the id maps (from a partition's second lookup: one row read by rowid) gives
+// exactly what the single file gives, for every id type, while partitions keep growing.
+TEST_F(PartitionedTest, GetByIdThroughIdMapsMatchesTheSingleFile) {
+  for (const char* id_type : {"UUID", "VARCHAR", "BIGINT"}) {
+    SCOPED_TRACE(id_type);
+    const Schema schema("docs", {{"id", id_type}, {"ts", "TIMESTAMP"}, {"v", "INTEGER"}}, "ts",
+                        "id");
+    DuckDBDataRepository single(path(std::string("single_") + id_type + ".duckdb"));
+    PartitionedDataRepository parts(
+        test_config(path(std::string("parts_") + id_type), PartitionStrategy::kMonthly));
+    std::mt19937_64 rng(5);
+    auto make_id = [&](std::size_t i) {
+      const std::string t = id_type;
+      if (t == "UUID") return Value(random_uuid(rng));
+      if (t == "BIGINT") return Value(static_cast<int64_t>(rng() >> 1) - (int64_t{1} << 61));
+      static const char* kOdd[] = {"", " ", "it's", "\xe2\x82\xac", "{0}", "a\\b", "NULL"};
+      return Value(i < 7 ? std::string(kOdd[i]) : fmt::format("doc-{}-{}", i, rng() % 1000));
+    };
+    std::vector<Value> ids;
+    std::vector<DataRecord> written;
+    int64_t lookups = 0;
+    for (int round = 0; round < 3; ++round) {
+      std::vector<DataRecord> rows;
+      for (std::size_t i = 0; i < 500; ++i) {
+        const Value id = make_id(ids.size());
+        ids.push_back(id);
+        rows.push_back(DataRecord{
+            {id,
+             Value(Timestamp{int64_t{date_from_civil(2023, 1, 1).days} * kMicrosPerDay +
+                             static_cast<int64_t>(rng() % (120ull * 86400)) * 1'000'000}),
+             Value(static_cast<int64_t>(ids.size()))}});
+      }
+      single.create_batch(schema, rows);
+      parts.create_batch(schema, rows);
+      written.insert(written.end(), rows.begin(), rows.end());
+      // Twice over every id: the first lookup in a partition scans, every later one uses its map
+      // (brought up to date with the rows this round appended).
+      const int64_t before = parts.counters().ids_found_by_rowid;
+      for (int pass = 0; pass < 2; ++pass) {
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+          auto b = parts.get_by_id(schema, ids[i]);
+          ASSERT_TRUE(b.has_value()) << i;
+          ASSERT_EQ(row_text(*b), row_text(written[i])) << i;
+          if (pass == 0) {  // the single file agrees (it returns what was written)
+            auto a = single.get_by_id(schema, ids[i]);
+            ASSERT_TRUE(a.has_value()) << i;
+            ASSERT_EQ(row_text(*b), row_text(*a)) << i;
+          }
+          ++lookups;
+        }
+      }
+      // Every lookup of the second pass, and all but one per partition of the first (the first
+      // round's first), read one row by rowid.
+      const int64_t by_rowid = parts.counters().ids_found_by_rowid - before;
+      EXPECT_GE(by_rowid, static_cast<int64_t>(2 * ids.size()) - 4) << "round " << round;
+      for (int i = 0; i < 50; ++i) {
+        const Value missing = make_id(100000 + static_cast<std::size_t>(i));
+        EXPECT_FALSE(single.get_by_id(schema, missing).has_value());
+        EXPECT_FALSE(parts.get_by_id(schema, missing).has_value());
+      }
+    }
+    EXPECT_GT(lookups, 0);
+  }
+}
+
+// Rows that moved (compaction rewrites a partition sorted by time under the same commit version),
+// a partition restored from an older backup, two ids with the same fingerprint, a memory budget
+// too small for every map, and maps turned off: every answer stays exact.
+TEST_F(PartitionedTest, IdMapsFollowCompactionRestoreCollisionsAndTheirBudget) {
+  const Schema schema("docs", {{"id", "BIGINT"}, {"ts", "TIMESTAMP"}, {"v", "INTEGER"}}, "ts",
+                      "id");
+  // Two BIGINT ids with the same fingerprint (a birthday search over 32 bits).
+  int64_t twin_a = 0, twin_b = 0;
+  {
+    std::unordered_map<uint32_t, int64_t> seen;
+    std::mt19937_64 rng(3);
+    while (twin_a == twin_b) {
+      const int64_t v = static_cast<int64_t>(rng() >> 2);
+      auto [it, fresh] = seen.emplace(id_fingerprint(&v, sizeof(v)), v);
+      if (!fresh && it->second != v) {
+        twin_a = it->second;
+        twin_b = v;
+      }
+    }
+  }
+  const int64_t day0 = int64_t{date_from_civil(2023, 3, 1).days} * kMicrosPerDay;
+  auto row = [&](int64_t id, int64_t second) {
+    return DataRecord{{Value(id), Value(Timestamp{day0 + second * 1'000'000}), Value(id % 1000)}};
+  };
+  for (int budget_mb : {1024, 1, 0}) {
+    SCOPED_TRACE(budget_mb);
+    PartitionConfig cfg =
+        test_config(path(fmt::format("parts_{}", budget_mb)), PartitionStrategy::kMonthly);
+    cfg.id_index_memory_mb = budget_mb;
+    PartitionedDataRepository parts(cfg);
+    DuckDBDataRepository single(path(fmt::format("single_{}.duckdb", budget_mb)));
+    // 2023-03: 60,000 rows written in reverse time order (compaction reverses them); 2023-04
+    // and 2023-05: 60,000 rows each (three maps of ~1 MB: a 1 MB budget keeps evicting).
+    std::vector<DataRecord> rows;
+    for (int64_t i = 0; i < 60000; ++i) rows.push_back(row(1'000'000 + i, 60000 - i));
+    rows.push_back(row(twin_a, 5));
+    for (int64_t i = 0; i < 120000; ++i) rows.push_back(row(2'000'000 + i, 32 * 86400 + i * 40));
+    single.create_batch(schema, rows);
+    parts.create_batch(schema, rows);
+    auto check = [&](const std::vector<int64_t>& ids) {
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t id : ids) {
+          auto a = single.get_by_id(schema, Value(id));
+          auto b = parts.get_by_id(schema, Value(id));
+          ASSERT_EQ(a.has_value(), b.has_value()) << id;
+          if (a) {
+            ASSERT_EQ(row_text(*b), row_text(*a)) << id;
+          }
+        }
+      }
+    };
+    std::vector<int64_t> probe = {twin_a, twin_b, 1'000'000, 1'059'999, 2'000'000, 2'119'999, 7};
+    for (int64_t i = 0; i < 200; ++i) probe.push_back(1'000'000 + i * 293);
+    for (int64_t i = 0; i < 200; ++i) probe.push_back(2'000'000 + i * 587);
+    check(probe);
+    ASSERT_FALSE(parts.get_by_id(schema, Value(twin_b)).has_value());  // twin of a stored id
+    const auto backup = parts.backup_partition(schema, "partition_2023_03", path("bk"));
+    // The twin lands in the same partition as its fingerprint mate; both are found.
+    single.create_batch(schema, {row(twin_b, 6), row(3'000'000, 7)});
+    parts.create_batch(schema, {row(twin_b, 6), row(3'000'000, 7)});
+    probe.push_back(3'000'000);
+    check(probe);
+    ASSERT_TRUE(parts.get_by_id(schema, Value(twin_b)).has_value());
+    parts.compact_partition(schema, "partition_2023_03");
+    EXPECT_EQ(parts.unsorted_pairs(schema, "partition_2023_03"), 0);
+    check(probe);
+    // Back to the backup: the rows written after it are gone from the store.
+    parts.restore_partition(schema, backup.backup_file);
+    for (int pass = 0; pass < 2; ++pass) {
+      EXPECT_FALSE(parts.get_by_id(schema, Value(twin_b)).has_value());
+      EXPECT_FALSE(parts.get_by_id(schema, Value(int64_t{3'000'000})).has_value());
+      ASSERT_TRUE(parts.get_by_id(schema, Value(twin_a)).has_value());
+      ASSERT_TRUE(parts.get_by_id(schema, Value(int64_t{1'030'000})).has_value());
+    }
+    EXPECT_LE(parts.counters().id_map_bytes, int64_t{budget_mb} << 20);
+    if (budget_mb == 0) {
+      EXPECT_EQ(parts.counters().ids_found_by_rowid, 0);
+      EXPECT_EQ(parts.counters().id_map_bytes, 0);
+    } else {
+      EXPECT_GT(parts.counters().id_map_bytes, 0);
+      EXPECT_GT(parts.counters().ids_found_by_rowid, budget_mb > 1 ? 1500 : 100);
+    }
+  }
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "duck/duck.hpp"
 
+#include "id_map.hpp"
+
 #include <fmt/format.h>
 
 #include <array>
@@ -709,6 +711,65 @@ void BatchAppender::close() {
     const char* err = duckdb_appender_error(app_.get());
     fail(context_, err ? err : "append failed");
   }
+}
+
+std::optional<uint32_t> id_value_fingerprint(ColumnType type, const Value& id) {
+  if (id.is_null()) return std::nullopt;
+  switch (type) {
+    case ColumnType::kUuid: {
+      duckdb_hugeint h{};
+      if (!uuid_parse(id.to_string(), h)) return std::nullopt;
+      return id_fingerprint(&h, sizeof(h));
+    }
+    case ColumnType::kBigint: {
+      if (!id.is<int64_t>()) return std::nullopt;
+      const int64_t v = id.get<int64_t>();
+      return id_fingerprint(&v, sizeof(v));
+    }
+    case ColumnType::kVarchar: {
+      const std::string text = id.to_string();
+      return id_fingerprint(text.data(), text.size());
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+bool add_id_fingerprints(const DataChunk& chunk, IdRowMap& map, uint64_t& rowid_end) {
+  const idx_t n = chunk.size();
+  if (n == 0) return true;
+  duckdb_vector ids = duckdb_data_chunk_get_vector(chunk.get(), 0);
+  duckdb_vector rows = duckdb_data_chunk_get_vector(chunk.get(), 1);
+  duckdb_logical_type lt = duckdb_vector_get_column_type(ids);
+  const duckdb_type type = duckdb_get_type_id(lt);
+  duckdb_destroy_logical_type(&lt);
+  uint64_t* validity = duckdb_vector_get_validity(ids);
+  const auto* rowids = static_cast<const int64_t*>(duckdb_vector_get_data(rows));
+  const void* data = duckdb_vector_get_data(ids);
+  for (idx_t i = 0; i < n; ++i) {
+    const int64_t r = rowids[i];
+    if (r < 0 || r >= (int64_t{1} << 32) - 1) return false;
+    rowid_end = std::max<uint64_t>(rowid_end, static_cast<uint64_t>(r) + 1);
+    if (validity && !duckdb_validity_row_is_valid(validity, i)) continue;
+    uint32_t fp = 0;
+    switch (type) {
+      case DUCKDB_TYPE_UUID:
+        fp = id_fingerprint(&static_cast<const duckdb_hugeint*>(data)[i], sizeof(duckdb_hugeint));
+        break;
+      case DUCKDB_TYPE_BIGINT:
+        fp = id_fingerprint(&static_cast<const int64_t*>(data)[i], sizeof(int64_t));
+        break;
+      case DUCKDB_TYPE_VARCHAR: {
+        auto* s = const_cast<duckdb_string_t*>(&static_cast<const duckdb_string_t*>(data)[i]);
+        fp = id_fingerprint(duckdb_string_t_data(s), duckdb_string_t_length(*s));
+        break;
+      }
+      default:
+        return false;
+    }
+    map.add(fp, static_cast<uint32_t>(r));
+  }
+  return true;
 }
 
 }  // namespace duckpart::duck

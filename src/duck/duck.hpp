@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -18,6 +19,10 @@
 #include "duckpart/record.hpp"
 #include "duckpart/schema.hpp"
 #include "duckpart/value.hpp"
+
+namespace duckpart {
+class IdRowMap;
+}
 
 namespace duckpart::duck {
 
@@ -191,5 +196,13 @@ std::string uuid_to_string(duckdb_hugeint h);
 bool uuid_normalize(std::string_view text, std::string& canonical);
 // Parses the same forms into DuckDB's UUID storage (hugeint with the top bit flipped).
 bool uuid_parse(std::string_view text, duckdb_hugeint& out);
+
+// The id fingerprint (id_map.hpp) of an id value of a UUID, BIGINT or VARCHAR column given as
+// text (the canonical text for UUIDs); nullopt for another type or text that is not of the type.
+std::optional<uint32_t> id_value_fingerprint(ColumnType type, const Value& id);
+// Adds to `map` every row of a chunk of (id, rowid) whose id is not NULL, and raises `rowid_end`
+// past the largest rowid. False (the map is then unusable) when the id column is not UUID, BIGINT
+// or VARCHAR or a rowid does not fit 32 bits.
+bool add_id_fingerprints(const DataChunk& chunk, IdRowMap& map, uint64_t& rowid_end);
 
 }  // namespace duckpart::duck
