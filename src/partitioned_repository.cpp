@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -80,14 +81,18 @@ struct Entry {
   std::unique_ptr<IdBloom> bloom;
   int64_t bloom_version = -1;
   bool bloom_dirty = false;
-  // Id -> rowid map (id_map.hpp), under idmap_mu (taken before write_mu, which it only try-locks,
-  // and before Impl::mu). Valid when idmap && idmap_version == meta.commit_version; built from
-  // the second lookup that scans this partition, so one-off lookups never pay for it.
-  std::mutex idmap_mu;
+  // Id -> rowid map (id_map.hpp), under idmap_mu: shared to look up in a current map, exclusive
+  // (try-locked by lookups: a lookup that finds a build in progress scans instead of waiting) to
+  // build or extend it; taken before Impl::mu, never together with write_mu. Current when
+  // idmap_version == meta.commit_version and idmap_epoch == file_epoch. Built from the second
+  // lookup that scans this partition, so one-off lookups never pay for it.
+  std::shared_mutex idmap_mu;
   std::unique_ptr<IdRowMap> idmap;
   int64_t idmap_version = -1;
   uint64_t idmap_epoch = 0;
-  int64_t idmap_unusable_version = -1;   // could not be made to match the partition's rows
+  // The version and file epoch at which the map did not match the partition's rows (not used).
+  int64_t idmap_unusable_version = -1;
+  uint64_t idmap_unusable_epoch = 0;
   int idmap_scans = 0;                   // lookups that scanned the partition without a map
   std::atomic<uint64_t> idmap_bytes{0};  // readable under Impl::mu alone (eviction)
   std::atomic<uint64_t> idmap_used{0};   // Impl::idmap_clock at its last lookup
@@ -1172,23 +1177,27 @@ struct PartitionedDataRepository::Impl {
 
   // Frees e's id map (call without mu: idmap_mu is taken before it).
   void drop_idmap(Entry& e) noexcept {
-    std::lock_guard lock(e.idmap_mu);
+    std::unique_lock lock(e.idmap_mu);
     drop_idmap_locked(e);
   }
   void drop_idmap_locked(Entry& e) noexcept {
     e.idmap.reset();
     e.idmap_version = -1;
-    e.idmap_unusable_version = -1;
     e.idmap_scans = 0;
     idmap_total -= e.idmap_bytes.exchange(0);
   }
 
-  // Drops least recently used maps of other partitions until `need` more bytes fit the budget.
-  // False when they cannot (the budget is smaller, or the others are in use right now).
-  bool idmap_make_room(const Entry& self, uint64_t need) {
+  // Reserves `need` bytes of the budget (added to idmap_total), dropping least recently used maps
+  // of other partitions while it does not fit. False (nothing reserved) when it cannot fit: the
+  // budget is smaller, or the maps it would drop are in use right now.
+  bool idmap_reserve(const Entry& self, uint64_t need) {
     const uint64_t budget = idmap_budget();
     if (need > budget) return false;
-    while (idmap_total.load() + need > budget) {
+    for (;;) {
+      uint64_t total = idmap_total.load();
+      while (total + need <= budget) {
+        if (idmap_total.compare_exchange_weak(total, total + need)) return true;
+      }
       Entry* victim = nullptr;
       {
         std::lock_guard lock(mu);
@@ -1206,19 +1215,21 @@ struct PartitionedDataRepository::Impl {
       if (!lock.owns_lock()) return false;
       drop_idmap_locked(*victim);
     }
-    return true;
   }
 
-  // Brings e's map up to its committed rows: reads (id, rowid) of the rows past what the map
-  // covers. True when the map then holds exactly the partition's rows, numbered 0..rows-1 (an
-  // append-only partition; anything else and the map is not used).
+  // Extends e's map to the partition's first `rows` rows: reads (id, rowid) of rowids
+  // [covered, rows). A partition is append-only and DuckDB numbers its rows 0..n-1 in commit
+  // order, so those are exactly the rows committed up to the metadata that said `rows` — rows
+  // committed meanwhile have larger rowids and wait for the next refresh (no lock on writers).
+  // True when the map then holds exactly `rows` rows numbered 0..rows-1.
   bool idmap_refresh(const Store& store, Entry& e, duck::Connection& conn, int64_t rows) {
     if (!e.idmap) e.idmap = std::make_unique<IdRowMap>();
     IdRowMap& m = *e.idmap;
     duck::Result r = conn.query(
-        fmt::format("SELECT {}, rowid FROM {}.main.{} WHERE rowid >= {}",
+        fmt::format("SELECT {}, rowid FROM {}.main.{} WHERE rowid >= {} AND rowid < {}",
                     duck::quote_ident(store.schema.columns()[*store.schema.id_index()].name),
-                    duck::quote_ident(e.alias), duck::quote_ident(store.schema.name()), m.covered),
+                    duck::quote_ident(e.alias), duck::quote_ident(store.schema.name()), m.covered,
+                    rows),
         e.file);
     uint64_t end = m.covered;
     while (auto chunk = r.fetch()) {
@@ -1232,64 +1243,79 @@ struct PartitionedDataRepository::Impl {
 
   // The rowids of e's rows whose id has fingerprint `fp`, from e's id map, built or brought up to
   // date first. nullopt: no usable map this time (the caller scans the partition): maps are off,
-  // this is the partition's first lookup, a commit holds it, or the budget is spent.
+  // this is the partition's first lookup, another lookup is building its map, or the budget is
+  // spent.
   std::optional<std::vector<uint32_t>> idmap_rows(const Store& store, Entry& e,
                                                   duck::Connection& conn, uint32_t fp) {
     if (idmap_budget() == 0) return std::nullopt;
-    std::lock_guard lock(e.idmap_mu);
     auto committed = [&] {
       std::lock_guard meta_lock(mu);
       return std::tuple{e.meta.commit_version, e.meta.row_count, e.file_epoch};
     };
-    auto [version, rows, epoch] = committed();
-    if (e.idmap && e.idmap_epoch != epoch) drop_idmap_locked(e);
-    if (!e.idmap || e.idmap_version != version) {
-      if (e.idmap_unusable_version == version) return std::nullopt;
-      if (!e.idmap && ++e.idmap_scans < 2) return std::nullopt;
-      std::unique_lock wlock(e.write_mu, std::try_to_lock);  // no commit while it is read
-      if (!wlock.owns_lock()) return std::nullopt;
-      std::tie(version, rows, epoch) = committed();
-      if (e.idmap && e.idmap_epoch != epoch) drop_idmap_locked(e);
-      const uint64_t have = e.idmap ? e.idmap->rows : 0;
-      const uint64_t more = static_cast<uint64_t>(std::max<int64_t>(0, rows)) > have
-                                ? static_cast<uint64_t>(rows) - have
-                                : 0;
-      // The new entries, the tail's growth and, when it folds, a second copy while it does.
-      const uint64_t need = (have + more) * 2 * sizeof(uint64_t) + 4096;
-      if (rows >= (int64_t{1} << 32) - 1) return std::nullopt;
-      // Over the budget, a new map evicts another only for a partition looked up often: building
-      // one costs about as much as a few scans, so lookups spread over more partitions than the
-      // budget holds scan mostly instead of rebuilding maps in turn.
-      if (!e.idmap && idmap_total.load() + need > idmap_budget() &&
-          e.idmap_scans < kIdMapEvictAfterScans) {
-        return std::nullopt;
-      }
-      if (!idmap_make_room(e, need)) return std::nullopt;
-      bool ok = false;
-      try {
-        ok = idmap_refresh(store, e, conn, rows);
-        if (!ok && have > 0) {  // rebuild once from the start
-          e.idmap.reset();
-          ok = idmap_refresh(store, e, conn, rows);
-        }
-      } catch (...) {  // the caller's scan reports what is wrong with the partition
-        ok = false;
-      }
-      if (!ok) {
-        drop_idmap_locked(e);
-        e.idmap_unusable_version = version;
-        return std::nullopt;
-      }
-      e.idmap_version = version;
-      e.idmap_epoch = epoch;
-      const uint64_t bytes = e.idmap->bytes();
-      idmap_total += bytes;
-      idmap_total -= e.idmap_bytes.exchange(bytes);
+    auto lookup = [&] {
+      e.idmap_used = ++idmap_clock;
+      std::vector<uint32_t> out;
+      e.idmap->find(fp, [&](uint32_t r) { out.push_back(r); });
+      return out;
+    };
+    {
+      std::shared_lock lock(e.idmap_mu, std::try_to_lock);
+      if (!lock.owns_lock()) return std::nullopt;  // being built: scan
+      auto [version, rows, epoch] = committed();
+      if (e.idmap && e.idmap_version == version && e.idmap_epoch == epoch) return lookup();
     }
-    e.idmap_used = ++idmap_clock;
-    std::vector<uint32_t> out;
-    e.idmap->find(fp, [&](uint32_t r) { out.push_back(r); });
-    return out;
+    std::unique_lock lock(e.idmap_mu, std::try_to_lock);
+    if (!lock.owns_lock()) return std::nullopt;
+    auto [version, rows, epoch] = committed();
+    if (e.idmap && e.idmap_epoch != epoch) drop_idmap_locked(e);  // another file now
+    if (e.idmap && e.idmap_version == version) return lookup();
+    if (e.idmap_unusable_version == version && e.idmap_unusable_epoch == epoch) {
+      return std::nullopt;
+    }
+    if (!e.idmap && ++e.idmap_scans < 2) return std::nullopt;
+    if (rows < 0 || rows >= (int64_t{1} << 32) - 1) return std::nullopt;
+    // The map's growth: ~10 bytes per row once folded (entry + bucket offsets). A build briefly
+    // needs about three times its map while it folds; that transient is not counted.
+    const uint64_t old_bytes = e.idmap_bytes.load();
+    const uint64_t full = static_cast<uint64_t>(rows) * 10 + 4096;
+    const uint64_t need = full > old_bytes ? full - old_bytes : 0;
+    // Over the budget, a new map evicts others only for a partition looked up often: building one
+    // costs about as much as a few scans, so lookups spread over more rows than the budget holds
+    // scan mostly instead of rebuilding maps in turn.
+    if (!e.idmap && idmap_total.load() + need > idmap_budget() &&
+        e.idmap_scans < kIdMapEvictAfterScans) {
+      return std::nullopt;
+    }
+    if (!idmap_reserve(e, need)) {
+      drop_idmap_locked(e);  // frees what it held; rebuilt when there is room
+      return std::nullopt;
+    }
+    bool ok = false;
+    try {
+      const uint64_t had = e.idmap ? e.idmap->rows : 0;
+      ok = idmap_refresh(store, e, conn, rows);
+      if (!ok && had > 0) {  // rebuild once from the start
+        e.idmap.reset();
+        ok = idmap_refresh(store, e, conn, rows);
+      }
+    } catch (...) {  // the caller's scan reports what is wrong with the partition
+      idmap_total -= need;
+      drop_idmap_locked(e);
+      return std::nullopt;
+    }
+    idmap_total -= need;
+    if (!ok) {
+      drop_idmap_locked(e);
+      e.idmap_unusable_version = version;
+      e.idmap_unusable_epoch = epoch;
+      return std::nullopt;
+    }
+    e.idmap_version = version;
+    e.idmap_epoch = epoch;
+    const uint64_t bytes = e.idmap->bytes();
+    idmap_total += bytes;
+    idmap_total -= e.idmap_bytes.exchange(bytes);
+    return lookup();
   }
 
   BatchResult write(const Schema& schema, ColumnBatch& batch, const BatchOptions& opts) {
@@ -3291,7 +3317,7 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
     store.graveyard.push_back(std::move(it->second));
     store.entries.erase(it);
   }
-  impl_->drop_idmap(*e);  // its memory (idmap_mu before mu: taken after the block above)
+  impl_->drop_idmap(*e);  // its memory (without mu, taken after idmap_mu by lookups)
   std::error_code ec;
   fs::remove(e->file, ec);
   if (ec) {
@@ -3685,6 +3711,7 @@ StorageStatistics PartitionedDataRepository::get_partition_statistics() {
     s.schemas.push_back(std::move(ss));
   }
   s.counters = impl_->counters;
+  s.counters.id_map_bytes = static_cast<int64_t>(impl_->idmap_total.load());
   return s;
 }
 
