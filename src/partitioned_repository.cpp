@@ -1238,6 +1238,10 @@ struct PartitionedDataRepository::Impl {
     }
     m.covered = end;
     m.settle();
+    if (m.wants_rebuild()) {  // segments keep part of each fingerprint: rebuilt from the rows
+      e.idmap = std::make_unique<IdRowMap>();
+      return idmap_refresh(store, e, conn, rows);
+    }
     return m.rows == static_cast<uint64_t>(rows) && m.covered == static_cast<uint64_t>(rows);
   }
 
@@ -1274,10 +1278,11 @@ struct PartitionedDataRepository::Impl {
     }
     if (!e.idmap && ++e.idmap_scans < 2) return std::nullopt;
     if (rows < 0 || rows >= (int64_t{1} << 32) - 1) return std::nullopt;
-    // The map's growth: ~10 bytes per row once folded (entry + bucket offsets). A build briefly
-    // needs about three times its map while it folds; that transient is not counted.
+    // The map's growth: ~5 bytes per row once folded (entry + bucket offsets). A build from the
+    // start briefly holds 8 bytes per row in its tail and then folds; that transient is not
+    // counted.
     const uint64_t old_bytes = e.idmap_bytes.load();
-    const uint64_t full = static_cast<uint64_t>(rows) * 10 + 4096;
+    const uint64_t full = static_cast<uint64_t>(rows) * 6 + 4096;
     const uint64_t need = full > old_bytes ? full - old_bytes : 0;
     // Over the budget, a new map evicts others only for a partition looked up often: building one
     // costs about as much as a few scans, so lookups spread over more rows than the budget holds

@@ -1185,17 +1185,27 @@ TEST(IdRowMapTest, FindsEveryRowOfAFingerprintAcrossFoldsAndTail) {
   IdRowMap map;
   std::multimap<uint32_t, uint32_t> oracle;
   uint32_t rowid = 0;
-  for (int run = 0; run < 12; ++run) {
-    const int n = run == 0 ? 3 : static_cast<int>(rng() % 40000);
+  int rebuilds = 0;
+  uint64_t extras = 0, probed = 0;
+  std::vector<uint32_t> shared;  // fingerprints many rows share (XXH3 values are uniform)
+  for (int i = 0; i < 3000; ++i) shared.push_back(static_cast<uint32_t>(rng()));
+  for (int run = 0; run < 24; ++run) {
+    const int n = run == 0 ? 3 : static_cast<int>(rng() % 20000);
     for (int i = 0; i < n; ++i) {
       // Half the fingerprints from a small set (many rows each), half spread over 32 bits.
-      const uint32_t fp = rng() % 2 == 0 ? static_cast<uint32_t>(rng() % 3000) * 1431655765u
-                                         : static_cast<uint32_t>(rng());
+      const uint32_t fp =
+          rng() % 2 == 0 ? shared[rng() % shared.size()] : static_cast<uint32_t>(rng());
       map.add(fp, rowid);
       oracle.emplace(fp, rowid);
       ++rowid;
     }
     map.settle();
+    if (map.wants_rebuild()) {  // as the repository does: from every row again
+      map = IdRowMap();
+      for (auto [fp, r] : oracle) map.add(fp, r);
+      map.settle();
+      ++rebuilds;
+    }
     ASSERT_EQ(map.size(), oracle.size());
     std::vector<uint32_t> probes;
     for (int i = 0; i < 2000; ++i) probes.push_back(static_cast<uint32_t>(rng()));  // mostly absent
@@ -1209,11 +1219,23 @@ TEST(IdRowMapTest, FindsEveryRowOfAFingerprintAcrossFoldsAndTail) {
       map.find(fp, [&](uint32_t r) { got.push_back(r); });
       std::vector<uint32_t> want;
       for (auto [a, b] = oracle.equal_range(fp); a != b; ++a) want.push_back(a->second);
+      // Segments keep part of each fingerprint: every row of it, and perhaps a few more.
       std::sort(got.begin(), got.end());
-      std::sort(want.begin(), want.end());
-      ASSERT_EQ(got, want) << "run " << run << ", fingerprint " << fp;
+      got.erase(std::unique(got.begin(), got.end()), got.end());
+      std::vector<uint32_t> missing, extra;
+      std::set_difference(want.begin(), want.end(), got.begin(), got.end(),
+                          std::back_inserter(missing));
+      std::set_difference(got.begin(), got.end(), want.begin(), want.end(),
+                          std::back_inserter(extra));
+      ASSERT_TRUE(missing.empty()) << "run " << run << ", fingerprint " << fp;
+      extras += extra.size();
+      ++probed;
     }
   }
+  EXPECT_GT(rebuilds, 0);
+  EXPECT_LT(static_cast<double>(extras), 0.01 * static_cast<double>(probed));
+  // Compact: ~5 bytes per row (the 64-bit pairs of the tail are at most an eighth of the rows).
+  EXPECT_LE(map.bytes(), map.size() * 6 + 65536);
 }
 
 // get_by_id through the id maps (from a partition's second lookup: one row read by rowid) gives
@@ -1291,7 +1313,8 @@ TEST_F(PartitionedTest, GetByIdThroughIdMapsMatchesTheSingleFile) {
         EXPECT_FALSE(parts.get_by_id(schema, missing).has_value());
       }
     }
-    EXPECT_GT(parts.counters().id_map_bytes, 10000 * 8);
+    EXPECT_GT(parts.counters().id_map_bytes, 10000 * 4);  // ~5 bytes for each of ~11,900 ids
+    EXPECT_LT(parts.counters().id_map_bytes, 11900 * 7);
     EXPECT_EQ(parts.get_partition_statistics().counters.id_map_bytes,
               parts.counters().id_map_bytes);
   }

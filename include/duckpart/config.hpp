@@ -40,7 +40,7 @@ struct PartitionConfig {
   // and streams: what DuckDB cannot keep in memory it re-reads or spills.
   int memory_limit_mb = 0;
   // Memory for the id -> rowid maps that let get_by_id read one row instead of scanning a
-  // partition's ids (8 bytes per row of each partition looked up at least twice; least recently
+  // partition's ids (~5 bytes per row of each partition looked up at least twice; least recently
   // used maps are dropped beyond it), in MB; 0: no maps, every lookup scans its partition.
   int id_index_memory_mb = 1024;
 
