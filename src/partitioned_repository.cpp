@@ -1278,11 +1278,12 @@ struct PartitionedDataRepository::Impl {
     }
     if (!e.idmap && ++e.idmap_scans < 2) return std::nullopt;
     if (rows < 0 || rows >= (int64_t{1} << 32) - 1) return std::nullopt;
-    // The map's growth: ~5 bytes per row once folded (entry + bucket offsets). A build from the
+    // The map's growth: ~5 bytes per row once folded (entry + bucket offsets), up to ~6.4 with a
+    // tail about to fold (it grows by doubling). A build from the
     // start briefly holds 8 bytes per row in its tail and then folds; that transient is not
     // counted.
     const uint64_t old_bytes = e.idmap_bytes.load();
-    const uint64_t full = static_cast<uint64_t>(rows) * 6 + 4096;
+    const uint64_t full = static_cast<uint64_t>(rows) * 7 + 4096;
     const uint64_t need = full > old_bytes ? full - old_bytes : 0;
     // Over the budget, a new map evicts others only for a partition looked up often: building one
     // costs about as much as a few scans, so lookups spread over more rows than the budget holds
@@ -2945,7 +2946,9 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
             return std::move(row);
           }
         }
-        // Another id with the same fingerprint: the scan below decides.
+        // Rows that only share the fingerprint bits the map keeps: the map is current and holds
+        // every row of the partition, so the id is not here.
+        continue;
       }
     }
     auto rows = run_rows(*conn, select_head + duck::quote_ident(e->alias) + select_tail, params);
