@@ -38,6 +38,10 @@ void PartitionConfig::validate() const {
     bad("id_index_memory_mb", std::to_string(id_index_memory_mb),
         "must be 0 (no id maps) or a size in MB");
   }
+  if (write_buffer_mb < 0 || write_buffer_mb > 16 * 1024 * 1024) {
+    bad("write_buffer_mb", std::to_string(write_buffer_mb),
+        "must be 0 (no write buffering) or a size in MB");
+  }
   if (write_threads < 0 || write_threads > 256) {
     bad("write_threads", std::to_string(write_threads), "must be between 0 (auto) and 256");
   }
@@ -142,6 +146,8 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
       c.memory_limit_mb = get_int();
     } else if (key == "id_index_memory_mb") {
       c.id_index_memory_mb = get_int();
+    } else if (key == "write_buffer_mb") {
+      c.write_buffer_mb = get_int();
     } else {
       throw Error(
           ErrorCode::kInvalidArgument,
@@ -149,7 +155,8 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
                       "base_partition_path, max_partitions_in_memory, "
                       "partition_size_threshold_mb, auto_partition_enabled, "
                       "enable_cross_partition_queries, write_threads, "
-                      "single_duckdb_thread_while_writing, memory_limit_mb, id_index_memory_mb)",
+                      "single_duckdb_thread_while_writing, memory_limit_mb, id_index_memory_mb, "
+                      "write_buffer_mb)",
                       origin, key));
     }
   }

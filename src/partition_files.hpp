@@ -20,6 +20,8 @@ inline constexpr const char* kCatalogFile = "_catalog.json";
 inline constexpr const char* kIdIndexDir = "_ids";
 // Suffix of a partition file while it is being created (renamed into place once initialised).
 inline constexpr const char* kCreatingSuffix = ".creating";
+// Ingest logs of buffered writes: <table dir>/_ingest_<drain id>.log (src/ingest_log.hpp).
+inline constexpr const char* kIngestPrefix = "_ingest_";
 
 // Size and modification time of a partition file and its write-ahead log: if both are unchanged
 // since the catalog recorded them, the catalog's copy of the file's metadata is current.

@@ -33,6 +33,7 @@
 #include "duck/duck.hpp"
 #include "duckpart/error.hpp"
 #include "id_map.hpp"
+#include "ingest_log.hpp"
 #include "partition_files.hpp"
 #include "pruning.hpp"
 #include "query_sql.hpp"
@@ -110,12 +111,42 @@ struct SqlSession {
   std::unordered_map<std::string, duck::Prepared> prepared;  // statement text -> runnable form
 };
 
+// Rows of one partition waiting in the write buffer, with their UUID columns parsed.
+struct BufferedRows {
+  ColumnBatch rows;
+  std::vector<std::vector<duckdb_hugeint>> uuids;  // per column: parsed UUIDs, or nothing
+};
+
 struct Store {
   Schema schema;
   std::string dir;
   std::map<PartitionKey, std::unique_ptr<Entry>> entries;
   std::vector<std::string> problems;              // files that are not partitions at all
   std::vector<std::unique_ptr<Entry>> graveyard;  // dropped entries (pointers may still be held)
+  // Write buffering (config.write_buffer_mb): batches acknowledged through the ingest log but not
+  // yet committed to partitions (docs/architecture.md, "Write buffering").
+  struct Ingest {
+    std::mutex mu;  // the sets below; buffered writes and synchronous drains of this table
+    std::condition_variable cv;    // a background drain ended
+    std::atomic<int64_t> rows{0};  // buffered rows of both sets; 0: nothing to drain
+    // Filling: rows acknowledged since the last hand-over, per partition (so that a drain reads
+    // each partition's rows in sequence), their log and the id they commit with.
+    std::map<PartitionKey, BufferedRows> parts;
+    uint64_t bytes = 0;  // memory the filling batches hold
+    std::string drain_id;
+    std::optional<IngestLog> log;
+    // Draining: the previous filling set, committed by `drainer`; kept after a failure (d_error)
+    // and committed again by the next operation.
+    std::map<PartitionKey, BufferedRows> d_parts;
+    uint64_t d_bytes = 0;
+    std::string d_id;
+    std::optional<IngestLog> d_log;
+    bool draining = false;
+    std::string d_error;
+    std::thread drainer;
+    std::vector<std::string> replay;  // logs found at load: replayed before the table is used
+    std::atomic<bool> replay_pending{false};
+  } ingest;
 };
 
 struct Group {
@@ -125,6 +156,10 @@ struct Group {
   Value min_id, max_id;
   Entry* entry = nullptr;
   bool created = false;
+  // Where the rows are when not in the call's batch (a drain of the write buffer: each partition's
+  // rows in their own batch, UUID columns parsed, their text left empty).
+  const ColumnBatch* src = nullptr;
+  const std::vector<std::vector<duckdb_hugeint>>* src_uuids = nullptr;
 };
 
 bool id_less(const Value& a, const Value& b) {
@@ -555,9 +590,330 @@ struct PartitionedDataRepository::Impl {
     e.meta = PartitionMeta{};
   }
 
-  Store& store_for(const Schema& schema) {
+  // The table's store, loaded on first use. Unless `drain` is false, rows buffered by write
+  // buffering are committed first (and ingest logs left by a crash are replayed first in any
+  // case): every operation other than a buffered write sees every row acknowledged before it.
+  Store& store_for(const Schema& schema, bool drain = true) {
+    Store* store;
+    {
+      std::lock_guard lock(mu);
+      store = &store_for_locked(schema);
+    }
+    if (store->ingest.replay_pending.load()) replay_ingest(*store);
+    if (drain && store->ingest.rows.load() > 0) drain_ingest(*store);
+    return *store;
+  }
+
+  // ---- write buffering (config.write_buffer_mb) ------------------------------------------------
+  //
+  // Two sets per table: the filling set takes acknowledged batches (logged in its own ingest log,
+  // committed with that log's id); when it holds half the budget it becomes the draining set and
+  // a background thread commits it while the next set fills. Every other operation first waits
+  // for a running drain and commits the filling set itself (drain_ingest).
+
+  // Commits the draining set of `store` (each partition's rows from its own batch) with its
+  // batch id, then deletes its log. Throws the write's error; the rows then stay in d_parts and
+  // in the log, and committing them again with the same id finishes exactly once.
+  void commit_draining(Store& store) {
+    Store::Ingest& in = store.ingest;
+    if (!in.d_parts.empty()) write_parts(store, in.d_parts, in.d_id);
+    if (in.d_log) {
+      in.d_log->remove();
+      in.d_log.reset();
+    }
+    int64_t n = 0;
+    for (const auto& [key, part] : in.d_parts) n += static_cast<int64_t>(part.rows.rows);
+    in.d_parts.clear();
+    in.rows -= n;
     std::lock_guard lock(mu);
-    return store_for_locked(schema);
+    ++counters.buffer_drains;
+  }
+
+  // Appends every row of `batch` to its partition's buffered rows (`groups`: the rows of each
+  // partition). One sequential pass per column writing to one cursor per partition (a counting
+  // sort): reading the rows of one partition after another instead costs a cache miss per cell.
+  // Text is moved out of `batch` unless `copy`; UUID columns keep only their parsed values (their
+  // text vector stays empty: the drain appends and indexes the parsed values).
+  void buffer_rows(const Schema& schema, std::map<PartitionKey, BufferedRows>& parts,
+                   ColumnBatch& batch, const std::vector<Group>& groups,
+                   const std::vector<std::vector<duckdb_hugeint>>& uuids, bool copy) {
+    const std::size_t ncols = schema.columns().size();
+    const std::size_t n = batch.rows;
+    std::vector<uint32_t> gid(n);
+    std::vector<BufferedRows*> dst(groups.size());
+    std::vector<std::size_t> base(groups.size());
+    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+      for (uint32_t r : groups[gi].rows) gid[r] = static_cast<uint32_t>(gi);
+      BufferedRows& part = parts[groups[gi].key];
+      if (part.rows.columns.empty()) {
+        // Room for the partition's share of the budget: reserved address space costs nothing
+        // until written, and vectors that never grow are never copied.
+        const std::size_t share = std::min<std::size_t>(
+            std::size_t{1} << 26, static_cast<std::size_t>(config.write_buffer_mb) * 1024 * 1024 /
+                                      64 / std::max<std::size_t>(1, groups.size()));
+        part.rows = make_column_batch(schema, std::max(share, groups[gi].rows.size()));
+        part.uuids.assign(ncols, {});
+        for (std::size_t c = 0; c < ncols; ++c) {
+          if (c < uuids.size() && !uuids[c].empty()) {
+            std::vector<std::string>().swap(
+                std::get<std::vector<std::string>>(part.rows.columns[c].data));
+            part.uuids[c].reserve(std::max(share, groups[gi].rows.size()));
+          }
+        }
+      }
+      dst[gi] = &part;
+      base[gi] = part.rows.rows;
+      part.rows.rows += groups[gi].rows.size();
+    }
+    for (std::size_t c = 0; c < ncols; ++c) {
+      const bool parsed = c < uuids.size() && !uuids[c].empty();
+      ColumnVector& src = batch.columns[c];
+      // Validity: materialised for a partition when either side has any.
+      for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+        ColumnVector& d = dst[gi]->rows.columns[c];
+        if (!src.valid.empty() || !d.valid.empty()) d.valid.resize(base[gi], 1);
+      }
+      if (!src.valid.empty()) {
+        std::vector<uint8_t*> out(groups.size());
+        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+          auto& v = dst[gi]->rows.columns[c].valid;
+          v.resize(base[gi] + groups[gi].rows.size(), 1);
+          out[gi] = v.data() + base[gi];
+        }
+        for (std::size_t r = 0; r < n; ++r) *out[gid[r]]++ = src.valid[r];
+      } else {
+        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+          ColumnVector& d = dst[gi]->rows.columns[c];
+          if (!d.valid.empty()) d.valid.resize(base[gi] + groups[gi].rows.size(), 1);
+        }
+      }
+      if (parsed) {
+        std::vector<duckdb_hugeint*> out(groups.size());
+        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+          dst[gi]->uuids[c].resize(base[gi] + groups[gi].rows.size());
+          out[gi] = dst[gi]->uuids[c].data() + base[gi];
+        }
+        const duckdb_hugeint* in = uuids[c].data();
+        for (std::size_t r = 0; r < n; ++r) *out[gid[r]]++ = in[r];
+        continue;
+      }
+      std::visit(
+          [&](auto& in) {
+            using V = std::decay_t<decltype(in)>;
+            using T = typename V::value_type;
+            std::vector<T*> out(groups.size());
+            for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+              V& v = std::get<V>(dst[gi]->rows.columns[c].data);
+              v.resize(base[gi] + groups[gi].rows.size());
+              out[gi] = v.data() + base[gi];
+            }
+            const uint32_t* g = gid.data();
+            T* src_v = in.data();
+            if constexpr (std::is_same_v<T, std::string>) {
+              if (copy) {
+                for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = src_v[r];
+                return;
+              }
+              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = std::move(src_v[r]);
+            } else {
+              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = src_v[r];
+            }
+          },
+          src.data);
+    }
+  }
+
+  // Waits for a background drain of `store`; a drain that failed is retried here (its error is
+  // thrown again if it fails again). With in.mu held (through `lock`).
+  void settle_draining(Store& store, std::unique_lock<std::mutex>& lock) {
+    Store::Ingest& in = store.ingest;
+    in.cv.wait(lock, [&] { return !in.draining; });
+    if (in.drainer.joinable()) in.drainer.join();
+    if (!in.d_parts.empty() || in.d_log) {
+      try {
+        commit_draining(store);
+      } catch (const std::exception& e) {
+        in.d_error = e.what();
+        throw;
+      }
+      in.d_bytes = 0;
+      in.d_error.clear();
+    }
+  }
+
+  // Commits every buffered row of `store` now (a running background drain is waited for).
+  void drain_ingest(Store& store) {
+    std::unique_lock lock(store.ingest.mu);
+    drain_ingest_locked(store, lock);
+  }
+
+  void drain_ingest_locked(Store& store, std::unique_lock<std::mutex>& lock) {
+    Store::Ingest& in = store.ingest;
+    settle_draining(store, lock);
+    if (in.parts.empty() && !in.log) return;
+    in.d_parts = std::move(in.parts);
+    in.parts.clear();
+    in.d_id = std::exchange(in.drain_id, std::string());
+    in.d_log = std::move(in.log);
+    in.log.reset();
+    in.d_bytes = std::exchange(in.bytes, 0);
+    settle_draining(store, lock);  // commits them on this thread
+  }
+
+  // Hands the filling set to a background thread (none may be running).
+  void start_background_drain(Store& store) {
+    Store::Ingest& in = store.ingest;
+    in.d_parts = std::move(in.parts);
+    in.parts.clear();
+    in.d_id = std::exchange(in.drain_id, std::string());
+    in.d_log = std::move(in.log);
+    in.log.reset();
+    in.d_bytes = std::exchange(in.bytes, 0);
+    in.draining = true;
+    in.drainer = std::thread([this, &store] {
+      Store::Ingest& st = store.ingest;
+      std::string error;
+      try {
+        commit_draining(store);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      std::lock_guard g(st.mu);
+      if (error.empty()) st.d_bytes = 0;
+      st.d_error = error;
+      st.draining = false;
+      st.cv.notify_all();
+    });
+  }
+
+  // Applies the ingest logs a previous process left (it crashed or could not drain at close):
+  // every whole record, committed with the log's id so that partitions which had committed it
+  // before the crash are skipped. Runs before the table is used.
+  void replay_ingest(Store& store) {
+    Store::Ingest& in = store.ingest;
+    std::lock_guard g(in.mu);
+    if (!in.replay_pending.load()) return;
+    std::sort(in.replay.begin(), in.replay.end());
+    while (!in.replay.empty()) {
+      const std::string path = in.replay.front();
+      IngestLog::Contents c = IngestLog::read(path);
+      const std::string name = fs::path(path).filename().string();
+      const std::string id =
+          name.substr(std::string(kIngestPrefix).size(),
+                      name.size() - std::string(kIngestPrefix).size() - std::string(".log").size());
+      for (ColumnBatch& b : c.batches) {
+        try {
+          check_batch(store.schema, b);
+        } catch (const Error& e) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("ingest log '{}' does not hold rows of table '{}' as stored: {}",
+                                  path, store.schema.name(), e.what()));
+        }
+      }
+      if (!c.batches.empty()) {
+        ColumnBatch all = concat_batches(c.batches);
+        BatchOptions o;
+        o.batch_id = id;
+        try {
+          write_to(store, store.schema, all, o);
+        } catch (const Error& e) {
+          throw Error(e.code(), fmt::format("replaying ingest log '{}': {}", path, e.what()));
+        }
+      }
+      std::error_code ec;
+      fs::remove(path, ec);
+      fsync_path(store.dir, true);
+      in.replay.erase(in.replay.begin());
+      std::lock_guard lock(mu);
+      ++counters.ingest_logs_replayed;
+    }
+    in.replay_pending = false;
+  }
+
+  // A buffered create_batch: validates and routes like write_to (a bad row fails the call with
+  // nothing logged), assigns missing ids, appends the batch to the filling set's ingest log
+  // (synced), keeps it in memory and hands the set to a background drain when it holds half the
+  // budget.
+  BatchResult write_buffered(Store& store, const Schema& schema, ColumnBatch& batch,
+                             bool keep_batch) {
+    BatchResult res;
+    if (batch.rows == 0) {
+      res.batch_id = new_uuid_v7();
+      return res;
+    }
+    if (batch.rows > UINT32_MAX) {
+      throw Error(ErrorCode::kInvalidArgument, "a batch holds at most 4294967295 rows");
+    }
+    std::vector<Group> groups = route(schema, batch);
+    res.ids_generated = assign_missing_ids(schema, batch);
+    normalize_ids(schema, batch);
+    // Validates, and the log stores UUIDs as 16 bytes (the drain parses the whole buffer again).
+    const std::vector<std::vector<duckdb_hugeint>> uuids = parse_uuids(schema, batch);
+    {
+      std::lock_guard lock(mu);
+      for (const Group& g : groups) {
+        auto it = store.entries.find(g.key);
+        if (it != store.entries.end() && !it->second->problem.empty()) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("cannot write to partition {} ('{}'): {}", it->second->name,
+                                  it->second->file, it->second->problem));
+        }
+      }
+    }
+    Store::Ingest& in = store.ingest;
+    std::unique_lock lock(in.mu);
+    // A background drain that failed is retried first (its error is thrown if it fails again); a
+    // log that could not be cut back after a failed append is committed and replaced.
+    if (!in.draining && !in.d_error.empty()) settle_draining(store, lock);
+    if (in.log && in.log->broken()) drain_ingest_locked(store, lock);
+    if (!in.log) {
+      in.drain_id = new_uuid_v7();
+      in.log.emplace(IngestLog::create(store.dir + "/" + kIngestPrefix + in.drain_id + ".log"));
+    }
+    in.log->append(batch, uuids);
+    res.batch_id = in.drain_id;
+    res.rows_written = static_cast<int64_t>(batch.rows);
+    res.partitions_written = static_cast<int64_t>(groups.size());
+    in.bytes += IngestLog::memory_of(batch, &uuids);
+    in.rows += static_cast<int64_t>(batch.rows);
+    buffer_rows(schema, in.parts, batch, groups, uuids, keep_batch);
+    if (!keep_batch) batch = ColumnBatch{};
+    {
+      std::lock_guard g(mu);
+      counters.rows_buffered += res.rows_written;
+    }
+    if (in.bytes >= static_cast<uint64_t>(config.write_buffer_mb) * 1024 * 1024 / 2) {
+      settle_draining(store, lock);  // at most two sets in memory: wait for the previous one
+      start_background_drain(store);
+    }
+    return res;
+  }
+
+  // Drains every table (flush, statistics).
+  void drain_all_ingest() {
+    std::vector<Store*> all;
+    {
+      std::lock_guard lock(mu);
+      for (auto& [name, st] : stores) all.push_back(st.get());
+    }
+    for (Store* st : all) {
+      if (st->ingest.replay_pending.load()) replay_ingest(*st);
+      if (st->ingest.rows.load() > 0) drain_ingest(*st);
+    }
+  }
+
+  // Waits for every background drain (close: before partitions are detached). Never throws.
+  void join_drainers() noexcept {
+    std::vector<Store*> all;
+    {
+      std::lock_guard lock(mu);
+      for (auto& [name, st] : stores) all.push_back(st.get());
+    }
+    for (Store* st : all) {
+      std::unique_lock lock(st->ingest.mu);
+      st->ingest.cv.wait(lock, [&] { return !st->ingest.draining; });
+      if (st->ingest.drainer.joinable()) st->ingest.drainer.join();
+    }
   }
 
   Store& store_for_locked(const Schema& schema) {
@@ -574,6 +930,19 @@ struct PartitionedDataRepository::Impl {
     store->schema = schema;
     store->dir = base_dir + "/" + schema.name();
     load_store_locked(*store);
+    if (!store->ingest.replay.empty()) {
+      if (options.read_only) {
+        for (const std::string& log : store->ingest.replay) {
+          store->problems.push_back(fmt::format(
+              "ingest log '{}' holds acknowledged rows that are not in the partitions yet (a "
+              "writer stopped before draining its write buffer): open the store read-write once "
+              "to apply them",
+              log));
+        }
+      } else {
+        store->ingest.replay_pending = true;
+      }
+    }
     Store& ref = *store;
     stores.emplace(schema.name(), std::move(store));
     trim_locked();
@@ -623,6 +992,10 @@ struct PartitionedDataRepository::Impl {
     }();
     std::vector<std::string> files;
     for (const std::string& fname : names) {
+      if (fname.starts_with(kIngestPrefix) && fname.ends_with(".log")) {
+        store.ingest.replay.push_back(store.dir + "/" + fname);
+        continue;
+      }
       if (!options.read_only &&
           (fname.ends_with(std::string(".duckdb") + kCreatingSuffix) ||
            fname.ends_with(std::string(".duckdb") + kCreatingSuffix + ".wal"))) {
@@ -996,7 +1369,7 @@ struct PartitionedDataRepository::Impl {
           }
           return m;
         });
-    if (done) update_bloom_after_write(store, batch, g);
+    if (done) update_bloom_after_write(store, batch, uuids, g);
     return done;
   }
 
@@ -1141,7 +1514,9 @@ struct PartitionedDataRepository::Impl {
     return m;
   }
 
-  void update_bloom_after_write(const Store& store, const ColumnBatch& batch, const Group& g) {
+  void update_bloom_after_write(const Store& store, const ColumnBatch& batch,
+                                const std::vector<std::vector<duckdb_hugeint>>& uuids,
+                                const Group& g) {
     if (!store.schema.id_index()) return;
     Entry& e = *g.entry;
     int64_t version = 0;
@@ -1154,8 +1529,15 @@ struct PartitionedDataRepository::Impl {
       e.bloom.reset();
       return;
     }
-    for (uint32_t r : g.rows) {
-      e.bloom->add(id_key(batch_cell(store.schema, batch, *store.schema.id_index(), r)));
+    const std::size_t idc = *store.schema.id_index();
+    if (idc < uuids.size() && !uuids[idc].empty()) {
+      // Parsed UUIDs (a write buffer's rows carry no text): the same canonical text.
+      const ColumnVector& idv = batch.columns[idc];
+      for (uint32_t r : g.rows) {
+        if (idv.is_valid(r)) e.bloom->add(duck::uuid_to_string(uuids[idc][r]));
+      }
+    } else {
+      for (uint32_t r : g.rows) e.bloom->add(id_key(batch_cell(store.schema, batch, idc, r)));
     }
     if (e.bloom->full()) {
       e.bloom.reset();
@@ -1324,22 +1706,25 @@ struct PartitionedDataRepository::Impl {
     return lookup();
   }
 
-  BatchResult write(const Schema& schema, ColumnBatch& batch, const BatchOptions& opts) {
+  // A create_batch: buffered (write_buffer_mb, no batch id) or written now. With `keep_batch` a
+  // buffered batch is copied into the buffer instead of moved (the caller reads it afterwards).
+  BatchResult write(const Schema& schema, ColumnBatch& batch, const BatchOptions& opts,
+                    bool keep_batch = false) {
     if (options.read_only) {
       throw Error(
           ErrorCode::kInvalidArgument,
           fmt::format("the partition store '{}' is open read-only; writes are refused", base_dir));
     }
     check_batch(schema, batch);
-    Store& store = store_for(schema);
-    BatchResult res;
-    const bool check_replay = !opts.batch_id.empty();
-    res.batch_id = check_replay ? opts.batch_id : new_uuid_v7();
-    if (batch.rows == 0) return res;
-    if (batch.rows > UINT32_MAX) {
-      throw Error(ErrorCode::kInvalidArgument, "a batch holds at most 4294967295 rows");
+    if (config.write_buffer_mb > 0 && config.auto_partition_enabled && opts.batch_id.empty()) {
+      return write_buffered(store_for(schema, /*drain=*/false), schema, batch, keep_batch);
     }
-    // Route every row before writing anything: a bad value fails the whole batch untouched.
+    return write_to(store_for(schema), schema, batch, opts);
+  }
+
+  // Routes every row to its partition's group (in row order within a group). Throws naming the
+  // first row whose partition value has no period.
+  std::vector<Group> route(const Schema& schema, const ColumnBatch& batch) const {
     const std::size_t pcol = schema.partition_index();
     const bool is_date = schema.columns()[pcol].type == ColumnType::kDate;
     std::vector<Group> groups;
@@ -1387,7 +1772,11 @@ struct PartitionedDataRepository::Impl {
       g.min_v = std::min(g.min_v, micros);
       g.max_v = std::max(g.max_v, micros);
     }
-    res.ids_generated = assign_missing_ids(schema, batch);
+    return groups;
+  }
+
+  // UUID ids in canonical text (lower case, hyphens). Throws naming a value that is not a UUID.
+  static void normalize_ids(const Schema& schema, ColumnBatch& batch) {
     if (schema.id_index()) {
       // Per-group id ranges are taken on the writer threads (group_id_range).
       ColumnVector& idv = batch.columns[*schema.id_index()];
@@ -1410,9 +1799,13 @@ struct PartitionedDataRepository::Impl {
         }
       }
     }
-    // UUID columns are parsed here, in row order, once: the writers gather rows in partition order,
-    // and reading each row's text there costs two cache misses per value (the string and its heap
-    // buffer) — it was ~10% of a 1M-row batch's CPU. A bad value fails the batch untouched.
+  }
+
+  // UUID columns are parsed here, in row order, once: the writers gather rows in partition order,
+  // and reading each row's text there costs two cache misses per value (the string and its heap
+  // buffer) — it was ~10% of a 1M-row batch's CPU. A bad value fails the batch untouched.
+  static std::vector<std::vector<duckdb_hugeint>> parse_uuids(const Schema& schema,
+                                                              const ColumnBatch& batch) {
     std::vector<std::vector<duckdb_hugeint>> uuids(schema.columns().size());
     for (std::size_t c = 0; c < schema.columns().size(); ++c) {
       if (schema.columns()[c].type != ColumnType::kUuid) continue;
@@ -1431,12 +1824,95 @@ struct PartitionedDataRepository::Impl {
         }
       }
     }
+    return uuids;
+  }
+
+  // Writes `batch` to its partitions now: one append and commit per partition, on the write
+  // threads, each recording the batch id (opts.batch_id: partitions that hold it already are
+  // skipped).
+  // `preparsed`: the batch's UUIDs parsed already (write buffering), its ids then canonical.
+  BatchResult write_to(Store& store, const Schema& schema, ColumnBatch& batch,
+                       const BatchOptions& opts,
+                       const std::vector<std::vector<duckdb_hugeint>>* preparsed = nullptr) {
+    BatchResult res;
+    const bool check_replay = !opts.batch_id.empty();
+    res.batch_id = check_replay ? opts.batch_id : new_uuid_v7();
+    if (batch.rows == 0) return res;
+    if (batch.rows > UINT32_MAX) {
+      throw Error(ErrorCode::kInvalidArgument, "a batch holds at most 4294967295 rows");
+    }
+    // Route every row before writing anything: a bad value fails the whole batch untouched.
+    std::vector<Group> groups = route(schema, batch);
+    res.ids_generated = assign_missing_ids(schema, batch);
+    std::vector<std::vector<duckdb_hugeint>> parsed;
+    if (!preparsed) {
+      normalize_ids(schema, batch);
+      parsed = parse_uuids(schema, batch);
+    }
+    const std::vector<std::vector<duckdb_hugeint>>& uuids = preparsed ? *preparsed : parsed;
+    commit_groups(store, schema, groups, batch.rows, res, check_replay, &batch, &uuids);
+    return res;
+  }
+
+  // Commits a drain of the write buffer: each partition's rows from its own batch, with batch id
+  // `id` (partitions that hold it already are skipped).
+  BatchResult write_parts(Store& store, std::map<PartitionKey, BufferedRows>& parts,
+                          const std::string& id) {
+    BatchResult res;
+    res.batch_id = id;
+    const Schema& schema = store.schema;
+    const std::size_t pcol = schema.partition_index();
+    std::vector<Group> groups;
+    std::size_t total = 0;
+    for (auto& [key, part] : parts) {
+      if (part.rows.rows == 0) continue;
+      if (part.rows.rows > UINT32_MAX) {
+        throw Error(ErrorCode::kInvalidArgument, "a batch holds at most 4294967295 rows");
+      }
+      Group g;
+      g.key = key;
+      g.rows.resize(part.rows.rows);
+      for (uint32_t r = 0; r < g.rows.size(); ++r) g.rows[r] = r;
+      int64_t lo = INT64_MAX, hi = INT64_MIN;
+      std::visit(
+          [&](const auto& v) {
+            using V = std::decay_t<decltype(v)>;
+            if constexpr (std::is_same_v<V, std::vector<int32_t>>) {
+              for (int32_t d : v) {
+                lo = std::min(lo, int64_t{d} * kMicrosPerDay);
+                hi = std::max(hi, int64_t{d} * kMicrosPerDay);
+              }
+            } else if constexpr (std::is_same_v<V, std::vector<int64_t>>) {
+              for (int64_t t : v) {
+                lo = std::min(lo, t);
+                hi = std::max(hi, t);
+              }
+            }
+          },
+          part.rows.columns[pcol].data);
+      g.min_v = lo;
+      g.max_v = hi;
+      g.src = &part.rows;
+      g.src_uuids = &part.uuids;
+      total += part.rows.rows;
+      groups.push_back(std::move(g));
+    }
+    if (!groups.empty()) commit_groups(store, schema, groups, total, res, true, nullptr, nullptr);
+    return res;
+  }
+
+  // Creates missing partitions and commits every group (rows of `batch`, or of the group's own
+  // src) on the write threads.
+  void commit_groups(Store& store, const Schema& schema, std::vector<Group>& groups,
+                     std::size_t total_rows, BatchResult& res, bool check_replay,
+                     const ColumnBatch* batch,
+                     const std::vector<std::vector<duckdb_hugeint>>* batch_uuids) {
     std::sort(groups.begin(), groups.end(),
               [](const Group& a, const Group& b) { return a.key < b.key; });
     // Creating partitions and the commits. Large batches only: SET threads restarts DuckDB's
     // workers, ~1 ms each way.
     const SingleThreadScope single_thread(
-        *this, batch.rows >= kSingleThreadMinRows ? write_threads_for(groups.size()) : 0);
+        *this, total_rows >= kSingleThreadMinRows ? write_threads_for(groups.size()) : 0);
     {
       std::lock_guard lock(mu);
       if (!config.auto_partition_enabled) {
@@ -1476,12 +1952,13 @@ struct PartitionedDataRepository::Impl {
         groups.size(), res,
         [&](std::size_t i, duck::Connection& conn) {
           Group& g = groups[i];
-          group_id_range(schema, batch, uuids, g);
-          const bool done = commit_group(store, batch, uuids, g, res.batch_id, check_replay, conn);
+          const ColumnBatch& b = g.src ? *g.src : *batch;
+          const auto& u = g.src_uuids ? *g.src_uuids : *batch_uuids;
+          group_id_range(schema, b, u, g);
+          const bool done = commit_group(store, b, u, g, res.batch_id, check_replay, conn);
           return std::make_pair(done, static_cast<int64_t>(g.rows.size()));
         },
         [&](std::size_t i) { return groups[i].entry; });
-    return res;
   }
 
   static constexpr std::size_t kSingleThreadMinRows = 100'000;
@@ -2659,6 +3136,7 @@ PartitionedDataRepository::~PartitionedDataRepository() {
     flush();
   } catch (...) {
   }
+  impl_->join_drainers();  // a drain that failed in flush() stays in its log for the next open
   {
     std::lock_guard lock(impl_->mu);
     for (auto& [name, s] : impl_->stores) {
@@ -2728,7 +3206,7 @@ Schema PartitionedDataRepository::load_schema(const std::string& table) {
 DataRecord PartitionedDataRepository::create(const Schema& schema,
                                              const std::map<std::string, Value>& data) {
   ColumnBatch b = records_to_batch(schema, {record_from_map(schema, data)});
-  impl_->write(schema, b, {});
+  impl_->write(schema, b, {}, /*keep_batch=*/true);
   return batch_row(schema, b, 0);
 }
 
@@ -3688,6 +4166,7 @@ StorageStatistics PartitionedDataRepository::get_partition_statistics() {
     }
     if (!loaded) impl_->store_for(load_schema(name));
   }
+  if (!impl_->options.read_only) impl_->drain_all_ingest();
   std::lock_guard lock(impl_->mu);
   for (auto& [name, store] : impl_->stores) {
     SchemaStatistics ss;
@@ -3723,6 +4202,7 @@ StorageStatistics PartitionedDataRepository::get_partition_statistics() {
 }
 
 void PartitionedDataRepository::flush() {
+  if (!impl_->options.read_only) impl_->drain_all_ingest();
   // Checkpoint the attached partitions first, on the write threads (best effort: a reader's open
   // transaction can make one fail, and DETACH below checkpoints it then): DETACH, which runs one
   // partition at a time under the repository lock, then has nothing left to compress and write.

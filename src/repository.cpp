@@ -95,6 +95,9 @@ std::string StorageStatistics::to_json() const {
       {"sql_plans_reused", counters.sql_plans_reused},
       {"ids_found_by_rowid", counters.ids_found_by_rowid},
       {"id_map_bytes", counters.id_map_bytes},
+      {"rows_buffered", counters.rows_buffered},
+      {"buffer_drains", counters.buffer_drains},
+      {"ingest_logs_replayed", counters.ingest_logs_replayed},
   };
   return j.dump(2);
 }

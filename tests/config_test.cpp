@@ -57,6 +57,12 @@ TEST(ConfigTest, TomlOverridesPreset) {
               parse_partition_config("id_index_memory_mb = -1\n", "cfg.toml");
             }).find("id_index_memory_mb = -1"),
             std::string::npos);
+  EXPECT_EQ(w.write_buffer_mb, 0);
+  EXPECT_EQ(parse_partition_config("write_buffer_mb = 2048\n", "t.toml").write_buffer_mb, 2048);
+  EXPECT_NE(error_of([] {
+              parse_partition_config("write_buffer_mb = -5\n", "cfg.toml");
+            }).find("write_buffer_mb = -5"),
+            std::string::npos);
 }
 
 TEST(ConfigTest, TomlErrorsNameFileKeyAndValue) {

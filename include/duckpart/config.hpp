@@ -43,6 +43,15 @@ struct PartitionConfig {
   // partition's ids (~5 bytes per row of each partition looked up at least twice; least recently
   // used maps are dropped beyond it), in MB; 0: no maps, every lookup scans its partition.
   int id_index_memory_mb = 1024;
+  // Write buffering for bulk ingest, in MB of memory; 0 (default): off. When on, create_batch and
+  // create_batch_columnar without a batch id append the batch to the table's ingest log (synced
+  // before they return: the rows are durable) and keep its rows in memory; a drain commits them
+  // all at once, so each partition gets large appends that DuckDB writes compressed, instead of a
+  // small append per call (docs/architecture.md, "Write buffering"). A drain runs when the
+  // buffered rows reach this size, before any other operation on the table (reads see every row
+  // written before them), on flush() and on close; a crash is repaired at the next open by
+  // replaying the log exactly once. Other processes see buffered rows only after a drain.
+  int write_buffer_mb = 0;
 
   // Throws Error(kInvalidArgument) naming the first invalid field and its value.
   void validate() const;

@@ -103,9 +103,12 @@ struct RepositoryCounters {
   int64_t batches_committed = 0;   // partition commits of batches
   int64_t batches_skipped = 0;     // partition commits skipped by replay protection
   int64_t rows_written = 0;
-  int64_t sql_plans_reused = 0;    // query_sql statements that skipped their EXPLAIN (plan cache)
-  int64_t ids_found_by_rowid = 0;  // get_by_id answers read by rowid through an id map
-  int64_t id_map_bytes = 0;        // memory of the id maps now (id_index_memory_mb bounds it)
+  int64_t sql_plans_reused = 0;      // query_sql statements that skipped their EXPLAIN (plan cache)
+  int64_t ids_found_by_rowid = 0;    // get_by_id answers read by rowid through an id map
+  int64_t id_map_bytes = 0;          // memory of the id maps now (id_index_memory_mb bounds it)
+  int64_t rows_buffered = 0;         // rows acknowledged through the ingest log (write_buffer_mb)
+  int64_t buffer_drains = 0;         // drains that committed buffered rows to the partitions
+  int64_t ingest_logs_replayed = 0;  // ingest logs of an earlier process applied at open
 };
 
 struct SchemaStatistics {

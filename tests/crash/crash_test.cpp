@@ -403,5 +403,60 @@ TEST_F(CrashTest, WriterProcess) {
   expect_killed_often();
 }
 
+TEST_F(CrashTest, BufferedWriterProcess) {
+  // Write buffering: batches are acknowledged once in the ingest log and drained to the partitions
+  // in the background. After a kill -9 the next open replays the log: every acknowledged batch is
+  // there exactly once, the batch in flight wholly or not at all, nothing else.
+  const int64_t batches = 12, rows = 1500;
+  {
+    DuckDBDataRepository oracle(path("oracle.duckdb"));
+    for (int64_t b = 0; b < batches; ++b)
+      oracle.create_batch(crash::writer_schema(), crash::writer_batch(b, rows));
+  }
+  auto writer = [&](const std::string& parts) {
+    return std::vector<std::string>{DUCKPART_CRASH_WRITER, parts,      std::to_string(batches),
+                                    std::to_string(rows),  "buffered", parts + ".acked"};
+  };
+  auto acked = [](const std::string& file) {
+    std::ifstream in(file);
+    int64_t n = 0;
+    for (std::string line; std::getline(in, line);) n += line.empty() ? 0 : 1;
+    return n;
+  };
+  // The batches of the store (ids begin with the batch number) whose rows it holds.
+  auto batches_in = [&](const std::string& parts) {
+    PartitionConfig cfg;
+    cfg.base_partition_path = parts;
+    cfg.strategy = PartitionStrategy::kMonthly;
+    PartitionedDataRepository repo(cfg);  // replays an ingest log left by the kill
+    const int64_t n = repo.count_all(crash::writer_schema());
+    EXPECT_EQ(n % rows, 0) << "a batch landed in part";
+    return n / rows;
+  };
+  const double full = timed_run(writer(path("ref")));
+  EXPECT_EQ(acked(path("ref") + ".acked"), batches);
+  EXPECT_EQ(batches_in(path("ref")), batches);
+  expect_store_equals(path("ref"), path("oracle.duckdb"), "id, ts, qty, name", "id", "TRUE", true);
+  int in_flight_kept = 0;
+  for (int t = 0; t < trials_; ++t) {
+    SCOPED_TRACE("trial " + std::to_string(t));
+    const std::string parts = path("p" + std::to_string(t));
+    run_and_kill(writer(parts), full);
+    const int64_t k = acked(parts + ".acked");
+    const int64_t m = batches_in(parts);
+    ASSERT_TRUE(m == k || m == k + 1) << m << " batches stored, " << k << " acknowledged";
+    in_flight_kept += m == k + 1 ? 1 : 0;
+    for (const auto& f : fs::directory_iterator(parts + "/events")) {
+      EXPECT_FALSE(f.path().filename().string().starts_with("_ingest_"))
+          << f.path() << " was not applied and removed";
+    }
+    expect_store_equals(parts, path("oracle.duckdb"), "id, ts, qty, name", "id",
+                        fmt::format("substr(CAST(id AS VARCHAR), 1, 8) < '{:08x}'", m), true);
+    fs::remove_all(parts);
+  }
+  std::printf("%d trials kept the batch in flight\n", in_flight_kept);
+  expect_killed_often();
+}
+
 }  // namespace
 }  // namespace duckpart::testing
