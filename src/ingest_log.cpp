@@ -12,8 +12,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <filesystem>
+#include <new>
 #include <utility>
 
 #include "duck/duck.hpp"
@@ -43,7 +43,12 @@ std::size_t fixed_width(const std::vector<T>&) {
 
 constexpr uint8_t kUuidKind = 5;  // a UUID column stored as 16-byte values, not text
 
-constexpr std::size_t kAlign = 4096;  // records start on 4 KB boundaries (direct I/O)
+constexpr std::size_t kAlign = 4096;
+
+// The payload's XXH3, seeded with the header's counts so that those are covered too.
+uint64_t checksum(const char* payload, uint64_t n, uint32_t ncols, uint64_t rows) {
+  return XXH3_64bits_withSeed(payload, n, rows * 0x9E3779B97F4A7C15ULL + ncols);
+}  // records start on 4 KB boundaries (direct I/O)
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -115,7 +120,8 @@ std::size_t encode(const ColumnBatch& batch, const std::vector<std::vector<duckd
   }
   std::memset(p, 0, static_cast<std::size_t>(out + total - p));
   const uint64_t payload = size;
-  const uint64_t sum = XXH3_64bits(out + kHeader, payload);
+  const uint64_t sum =
+      checksum(out + kHeader, payload, static_cast<uint32_t>(batch.columns.size()), rows);
   char* h = out;
   const uint32_t ncols = static_cast<uint32_t>(batch.columns.size());
   const uint64_t nrows = rows;
@@ -199,7 +205,8 @@ bool decode(const char* p, std::size_t n, uint32_t ncols, uint64_t rows, ColumnB
 }
 
 Error io_error(const std::string& what, const std::string& path) {
-  return Error(ErrorCode::kIo, fmt::format("ingest log '{}': {}: {}", path, what, std::strerror(errno)));
+  return Error(ErrorCode::kIo,
+               fmt::format("ingest log '{}': {}: {}", path, what, std::strerror(errno)));
 }
 
 }  // namespace
@@ -210,13 +217,10 @@ IngestLog IngestLog::create(const std::string& path) {
   // Direct, synchronous writes: no copy into the page cache and no wait behind other files'
   // dirty pages at fsync (measured 5x faster than write + fdatasync while partitions are being
   // written, docs/architecture.md). File systems without O_DIRECT (tmpfs) get write + fdatasync.
-  log.fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT | O_DSYNC, 0644);
-  if (log.fd_ < 0 && errno == EINVAL) {
-    log.fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  } else {
-    log.direct_ = log.fd_ >= 0;
-  }
+  log.fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DSYNC, 0644);
   if (log.fd_ < 0) throw io_error("cannot create", path);
+  const int flags = ::fcntl(log.fd_, F_GETFL);
+  log.direct_ = flags >= 0 && ::fcntl(log.fd_, F_SETFL, flags | O_DIRECT) == 0;
   if (::flock(log.fd_, LOCK_EX | LOCK_NB) != 0) throw io_error("cannot lock", path);
   sync_dir(dir_of(path));
   return log;
@@ -264,6 +268,7 @@ void IngestLog::append(const ColumnBatch& batch,
     size_ += n;
     return;
   }
+  if (done == n || errno == 0) errno = EIO;
   const Error err = io_error("cannot write a batch", path_);
   if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0 || ::fdatasync(fd_) != 0) broken_ = true;
   throw err;
@@ -288,12 +293,12 @@ IngestLog::Contents IngestLog::read(const std::string& path) {
                             "store): close it first",
                             path));
   }
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { ::close(fd); }
+  } close_fd{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const Error e = io_error("cannot stat", path);
-    ::close(fd);
-    throw e;
-  }
+  if (::fstat(fd, &st) != 0) throw io_error("cannot stat", path);
   std::string data(static_cast<std::size_t>(st.st_size), '\0');
   std::size_t got = 0;
   while (got < data.size()) {
@@ -302,7 +307,6 @@ IngestLog::Contents IngestLog::read(const std::string& path) {
     if (r <= 0) break;
     got += static_cast<std::size_t>(r);
   }
-  ::close(fd);
   if (got != data.size()) throw io_error("cannot read", path);
   Contents c;
   std::size_t pos = 0;
@@ -316,7 +320,7 @@ IngestLog::Contents IngestLog::read(const std::string& path) {
     std::memcpy(&payload, h + 16, 8);
     std::memcpy(&sum, h + 24, 8);
     if (magic != kMagic || payload > data.size() - pos - kHeader) break;
-    if (XXH3_64bits(h + kHeader, payload) != sum) break;
+    if (checksum(h + kHeader, payload, ncols, rows) != sum) break;
     ColumnBatch b;
     if (!decode(h + kHeader, payload, ncols, rows, b)) break;
     c.batches.push_back(std::move(b));
@@ -324,6 +328,27 @@ IngestLog::Contents IngestLog::read(const std::string& path) {
   }
   c.valid_bytes = pos;
   c.ignored_bytes = data.size() - pos;
+  // Only the last record can be cut short (each is written whole and synced before the next): a
+  // whole record after a bad one means the file was damaged, and its rows must not be dropped
+  // silently.
+  for (std::size_t at = align_up(pos + 1); at + kHeader <= data.size(); at += kAlign) {
+    uint32_t magic, ncols;
+    uint64_t rows, payload, sum;
+    const char* h = data.data() + at;
+    std::memcpy(&magic, h, 4);
+    if (magic != kMagic) continue;
+    std::memcpy(&ncols, h + 4, 4);
+    std::memcpy(&rows, h + 8, 8);
+    std::memcpy(&payload, h + 16, 8);
+    std::memcpy(&sum, h + 24, 8);
+    if (payload <= data.size() - at - kHeader &&
+        checksum(h + kHeader, payload, ncols, rows) == sum) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("ingest log '{}' is damaged at byte {} (whole records follow at byte "
+                              "{}): it is kept; move it aside to open the table without its rows",
+                              path, pos, at));
+    }
+  }
   return c;
 }
 

@@ -10,8 +10,8 @@
 //   u32 magic | u32 columns | u64 rows | u64 payload bytes | u64 XXH3-64 of the payload | payload
 // payload: per column u8 vector kind (ColumnVector::data's index), u8 has validity, then the
 // validity bytes (rows) if any, then the values: fixed-width types raw, UUIDs (kind 5) as 16-byte
-// integers, text as u32 lengths followed by the bytes. A record that is cut short or does not match its checksum ends the log
-// (the call that wrote it never returned).
+// integers, text as u32 lengths followed by the bytes. A record that is cut short or does not match
+// its checksum ends the log (the call that wrote it never returned).
 #pragma once
 
 #include <cstdint>
@@ -58,7 +58,7 @@ class IngestLog {
 
   struct Contents {
     std::vector<ColumnBatch> batches;
-    uint64_t valid_bytes = 0;   // bytes of whole, matching records
+    uint64_t valid_bytes = 0;    // bytes of whole, matching records
     uint64_t ignored_bytes = 0;  // a cut-short or damaged tail
   };
   // Reads every whole record of `path`. Throws Error(kLocked) when another process holds the log,

@@ -233,6 +233,9 @@ struct PartitionedDataRepository::Impl {
   }
   std::mutex catalog_mu;
   std::mutex bulk_mu;  // one BulkLoad at a time (its writers hold several partitions' write_mu)
+  // Open BulkLoads: buffered rows are not drained meanwhile (a drain would wait for partition
+  // write locks the load holds until its commit; see write_buffered).
+  std::atomic<int> bulk_active{0};
 
   // ---- DuckDB's worker threads while writing ----------------------------------------------------
   //
@@ -600,7 +603,7 @@ struct PartitionedDataRepository::Impl {
       store = &store_for_locked(schema);
     }
     if (store->ingest.replay_pending.load()) replay_ingest(*store);
-    if (drain && store->ingest.rows.load() > 0) drain_ingest(*store);
+    if (drain && store->ingest.rows.load() > 0 && bulk_active.load() == 0) drain_ingest(*store);
     return *store;
   }
 
@@ -625,76 +628,111 @@ struct PartitionedDataRepository::Impl {
     for (const auto& [key, part] : in.d_parts) n += static_cast<int64_t>(part.rows.rows);
     in.d_parts.clear();
     in.rows -= n;
+    if (n == 0) return;
     std::lock_guard lock(mu);
     ++counters.buffer_drains;
   }
 
-  // Appends every row of `batch` to its partition's buffered rows (`groups`: the rows of each
-  // partition). One sequential pass per column writing to one cursor per partition (a counting
-  // sort): reading the rows of one partition after another instead costs a cache miss per cell.
-  // Text is moved out of `batch` unless `copy`; UUID columns keep only their parsed values (their
-  // text vector stays empty: the drain appends and indexes the parsed values).
-  void buffer_rows(const Schema& schema, std::map<PartitionKey, BufferedRows>& parts,
-                   ColumnBatch& batch, const std::vector<Group>& groups,
-                   const std::vector<std::vector<duckdb_hugeint>>& uuids, bool copy) {
+  // Where each partition's rows of one batch go in the write buffer (prepare_rows), so that the
+  // copy after the batch is logged (scatter_rows) cannot fail half way.
+  struct RowSlots {
+    std::vector<BufferedRows*> dst;
+    std::vector<std::size_t> base;
+  };
+
+  // Makes room for every row of `batch` in its partition's buffered rows (`groups`: the rows of
+  // each partition). Throws (bad_alloc) with the buffer as it was.
+  RowSlots prepare_rows(const Schema& schema, std::map<PartitionKey, BufferedRows>& parts,
+                        const ColumnBatch& batch, const std::vector<Group>& groups,
+                        const std::vector<std::vector<duckdb_hugeint>>& uuids) {
     const std::size_t ncols = schema.columns().size();
-    const std::size_t n = batch.rows;
-    std::vector<uint32_t> gid(n);
-    std::vector<BufferedRows*> dst(groups.size());
-    std::vector<std::size_t> base(groups.size());
-    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-      for (uint32_t r : groups[gi].rows) gid[r] = static_cast<uint32_t>(gi);
-      BufferedRows& part = parts[groups[gi].key];
+    RowSlots s;
+    s.dst.reserve(groups.size());
+    for (const Group& g : groups) {
+      BufferedRows& part = parts[g.key];
       if (part.rows.columns.empty()) {
-        // Room for the partition's share of the budget: reserved address space costs nothing
-        // until written, and vectors that never grow are never copied.
-        const std::size_t share = std::min<std::size_t>(
-            std::size_t{1} << 26, static_cast<std::size_t>(config.write_buffer_mb) * 1024 * 1024 /
-                                      64 / std::max<std::size_t>(1, groups.size()));
-        part.rows = make_column_batch(schema, std::max(share, groups[gi].rows.size()));
+        part.rows = make_column_batch(schema);
         part.uuids.assign(ncols, {});
         for (std::size_t c = 0; c < ncols; ++c) {
           if (c < uuids.size() && !uuids[c].empty()) {
-            std::vector<std::string>().swap(
-                std::get<std::vector<std::string>>(part.rows.columns[c].data));
-            part.uuids[c].reserve(std::max(share, groups[gi].rows.size()));
+            std::get<std::vector<std::string>>(part.rows.columns[c].data).clear();
           }
         }
       }
-      dst[gi] = &part;
-      base[gi] = part.rows.rows;
-      part.rows.rows += groups[gi].rows.size();
+      s.dst.push_back(&part);
+      s.base.push_back(part.rows.rows);
     }
-    for (std::size_t c = 0; c < ncols; ++c) {
-      const bool parsed = c < uuids.size() && !uuids[c].empty();
-      ColumnVector& src = batch.columns[c];
-      // Validity: materialised for a partition when either side has any.
+    auto resize_all = [&](bool grow) {
       for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-        ColumnVector& d = dst[gi]->rows.columns[c];
-        if (!src.valid.empty() || !d.valid.empty()) d.valid.resize(base[gi], 1);
+        BufferedRows& part = *s.dst[gi];
+        const std::size_t size = s.base[gi] + (grow ? groups[gi].rows.size() : 0);
+        for (std::size_t c = 0; c < ncols; ++c) {
+          ColumnVector& d = part.rows.columns[c];
+          const bool valid = !batch.columns[c].valid.empty() || !d.valid.empty();
+          if (valid || (!grow && d.valid.size() > size)) d.valid.resize(size, 1);
+          if (c < uuids.size() && !uuids[c].empty()) {
+            part.uuids[c].resize(size);  // UUID columns: parsed values only, no text
+            continue;
+          }
+          std::visit([&](auto& v) { v.resize(size); }, d.data);
+        }
       }
+    };
+    try {
+      resize_all(true);
+    } catch (...) {
+      resize_all(false);  // shrinking never throws
+      throw;
+    }
+    return s;
+  }
+
+  // Gives the room prepare_rows made back (the batch could not be logged).
+  void release_rows(const Schema& schema, const RowSlots& s) noexcept {
+    for (std::size_t gi = 0; gi < s.dst.size(); ++gi) {
+      BufferedRows& part = *s.dst[gi];
+      for (std::size_t c = 0; c < schema.columns().size(); ++c) {
+        ColumnVector& d = part.rows.columns[c];
+        if (d.valid.size() > s.base[gi]) d.valid.resize(s.base[gi]);
+        if (part.uuids[c].size() > s.base[gi]) part.uuids[c].resize(s.base[gi]);
+        std::visit(
+            [&](auto& v) {
+              if (v.size() > s.base[gi]) v.resize(s.base[gi]);
+            },
+            d.data);
+      }
+    }
+  }
+
+  // Copies every row of `batch` into the room prepare_rows made: one sequential pass per column
+  // writing to one cursor per partition (a counting sort); reading the rows of one partition after
+  // another instead costs a cache miss per cell. Text is moved out of `batch` unless `copy`.
+  void scatter_rows(const Schema& schema, const RowSlots& s, ColumnBatch& batch,
+                    const std::vector<Group>& groups,
+                    const std::vector<std::vector<duckdb_hugeint>>& uuids, bool copy) {
+    const std::size_t ncols = schema.columns().size();
+    const std::size_t n = batch.rows;
+    std::vector<uint32_t> gid(n);
+    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+      for (uint32_t r : groups[gi].rows) gid[r] = static_cast<uint32_t>(gi);
+    }
+    const uint32_t* g = gid.data();
+    for (std::size_t c = 0; c < ncols; ++c) {
+      ColumnVector& src = batch.columns[c];
       if (!src.valid.empty()) {
         std::vector<uint8_t*> out(groups.size());
         for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          auto& v = dst[gi]->rows.columns[c].valid;
-          v.resize(base[gi] + groups[gi].rows.size(), 1);
-          out[gi] = v.data() + base[gi];
+          out[gi] = s.dst[gi]->rows.columns[c].valid.data() + s.base[gi];
         }
-        for (std::size_t r = 0; r < n; ++r) *out[gid[r]]++ = src.valid[r];
-      } else {
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          ColumnVector& d = dst[gi]->rows.columns[c];
-          if (!d.valid.empty()) d.valid.resize(base[gi] + groups[gi].rows.size(), 1);
-        }
+        for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = src.valid[r];
       }
-      if (parsed) {
+      if (c < uuids.size() && !uuids[c].empty()) {
         std::vector<duckdb_hugeint*> out(groups.size());
         for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          dst[gi]->uuids[c].resize(base[gi] + groups[gi].rows.size());
-          out[gi] = dst[gi]->uuids[c].data() + base[gi];
+          out[gi] = s.dst[gi]->uuids[c].data() + s.base[gi];
         }
         const duckdb_hugeint* in = uuids[c].data();
-        for (std::size_t r = 0; r < n; ++r) *out[gid[r]]++ = in[r];
+        for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = in[r];
         continue;
       }
       std::visit(
@@ -703,23 +741,23 @@ struct PartitionedDataRepository::Impl {
             using T = typename V::value_type;
             std::vector<T*> out(groups.size());
             for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-              V& v = std::get<V>(dst[gi]->rows.columns[c].data);
-              v.resize(base[gi] + groups[gi].rows.size());
-              out[gi] = v.data() + base[gi];
+              out[gi] = std::get<V>(s.dst[gi]->rows.columns[c].data).data() + s.base[gi];
             }
-            const uint32_t* g = gid.data();
-            T* src_v = in.data();
+            T* from = in.data();
             if constexpr (std::is_same_v<T, std::string>) {
               if (copy) {
-                for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = src_v[r];
+                for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = from[r];
                 return;
               }
-              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = std::move(src_v[r]);
+              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = std::move(from[r]);
             } else {
-              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = src_v[r];
+              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = from[r];
             }
           },
           src.data);
+    }
+    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+      s.dst[gi]->rows.rows = s.base[gi] + groups[gi].rows.size();
     }
   }
 
@@ -769,21 +807,28 @@ struct PartitionedDataRepository::Impl {
     in.d_log = std::move(in.log);
     in.log.reset();
     in.d_bytes = std::exchange(in.bytes, 0);
+    if (in.drainer.joinable()) in.drainer.join();
     in.draining = true;
-    in.drainer = std::thread([this, &store] {
-      Store::Ingest& st = store.ingest;
-      std::string error;
-      try {
-        commit_draining(store);
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-      std::lock_guard g(st.mu);
-      if (error.empty()) st.d_bytes = 0;
-      st.d_error = error;
-      st.draining = false;
-      st.cv.notify_all();
-    });
+    try {
+      in.drainer = std::thread([this, &store] {
+        Store::Ingest& st = store.ingest;
+        std::string error;
+        try {
+          commit_draining(store);
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+        std::lock_guard g(st.mu);
+        if (error.empty()) st.d_bytes = 0;
+        st.d_error = error;
+        st.draining = false;
+        st.cv.notify_all();
+      });
+    } catch (const std::exception& e) {
+      // No thread: the set stays as the draining set, committed by the next operation.
+      in.draining = false;
+      in.d_error = e.what();
+    }
   }
 
   // Applies the ingest logs a previous process left (it crashed or could not drain at close):
@@ -862,29 +907,45 @@ struct PartitionedDataRepository::Impl {
     }
     Store::Ingest& in = store.ingest;
     std::unique_lock lock(in.mu);
-    // A background drain that failed is retried first (its error is thrown if it fails again); a
-    // log that could not be cut back after a failed append is committed and replaced.
+    // Everything that can fail for reasons other than this batch happens before it is logged: once
+    // it is in the log the call succeeds (an error after that would invite the caller to write
+    // rows again that are already durable). A background drain that failed is retried (its error
+    // is thrown again if it fails again); a log that could not be cut back after a failed append is
+    // committed and replaced; a full filling set is handed to a background drain (at most two sets
+    // in memory: the previous drain is waited for). Not while a BulkLoad of this repository is
+    // open: its partitions' write locks would hold the drain, and a drain waited for by the
+    // BulkLoad's own thread would never end.
     if (!in.draining && !in.d_error.empty()) settle_draining(store, lock);
     if (in.log && in.log->broken()) drain_ingest_locked(store, lock);
+    const uint64_t half = static_cast<uint64_t>(config.write_buffer_mb) * 1024 * 1024 / 2;
+    while (bulk_active.load() == 0 && in.bytes >= half) {
+      if (in.draining || !in.d_parts.empty() || in.d_log) {
+        settle_draining(store, lock);  // releases in.mu while it waits: look again
+        continue;
+      }
+      start_background_drain(store);
+    }
     if (!in.log) {
       in.drain_id = new_uuid_v7();
       in.log.emplace(IngestLog::create(store.dir + "/" + kIngestPrefix + in.drain_id + ".log"));
     }
-    in.log->append(batch, uuids);
+    const RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
+    try {
+      in.log->append(batch, uuids);
+    } catch (...) {
+      release_rows(schema, slots);
+      throw;
+    }
     res.batch_id = in.drain_id;
     res.rows_written = static_cast<int64_t>(batch.rows);
     res.partitions_written = static_cast<int64_t>(groups.size());
     in.bytes += IngestLog::memory_of(batch, &uuids);
+    scatter_rows(schema, slots, batch, groups, uuids, keep_batch);
     in.rows += static_cast<int64_t>(batch.rows);
-    buffer_rows(schema, in.parts, batch, groups, uuids, keep_batch);
     if (!keep_batch) batch = ColumnBatch{};
     {
       std::lock_guard g(mu);
       counters.rows_buffered += res.rows_written;
-    }
-    if (in.bytes >= static_cast<uint64_t>(config.write_buffer_mb) * 1024 * 1024 / 2) {
-      settle_draining(store, lock);  // at most two sets in memory: wait for the previous one
-      start_background_drain(store);
     }
     return res;
   }
@@ -935,8 +996,8 @@ struct PartitionedDataRepository::Impl {
         for (const std::string& log : store->ingest.replay) {
           store->problems.push_back(fmt::format(
               "ingest log '{}' holds acknowledged rows that are not in the partitions yet (a "
-              "writer stopped before draining its write buffer): open the store read-write once "
-              "to apply them",
+              "writer with write buffering is running, or stopped before draining): they are "
+              "not counted here; a writable open applies them",
               log));
         }
       } else {
@@ -2217,6 +2278,13 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   Schema schema;
   BulkLoadOptions options;
   std::unique_lock<std::mutex> bulk_lock;
+  struct ActiveLoad {  // counted in impl.bulk_active while the load exists
+    std::atomic<int>& n;
+    explicit ActiveLoad(std::atomic<int>& c) : n(c) { ++n; }
+    ~ActiveLoad() { --n; }
+    ActiveLoad(const ActiveLoad&) = delete;
+    ActiveLoad& operator=(const ActiveLoad&) = delete;
+  } active_load;
   std::vector<std::unique_ptr<Slot>> slots;
   std::unordered_map<int64_t, std::size_t> slot_of;
   std::vector<std::unique_ptr<Worker>> workers;
@@ -2252,7 +2320,12 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   BatchResult res;
 
   Loader(Impl& i, Store& s, const Schema& sc, BulkLoadOptions o)
-      : impl(i), store(s), schema(sc), options(std::move(o)), bulk_lock(i.bulk_mu) {
+      : impl(i),
+        store(s),
+        schema(sc),
+        options(std::move(o)),
+        bulk_lock(i.bulk_mu),
+        active_load(i.bulk_active) {
     std::call_once(impl.feed_registered, [&] {
       auto conn = impl.pool->take();
       ChunkFeed::register_function(conn->get());
@@ -3908,7 +3981,9 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
     key = *parsed;
     key.strategy = impl_->config.strategy;
   }
-  Store& store = impl_->store_for(schema);
+  // Not drained first: a restore is how a partition that fails every drain is repaired; buffered
+  // rows for it are committed into the restored file afterwards.
+  Store& store = impl_->store_for(schema, /*drain=*/false);
   Entry* e = nullptr;
   {
     std::lock_guard lock(impl_->mu);

@@ -1706,7 +1706,9 @@ TEST_F(PartitionedTest, IngestLogIsReplayedExactlyOnceAndItsTornTailIgnored) {
       const auto& text = std::get<std::vector<std::string>>(col.data);
       uuids[c].resize(b.rows);
       for (std::size_t r = 0; r < b.rows; ++r) {
-        if (col.is_valid(r)) ASSERT_TRUE(duck::uuid_parse(text[r], uuids[c][r]));
+        if (col.is_valid(r)) {
+          ASSERT_TRUE(duck::uuid_parse(text[r], uuids[c][r]));
+        }
       }
     }
     log.append(b, uuids);
@@ -1741,6 +1743,34 @@ TEST_F(PartitionedTest, IngestLogIsReplayedExactlyOnceAndItsTornTailIgnored) {
     EXPECT_EQ(repo.counters().ingest_logs_replayed, open == 0 ? 1 : 0);
     EXPECT_FALSE(std::filesystem::exists(path("parts/events/") + kIngestPrefix + id + ".log"));
   }
+}
+
+TEST_F(PartitionedTest, DamagedIngestLogIsKeptAndNamedNotDropped) {
+  // Only the last record of a log can be cut short; a damaged record followed by whole ones is
+  // damage: the table refuses to open instead of dropping the rows after it.
+  std::mt19937_64 rng(4);
+  std::filesystem::create_directories(path("parts/events"));
+  const std::string file =
+      path("parts/events/") + kIngestPrefix + "0190aaaa-0000-7000-8000-0000000000aa.log";
+  {
+    IngestLog log = IngestLog::create(file);
+    for (int i = 0; i < 2; ++i) {
+      log.append(records_to_batch(schema_, random_wide_rows(rng, 100, date_from_civil(2023, 1, 1),
+                                                            date_from_civil(2023, 2, 28))),
+                 {});
+    }
+  }
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x7f');
+  }
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  ErrorCode code{};
+  const std::string msg = error_of([&] { repo.count_all(schema_); }, &code);
+  EXPECT_EQ(code, ErrorCode::kCorruption) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  EXPECT_TRUE(std::filesystem::exists(file));
 }
 
 TEST_F(PartitionedTest, ConcurrentBufferedWritersAndReadersSeeEveryAcknowledgedBatch) {
