@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "coerce.hpp"
 #include "duckpart/error.hpp"
@@ -206,46 +207,91 @@ ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>
         break;
     }
   }
-  for (std::size_t ri = 0; ri < nr; ++ri) {
-    const std::vector<Value>& vals = records[ri].values;
-    for (std::size_t ci = 0; ci < nc; ++ci) {
-      const Value& raw = vals[ci];
-      const Out& o = outs[ci];
-      if (raw.is_null()) {
-        ColumnVector& out = b.columns[ci];
-        if (out.valid.empty()) out.valid.assign(nr, 1);
-        out.valid[ri] = 0;
-        continue;
-      }
-      Value coerced;
-      const Value* vp = &raw;
-      if (!already_canonical(o.type, raw)) {
-        try {
-          coerced = coerce_value(cols[ci], raw, "");
-        } catch (const Error& e) {
-          throw Error(e.code(), fmt::format("record {}: {}", ri, e.what()));
+  // NULL cells: a column's validity is made on its first NULL (under `valid_mu`; `has_valid`
+  // tells the other threads it exists).
+  std::mutex valid_mu;
+  std::vector<std::atomic<bool>> has_valid(nc);
+  auto convert = [&](std::size_t from, std::size_t to) {
+    for (std::size_t ri = from; ri < to; ++ri) {
+      const std::vector<Value>& vals = records[ri].values;
+      for (std::size_t ci = 0; ci < nc; ++ci) {
+        const Value& raw = vals[ci];
+        const Out& o = outs[ci];
+        if (raw.is_null()) {
+          ColumnVector& out = b.columns[ci];
+          if (!has_valid[ci].load(std::memory_order_acquire)) {
+            std::lock_guard lock(valid_mu);
+            if (!has_valid[ci].load(std::memory_order_relaxed)) {
+              out.valid.assign(nr, 1);
+              has_valid[ci].store(true, std::memory_order_release);
+            }
+          }
+          out.valid[ri] = 0;
+          continue;
         }
-        vp = &coerced;
-      }
-      const Value& v = *vp;
-      switch (o.slot) {
-        case Slot::kInt64:
-          o.i64[ri] = v.is<Timestamp>() ? v.get<Timestamp>().micros : v.get<int64_t>();
-          break;
-        case Slot::kInt32:
-          o.i32[ri] = v.get<Date>().days;
-          break;
-        case Slot::kDouble:
-          o.f64[ri] = v.get<double>();
-          break;
-        case Slot::kBool:
-          o.b8[ri] = v.get<bool>() ? 1 : 0;
-          break;
-        case Slot::kString:
-          o.str[ri] = v.get<std::string>();
-          break;
+        Value coerced;
+        const Value* vp = &raw;
+        if (!already_canonical(o.type, raw)) {
+          try {
+            coerced = coerce_value(cols[ci], raw, "");
+          } catch (const Error& e) {
+            throw Error(e.code(), fmt::format("record {}: {}", ri, e.what()));
+          }
+          vp = &coerced;
+        }
+        const Value& v = *vp;
+        switch (o.slot) {
+          case Slot::kInt64:
+            o.i64[ri] = v.is<Timestamp>() ? v.get<Timestamp>().micros : v.get<int64_t>();
+            break;
+          case Slot::kInt32:
+            o.i32[ri] = v.get<Date>().days;
+            break;
+          case Slot::kDouble:
+            o.f64[ri] = v.get<double>();
+            break;
+          case Slot::kBool:
+            o.b8[ri] = v.get<bool>() ? 1 : 0;
+            break;
+          case Slot::kString:
+            o.str[ri] = v.get<std::string>();
+            break;
+        }
       }
     }
+  };
+  // Large batches are converted on up to 4 threads, each a contiguous range of records (the
+  // copy costs ~0.3 us per 7-value record, a third of a 1M-record create_batch). With several
+  // bad values the error still names the first in record order: ranges are in order, and each
+  // stops at its own first error.
+  constexpr std::size_t kRowsPerThread = 131072;
+  const std::size_t threads_n = std::min<std::size_t>(
+      {std::max(1u, std::thread::hardware_concurrency()), 4, nr / kRowsPerThread});
+  if (threads_n <= 1) {
+    convert(0, nr);
+    return b;
+  }
+  std::vector<std::exception_ptr> errors(threads_n);
+  {
+    std::vector<std::thread> threads;
+    auto range = [&](std::size_t t) {
+      try {
+        convert(nr * t / threads_n, nr * (t + 1) / threads_n);
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    };
+    try {
+      for (std::size_t t = 1; t < threads_n; ++t) threads.emplace_back(range, t);
+    } catch (const std::system_error&) {
+      // No more threads: this one converts the ranges that got none.
+      for (std::size_t t = threads.size() + 1; t < threads_n; ++t) range(t);
+    }
+    range(0);
+    for (auto& t : threads) t.join();
+  }
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
   }
   return b;
 }

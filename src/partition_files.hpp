@@ -20,6 +20,9 @@ inline constexpr const char* kCatalogFile = "_catalog.json";
 inline constexpr const char* kIdIndexDir = "_ids";
 // Suffix of a partition file while it is being created (renamed into place once initialised).
 inline constexpr const char* kCreatingSuffix = ".creating";
+// An empty partition file of the table, made once per store and process under this name (plus
+// kCreatingSuffix) and copied to create partitions; deleted once read.
+inline constexpr const char* kTemplateFile = "_template.duckdb";
 // Ingest logs of buffered writes: <table dir>/_ingest_<drain id>.log (src/ingest_log.hpp).
 inline constexpr const char* kIngestPrefix = "_ingest_";
 

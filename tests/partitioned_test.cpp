@@ -682,7 +682,9 @@ TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {
   };
   const std::string before = checksum_of("partition_2022_07");
   ASSERT_EQ(before.substr(0, before.find('/')), expect_rows);
-  EXPECT_GT(repo.unsorted_pairs(schema_, "partition_2022_07"), 100);
+  // Each commit's rows are stored in time order: the 21 commits leave 20 descents at most.
+  EXPECT_GE(repo.unsorted_pairs(schema_, "partition_2022_07"), 10);
+  EXPECT_LE(repo.unsorted_pairs(schema_, "partition_2022_07"), 20);
   PartitionUtilities util(repo);
   auto finding = [&](const HealthReport& h) {
     for (const auto& f : h.findings) {
@@ -770,6 +772,107 @@ TEST_F(PartitionedTest, BulkPathMetadataMatchesAScan) {
     ++checked;
   }
   EXPECT_EQ(checked, 3);  // 2021-01 .. 2021-03 (90 days from 1 January)
+}
+
+// New partitions of a batch are copies of the store's template (docs/architecture.md, "Partition
+// files from a template"): after the batch each file holds its own period, range, row count and
+// bounds exactly as a partition created on its own does, and its rows are stored in time order.
+TEST_F(PartitionedTest, PartitionsMadeFromTheTemplateHoldTheirOwnMetadata) {
+  std::mt19937_64 rng(11);
+  {
+    PartitionedDataRepository repo = open();
+    // One month first (created on its own), then a batch over five new months (from the template).
+    repo.create_batch(schema_, random_wide_rows(rng, 40, date_from_civil(2022, 1, 3),
+                                                date_from_civil(2022, 1, 20)));
+    repo.create_batch(schema_, random_wide_rows(rng, 500, date_from_civil(2022, 2, 1),
+                                                date_from_civil(2022, 6, 30)));
+    EXPECT_FALSE(std::filesystem::exists(path("parts/events/_template.duckdb.creating")));
+  }
+  int checked = 0;
+  for (int m = 1; m <= 6; ++m) {
+    const PartitionKey key =
+        partition_key_of(PartitionStrategy::kMonthly, date_from_civil(2022, m, 1));
+    duck::Database db = duck::Database::open(path("parts/events/" + key.file_name()), true);
+    duck::Connection c = db.connect();
+    EXPECT_EQ(c.query_int(fmt::format(
+                  "SELECT CAST(m.period = '{}' AND m.range_start = TIMESTAMP '{}' AND m.range_end "
+                  "= TIMESTAMP '{}' AND m.strategy = 'monthly' AND m.row_count = (SELECT count(*) "
+                  "FROM events) AND m.row_count > 0 AND m.min_value = (SELECT min(ts) FROM events) "
+                  "AND m.max_value = (SELECT max(ts) FROM events) AND m.commit_version = 1 AS "
+                  "INTEGER) FROM _duckpart_meta m",
+                  key.label(), format_date(key.start()), format_date(key.end()))),
+              1)
+        << key.file_name();
+    // Rows of one commit are stored sorted by the partition column.
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM (SELECT ts < lag(ts) OVER (ORDER BY rowid) AS d "
+                          "FROM events) WHERE d"),
+              0)
+        << key.file_name();
+    ++checked;
+  }
+  EXPECT_EQ(checked, 6);
+  PartitionedDataRepository again = open();
+  for (const auto& p : again.get_partition_statistics().schemas.at(0).partitions) {
+    EXPECT_EQ(p.problem, "") << p.name;
+  }
+}
+
+// A partition copied from the template whose first commit never happened (a crash between the
+// copy and the commit) holds an empty period: a read-only open takes the period from its name,
+// a writable open writes it, and a backup of it restores by its file name. No rows are lost.
+TEST_F(PartitionedTest, APartitionWithTheTemplatesEmptyPeriodIsCompletedFromItsName) {
+  std::mt19937_64 rng(12);
+  const auto rows =
+      random_wide_rows(rng, 300, date_from_civil(2022, 3, 1), date_from_civil(2022, 4, 30));
+  {
+    PartitionedDataRepository repo = open();
+    repo.create_batch(schema_, rows);
+  }
+  const std::string file = path("parts/events/partition_2022_04.duckdb");
+  {
+    duck::Database db = duck::Database::open(file);
+    db.connect().exec(
+        "UPDATE _duckpart_meta SET period = '', range_start = NULL, range_end = NULL");
+  }
+  std::filesystem::remove(
+      path("parts/events/_catalog.json"));  // the cached metadata would skip the check
+  auto period_in_file = [&] {
+    duck::Database db = duck::Database::open(file, true);
+    duck::Result r = db.connect().query("SELECT period FROM _duckpart_meta");
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> out;
+    while (auto c = r.fetch()) dec.decode(c, out);
+    return out.at(0).values.at(0).get<std::string>();
+  };
+  {
+    PartitionedDataRepository ro(test_config(path("parts"), PartitionStrategy::kMonthly),
+                                 {.read_only = true});
+    for (const auto& p : ro.get_partition_statistics().schemas.at(0).partitions) {
+      EXPECT_EQ(p.problem, "") << p.name;
+    }
+    EXPECT_EQ(ro.count_all(schema_), static_cast<int64_t>(rows.size()));
+  }
+  EXPECT_EQ(period_in_file(), "");
+  // Its backup, taken as it is, restores to the period of its name.
+  std::filesystem::create_directories(path("bk"));
+  std::filesystem::copy_file(file, path("bk/partition_2022_04.duckdb"));
+  {
+    PartitionedDataRepository repo = open();
+    EXPECT_EQ(repo.count_all(schema_), static_cast<int64_t>(rows.size()));
+    for (const auto& p : repo.get_partition_statistics().schemas.at(0).partitions) {
+      EXPECT_EQ(p.problem, "") << p.name;
+    }
+  }
+  EXPECT_EQ(period_in_file(), "2022_04");
+  {
+    PartitionedDataRepository repo = open();
+    repo.restore_partition(schema_, path("bk/partition_2022_04.duckdb"));
+    EXPECT_EQ(repo.count_all(schema_), static_cast<int64_t>(rows.size()));
+    for (const auto& p : repo.get_partition_statistics().schemas.at(0).partitions) {
+      EXPECT_EQ(p.problem, "") << p.name;
+    }
+  }
+  EXPECT_EQ(period_in_file(), "2022_04");
 }
 
 // The router's typed gathers size their copies from the first query's column types: a DECIMAL
