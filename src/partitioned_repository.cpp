@@ -1467,17 +1467,19 @@ struct PartitionedDataRepository::Impl {
                          PartitionMeta m, const std::string& ctx) {
     const std::string a = duck::quote_ident(e.alias);
     ++m.commit_version;
-    auto ins = conn.prepare(
-        fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable),
-        ctx);
+    // Prepared once per connection and ATTACH of the partition (the SQL names its alias).
+    const std::string gen = fmt::format("#{}", e.attach_generation);
+    const std::string ins_sql =
+        fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable);
+    duck::Prepared& ins = conn.prepared(ins_sql + gen, ins_sql, ctx);
     ins.bind(1, Value(batch_id));
     ins.bind(2, Value(m.row_count - e.meta.row_count));
     ins.execute();
-    auto upd = conn.prepare(
-        fmt::format("UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
-                    "min_id = ?, max_id = ?, commit_version = ?, updated_at = now()::TIMESTAMP",
-                    a, kMetaTable),
-        ctx);
+    const std::string upd_sql = fmt::format(
+        "UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
+        "min_id = ?, max_id = ?, commit_version = ?, updated_at = now()::TIMESTAMP",
+        a, kMetaTable);
+    duck::Prepared& upd = conn.prepared(upd_sql + gen, upd_sql, ctx);
     upd.bind(1, Value(m.row_count));
     upd.bind(2, m.min_value ? Value(Timestamp{*m.min_value}) : Value{});
     upd.bind(3, m.max_value ? Value(Timestamp{*m.max_value}) : Value{});

@@ -173,6 +173,16 @@ Prepared Connection::prepare(const std::string& sql, std::string_view context) {
   return Prepared(p, sql);
 }
 
+Prepared& Connection::prepared(const std::string& key, const std::string& sql,
+                               std::string_view context) {
+  if (auto it = prepared_.find(key); it != prepared_.end()) return *it->second;
+  if (prepared_.size() >= 256) prepared_.clear();
+  auto p = std::make_unique<Prepared>(prepare(sql, context));
+  Prepared& ref = *p;
+  prepared_.emplace(key, std::move(p));
+  return ref;
+}
+
 Prepared Connection::prepare_single(const std::string& sql, std::string_view context) {
   duckdb_extracted_statements extracted = nullptr;
   const idx_t n = duckdb_extract_statements(c_.get(), sql.c_str(), &extracted);
