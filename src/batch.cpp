@@ -274,6 +274,7 @@ ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>
   std::vector<std::exception_ptr> errors(threads_n);
   {
     std::vector<std::thread> threads;
+    threads.reserve(threads_n);  // no reallocation while threads run
     auto range = [&](std::size_t t) {
       try {
         convert(nr * t / threads_n, nr * (t + 1) / threads_n);

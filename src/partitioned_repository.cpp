@@ -617,7 +617,19 @@ struct PartitionedDataRepository::Impl {
       }
       if (v[3].get<std::string>().empty()) {
         // Made from the template and never committed to (a crash, or its first batch failed):
-        // its name gives the period. Written now when the store is writable.
+        // its name gives the period, provided its rows (none, normally) lie inside it. Written
+        // now when the store is writable.
+        const bool inside =
+            v[4].get<int64_t>() == 0 || (!v[5].is_null() && !v[6].is_null() && !e.key.is_null &&
+                                         v[5].get<Timestamp>().micros >= e.key.start_ts().micros &&
+                                         v[6].get<Timestamp>().micros < e.key.end_ts().micros);
+        if (!inside) {
+          e.problem = fmt::format(
+              "has no period in its metadata and holds {} rows from {} to {}, outside the period "
+              "{} of its name",
+              v[4].get<int64_t>(), v[5].to_string(), v[6].to_string(), e.key.label());
+          return;
+        }
         if (!options.read_only) {
           admin.exec(
               fmt::format(
@@ -1197,6 +1209,7 @@ struct PartitionedDataRepository::Impl {
     if (tmpl) {
       try {
         write_file_synced(tmp, *tmpl);
+        fs::remove(final_file + ".wal", rm);  // a log left by a crashed drop must not replay here
         if (std::rename(tmp.c_str(), final_file.c_str()) != 0) {
           throw Error(ErrorCode::kIo, fmt::format("cannot rename '{}' to '{}': {}", tmp, final_file,
                                                   std::strerror(errno)));
@@ -1236,6 +1249,7 @@ struct PartitionedDataRepository::Impl {
       conn.exec(fmt::format("CHECKPOINT {}", duck::quote_ident(e.alias)), tmp);
       catalog_change(fmt::format("DETACH {}", duck::quote_ident(e.alias)));
       attached = false;
+      fs::remove(final_file + ".wal", rm);  // a log left by a crashed drop must not replay here
       if (std::rename(tmp.c_str(), final_file.c_str()) != 0) {
         throw Error(ErrorCode::kIo, fmt::format("cannot rename '{}' to '{}'", tmp, final_file));
       }
@@ -1290,8 +1304,11 @@ struct PartitionedDataRepository::Impl {
       admin.exec(fmt::format("DETACH {}", duck::quote_ident(t.alias)), t.file);
       attached = false;
       std::shared_ptr<const std::string> bytes;
-      if (!fs::exists(t.file + ".wal", rm))
-        bytes = std::make_shared<const std::string>(read_file(t.file));
+      if (!fs::exists(t.file + ".wal", rm)) {
+        auto b = std::make_shared<const std::string>(read_file(t.file));
+        // A DuckDB file: headers (3 x 4 KB) and the magic bytes "DUCK" after the checksum.
+        if (b->size() >= 3 * 4096 && b->compare(8, 4, "DUCK") == 0) bytes = std::move(b);
+      }
       remove_files();
       return bytes;
     } catch (const std::exception&) {
@@ -1299,6 +1316,7 @@ struct PartitionedDataRepository::Impl {
         try {
           admin.exec(fmt::format("DETACH {}", duck::quote_ident(t.alias)));
         } catch (...) {
+          return nullptr;  // still attached: left for the next open to remove
         }
       }
       remove_files();
@@ -1469,15 +1487,20 @@ struct PartitionedDataRepository::Impl {
     ++m.commit_version;
     // Prepared once per connection and ATTACH of the partition (the SQL names its alias).
     const std::string gen = fmt::format("#{}", e.attach_generation);
+    // The commit time as a parameter: DuckDB binds now() anew at every execution.
+    const Timestamp now{std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count()};
     const std::string ins_sql =
-        fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, now()::TIMESTAMP)", a, kBatchesTable);
+        fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, ?)", a, kBatchesTable);
     duck::Prepared& ins = conn.prepared(ins_sql + gen, ins_sql, ctx);
     ins.bind(1, Value(batch_id));
     ins.bind(2, Value(m.row_count - e.meta.row_count));
+    ins.bind(3, Value(now));
     ins.execute();
     const std::string upd_sql = fmt::format(
         "UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
-        "min_id = ?, max_id = ?, commit_version = ?, updated_at = now()::TIMESTAMP",
+        "min_id = ?, max_id = ?, commit_version = ?, updated_at = ?",
         a, kMetaTable);
     duck::Prepared& upd = conn.prepared(upd_sql + gen, upd_sql, ctx);
     upd.bind(1, Value(m.row_count));
@@ -1486,15 +1509,18 @@ struct PartitionedDataRepository::Impl {
     upd.bind(4, m.min_id.is_null() ? Value{} : Value(m.min_id.to_string()));
     upd.bind(5, m.max_id.is_null() ? Value{} : Value(m.max_id.to_string()));
     upd.bind(6, Value(m.commit_version));
+    upd.bind(7, Value(now));
     upd.execute();
     if (e.placeholder_meta) {  // a copy of the template: its period and range, in this commit
       auto key_upd = conn.prepare(
-          fmt::format("UPDATE {}.main.{} SET period = ?, range_start = ?, range_end = ?", a,
-                      kMetaTable),
+          fmt::format("UPDATE {}.main.{} SET period = ?, range_start = ?, range_end = ?, "
+                      "created_at = ?",
+                      a, kMetaTable),
           ctx);
       key_upd.bind(1, Value(e.key.label()));
       key_upd.bind(2, e.key.is_null ? Value{} : Value(e.key.start_ts()));
       key_upd.bind(3, e.key.is_null ? Value{} : Value(e.key.end_ts()));
+      key_upd.bind(4, Value(now));
       key_upd.execute();
     }
     conn.exec("COMMIT", ctx);
@@ -1590,10 +1616,10 @@ struct PartitionedDataRepository::Impl {
                     const std::vector<std::vector<duckdb_hugeint>>& uuids, Group& g,
                     const std::string& batch_id, bool check_replay, duck::Connection& conn) {
     Entry& e = *g.entry;
+    sort_by_partition_value(batch, store.schema.partition_index(), g.rows);
     const bool done = commit_partition(
         e, batch_id, check_replay, conn,
         [&](duck::Connection& c, const std::string& ctx) {
-          sort_by_partition_value(batch, store.schema.partition_index(), g.rows);
           duck::BatchAppender app(c, e.alias, store.schema.name(), store.schema, ctx);
           app.append(batch, g.rows, &uuids);
           app.close();
@@ -4127,7 +4153,9 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
       duck::Database db = duck::Database::open(backup_file, /*read_only=*/true);
       duck::Connection c = db.connect();
       duck::Result r =
-          c.query(fmt::format("SELECT schema_json, strategy, period FROM main.{}", kMetaTable),
+          c.query(fmt::format("SELECT schema_json, strategy, period, row_count, min_value, "
+                              "max_value FROM main.{}",
+                              kMetaTable),
                   backup_file);
       duck::ChunkDecoder dec(r);
       while (auto chunk = r.fetch()) dec.decode(chunk, rows);
@@ -4159,7 +4187,23 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
                                  : parse_partition_name("partition_" + period);
     if (!parsed) {
       throw Error(ErrorCode::kCorruption,
-                  fmt::format("backup '{}' names an invalid period", backup_file));
+                  period.empty() ? fmt::format("backup '{}' has no period in its metadata and its "
+                                               "file name is not a partition's",
+                                               backup_file)
+                                 : fmt::format("backup '{}' names an invalid period", backup_file));
+    }
+    if (period.empty()) {
+      const auto& v = rows[0].values;
+      const bool inside =
+          v[3].get<int64_t>() == 0 || (!v[4].is_null() && !v[5].is_null() && !parsed->is_null &&
+                                       v[4].get<Timestamp>().micros >= parsed->start_ts().micros &&
+                                       v[5].get<Timestamp>().micros < parsed->end_ts().micros);
+      if (parsed->strategy != impl_->config.strategy || !inside) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("backup '{}' has no period in its metadata, and its name is not "
+                                "a {} partition's or its rows lie outside that period",
+                                backup_file, strategy_name(impl_->config.strategy)));
+      }
     }
     key = *parsed;
     key.strategy = impl_->config.strategy;
@@ -4525,7 +4569,9 @@ void PartitionedDataRepository::flush() {
       std::lock_guard wlock(e->write_mu);
       {
         std::lock_guard lock(impl_->mu);
-        if (!e->problem.empty()) continue;
+        // A copy of the template not yet committed to stays out: the next open verifies it and
+        // writes its period.
+        if (!e->problem.empty() || e->placeholder_meta) continue;
         cat.entries.push_back(CatalogEntry{e->key.file_name(), e->meta, stamp_of(e->file)});
       }
       std::lock_guard block(e->bloom_mu);

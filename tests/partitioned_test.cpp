@@ -235,6 +235,24 @@ TEST_F(PartitionedTest, ParallelCreationOfNewPartitionsFailsCleanlyAndRetries) {
     EXPECT_EQ(stats.schemas[0].partitions.size(), 11u) << "the other months were created";
     for (const auto& p : stats.schemas[0].partitions) EXPECT_EQ(p.rows, 0) << p.name;
   }
+  // The 11 files are copies of the template that no commit reached: the clean close above kept
+  // them out of the catalog, so this open verifies them and writes the period of their name.
+  {
+    PartitionedDataRepository idle(cfg);
+    EXPECT_EQ(idle.count_all(schema_), 0);
+  }
+  for (int m = 1; m <= 12; ++m) {
+    if (m == 5) continue;
+    const PartitionKey key =
+        partition_key_of(PartitionStrategy::kMonthly, date_from_civil(2022, m, 1));
+    duck::Database db = duck::Database::open(path("parts/events/" + key.file_name()), true);
+    EXPECT_EQ(db.connect().query_int(fmt::format(
+                  "SELECT count(*) FROM _duckpart_meta WHERE period = '{}' AND range_start = "
+                  "TIMESTAMP '{}'",
+                  key.label(), format_date(key.start()))),
+              1)
+        << key.file_name();
+  }
   std::filesystem::remove_all(squat);
   PartitionedDataRepository repo(cfg);
   const BatchResult res = repo.create_batch(schema_, rows, {.batch_id = "b-1"});
@@ -784,8 +802,13 @@ TEST_F(PartitionedTest, PartitionsMadeFromTheTemplateHoldTheirOwnMetadata) {
     // One month first (created on its own), then a batch over five new months (from the template).
     repo.create_batch(schema_, random_wide_rows(rng, 40, date_from_civil(2022, 1, 3),
                                                 date_from_civil(2022, 1, 20)));
+    const RepositoryCounters before = repo.counters();
     repo.create_batch(schema_, random_wide_rows(rng, 500, date_from_civil(2022, 2, 1),
                                                 date_from_civil(2022, 6, 30)));
+    // Through the template: one ATTACH per new file, no temporary ATTACH / DETACH.
+    EXPECT_EQ(repo.counters().partitions_created - before.partitions_created, 5);
+    EXPECT_EQ(repo.counters().partitions_opened - before.partitions_opened, 5);
+    EXPECT_EQ(repo.counters().partitions_detached - before.partitions_detached, 0);
     EXPECT_FALSE(std::filesystem::exists(path("parts/events/_template.duckdb.creating")));
   }
   int checked = 0;
@@ -812,7 +835,8 @@ TEST_F(PartitionedTest, PartitionsMadeFromTheTemplateHoldTheirOwnMetadata) {
   }
   EXPECT_EQ(checked, 6);
   PartitionedDataRepository again = open();
-  for (const auto& p : again.get_partition_statistics().schemas.at(0).partitions) {
+  const StorageStatistics st_again = again.get_partition_statistics();
+  for (const auto& p : st_again.schemas.at(0).partitions) {
     EXPECT_EQ(p.problem, "") << p.name;
   }
 }
@@ -847,7 +871,8 @@ TEST_F(PartitionedTest, APartitionWithTheTemplatesEmptyPeriodIsCompletedFromItsN
   {
     PartitionedDataRepository ro(test_config(path("parts"), PartitionStrategy::kMonthly),
                                  {.read_only = true});
-    for (const auto& p : ro.get_partition_statistics().schemas.at(0).partitions) {
+    const StorageStatistics st_ro = ro.get_partition_statistics();
+    for (const auto& p : st_ro.schemas.at(0).partitions) {
       EXPECT_EQ(p.problem, "") << p.name;
     }
     EXPECT_EQ(ro.count_all(schema_), static_cast<int64_t>(rows.size()));
@@ -859,7 +884,8 @@ TEST_F(PartitionedTest, APartitionWithTheTemplatesEmptyPeriodIsCompletedFromItsN
   {
     PartitionedDataRepository repo = open();
     EXPECT_EQ(repo.count_all(schema_), static_cast<int64_t>(rows.size()));
-    for (const auto& p : repo.get_partition_statistics().schemas.at(0).partitions) {
+    const StorageStatistics st_repo = repo.get_partition_statistics();
+    for (const auto& p : st_repo.schemas.at(0).partitions) {
       EXPECT_EQ(p.problem, "") << p.name;
     }
   }
@@ -868,11 +894,66 @@ TEST_F(PartitionedTest, APartitionWithTheTemplatesEmptyPeriodIsCompletedFromItsN
     PartitionedDataRepository repo = open();
     repo.restore_partition(schema_, path("bk/partition_2022_04.duckdb"));
     EXPECT_EQ(repo.count_all(schema_), static_cast<int64_t>(rows.size()));
-    for (const auto& p : repo.get_partition_statistics().schemas.at(0).partitions) {
+    const StorageStatistics st_repo = repo.get_partition_statistics();
+    for (const auto& p : st_repo.schemas.at(0).partitions) {
       EXPECT_EQ(p.problem, "") << p.name;
     }
   }
   EXPECT_EQ(period_in_file(), "2022_04");
+  // Such a file under the name of another period is not taken for that period: its rows lie
+  // outside it. Its backup does not restore there either.
+  {
+    duck::Database db = duck::Database::open(file);
+    db.connect().exec(
+        "UPDATE _duckpart_meta SET period = '', range_start = NULL, range_end = NULL");
+  }
+  std::filesystem::remove(path("parts/events/_catalog.json"));
+  std::filesystem::rename(file, path("parts/events/partition_2022_06.duckdb"));
+  std::filesystem::copy_file(path("parts/events/partition_2022_06.duckdb"),
+                             path("bk/partition_2022_07.duckdb"));
+  {
+    PartitionedDataRepository repo = open();
+    repo.initialize(schema_);
+    std::string problem;
+    const StorageStatistics st_repo = repo.get_partition_statistics();
+    for (const auto& p : st_repo.schemas.at(0).partitions) {
+      if (p.name == "partition_2022_06") problem = p.problem;
+    }
+    EXPECT_NE(problem.find("outside the period 2022_06"), std::string::npos) << problem;
+    const std::string err =
+        error_of([&] { repo.restore_partition(schema_, path("bk/partition_2022_07.duckdb")); });
+    EXPECT_NE(err.find("no period in its metadata"), std::string::npos) << err;
+  }
+}
+
+// Records are converted on several threads for large calls: every value and NULL lands where
+// the one-thread conversion puts it, and with bad values in two threads' ranges the error names
+// the first bad record.
+TEST_F(PartitionedTest, RecordsConvertedOnThreadsEqualTheOneThreadConversion) {
+  std::mt19937_64 rng(13);
+  auto rows =
+      random_wide_rows(rng, 300000, date_from_civil(2022, 1, 1), date_from_civil(2022, 12, 31));
+  const ColumnBatch all = records_to_batch(schema_, rows);
+  ASSERT_EQ(all.rows, rows.size());
+  for (std::size_t i = 0; i < rows.size(); i += 997) {
+    const ColumnBatch one = records_to_batch(schema_, {rows[i]});
+    for (std::size_t c = 0; c < schema_.columns().size(); ++c) {
+      EXPECT_EQ(all.columns[c].is_valid(i), one.columns[c].is_valid(0)) << i << "/" << c;
+      if (!one.columns[c].is_valid(0)) continue;
+      std::visit(
+          [&](const auto& v) {
+            using V = std::decay_t<decltype(v)>;
+            EXPECT_EQ(std::get<V>(all.columns[c].data)[i], v[0]) << i << "/" << c;
+          },
+          one.columns[c].data);
+    }
+  }
+  rows[280000].values[4] = Value("not a number");
+  rows[200001].values[4] = Value("neither");
+  ErrorCode code{};
+  const std::string err = error_of([&] { records_to_batch(schema_, rows); }, &code);
+  EXPECT_EQ(code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(err.find("record 200001"), std::string::npos) << err;
 }
 
 // The router's typed gathers size their copies from the first query's column types: a DECIMAL
