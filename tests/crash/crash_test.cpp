@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -390,7 +391,11 @@ TEST_F(CrashTest, WriterProcess) {
     return std::vector<std::string>{DUCKPART_CRASH_WRITER, parts, std::to_string(batches),
                                     std::to_string(rows)};
   };
-  const double full = timed_run(writer(path("ref")));
+  // The faster of two runs: the first process of a test can be much slower (cold files), and a
+  // writer that creates its partitions from a template finishes in well under a second, so kill
+  // delays drawn against a slow first run mostly land after the trial has finished.
+  const double full =
+      std::min(timed_run(writer(path("ref"))), timed_run(writer(path("ref_again"))));
   expect_store_equals(path("ref"), path("oracle.duckdb"), "id, ts, qty, name", "id", "TRUE", true);
   for (int t = 0; t < trials_; ++t) {
     SCOPED_TRACE("trial " + std::to_string(t));
@@ -433,7 +438,8 @@ TEST_F(CrashTest, BufferedWriterProcess) {
     EXPECT_EQ(n % rows, 0) << "a batch landed in part";
     return n / rows;
   };
-  const double full = timed_run(writer(path("ref")));
+  const double full =  // the faster of two runs, as in WriterProcess
+      std::min(timed_run(writer(path("ref"))), timed_run(writer(path("ref_again"))));
   EXPECT_EQ(acked(path("ref") + ".acked"), batches);
   EXPECT_EQ(batches_in(path("ref")), batches);
   expect_store_equals(path("ref"), path("oracle.duckdb"), "id, ts, qty, name", "id", "TRUE", true);
