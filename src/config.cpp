@@ -4,6 +4,11 @@
 
 #include <toml++/toml.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -38,13 +43,37 @@ void PartitionConfig::validate() const {
     bad("id_index_memory_mb", std::to_string(id_index_memory_mb),
         "must be 0 (no id maps) or a size in MB");
   }
-  if (write_buffer_mb < 0 || write_buffer_mb > 16 * 1024 * 1024) {
+  if (write_buffer_mb < -1 || write_buffer_mb > 16 * 1024 * 1024) {
     bad("write_buffer_mb", std::to_string(write_buffer_mb),
-        "must be 0 (no write buffering) or a size in MB");
+        "must be -1 (automatic), 0 (no write buffering) or a size in MB");
   }
   if (write_threads < 0 || write_threads > 256) {
     bad("write_threads", std::to_string(write_threads), "must be between 0 (auto) and 256");
   }
+}
+
+int64_t usable_memory_mb() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  int64_t mb = pages > 0 && page > 0 ? int64_t{pages} * page / (1 << 20) : 8192;
+  // cgroup v2, then v1: "max" or a huge number when unlimited.
+  for (const char* f :
+       {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(f);
+    std::string text;
+    if (!(in >> text) || text == "max") continue;
+    char* end = nullptr;
+    const unsigned long long bytes = std::strtoull(text.c_str(), &end, 10);
+    if (end && *end == '\0' && bytes > 0) {
+      mb = std::min<int64_t>(
+          mb, static_cast<int64_t>(std::min<unsigned long long>(bytes >> 20, INT64_MAX)));
+    }
+  }
+  return std::max<int64_t>(mb, 1);
+}
+
+int PartitionConfig::effective_write_buffer_mb() const {
+  if (write_buffer_mb >= 0) return write_buffer_mb;
+  return static_cast<int>(std::clamp<int64_t>(usable_memory_mb() / 8, 16, 4096));
 }
 
 PartitionConfig production_partition_config() { return PartitionConfig{}; }

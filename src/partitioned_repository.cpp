@@ -116,10 +116,43 @@ struct SqlSession {
   std::unordered_map<std::string, duck::Prepared> prepared;  // statement text -> runnable form
 };
 
-// Rows of one partition waiting in the write buffer, with their UUID columns parsed.
+// Text of one buffered column: the values' bytes back to back; row r is [ends[r - 1], ends[r]).
+// ~8 bytes per row plus the text, instead of a 32-byte std::string (and its heap block past 15
+// characters) per value.
+struct TextArena {
+  std::string bytes;
+  std::vector<uint64_t> ends;
+
+  std::string_view at(std::size_t r) const noexcept {
+    const uint64_t b = r == 0 ? 0 : ends[r - 1];
+    return std::string_view(bytes).substr(b, ends[r] - b);
+  }
+};
+
+// Rows of one partition waiting in the write buffer. UUID columns are kept parsed (`uuids`) and
+// the other text columns in arenas (`text`); their vectors in `rows` stay empty except while a
+// drain commits the partition (materialize_text).
 struct BufferedRows {
   ColumnBatch rows;
   std::vector<std::vector<duckdb_hugeint>> uuids;  // per column: parsed UUIDs, or nothing
+  std::vector<std::optional<TextArena>> text;      // per column: the text, or nothing
+
+  // Memory held, capacities included.
+  uint64_t held_bytes() const noexcept {
+    uint64_t m = 0;
+    for (std::size_t c = 0; c < rows.columns.size(); ++c) {
+      const ColumnVector& col = rows.columns[c];
+      m += col.valid.capacity();
+      std::visit(
+          [&](const auto& v) {
+            m += v.capacity() * sizeof(typename std::decay_t<decltype(v)>::value_type);
+          },
+          col.data);
+      m += uuids[c].capacity() * sizeof(duckdb_hugeint);
+      if (text[c]) m += text[c]->bytes.capacity() + text[c]->ends.capacity() * sizeof(uint64_t);
+    }
+    return m;
+  }
 };
 
 struct Store {
@@ -169,6 +202,7 @@ struct Group {
   // rows in their own batch, UUID columns parsed, their text left empty).
   const ColumnBatch* src = nullptr;
   const std::vector<std::vector<duckdb_hugeint>>* src_uuids = nullptr;
+  BufferedRows* buffered = nullptr;  // src's text is in arenas (write buffer)
 };
 
 bool id_less(const Value& a, const Value& b) {
@@ -735,29 +769,48 @@ struct PartitionedDataRepository::Impl {
   struct RowSlots {
     std::vector<BufferedRows*> dst;
     std::vector<std::size_t> base;
+    std::vector<uint32_t> gid;  // per row of the batch: its index in `groups`
+    uint64_t grown = 0;         // memory the room took (capacities included)
   };
 
   // Makes room for every row of `batch` in its partition's buffered rows (`groups`: the rows of
-  // each partition). Throws (bad_alloc) with the buffer as it was.
+  // each partition), text included. Throws (bad_alloc) with the buffer as it was.
   RowSlots prepare_rows(const Schema& schema, std::map<PartitionKey, BufferedRows>& parts,
                         const ColumnBatch& batch, const std::vector<Group>& groups,
                         const std::vector<std::vector<duckdb_hugeint>>& uuids) {
     const std::size_t ncols = schema.columns().size();
     RowSlots s;
+    s.gid.resize(batch.rows);
+    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+      for (uint32_t r : groups[gi].rows) s.gid[r] = static_cast<uint32_t>(gi);
+    }
     s.dst.reserve(groups.size());
+    uint64_t before = 0;
     for (const Group& g : groups) {
       BufferedRows& part = parts[g.key];
       if (part.rows.columns.empty()) {
         part.rows = make_column_batch(schema);
         part.uuids.assign(ncols, {});
+        part.text.assign(ncols, std::nullopt);
         for (std::size_t c = 0; c < ncols; ++c) {
-          if (c < uuids.size() && !uuids[c].empty()) {
-            std::get<std::vector<std::string>>(part.rows.columns[c].data).clear();
+          const bool uuid = c < uuids.size() && !uuids[c].empty();
+          if (!uuid &&
+              std::holds_alternative<std::vector<std::string>>(part.rows.columns[c].data)) {
+            part.text[c].emplace();
           }
         }
       }
+      before += part.held_bytes();
       s.dst.push_back(&part);
       s.base.push_back(part.rows.rows);
+    }
+    // Text bytes each partition gets, per text column.
+    std::vector<std::vector<uint64_t>> add(ncols);
+    for (std::size_t c = 0; c < ncols; ++c) {
+      if (groups.empty() || !s.dst[0]->text[c]) continue;
+      add[c].assign(groups.size(), 0);
+      const auto& in = std::get<std::vector<std::string>>(batch.columns[c].data);
+      for (std::size_t r = 0; r < batch.rows; ++r) add[c][s.gid[r]] += in[r].size();
     }
     auto resize_all = [&](bool grow) {
       for (std::size_t gi = 0; gi < groups.size(); ++gi) {
@@ -771,6 +824,12 @@ struct PartitionedDataRepository::Impl {
             part.uuids[c].resize(size);  // UUID columns: parsed values only, no text
             continue;
           }
+          if (part.text[c]) {
+            TextArena& t = *part.text[c];
+            t.ends.resize(size);
+            if (grow) t.bytes.reserve(t.bytes.size() + add[c][gi]);
+            continue;
+          }
           std::visit([&](auto& v) { v.resize(size); }, d.data);
         }
       }
@@ -781,6 +840,9 @@ struct PartitionedDataRepository::Impl {
       resize_all(false);  // shrinking never throws
       throw;
     }
+    uint64_t after = 0;
+    for (const BufferedRows* part : s.dst) after += part->held_bytes();
+    s.grown = after > before ? after - before : 0;
     return s;
   }
 
@@ -792,6 +854,9 @@ struct PartitionedDataRepository::Impl {
         ColumnVector& d = part.rows.columns[c];
         if (d.valid.size() > s.base[gi]) d.valid.resize(s.base[gi]);
         if (part.uuids[c].size() > s.base[gi]) part.uuids[c].resize(s.base[gi]);
+        if (part.text[c] && part.text[c]->ends.size() > s.base[gi]) {
+          part.text[c]->ends.resize(s.base[gi]);
+        }
         std::visit(
             [&](auto& v) {
               if (v.size() > s.base[gi]) v.resize(s.base[gi]);
@@ -803,19 +868,15 @@ struct PartitionedDataRepository::Impl {
 
   // Copies every row of `batch` into the room prepare_rows made: one sequential pass per column
   // writing to one cursor per partition (a counting sort); reading the rows of one partition after
-  // another instead costs a cache miss per cell. Text is moved out of `batch` unless `copy`.
-  void scatter_rows(const Schema& schema, const RowSlots& s, ColumnBatch& batch,
+  // another instead costs a cache miss per cell. Never throws: text goes into reserved bytes.
+  void scatter_rows(const Schema& schema, const RowSlots& s, const ColumnBatch& batch,
                     const std::vector<Group>& groups,
-                    const std::vector<std::vector<duckdb_hugeint>>& uuids, bool copy) {
+                    const std::vector<std::vector<duckdb_hugeint>>& uuids) noexcept {
     const std::size_t ncols = schema.columns().size();
     const std::size_t n = batch.rows;
-    std::vector<uint32_t> gid(n);
-    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-      for (uint32_t r : groups[gi].rows) gid[r] = static_cast<uint32_t>(gi);
-    }
-    const uint32_t* g = gid.data();
+    const uint32_t* g = s.gid.data();
     for (std::size_t c = 0; c < ncols; ++c) {
-      ColumnVector& src = batch.columns[c];
+      const ColumnVector& src = batch.columns[c];
       if (!src.valid.empty()) {
         std::vector<uint8_t*> out(groups.size());
         for (std::size_t gi = 0; gi < groups.size(); ++gi) {
@@ -832,22 +893,31 @@ struct PartitionedDataRepository::Impl {
         for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = in[r];
         continue;
       }
+      if (!groups.empty() && s.dst[0]->text[c]) {
+        std::vector<TextArena*> arena(groups.size());
+        std::vector<uint64_t*> ends(groups.size());
+        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+          arena[gi] = &*s.dst[gi]->text[c];
+          ends[gi] = arena[gi]->ends.data() + s.base[gi];
+        }
+        const auto& in = std::get<std::vector<std::string>>(src.data);
+        for (std::size_t r = 0; r < n; ++r) {
+          TextArena& t = *arena[g[r]];
+          t.bytes.append(in[r]);  // within the reserved capacity
+          *ends[g[r]]++ = t.bytes.size();
+        }
+        continue;
+      }
       std::visit(
-          [&](auto& in) {
+          [&](const auto& in) {
             using V = std::decay_t<decltype(in)>;
             using T = typename V::value_type;
-            std::vector<T*> out(groups.size());
-            for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-              out[gi] = std::get<V>(s.dst[gi]->rows.columns[c].data).data() + s.base[gi];
-            }
-            T* from = in.data();
-            if constexpr (std::is_same_v<T, std::string>) {
-              if (copy) {
-                for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = from[r];
-                return;
+            if constexpr (!std::is_same_v<T, std::string>) {
+              std::vector<T*> out(groups.size());
+              for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+                out[gi] = std::get<V>(s.dst[gi]->rows.columns[c].data).data() + s.base[gi];
               }
-              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = std::move(from[r]);
-            } else {
+              const T* from = in.data();
               for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = from[r];
             }
           },
@@ -857,6 +927,41 @@ struct PartitionedDataRepository::Impl {
       s.dst[gi]->rows.rows = s.base[gi] + groups[gi].rows.size();
     }
   }
+
+  // The text columns of buffered rows as std::strings in `rows`, for as long as a drain commits
+  // them (one partition per write thread at a time, so the strings of a whole drain never exist at
+  // once).
+  class MaterializedText {
+   public:
+    explicit MaterializedText(BufferedRows* part) : part_(part) {
+      if (!part_) return;
+      try {
+        for (std::size_t c = 0; c < part_->text.size(); ++c) {
+          if (!part_->text[c]) continue;
+          auto& v = std::get<std::vector<std::string>>(part_->rows.columns[c].data);
+          v.resize(part_->rows.rows);
+          for (std::size_t r = 0; r < v.size(); ++r) v[r].assign(part_->text[c]->at(r));
+        }
+      } catch (...) {
+        release();
+        throw;
+      }
+    }
+    ~MaterializedText() { release(); }
+    MaterializedText(const MaterializedText&) = delete;
+    MaterializedText& operator=(const MaterializedText&) = delete;
+
+   private:
+    void release() noexcept {
+      if (!part_) return;
+      for (std::size_t c = 0; c < part_->text.size(); ++c) {
+        if (!part_->text[c]) continue;
+        auto& v = std::get<std::vector<std::string>>(part_->rows.columns[c].data);
+        std::vector<std::string>().swap(v);
+      }
+    }
+    BufferedRows* part_;
+  };
 
   // Waits for a background drain of `store`; a drain that failed is retried here (its error is
   // thrown again if it fails again). With in.mu held (through `lock`).
@@ -1036,8 +1141,8 @@ struct PartitionedDataRepository::Impl {
     res.batch_id = in.drain_id;
     res.rows_written = static_cast<int64_t>(batch.rows);
     res.partitions_written = static_cast<int64_t>(groups.size());
-    in.bytes += IngestLog::memory_of(batch, &uuids);
-    scatter_rows(schema, slots, batch, groups, uuids, keep_batch);
+    in.bytes += slots.grown;
+    scatter_rows(schema, slots, batch, groups, uuids);
     in.rows += static_cast<int64_t>(batch.rows);
     if (!keep_batch) batch = ColumnBatch{};
     {
@@ -2160,6 +2265,7 @@ struct PartitionedDataRepository::Impl {
       g.max_v = hi;
       g.src = &part.rows;
       g.src_uuids = &part.uuids;
+      g.buffered = &part;
       total += part.rows.rows;
       groups.push_back(std::move(g));
     }
@@ -2218,6 +2324,7 @@ struct PartitionedDataRepository::Impl {
         groups.size(), res,
         [&](std::size_t i, duck::Connection& conn) {
           Group& g = groups[i];
+          const MaterializedText text(g.buffered);
           const ColumnBatch& b = g.src ? *g.src : *batch;
           const auto& u = g.src_uuids ? *g.src_uuids : *batch_uuids;
           group_id_range(schema, b, u, g);
@@ -3367,6 +3474,7 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
                                                      PartitionedRepositoryOptions options)
     : impl_(std::make_unique<Impl>()) {
   config.validate();
+  config.write_buffer_mb = config.effective_write_buffer_mb();  // -1 (automatic) resolved once
   impl_->config = std::move(config);
   impl_->options = options;
   std::error_code ec;

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "duckpart/config.hpp"
 #include "duckpart/error.hpp"
 
@@ -57,7 +59,14 @@ TEST(ConfigTest, TomlOverridesPreset) {
               parse_partition_config("id_index_memory_mb = -1\n", "cfg.toml");
             }).find("id_index_memory_mb = -1"),
             std::string::npos);
-  EXPECT_EQ(w.write_buffer_mb, 0);
+  EXPECT_EQ(w.write_buffer_mb, -1);  // automatic
+  EXPECT_GE(w.effective_write_buffer_mb(), 16);
+  EXPECT_LE(w.effective_write_buffer_mb(), 4096);
+  EXPECT_EQ(w.effective_write_buffer_mb(), std::clamp<int64_t>(usable_memory_mb() / 8, 16, 4096));
+  EXPECT_EQ(parse_partition_config("write_buffer_mb = 0\n", "t.toml").effective_write_buffer_mb(),
+            0);
+  EXPECT_EQ(parse_partition_config("write_buffer_mb = 64\n", "t.toml").effective_write_buffer_mb(),
+            64);
   EXPECT_EQ(parse_partition_config("write_buffer_mb = 2048\n", "t.toml").write_buffer_mb, 2048);
   EXPECT_NE(error_of([] {
               parse_partition_config("write_buffer_mb = -5\n", "cfg.toml");

@@ -72,6 +72,12 @@ class PartitionedTest : public TempDirTest {
     return PartitionedDataRepository(
         test_config(path("parts"), PartitionStrategy::kMonthly, max_in_memory));
   }
+  // With the direct write path: each create_batch commits before it returns.
+  PartitionedDataRepository open_direct() {
+    PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+    cfg.write_buffer_mb = 0;
+    return PartitionedDataRepository(cfg);
+  }
 };
 
 TEST_F(PartitionedTest, ThreeMonthQueryAttachesExactlyThreeFiles) {
@@ -216,6 +222,7 @@ TEST_F(PartitionedTest, CatalogIsRebuiltFromTheFiles) {
 TEST_F(PartitionedTest, ParallelCreationOfNewPartitionsFailsCleanlyAndRetries) {
   auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
   cfg.write_threads = 3;
+  cfg.write_buffer_mb = 0;  // the direct write path: each call commits
   std::mt19937_64 rng(11);
   auto rows =
       random_wide_rows(rng, 600, date_from_civil(2022, 1, 1), date_from_civil(2022, 12, 31));
@@ -683,7 +690,7 @@ TEST_F(PartitionedTest, ReusedSqlSessionsFollowDetachCompactionAndDrops) {
 
 TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {
   const auto all = fill_36_months();
-  PartitionedDataRepository repo = open();
+  PartitionedDataRepository repo = open_direct();
   // More unsorted rows into one month, written in small batches (many row groups and commits).
   std::mt19937_64 rng(3);
   for (int b = 0; b < 20; ++b) {
@@ -798,7 +805,7 @@ TEST_F(PartitionedTest, BulkPathMetadataMatchesAScan) {
 TEST_F(PartitionedTest, PartitionsMadeFromTheTemplateHoldTheirOwnMetadata) {
   std::mt19937_64 rng(11);
   {
-    PartitionedDataRepository repo = open();
+    PartitionedDataRepository repo = open_direct();
     // One month first (created on its own), then a batch over five new months (from the template).
     repo.create_batch(schema_, random_wide_rows(rng, 40, date_from_civil(2022, 1, 3),
                                                 date_from_civil(2022, 1, 20)));
@@ -1262,6 +1269,7 @@ TEST_F(PartitionedTest, LargeBatchesHoldDuckDBAtOneThreadAndRestoreIt) {
     std::filesystem::remove_all(path("parts_fixed"));
     PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly, 24);
     cfg.single_duckdb_thread_while_writing = hold;
+    cfg.write_buffer_mb = 0;  // the direct write path: each call commits
     PartitionedDataRepository repo(cfg);
     auto threads_now = [&] {
       RecordStream s = repo.query_sql("SELECT current_setting('threads')::BIGINT AS t");

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -41,6 +42,10 @@ inline PartitionConfig test_config(const std::string& base, PartitionStrategy s,
   c.strategy = s;
   c.base_partition_path = base;
   c.max_partitions_in_memory = max_in_memory;
+  // DUCKPART_TEST_WRITE_BUFFER_MB: the write buffer of every test that does not set its own (the
+  // differential tests also run with 0, the direct write path; see tests/CMakeLists.txt).
+  if (const char* wb = std::getenv("DUCKPART_TEST_WRITE_BUFFER_MB"))
+    c.write_buffer_mb = std::atoi(wb);
   return c;
 }
 
@@ -74,7 +79,10 @@ inline std::string random_uuid(std::mt19937_64& rng) {
 // Random rows for wide_schema: timestamps between `first` and `last` (inclusive days), some NULLs.
 inline std::vector<DataRecord> random_wide_rows(std::mt19937_64& rng, std::size_t n, Date first,
                                                 Date last, bool date_partition = false) {
-  static const char* kNames[] = {"alpha", "beta", "gamma", "delta", "it's", "Ω-omega", "", "x%y_z"};
+  static const char* kNames[] = {
+      "alpha", "beta", "gamma, a name past the 15 bytes of a short string",
+      "delta", "it's", "Ω-omega",
+      "",      "x%y_z"};
   std::vector<DataRecord> rows;
   rows.reserve(n);
   std::uniform_int_distribution<int32_t> day(first.days, last.days);

@@ -43,19 +43,26 @@ struct PartitionConfig {
   // partition's ids (~5 bytes per row of each partition looked up at least twice; least recently
   // used maps are dropped beyond it), in MB; 0: no maps, every lookup scans its partition.
   int id_index_memory_mb = 1024;
-  // Write buffering for bulk ingest, in MB of memory; 0 (default): off. When on, create_batch and
-  // create_batch_columnar without a batch id append the batch to the table's ingest log (synced
-  // before they return: the rows are durable) and keep its rows in memory; a drain commits them
-  // all at once, so each partition gets large appends that DuckDB writes compressed, instead of a
-  // small append per call (docs/architecture.md, "Write buffering"). A drain runs when the
-  // buffered rows reach this size, before any other operation on the table (reads see every row
-  // written before them), on flush() and on close; a crash is repaired at the next open by
-  // replaying the log exactly once. Other processes see buffered rows only after a drain.
-  int write_buffer_mb = 0;
+  // Write buffering for bulk ingest, in MB of memory; -1 (default): automatic, 1/8 of the memory
+  // this process may use (physical memory or a lower cgroup limit), 16 to 4096 MB; 0: off. When
+  // on, create_batch and create_batch_columnar without a batch id append the batch to the table's
+  // ingest log (synced before they return: the rows are durable) and keep its rows in memory; a
+  // drain commits them all at once, so each partition gets large appends that DuckDB writes
+  // compressed, instead of a small append per call (docs/architecture.md, "Write buffering"). A
+  // drain runs in the background when the buffered rows reach half this size, before any other
+  // operation on the table (reads see every row written before them), on flush() and on close; a
+  // crash is repaired at the next open by replaying the log exactly once. Other processes see
+  // buffered rows only after a drain.
+  int write_buffer_mb = -1;
+  // write_buffer_mb with -1 resolved (see above).
+  int effective_write_buffer_mb() const;
 
   // Throws Error(kInvalidArgument) naming the first invalid field and its value.
   void validate() const;
 };
+
+// The memory this process may use, in MB: physical memory, or the cgroup's limit when lower.
+int64_t usable_memory_mb();
 
 // The seed's partition_settings presets.
 //   development: monthly, 6 partitions in memory, 500 MB threshold

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   cfg.base_partition_path = argv[1];
   cfg.strategy = PartitionStrategy::kMonthly;
   cfg.max_partitions_in_memory = 8;
-  if (buffered) cfg.write_buffer_mb = 1;
+  cfg.write_buffer_mb = buffered ? 1 : 0;  // otherwise the direct write path
   try {
     PartitionedDataRepository repo(cfg);
     const Schema schema = crash::writer_schema();
