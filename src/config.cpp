@@ -10,7 +10,10 @@
 #include <climits>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "duckpart/error.hpp"
 
@@ -52,21 +55,56 @@ void PartitionConfig::validate() const {
   }
 }
 
+namespace {
+
+// A cgroup memory limit file's value in MB: "max" (v2) or a byte count (v1 writes a huge number
+// for "unlimited", which the caller's minimum absorbs); nullopt when unreadable or malformed.
+std::optional<int64_t> cgroup_limit_mb(const std::string& file) {
+  std::ifstream in(file);
+  std::string text;
+  if (!(in >> text) || text == "max") return std::nullopt;
+  char* end = nullptr;
+  const unsigned long long bytes = std::strtoull(text.c_str(), &end, 10);
+  if (!end || *end != '\0' || bytes == 0) return std::nullopt;
+  return static_cast<int64_t>(std::min<unsigned long long>(bytes >> 20, INT64_MAX));
+}
+
+}  // namespace
+
 int64_t usable_memory_mb() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
   int64_t mb = pages > 0 && page > 0 ? int64_t{pages} * page / (1 << 20) : 8192;
-  // cgroup v2, then v1: "max" or a huge number when unlimited.
-  for (const char* f :
-       {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
-    std::ifstream in(f);
-    std::string text;
-    if (!(in >> text) || text == "max") continue;
-    char* end = nullptr;
-    const unsigned long long bytes = std::strtoull(text.c_str(), &end, 10);
-    if (end && *end == '\0' && bytes > 0) {
-      mb = std::min<int64_t>(
-          mb, static_cast<int64_t>(std::min<unsigned long long>(bytes >> 20, INT64_MAX)));
+  // This process's cgroup and every parent up to the root (a systemd unit's MemoryMax, a
+  // container's limit), from /proc/self/cgroup: "0::/path" for cgroup v2 (memory.max),
+  // "N:...memory...:/path" for v1's memory controller (memory.limit_in_bytes).
+  std::vector<std::string> files;
+  std::ifstream self("/proc/self/cgroup");
+  for (std::string line; std::getline(self, line);) {
+    const std::size_t a = line.find(':');
+    const std::size_t b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1);
+    std::string base, file;
+    if (controllers.empty()) {
+      base = "/sys/fs/cgroup";
+      file = "memory.max";
+    } else if ((',' + controllers + ',').find(",memory,") != std::string::npos) {
+      base = "/sys/fs/cgroup/memory";
+      file = "memory.limit_in_bytes";
+    } else {
+      continue;
     }
+    std::string rel = line.substr(b + 1);
+    while (!rel.empty() && rel.back() == '/') rel.pop_back();
+    while (true) {
+      files.push_back(base + rel + "/" + file);
+      const std::size_t slash = rel.find_last_of('/');
+      if (rel.empty() || slash == std::string::npos) break;
+      rel.resize(slash);
+    }
+  }
+  for (const std::string& f : files) {
+    if (const auto limit = cgroup_limit_mb(f)) mb = std::min(mb, *limit);
   }
   return std::max<int64_t>(mb, 1);
 }

@@ -352,31 +352,6 @@ IngestLog::Contents IngestLog::read(const std::string& path) {
   return c;
 }
 
-uint64_t IngestLog::memory_of(const ColumnBatch& batch,
-                              const std::vector<std::vector<duckdb_hugeint>>* uuids) {
-  uint64_t m = 0;
-  for (std::size_t c = 0; c < batch.columns.size(); ++c) {
-    const ColumnVector& col = batch.columns[c];
-    m += col.valid.capacity();
-    if (uuids && c < uuids->size() && !(*uuids)[c].empty()) {
-      m += batch.rows * sizeof(duckdb_hugeint);  // kept parsed, no text
-      continue;
-    }
-    std::visit(
-        [&](const auto& v) {
-          using V = std::decay_t<decltype(v)>;
-          m += v.capacity() * sizeof(typename V::value_type);
-          if constexpr (std::is_same_v<V, std::vector<std::string>>) {
-            for (const std::string& s : v) {
-              if (s.capacity() > 15) m += s.capacity() + 1;
-            }
-          }
-        },
-        col.data);
-  }
-  return m;
-}
-
 ColumnBatch concat_batches(std::vector<ColumnBatch>& parts) {
   if (parts.size() == 1) {
     ColumnBatch one = std::move(parts[0]);

@@ -1,4 +1,4 @@
-// duckpart — the ingest log of buffered writes (write_buffer_mb > 0).
+// duckpart — the ingest log of buffered writes (write_buffer_mb, on by default).
 //
 // A buffered create_batch appends its whole batch to one log file per drain and syncs it before it
 // returns: that is what makes the call durable while its rows wait in memory for a drain that
@@ -64,11 +64,6 @@ class IngestLog {
   // Reads every whole record of `path`. Throws Error(kLocked) when another process holds the log,
   // Error(kIo) when it cannot be read.
   static Contents read(const std::string& path);
-
-  // Memory a batch holds (vectors, validity, string heap buffers), for the buffer's budget;
-  // columns with parsed `uuids` count as kept parsed (16 bytes per row, no text).
-  static uint64_t memory_of(const ColumnBatch& batch,
-                            const std::vector<std::vector<duckdb_hugeint>>* uuids = nullptr);
 
  private:
   IngestLog() = default;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -123,15 +124,13 @@ struct TextArena {
   std::string bytes;
   std::vector<uint64_t> ends;
 
-  std::string_view at(std::size_t r) const noexcept {
-    const uint64_t b = r == 0 ? 0 : ends[r - 1];
-    return std::string_view(bytes).substr(b, ends[r] - b);
-  }
+  duck::TextColumn column() const noexcept { return {bytes.data(), ends.data()}; }
 };
 
 // Rows of one partition waiting in the write buffer. UUID columns are kept parsed (`uuids`) and
-// the other text columns in arenas (`text`); their vectors in `rows` stay empty except while a
-// drain commits the partition (materialize_text).
+// the other text columns in arenas (`text`): their vectors in `rows` stay empty (the appender
+// reads the arenas), except a text id column's while a drain commits the partition
+// (MaterializedText: the id range and bloom filter read ids as strings).
 struct BufferedRows {
   ColumnBatch rows;
   std::vector<std::vector<duckdb_hugeint>> uuids;  // per column: parsed UUIDs, or nothing
@@ -201,7 +200,7 @@ struct Group {
   Entry* entry = nullptr;
   bool created = false;
   // Where the rows are when not in the call's batch (a drain of the write buffer: each partition's
-  // rows in their own batch, UUID columns parsed, their text left empty).
+  // rows in their own batch, UUID columns parsed, other text in `buffered`'s arenas).
   const ColumnBatch* src = nullptr;
   const std::vector<std::vector<duckdb_hugeint>>* src_uuids = nullptr;
   BufferedRows* buffered = nullptr;  // src's text is in arenas (write buffer)
@@ -773,6 +772,10 @@ struct PartitionedDataRepository::Impl {
     std::vector<std::size_t> base;
     std::vector<uint32_t> gid;  // per row of the batch: its index in `groups`
     uint64_t grown = 0;         // memory the room took (capacities included)
+    // One write cursor per group, allocated here so that scatter_rows allocates nothing.
+    std::vector<std::byte*> out;
+    std::vector<TextArena*> arenas;
+    std::vector<uint64_t*> ends;
   };
 
   // Makes room for every row of `batch` in its partition's buffered rows (`groups`: the rows of
@@ -788,19 +791,24 @@ struct PartitionedDataRepository::Impl {
     }
     s.dst.reserve(groups.size());
     uint64_t before = 0;
+    s.out.resize(groups.size());
+    s.arenas.resize(groups.size());
+    s.ends.resize(groups.size());
     for (const Group& g : groups) {
       BufferedRows& part = parts[g.key];
       if (part.rows.columns.empty()) {
-        part.rows = make_column_batch(schema);
-        part.uuids.assign(ncols, {});
-        part.text.assign(ncols, std::nullopt);
+        BufferedRows fresh;  // built whole, then moved in: a throw leaves `part` empty
+        fresh.rows = make_column_batch(schema);
+        fresh.uuids.assign(ncols, {});
+        fresh.text.assign(ncols, std::nullopt);
         for (std::size_t c = 0; c < ncols; ++c) {
           const bool uuid = c < uuids.size() && !uuids[c].empty();
           if (!uuid &&
-              std::holds_alternative<std::vector<std::string>>(part.rows.columns[c].data)) {
-            part.text[c].emplace();
+              std::holds_alternative<std::vector<std::string>>(fresh.rows.columns[c].data)) {
+            fresh.text[c].emplace();
           }
         }
+        part = std::move(fresh);
       }
       before += part.held_bytes();
       s.dst.push_back(&part);
@@ -821,7 +829,7 @@ struct PartitionedDataRepository::Impl {
         for (std::size_t c = 0; c < ncols; ++c) {
           ColumnVector& d = part.rows.columns[c];
           const bool valid = !batch.columns[c].valid.empty() || !d.valid.empty();
-          if (valid || (!grow && d.valid.size() > size)) d.valid.resize(size, 1);
+          if (grow ? valid : d.valid.size() > size) d.valid.resize(size, 1);
           if (c < uuids.size() && !uuids[c].empty()) {
             part.uuids[c].resize(size);  // UUID columns: parsed values only, no text
             continue;
@@ -829,7 +837,10 @@ struct PartitionedDataRepository::Impl {
           if (part.text[c]) {
             TextArena& t = *part.text[c];
             t.ends.resize(size);
-            if (grow) t.bytes.reserve(t.bytes.size() + add[c][gi]);
+            const std::size_t need = t.bytes.size() + (grow ? add[c][gi] : 0);
+            if (need > t.bytes.capacity()) {
+              t.bytes.reserve(std::max(need, t.bytes.capacity() * 2));  // geometric growth
+            }
             continue;
           }
           std::visit([&](auto& v) { v.resize(size); }, d.data);
@@ -871,42 +882,47 @@ struct PartitionedDataRepository::Impl {
   // Copies every row of `batch` into the room prepare_rows made: one sequential pass per column
   // writing to one cursor per partition (a counting sort); reading the rows of one partition after
   // another instead costs a cache miss per cell. Never throws: text goes into reserved bytes.
-  void scatter_rows(const Schema& schema, const RowSlots& s, const ColumnBatch& batch,
+  void scatter_rows(const Schema& schema, RowSlots& s, const ColumnBatch& batch,
                     const std::vector<Group>& groups,
                     const std::vector<std::vector<duckdb_hugeint>>& uuids) noexcept {
     const std::size_t ncols = schema.columns().size();
     const std::size_t n = batch.rows;
     const uint32_t* g = s.gid.data();
+    // One typed pass writing through the cursors in s.out (one per group, into its buffer).
+    auto copy = [&](const auto* in) {
+      constexpr std::size_t w = sizeof(*in);
+      for (std::size_t r = 0; r < n; ++r) {
+        std::byte*& cur = s.out[g[r]];
+        std::memcpy(cur, in + r, w);
+        cur += w;
+      }
+    };
     for (std::size_t c = 0; c < ncols; ++c) {
       const ColumnVector& src = batch.columns[c];
       if (!src.valid.empty()) {
-        std::vector<uint8_t*> out(groups.size());
         for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          out[gi] = s.dst[gi]->rows.columns[c].valid.data() + s.base[gi];
+          s.out[gi] =
+              reinterpret_cast<std::byte*>(s.dst[gi]->rows.columns[c].valid.data() + s.base[gi]);
         }
-        for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = src.valid[r];
+        copy(src.valid.data());
       }
       if (c < uuids.size() && !uuids[c].empty()) {
-        std::vector<duckdb_hugeint*> out(groups.size());
         for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          out[gi] = s.dst[gi]->uuids[c].data() + s.base[gi];
+          s.out[gi] = reinterpret_cast<std::byte*>(s.dst[gi]->uuids[c].data() + s.base[gi]);
         }
-        const duckdb_hugeint* in = uuids[c].data();
-        for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = in[r];
+        copy(uuids[c].data());
         continue;
       }
       if (!groups.empty() && s.dst[0]->text[c]) {
-        std::vector<TextArena*> arena(groups.size());
-        std::vector<uint64_t*> ends(groups.size());
         for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          arena[gi] = &*s.dst[gi]->text[c];
-          ends[gi] = arena[gi]->ends.data() + s.base[gi];
+          s.arenas[gi] = &*s.dst[gi]->text[c];
+          s.ends[gi] = s.dst[gi]->text[c]->ends.data() + s.base[gi];
         }
         const auto& in = std::get<std::vector<std::string>>(src.data);
         for (std::size_t r = 0; r < n; ++r) {
-          TextArena& t = *arena[g[r]];
-          t.bytes.append(in[r]);  // within the reserved capacity
-          *ends[g[r]]++ = t.bytes.size();
+          TextArena& t = *s.arenas[g[r]];
+          t.bytes.append(in[r]);  // within the capacity prepare_rows reserved
+          *s.ends[g[r]]++ = t.bytes.size();
         }
         continue;
       }
@@ -915,12 +931,11 @@ struct PartitionedDataRepository::Impl {
             using V = std::decay_t<decltype(in)>;
             using T = typename V::value_type;
             if constexpr (!std::is_same_v<T, std::string>) {
-              std::vector<T*> out(groups.size());
               for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-                out[gi] = std::get<V>(s.dst[gi]->rows.columns[c].data).data() + s.base[gi];
+                s.out[gi] = reinterpret_cast<std::byte*>(
+                    std::get<V>(s.dst[gi]->rows.columns[c].data).data() + s.base[gi]);
               }
-              const T* from = in.data();
-              for (std::size_t r = 0; r < n; ++r) *out[g[r]]++ = from[r];
+              copy(in.data());
             }
           },
           src.data);
@@ -930,20 +945,21 @@ struct PartitionedDataRepository::Impl {
     }
   }
 
-  // The text columns of buffered rows as std::strings in `rows`, for as long as a drain commits
-  // them (one partition per write thread at a time, so the strings of a whole drain never exist at
-  // once).
+  // A text id column of buffered rows as std::strings in `rows`, for as long as a drain commits
+  // the partition (its id range and bloom filter read the ids as strings; the appender reads every
+  // text column from the arenas). Nothing for UUID or integer ids.
   class MaterializedText {
    public:
-    explicit MaterializedText(BufferedRows* part) : part_(part) {
+    MaterializedText(BufferedRows* part, std::optional<std::size_t> id_col)
+        : part_(part && id_col && *id_col < part->text.size() && part->text[*id_col] ? part
+                                                                                     : nullptr),
+          col_(id_col.value_or(0)) {
       if (!part_) return;
       try {
-        for (std::size_t c = 0; c < part_->text.size(); ++c) {
-          if (!part_->text[c]) continue;
-          auto& v = std::get<std::vector<std::string>>(part_->rows.columns[c].data);
-          v.resize(part_->rows.rows);
-          for (std::size_t r = 0; r < v.size(); ++r) v[r].assign(part_->text[c]->at(r));
-        }
+        auto& v = std::get<std::vector<std::string>>(part_->rows.columns[col_].data);
+        v.resize(part_->rows.rows);
+        const duck::TextColumn t = part_->text[col_]->column();
+        for (std::size_t r = 0; r < v.size(); ++r) v[r].assign(t.at(r));
       } catch (...) {
         release();
         throw;
@@ -956,13 +972,11 @@ struct PartitionedDataRepository::Impl {
    private:
     void release() noexcept {
       if (!part_) return;
-      for (std::size_t c = 0; c < part_->text.size(); ++c) {
-        if (!part_->text[c]) continue;
-        auto& v = std::get<std::vector<std::string>>(part_->rows.columns[c].data);
-        std::vector<std::string>().swap(v);
-      }
+      auto& v = std::get<std::vector<std::string>>(part_->rows.columns[col_].data);
+      std::vector<std::string>().swap(v);
     }
     BufferedRows* part_;
+    std::size_t col_;
   };
 
   // Waits for a background drain of `store`; a drain that failed is retried here (its error is
@@ -1133,17 +1147,21 @@ struct PartitionedDataRepository::Impl {
       in.drain_id = new_uuid_v7();
       in.log.emplace(IngestLog::create(store.dir + "/" + kIngestPrefix + in.drain_id + ".log"));
     }
-    const RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
+    RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
+    const uint64_t log_before = in.log->bytes();
     try {
       in.log->append(batch, uuids);
     } catch (...) {
       release_rows(schema, slots);
+      in.bytes += slots.grown;  // the capacity stays allocated
       throw;
     }
     res.batch_id = in.drain_id;
     res.rows_written = static_cast<int64_t>(batch.rows);
     res.partitions_written = static_cast<int64_t>(groups.size());
-    in.bytes += slots.grown;
+    // The budget covers the buffers and the log (4 KB per record at least: many small calls fill
+    // the log faster than the buffers, and a replay reads a whole log).
+    in.bytes += slots.grown + (in.log->bytes() - log_before);
     scatter_rows(schema, slots, batch, groups, uuids);
     in.rows += static_cast<int64_t>(batch.rows);
     if (!keep_batch) batch = ColumnBatch{};
@@ -1728,7 +1746,14 @@ struct PartitionedDataRepository::Impl {
         e, batch_id, check_replay, conn,
         [&](duck::Connection& c, const std::string& ctx) {
           duck::BatchAppender app(c, e.alias, store.schema.name(), store.schema, ctx);
-          app.append(batch, g.rows, &uuids);
+          std::vector<duck::TextColumn> text;  // a drain's text columns: in the arenas
+          if (g.buffered) {
+            text.resize(g.buffered->text.size());
+            for (std::size_t col = 0; col < text.size(); ++col) {
+              if (g.buffered->text[col]) text[col] = g.buffered->text[col]->column();
+            }
+          }
+          app.append(batch, g.rows, &uuids, g.buffered ? &text : nullptr);
           app.close();
         },
         [&](duck::Connection&, const PartitionMeta& old) {
@@ -2080,7 +2105,7 @@ struct PartitionedDataRepository::Impl {
   }
 
   // A create_batch: buffered (write_buffer_mb, no batch id) or written now. With `keep_batch` a
-  // buffered batch is copied into the buffer instead of moved (the caller reads it afterwards).
+  // buffered batch is left as it was (the caller reads it afterwards); otherwise it is freed.
   BatchResult write(const Schema& schema, ColumnBatch& batch, const BatchOptions& opts,
                     bool keep_batch = false) {
     if (options.read_only) {
@@ -2326,7 +2351,7 @@ struct PartitionedDataRepository::Impl {
         groups.size(), res,
         [&](std::size_t i, duck::Connection& conn) {
           Group& g = groups[i];
-          const MaterializedText text(g.buffered);
+          const MaterializedText ids(g.buffered, schema.id_index());
           const ColumnBatch& b = g.src ? *g.src : *batch;
           const auto& u = g.src_uuids ? *g.src_uuids : *batch_uuids;
           group_id_range(schema, b, u, g);

@@ -181,6 +181,7 @@ TEST_F(SoakTest, BulkLoadsWhileReadingAndWriting) {
   }
   PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly, 6);
   cfg.write_threads = 3;
+  cfg.write_buffer_mb = 0;  // the ordinary writer commits directly, racing the bulk loads
   PartitionedDataRepository repo(cfg);
   repo.attach_database(source, "src");
   std::atomic<bool> stop{false};

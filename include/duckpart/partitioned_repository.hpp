@@ -52,7 +52,8 @@ class PartitionedDataRepository final : public IDataRepository {
   // Reads the schema stored in the partition files of `table` (no schema needed up front).
   Schema load_schema(const std::string& table);
 
-  // With config.write_buffer_mb > 0, writes without a batch id are buffered (docs/architecture.md,
+  // Unless config.write_buffer_mb = 0 (the default -1 is an automatic budget), writes without a
+  // batch id are buffered (docs/architecture.md,
   // "Write buffering"): the batch is durable in the table's ingest log when the call returns and
   // is committed to the partitions by a later drain; every other operation drains first.
   // BatchResult then reports the rows accepted, the partitions they go to and the id the drain

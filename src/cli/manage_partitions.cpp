@@ -93,8 +93,7 @@ PartitionConfig resolve_config(const Common& c) {
 // its time in page faults (docs/performance.md, P7).
 void bound_bulk_memory(PartitionConfig& cfg) {
   if (cfg.memory_limit_mb > 0) return;
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  const int64_t ram_mb = pages > 0 && page > 0 ? int64_t{pages} * page / (1 << 20) : 8192;
+  const int64_t ram_mb = usable_memory_mb();
   cfg.memory_limit_mb = static_cast<int>(std::clamp<int64_t>(ram_mb / 4, 256, 2048));
 }
 

@@ -630,7 +630,8 @@ BatchAppender::BatchAppender(Connection& conn, const std::string& catalog, const
 }
 
 void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>& rows,
-                           const std::vector<std::vector<duckdb_hugeint>>* uuids) {
+                           const std::vector<std::vector<duckdb_hugeint>>* uuids,
+                           const std::vector<TextColumn>* text) {
   std::vector<duckdb_logical_type> types;
   types.reserve(logical_.size());
   for (auto& t : logical_) types.push_back(t.get());
@@ -700,6 +701,14 @@ void BatchAppender::append(const ColumnBatch& batch, const std::vector<uint32_t>
           break;
         }
         default: {
+          if (text && col < text->size() && (*text)[col].ends) {
+            const TextColumn& t = (*text)[col];
+            for (std::size_t i = 0; i < n; ++i) {
+              const std::string_view str = t.at(rows[begin + i]);
+              duckdb_vector_assign_string_element_len(v, i, str.data(), str.size());
+            }
+            break;
+          }
           const auto& s = std::get<std::vector<std::string>>(src.data);
           for (std::size_t i = 0; i < n; ++i) {
             const std::string& str = s[rows[begin + i]];

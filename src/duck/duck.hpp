@@ -173,6 +173,18 @@ class ChunkDecoder {
   std::vector<std::string> names_;
 };
 
+// Text of a column kept outside its ColumnBatch (the write buffer's arenas): row r is
+// bytes[ends[r - 1], ends[r]), with ends[-1] taken as 0.
+struct TextColumn {
+  const char* bytes = nullptr;
+  const uint64_t* ends = nullptr;  // nullptr: the column's text is in the batch
+
+  std::string_view at(std::size_t r) const noexcept {
+    const uint64_t b = r == 0 ? 0 : ends[r - 1];
+    return std::string_view(bytes + b, ends[r] - b);
+  }
+};
+
 // Appends rows of a ColumnBatch (selected by index) into a table through DuckDB's chunk appender.
 // Columns whose C++ form is text but whose SQL type is not (DECIMAL, UUID, HUGEINT, ...) are
 // appended as VARCHAR and cast by DuckDB.
@@ -183,8 +195,11 @@ class BatchAppender {
   // Appends batch rows `rows`. `uuids`, when not null, holds per column either nothing or the
   // column's UUIDs already parsed (uuid_parse, one per batch row; null rows hold anything): the
   // rows are then read from there instead of parsing their text here.
+  // `text`, when not null, holds per column a TextColumn: where set, that column's text is read
+  // from there instead of the batch.
   void append(const ColumnBatch& batch, const std::vector<uint32_t>& rows,
-              const std::vector<std::vector<duckdb_hugeint>>* uuids = nullptr);
+              const std::vector<std::vector<duckdb_hugeint>>* uuids = nullptr,
+              const std::vector<TextColumn>* text = nullptr);
   // Flushes and closes (errors surface here).
   void close();
 
