@@ -1136,7 +1136,10 @@ struct PartitionedDataRepository::Impl {
     if (!in.draining && !in.d_error.empty()) settle_draining(store, lock);
     if (in.log && in.log->broken()) drain_ingest_locked(store, lock);
     const uint64_t half = static_cast<uint64_t>(config.write_buffer_mb) * 1024 * 1024 / 2;
-    while (bulk_active.load() == 0 && in.bytes >= half) {
+    // A set is full when its buffers or its log reach half the budget: the log grows faster than
+    // the buffers with many small calls (a record takes 4 KB at least), and a replay reads a
+    // whole log into memory.
+    while (bulk_active.load() == 0 && (in.bytes >= half || (in.log && in.log->bytes() >= half))) {
       if (in.draining || !in.d_parts.empty() || in.d_log) {
         settle_draining(store, lock);  // releases in.mu while it waits: look again
         continue;
@@ -1148,7 +1151,7 @@ struct PartitionedDataRepository::Impl {
       in.log.emplace(IngestLog::create(store.dir + "/" + kIngestPrefix + in.drain_id + ".log"));
     }
     RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
-    const uint64_t log_before = in.log->bytes();
+
     try {
       in.log->append(batch, uuids);
     } catch (...) {
@@ -1159,9 +1162,7 @@ struct PartitionedDataRepository::Impl {
     res.batch_id = in.drain_id;
     res.rows_written = static_cast<int64_t>(batch.rows);
     res.partitions_written = static_cast<int64_t>(groups.size());
-    // The budget covers the buffers and the log (4 KB per record at least: many small calls fill
-    // the log faster than the buffers, and a replay reads a whole log).
-    in.bytes += slots.grown + (in.log->bytes() - log_before);
+    in.bytes += slots.grown;
     scatter_rows(schema, slots, batch, groups, uuids);
     in.rows += static_cast<int64_t>(batch.rows);
     if (!keep_batch) batch = ColumnBatch{};

@@ -1823,6 +1823,37 @@ TEST_F(PartitionedTest, WriteBufferMatchesTheSingleFileAtEveryRead) {
   EXPECT_TRUE(sorted_texts(got) == sorted_texts(single.get_all(schema_, q).items));
 }
 
+TEST_F(PartitionedTest, ManySmallBufferedCallsAreDrainedByTheirLogsSize) {
+  // One-row calls take a 4 KB log record each but almost no buffer memory: the set is handed to a
+  // drain when its log reaches half the budget (1 MB: 512 KB, ~128 records), so the log stays
+  // bounded; every row is kept, and the logs are gone at close.
+  auto cfg = test_config(path("small"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 1;
+  std::mt19937_64 rng(5);
+  std::vector<DataRecord> all;
+  {
+    PartitionedDataRepository repo(cfg);
+    for (int i = 0; i < 400; ++i) {
+      auto rows =
+          random_wide_rows(rng, 1, date_from_civil(2022, 1, 1), date_from_civil(2022, 3, 31));
+      repo.create_batch(schema_, rows);
+      all.push_back(rows[0]);
+      uint64_t log_bytes = 0;
+      for (const auto& f : std::filesystem::directory_iterator(path("small/events"))) {
+        if (f.path().filename().string().rfind("_ingest_", 0) == 0) log_bytes += f.file_size();
+      }
+      ASSERT_LE(log_bytes, 2u * 512 * 1024 + 8192) << "after call " << i;
+    }
+    EXPECT_GE(repo.counters().buffer_drains, 2);
+    EXPECT_EQ(repo.count_all(schema_), 400);
+  }
+  PartitionedDataRepository again(cfg);
+  EXPECT_EQ(again.count_all(schema_), 400);
+  for (const auto& f : std::filesystem::directory_iterator(path("small/events"))) {
+    EXPECT_NE(f.path().filename().string().rfind("_ingest_", 0), 0u) << f.path();
+  }
+}
+
 TEST_F(PartitionedTest, WriteBufferRefusesBadRowsWithoutLosingBufferedOnes) {
   auto cfg = test_config(path("buf"), PartitionStrategy::kMonthly);
   cfg.write_buffer_mb = 64;  // nothing drains on its own
