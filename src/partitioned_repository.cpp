@@ -50,6 +50,49 @@ namespace duckpart {
 
 namespace {
 
+// DuckDB's row group: a commit of at least this many rows (or into an empty table) is compressed
+// into the file before it commits, and its write-ahead log entry only points at it.
+constexpr int64_t kDuckRowGroupRows = 122880;
+
+// Rows of `schema` that make ~16 MB of DuckDB's write-ahead log and transient storage (text
+// counted at 32 bytes): when a partition's small commits reach it, record_and_commit checkpoints.
+int64_t wal_checkpoint_rows(const Schema& schema) {
+  int64_t width = 0;
+  for (const Column& c : schema.columns()) {
+    switch (c.type) {
+      case ColumnType::kBoolean:
+      case ColumnType::kTinyint:
+      case ColumnType::kUtinyint:
+        width += 1;
+        break;
+      case ColumnType::kSmallint:
+      case ColumnType::kUsmallint:
+        width += 2;
+        break;
+      case ColumnType::kInteger:
+      case ColumnType::kUinteger:
+      case ColumnType::kFloat:
+      case ColumnType::kDate:
+        width += 4;
+        break;
+      case ColumnType::kBigint:
+      case ColumnType::kDouble:
+      case ColumnType::kTimestamp:
+      case ColumnType::kTimestampTz:
+        width += 8;
+        break;
+      case ColumnType::kHugeint:
+      case ColumnType::kDecimal:
+      case ColumnType::kUuid:
+        width += 16;
+        break;
+      default:
+        width += 32;
+    }
+  }
+  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, width));
+}
+
 // Directories held by a repository of this process: DuckDB's file locks are per process, so two
 // repositories here on one directory would not exclude each other.
 std::mutex g_dirs_mu;
@@ -71,6 +114,12 @@ struct Entry {
   // Under write_mu: the file was made from the store's template and its metadata still holds the
   // template's empty period and range; the next commit writes them (record_and_commit).
   bool placeholder_meta = false;
+  // Under write_mu: rows committed since the partition's last checkpoint that DuckDB holds in its
+  // write-ahead log and in memory (commits of less than a row group into a non-empty table; larger
+  // ones are written to the file before they commit), and how many make a checkpoint due
+  // (record_and_commit): ~16 MB, DuckDB's own default, at the table's row width.
+  int64_t wal_rows = 0;
+  int64_t wal_checkpoint_rows = 1;
   // Changes (under Impl::mu) when the file is replaced by another one (restore, compaction), which
   // may keep the commit version but not the rows' order: id maps are keyed by it.
   uint64_t file_epoch = 0;
@@ -423,6 +472,7 @@ struct PartitionedDataRepository::Impl {
 
   void note_attached_locked(Entry& e) {
     e.attached = true;
+    e.wal_rows = 0;  // DETACH checkpoints, and ATTACH replays and checkpoints a left-over log
     e.attach_generation = ++attach_serial;
     ++attached_count;
     ++counters.partitions_opened;
@@ -592,6 +642,7 @@ struct PartitionedDataRepository::Impl {
     e->name = key.name();
     e->file = store.dir + "/" + key.file_name();
     e->alias = alias_for(store.schema, key);
+    e->wal_checkpoint_rows = wal_checkpoint_rows(store.schema);
     return e;
   }
 
@@ -1651,10 +1702,26 @@ struct PartitionedDataRepository::Impl {
     }
     conn.exec("COMMIT", ctx);
     e.placeholder_meta = false;
-    std::lock_guard lock(mu);
-    ++counters.batches_committed;
-    counters.rows_written += m.row_count - e.meta.row_count;
-    e.meta = m;
+    const int64_t added = m.row_count - e.meta.row_count;
+    if (e.meta.row_count > 0 && added < kDuckRowGroupRows) e.wal_rows += added;
+    {
+      std::lock_guard lock(mu);
+      ++counters.batches_committed;
+      counters.rows_written += added;
+      e.meta = m;
+    }
+    // Checkpoints are ours (DuckDB's automatic one is set to 1 GB): DuckDB counts the rows of a
+    // large commit towards its 16 MB threshold although they are in the file already, and each
+    // such checkpoint wrote this commit's batch row into a block of its own (256 KB for 80 bytes:
+    // 3-5% of the bytes of a store written in large commits; docs/performance.md, "Session 14").
+    // Best effort: a concurrent transaction can make it fail, and the next commit tries again.
+    if (e.wal_rows >= e.wal_checkpoint_rows) {
+      try {
+        conn.exec(fmt::format("CHECKPOINT {}", a), ctx);
+        e.wal_rows = 0;
+      } catch (const Error&) {
+      }
+    }
   }
 
   // One transaction on one partition: replay check, append, batch id, metadata, commit. Returns
@@ -3540,6 +3607,9 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     // inside the file: 1.76x the bytes at 117K rows per partition and drain (docs/performance.md,
     // "Session 13"). Deleted rows keep their space until `compact` rewrites the partition.
     impl_->admin.exec("SET max_vacuum_tasks = 0");
+    // Partitions are checkpointed by record_and_commit once their small commits make ~16 MB of
+    // write-ahead log; DuckDB's automatic checkpoint would also run after every large commit.
+    impl_->admin.exec("SET wal_autocheckpoint = '1GB'");
     if (impl_->config.memory_limit_mb > 0) {
       impl_->admin.exec(fmt::format("SET memory_limit = '{}MB'", impl_->config.memory_limit_mb));
     }

@@ -1322,6 +1322,50 @@ TEST_F(PartitionedTest, LargeBatchesHoldDuckDBAtOneThreadAndRestoreIt) {
   }
 }
 
+// Large commits are in the file before they commit: no checkpoint follows them, so their batch
+// rows share one block instead of taking a 256 KB block per commit (a checkpoint writes new rows
+// of a small table into a block of their own). Small commits are checkpointed once they make
+// ~16 MB of write-ahead log, so the log does not grow without bound.
+TEST_F(PartitionedTest, LargeCommitsShareABlockAndSmallOnesAreCheckpointed) {
+  std::mt19937_64 rng(5);
+  const std::string file =
+      path("parts/events/") +
+      partition_key_of(PartitionStrategy::kMonthly, date_from_civil(2022, 1, 1)).file_name();
+  {
+    PartitionedDataRepository repo = open_direct();
+    for (int i = 0; i < 3; ++i) {
+      repo.create_batch(schema_, random_wide_rows(rng, 200'000, date_from_civil(2022, 1, 1),
+                                                  date_from_civil(2022, 1, 31)));
+    }
+  }
+  {
+    duck::Database db = duck::Database::open(file, true);
+    duck::Connection c = db.connect();
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM _duckpart_batches"), 3);
+    EXPECT_EQ(c.query_int("SELECT count(DISTINCT block_id) FROM "
+                          "pragma_storage_info('_duckpart_batches') WHERE block_id >= 0"),
+              1);
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM events"), 600'000);
+  }
+  PartitionedDataRepository repo = open_direct();
+  uint64_t peak = 0;
+  int shrinks = 0;
+  uint64_t last = 0;
+  for (int i = 0; i < 30; ++i) {
+    repo.create_batch(schema_, random_wide_rows(rng, 10'000, date_from_civil(2022, 1, 1),
+                                                date_from_civil(2022, 1, 31)));
+    std::error_code ec;
+    const uint64_t wal = std::filesystem::file_size(file + ".wal", ec);
+    const uint64_t now = ec ? 0 : wal;
+    if (now < last) ++shrinks;
+    last = now;
+    peak = std::max(peak, now);
+  }
+  EXPECT_GE(shrinks, 1) << "300K rows in small commits were never checkpointed";
+  EXPECT_LT(peak, uint64_t{40} << 20);
+  EXPECT_EQ(repo.count_all(schema_), 900'000);
+}
+
 TEST_F(PartitionedTest, ConcurrentReadersAndWritersSeeWholeBatches) {
   // 2 writers (batches of 50 rows spread over 6 months) and 3 readers for ~3 s: every count a
   // reader sees is a multiple of 50 (no half-written batch) and never decreases; the end count is
