@@ -50,49 +50,6 @@ namespace duckpart {
 
 namespace {
 
-// DuckDB's row group: a commit of at least this many rows (or into an empty table) is compressed
-// into the file before it commits, and its write-ahead log entry only points at it.
-constexpr int64_t kDuckRowGroupRows = 122880;
-
-// Rows of `schema` that make ~16 MB of DuckDB's write-ahead log and transient storage (text
-// counted at 32 bytes): when a partition's small commits reach it, record_and_commit checkpoints.
-int64_t wal_checkpoint_rows(const Schema& schema) {
-  int64_t width = 0;
-  for (const Column& c : schema.columns()) {
-    switch (c.type) {
-      case ColumnType::kBoolean:
-      case ColumnType::kTinyint:
-      case ColumnType::kUtinyint:
-        width += 1;
-        break;
-      case ColumnType::kSmallint:
-      case ColumnType::kUsmallint:
-        width += 2;
-        break;
-      case ColumnType::kInteger:
-      case ColumnType::kUinteger:
-      case ColumnType::kFloat:
-      case ColumnType::kDate:
-        width += 4;
-        break;
-      case ColumnType::kBigint:
-      case ColumnType::kDouble:
-      case ColumnType::kTimestamp:
-      case ColumnType::kTimestampTz:
-        width += 8;
-        break;
-      case ColumnType::kHugeint:
-      case ColumnType::kDecimal:
-      case ColumnType::kUuid:
-        width += 16;
-        break;
-      default:
-        width += 32;
-    }
-  }
-  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(1, width));
-}
-
 // Directories held by a repository of this process: DuckDB's file locks are per process, so two
 // repositories here on one directory would not exclude each other.
 std::mutex g_dirs_mu;
@@ -111,15 +68,10 @@ struct Entry {
   // that queries over those values still see it (and fail naming it) instead of missing its rows.
   std::optional<std::pair<int64_t, int64_t>> stored_range;
   bool dropped = false;  // removed by drop_partition (kept alive for requests that still hold it)
-  // Under write_mu: the file was made from the store's template and its metadata still holds the
-  // template's empty period and range; the next commit writes them (record_and_commit).
+  // Under write_mu: the file was made from the store's template, whose metadata table is empty;
+  // the next commit inserts the metadata row with this statement (record_and_commit).
   bool placeholder_meta = false;
-  // Under write_mu: rows committed since the partition's last checkpoint that DuckDB holds in its
-  // write-ahead log and in memory (commits of less than a row group into a non-empty table; larger
-  // ones are written to the file before they commit), and how many make a checkpoint due
-  // (record_and_commit): ~16 MB, DuckDB's own default, at the table's row width.
-  int64_t wal_rows = 0;
-  int64_t wal_checkpoint_rows = 1;
+  std::string placeholder_insert;
   // Changes (under Impl::mu) when the file is replaced by another one (restore, compaction), which
   // may keep the commit version but not the rows' order: id maps are keyed by it.
   uint64_t file_epoch = 0;
@@ -472,7 +424,6 @@ struct PartitionedDataRepository::Impl {
 
   void note_attached_locked(Entry& e) {
     e.attached = true;
-    e.wal_rows = 0;  // DETACH checkpoints, and ATTACH replays and checkpoints a left-over log
     e.attach_generation = ++attach_serial;
     ++attached_count;
     ++counters.partitions_opened;
@@ -642,12 +593,13 @@ struct PartitionedDataRepository::Impl {
     e->name = key.name();
     e->file = store.dir + "/" + key.file_name();
     e->alias = alias_for(store.schema, key);
-    e->wal_checkpoint_rows = wal_checkpoint_rows(store.schema);
     return e;
   }
 
-  // Reads (and checks) the metadata of an attached or attachable file. Under mu.
+  // Reads (and checks) the metadata of an attached or attachable file. Under mu (and write_mu
+  // when `e` is already in the store: restore).
   void verify_entry_locked(Store& store, Entry& e) {
+    e.placeholder_meta = false;  // whatever the file is, its metadata row is read or written here
     try {
       if (!e.attached) attach_locked(e);
     } catch (const Error& err) {
@@ -681,6 +633,10 @@ struct PartitionedDataRepository::Impl {
     duck::ChunkDecoder dec(r);
     std::vector<DataRecord> rows;
     while (auto c = r.fetch()) dec.decode(c, rows);
+    if (rows.empty()) {
+      verify_unwritten_copy_locked(store, e);
+      return;
+    }
     if (rows.size() != 1) {
       e.problem = fmt::format("metadata table has {} rows instead of 1", rows.size());
       return;
@@ -745,6 +701,49 @@ struct PartitionedDataRepository::Impl {
     } catch (const std::exception& ex) {
       e.problem = fmt::format("unreadable metadata: {}", ex.what());
     }
+  }
+
+  // A file without a metadata row: a copy of the template that no commit reached (a crash
+  // between the copy and its first commit, or its first batch failed). It is the empty partition
+  // of its name provided it holds no rows and has this table's columns; the row is written now
+  // when the store is writable. Under mu.
+  void verify_unwritten_copy_locked(Store& store, Entry& e) {
+    const Schema& schema = store.schema;
+    try {
+      duck::Result r = admin.query(
+          fmt::format("SELECT column_name FROM duckdb_columns() WHERE database_name = {} AND "
+                      "schema_name = 'main' AND table_name = {} ORDER BY column_index",
+                      duck::quote_literal(e.alias), duck::quote_literal(schema.name())),
+          e.file);
+      duck::ChunkDecoder dec(r);
+      std::vector<DataRecord> cols;
+      while (auto c = r.fetch()) dec.decode(c, cols);
+      bool same = cols.size() == schema.columns().size();
+      for (std::size_t i = 0; same && i < cols.size(); ++i) {
+        same = cols[i].values.at(0).get<std::string>() == schema.columns()[i].name;
+      }
+      if (!same) {
+        e.problem =
+            fmt::format("has no metadata row and no table '{}' with its columns", schema.name());
+        return;
+      }
+      const int64_t n =
+          admin.query_int(fmt::format("SELECT count(*) FROM {}.main.{}", duck::quote_ident(e.alias),
+                                      duck::quote_ident(schema.name())),
+                          e.file);
+      if (n != 0) {
+        e.problem = fmt::format("has no metadata row but holds {} rows", n);
+        return;
+      }
+      if (!options.read_only) {
+        admin.exec(partition_init_sql(e.alias, schema, config.strategy, e.key).back(), e.file);
+      }
+    } catch (const std::exception& ex) {
+      e.problem = fmt::format("unreadable metadata: {}", ex.what());
+      return;
+    }
+    e.stored_range.reset();
+    e.meta = PartitionMeta{};
   }
 
   static Value decode_id(const Schema& schema, const Value& stored) {
@@ -1374,8 +1373,10 @@ struct PartitionedDataRepository::Impl {
   //
   // With the store's template (`tmpl`, make_template_locked) the file is a copy of it written
   // under the temporary name, synced and renamed: ~2-3 ms instead of ~11 ms of DDL, commit,
-  // checkpoint and a second ATTACH; its metadata keeps the template's empty period until the
-  // first commit writes it (placeholder_meta).
+  // checkpoint and a second ATTACH; its metadata table stays empty until the first commit inserts
+  // the row (placeholder_meta). The template holds no metadata row because a row written there
+  // would keep its block (256 KB) in every partition: the columns a commit never updates stay in
+  // it, and the updated ones get a block of their own at the next checkpoint.
   void create_partition_file(const Store& store, Entry& e, duck::Connection& conn,
                              std::mutex& attach_mu, const std::string* tmpl) const {
     const std::string final_file = e.file;
@@ -1404,6 +1405,8 @@ struct PartitionedDataRepository::Impl {
       }
       e.meta = PartitionMeta{};
       e.placeholder_meta = true;
+      e.placeholder_insert =
+          partition_init_sql(e.alias, store.schema, config.strategy, e.key).back();
       return;
     }
     bool attached = false;
@@ -1452,8 +1455,8 @@ struct PartitionedDataRepository::Impl {
   }
 
   // The bytes of a new, empty partition file of `store`'s table: created once per store and
-  // process like any partition (under a temporary name, through admin), with an empty period and
-  // range in its metadata, checkpointed, closed, read and deleted. nullptr when that fails (new
+  // process like any partition (under a temporary name, through admin), with an empty metadata
+  // table, checkpointed, closed, read and deleted. nullptr when that fails (new
   // partitions are then created one by one as before). Under mu.
   std::shared_ptr<const std::string> make_template_locked(const Store& store,
                                                           const PartitionKey& key) {
@@ -1473,9 +1476,7 @@ struct PartitionedDataRepository::Impl {
       admin.exec(attach_sql(t), t.file);
       attached = true;
       init_partition_on(admin, store, t);
-      admin.exec(fmt::format("UPDATE {}.main.{} SET period = '', range_start = NULL, "
-                             "range_end = NULL",
-                             duck::quote_ident(t.alias), kMetaTable),
+      admin.exec(fmt::format("DELETE FROM {}.main.{}", duck::quote_ident(t.alias), kMetaTable),
                  t.file);
       admin.exec(fmt::format("CHECKPOINT {}", duck::quote_ident(t.alias)), t.file);
       admin.exec(fmt::format("DETACH {}", duck::quote_ident(t.alias)), t.file);
@@ -1675,6 +1676,7 @@ struct PartitionedDataRepository::Impl {
     ins.bind(2, Value(m.row_count - e.meta.row_count));
     ins.bind(3, Value(now));
     ins.execute();
+    if (e.placeholder_meta) conn.exec(e.placeholder_insert, ctx);  // a copy of the template
     const std::string upd_sql = fmt::format(
         "UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
         "min_id = ?, max_id = ?, commit_version = ?, updated_at = ?",
@@ -1688,39 +1690,14 @@ struct PartitionedDataRepository::Impl {
     upd.bind(6, Value(m.commit_version));
     upd.bind(7, Value(now));
     upd.execute();
-    if (e.placeholder_meta) {  // a copy of the template: its period and range, in this commit
-      auto key_upd = conn.prepare(
-          fmt::format("UPDATE {}.main.{} SET period = ?, range_start = ?, range_end = ?, "
-                      "created_at = ?",
-                      a, kMetaTable),
-          ctx);
-      key_upd.bind(1, Value(e.key.label()));
-      key_upd.bind(2, e.key.is_null ? Value{} : Value(e.key.start_ts()));
-      key_upd.bind(3, e.key.is_null ? Value{} : Value(e.key.end_ts()));
-      key_upd.bind(4, Value(now));
-      key_upd.execute();
-    }
     conn.exec("COMMIT", ctx);
     e.placeholder_meta = false;
     const int64_t added = m.row_count - e.meta.row_count;
-    if (e.meta.row_count > 0 && added < kDuckRowGroupRows) e.wal_rows += added;
     {
       std::lock_guard lock(mu);
       ++counters.batches_committed;
       counters.rows_written += added;
       e.meta = m;
-    }
-    // Checkpoints are ours (DuckDB's automatic one is set to 1 GB): DuckDB counts the rows of a
-    // large commit towards its 16 MB threshold although they are in the file already, and each
-    // such checkpoint wrote this commit's batch row into a block of its own (256 KB for 80 bytes:
-    // 3-5% of the bytes of a store written in large commits; docs/performance.md, "Session 14").
-    // Best effort: a concurrent transaction can make it fail, and the next commit tries again.
-    if (e.wal_rows >= e.wal_checkpoint_rows) {
-      try {
-        conn.exec(fmt::format("CHECKPOINT {}", a), ctx);
-        e.wal_rows = 0;
-      } catch (const Error&) {
-      }
     }
   }
 
@@ -3607,9 +3584,6 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     // inside the file: 1.76x the bytes at 117K rows per partition and drain (docs/performance.md,
     // "Session 13"). Deleted rows keep their space until `compact` rewrites the partition.
     impl_->admin.exec("SET max_vacuum_tasks = 0");
-    // Partitions are checkpointed by record_and_commit once their small commits make ~16 MB of
-    // write-ahead log; DuckDB's automatic checkpoint would also run after every large commit.
-    impl_->admin.exec("SET wal_autocheckpoint = '1GB'");
     if (impl_->config.memory_limit_mb > 0) {
       impl_->admin.exec(fmt::format("SET memory_limit = '{}MB'", impl_->config.memory_limit_mb));
     }
@@ -4361,6 +4335,10 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   PartitionKey key;
   {
     std::vector<DataRecord> rows;
+    // Without a metadata row (a copy of the template that no commit reached): the table's columns
+    // and rows, checked below.
+    std::vector<DataRecord> cols;
+    int64_t unwritten_rows = 0;
     try {
       duck::Database db = duck::Database::open(backup_file, /*read_only=*/true);
       duck::Connection c = db.connect();
@@ -4371,53 +4349,86 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
                   backup_file);
       duck::ChunkDecoder dec(r);
       while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+      if (rows.empty()) {
+        duck::Result cr = c.query(
+            fmt::format("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND "
+                        "table_name = {} ORDER BY column_index",
+                        duck::quote_literal(schema.name())),
+            backup_file);
+        duck::ChunkDecoder cdec(cr);
+        while (auto chunk = cr.fetch()) cdec.decode(chunk, cols);
+        if (!cols.empty()) {
+          unwritten_rows = c.query_int(
+              fmt::format("SELECT count(*) FROM main.{}", duck::quote_ident(schema.name())),
+              backup_file);
+        }
+      }
     } catch (const Error& err) {
       throw Error(ErrorCode::kCorruption,
                   fmt::format("backup '{}' is not a readable duckpart partition: {}", backup_file,
                               err.what()));
     }
-    if (rows.size() != 1) {
-      throw Error(ErrorCode::kCorruption,
-                  fmt::format("backup '{}' has no partition metadata", backup_file));
-    }
-    const Schema stored = Schema::from_json(rows[0].values[0].get<std::string>());
-    if (!stored.same_layout(schema)) {
-      throw Error(ErrorCode::kConflict,
-                  fmt::format("backup '{}' belongs to another table or layout ({}), not '{}'",
-                              backup_file, stored.name(), schema.name()));
-    }
-    if (rows[0].values[1].get<std::string>() != strategy_name(impl_->config.strategy)) {
-      throw Error(
-          ErrorCode::kConflict,
-          fmt::format("backup '{}' was written with the {} strategy; the store is {}", backup_file,
-                      rows[0].values[1].get<std::string>(), strategy_name(impl_->config.strategy)));
-    }
-    // An empty period: a partition made from the template that was never committed to (empty);
-    // the backup file's name gives its period.
-    const std::string& period = rows[0].values[2].get<std::string>();
-    auto parsed = period.empty() ? parse_partition_name(fs::path(backup_file).filename().string())
-                                 : parse_partition_name("partition_" + period);
-    if (!parsed) {
-      throw Error(ErrorCode::kCorruption,
-                  period.empty() ? fmt::format("backup '{}' has no period in its metadata and its "
-                                               "file name is not a partition's",
-                                               backup_file)
-                                 : fmt::format("backup '{}' names an invalid period", backup_file));
-    }
-    if (period.empty()) {
-      const auto& v = rows[0].values;
-      const bool inside =
-          v[3].get<int64_t>() == 0 || (!v[4].is_null() && !v[5].is_null() && !parsed->is_null &&
-                                       v[4].get<Timestamp>().micros >= parsed->start_ts().micros &&
-                                       v[5].get<Timestamp>().micros < parsed->end_ts().micros);
-      if (parsed->strategy != impl_->config.strategy || !inside) {
-        throw Error(ErrorCode::kCorruption,
-                    fmt::format("backup '{}' has no period in its metadata, and its name is not "
-                                "a {} partition's or its rows lie outside that period",
-                                backup_file, strategy_name(impl_->config.strategy)));
+    if (rows.empty()) {
+      // The empty partition of the file's name (its metadata row is written once it is in
+      // place), if it is one of this table's and holds no rows.
+      bool same = cols.size() == schema.columns().size();
+      for (std::size_t i = 0; same && i < cols.size(); ++i) {
+        same = cols[i].values.at(0).get<std::string>() == schema.columns()[i].name;
       }
+      auto parsed = parse_partition_name(fs::path(backup_file).filename().string());
+      if (!same || unwritten_rows != 0 || !parsed || parsed->strategy != impl_->config.strategy) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("backup '{}' has no metadata row, and it is not an empty {} "
+                                "partition of table '{}' named for its period ({} rows, {})",
+                                backup_file, strategy_name(impl_->config.strategy), schema.name(),
+                                unwritten_rows, same ? "the table's columns" : "other columns"));
+      }
+      key = *parsed;
+    } else {
+      if (rows.size() != 1) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("backup '{}' has no partition metadata", backup_file));
+      }
+      const Schema stored = Schema::from_json(rows[0].values[0].get<std::string>());
+      if (!stored.same_layout(schema)) {
+        throw Error(ErrorCode::kConflict,
+                    fmt::format("backup '{}' belongs to another table or layout ({}), not '{}'",
+                                backup_file, stored.name(), schema.name()));
+      }
+      if (rows[0].values[1].get<std::string>() != strategy_name(impl_->config.strategy)) {
+        throw Error(ErrorCode::kConflict,
+                    fmt::format("backup '{}' was written with the {} strategy; the store is {}",
+                                backup_file, rows[0].values[1].get<std::string>(),
+                                strategy_name(impl_->config.strategy)));
+      }
+      // An empty period: a partition made from the template that was never committed to (empty);
+      // the backup file's name gives its period.
+      const std::string& period = rows[0].values[2].get<std::string>();
+      auto parsed = period.empty() ? parse_partition_name(fs::path(backup_file).filename().string())
+                                   : parse_partition_name("partition_" + period);
+      if (!parsed) {
+        throw Error(ErrorCode::kCorruption,
+                    period.empty()
+                        ? fmt::format("backup '{}' has no period in its metadata and its "
+                                      "file name is not a partition's",
+                                      backup_file)
+                        : fmt::format("backup '{}' names an invalid period", backup_file));
+      }
+      if (period.empty()) {
+        const auto& v = rows[0].values;
+        const bool inside = v[3].get<int64_t>() == 0 ||
+                            (!v[4].is_null() && !v[5].is_null() && !parsed->is_null &&
+                             v[4].get<Timestamp>().micros >= parsed->start_ts().micros &&
+                             v[5].get<Timestamp>().micros < parsed->end_ts().micros);
+        if (parsed->strategy != impl_->config.strategy || !inside) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("backup '{}' has no period in its metadata, and its name is not "
+                                  "a {} partition's or its rows lie outside that period",
+                                  backup_file, strategy_name(impl_->config.strategy)));
+        }
+      }
+      key = *parsed;
     }
-    key = *parsed;
     key.strategy = impl_->config.strategy;
   }
   // Not drained first: a restore is how a partition that fails every drain is repaired; buffered
