@@ -50,6 +50,10 @@ void PartitionConfig::validate() const {
     bad("write_buffer_mb", std::to_string(write_buffer_mb),
         "must be -1 (automatic), 0 (no write buffering) or a size in MB");
   }
+  if (write_buffer_max_delay_ms < 0 || write_buffer_max_delay_ms > 86'400'000) {
+    bad("write_buffer_max_delay_ms", std::to_string(write_buffer_max_delay_ms),
+        "must be 0 (no timed drains) or a delay in milliseconds of at most one day (86400000)");
+  }
   if (write_threads < 0 || write_threads > 256) {
     bad("write_threads", std::to_string(write_threads), "must be between 0 (auto) and 256");
   }
@@ -215,6 +219,8 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
       c.id_index_memory_mb = get_int();
     } else if (key == "write_buffer_mb") {
       c.write_buffer_mb = get_int();
+    } else if (key == "write_buffer_max_delay_ms") {
+      c.write_buffer_max_delay_ms = get_int();
     } else {
       throw Error(
           ErrorCode::kInvalidArgument,
@@ -223,7 +229,7 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
                       "partition_size_threshold_mb, auto_partition_enabled, "
                       "enable_cross_partition_queries, write_threads, "
                       "single_duckdb_thread_while_writing, memory_limit_mb, id_index_memory_mb, "
-                      "write_buffer_mb)",
+                      "write_buffer_mb, write_buffer_max_delay_ms)",
                       origin, key));
     }
   }

@@ -179,6 +179,8 @@ struct Store {
     uint64_t bytes = 0;  // memory the filling batches hold
     std::string drain_id;
     std::optional<IngestLog> log;
+    // When the filling set took its first row (config.write_buffer_max_delay_ms: the timed drain).
+    std::chrono::steady_clock::time_point filling_since;
     // Draining: the previous filling set, committed by `drainer`; kept after a failure (d_error)
     // and committed again by the next operation.
     std::map<PartitionKey, BufferedRows> d_parts;
@@ -1199,6 +1201,8 @@ struct PartitionedDataRepository::Impl {
     if (!in.log) {
       in.drain_id = new_uuid_v7();
       in.log.emplace(IngestLog::create(store.dir + "/" + kIngestPrefix + in.drain_id + ".log"));
+      in.filling_since = std::chrono::steady_clock::now();
+      if (config.write_buffer_max_delay_ms > 0) start_timed_drains();
     }
     RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
 
@@ -1234,6 +1238,67 @@ struct PartitionedDataRepository::Impl {
       if (st->ingest.replay_pending.load()) replay_ingest(*st);
       if (st->ingest.rows.load() > 0) drain_ingest(*st);
     }
+  }
+
+  // ---- timed drains (config.write_buffer_max_delay_ms) ------------------------------------------
+  //
+  // One thread per repository, started with the first buffered row: a few times per delay it
+  // hands every table's filling set whose first row has waited the delay to a background drain,
+  // as a full set is handed over (start_background_drain). It only looks (try_lock): a table busy
+  // with a write or a drain is looked at again on the next round; so is one with a drain still
+  // running or a failed drain (the next operation retries that one, as without timed drains), or
+  // while a BulkLoad is open (see write_buffered).
+  std::mutex timer_mu;
+  std::condition_variable timer_cv;
+  bool timer_stop = false;
+  std::thread timer;
+
+  void start_timed_drains() {
+    std::lock_guard g(timer_mu);
+    if (timer.joinable() || timer_stop) return;
+    try {
+      timer = std::thread([this] { run_timed_drains(); });
+    } catch (const std::exception&) {
+      // No thread: buffered rows wait for the half-budget, another operation or close, as with
+      // write_buffer_max_delay_ms = 0.
+    }
+  }
+
+  void run_timed_drains() {
+    const auto delay = std::chrono::milliseconds(config.write_buffer_max_delay_ms);
+    const auto tick = std::max<std::chrono::milliseconds>(delay / 8, std::chrono::milliseconds(5));
+    std::unique_lock g(timer_mu);
+    while (!timer_cv.wait_for(g, tick, [&] { return timer_stop; })) {
+      g.unlock();
+      std::vector<Store*> all;
+      {
+        std::lock_guard lock(mu);
+        for (auto& [name, st] : stores) all.push_back(st.get());
+      }
+      for (Store* st : all) {
+        Store::Ingest& in = st->ingest;
+        std::unique_lock lock(in.mu, std::try_to_lock);
+        if (!lock.owns_lock() || !in.log || in.draining || !in.d_parts.empty() || in.d_log ||
+            !in.d_error.empty() || in.replay_pending.load() || bulk_active.load() != 0 ||
+            std::chrono::steady_clock::now() - in.filling_since < delay) {
+          continue;
+        }
+        start_background_drain(*st);
+        std::lock_guard c(mu);
+        ++counters.timed_buffer_drains;
+      }
+      g.lock();
+    }
+  }
+
+  // Ends the timed drains (close: before the last flush). Never throws.
+  void stop_timed_drains() noexcept {
+    {
+      std::lock_guard g(timer_mu);
+      timer_stop = true;
+    }
+    timer_cv.notify_all();
+    if (timer.joinable()) timer.join();
   }
 
   // Waits for every background drain (close: before partitions are detached). Never throws.
@@ -3596,6 +3661,7 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
 }
 
 PartitionedDataRepository::~PartitionedDataRepository() {
+  impl_->stop_timed_drains();
   try {
     flush();
   } catch (...) {

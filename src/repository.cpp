@@ -97,6 +97,7 @@ std::string StorageStatistics::to_json() const {
       {"id_map_bytes", counters.id_map_bytes},
       {"rows_buffered", counters.rows_buffered},
       {"buffer_drains", counters.buffer_drains},
+      {"timed_buffer_drains", counters.timed_buffer_drains},
       {"ingest_logs_replayed", counters.ingest_logs_replayed},
   };
   return j.dump(2);

@@ -70,6 +70,17 @@ TEST(ConfigTest, TomlOverridesPreset) {
               parse_partition_config("write_buffer_mb = -5\n", "cfg.toml");
             }).find("write_buffer_mb = -5"),
             std::string::npos);
+  EXPECT_EQ(w.write_buffer_max_delay_ms, 10000);
+  EXPECT_EQ(
+      parse_partition_config("write_buffer_max_delay_ms = 0\n", "t.toml").write_buffer_max_delay_ms,
+      0);
+  EXPECT_EQ(parse_partition_config("write_buffer_max_delay_ms = 2500\n", "t.toml")
+                .write_buffer_max_delay_ms,
+            2500);
+  EXPECT_NE(error_of([] {
+              parse_partition_config("write_buffer_max_delay_ms = -1\n", "cfg.toml");
+            }).find("write_buffer_max_delay_ms = -1"),
+            std::string::npos);
 }
 
 TEST(ConfigTest, TomlErrorsNameFileKeyAndValue) {

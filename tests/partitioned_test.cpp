@@ -1913,6 +1913,82 @@ TEST_F(PartitionedTest, WriteBufferMatchesTheSingleFileAtEveryRead) {
   EXPECT_TRUE(sorted_texts(got) == sorted_texts(single.get_all(schema_, q).items));
 }
 
+// The ingest logs left in a table's directory (buffered rows not yet committed).
+static int ingest_logs_in(const std::string& dir) {
+  int n = 0;
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    if (f.path().filename().string().rfind("_ingest_", 0) == 0) ++n;
+  }
+  return n;
+}
+
+TEST_F(PartitionedTest, TimedDrainCommitsAnIdleWritersRows) {
+  // A writer that stops after a buffered call: without a timed drain its rows stay in the ingest
+  // log until its next operation; with write_buffer_max_delay_ms they are committed in the
+  // background once the first has waited that long, without any call of the writer (the log is
+  // deleted only after the commit), and every later read sees them with no further drain.
+  std::mt19937_64 rng(17);
+  auto rows =
+      random_wide_rows(rng, 3000, date_from_civil(2023, 1, 1), date_from_civil(2023, 4, 30));
+  const std::vector<DataRecord> first(rows.begin(), rows.begin() + 1000);
+  const std::vector<DataRecord> second(rows.begin() + 1000, rows.end());
+  {
+    auto cfg = test_config(path("untimed"), PartitionStrategy::kMonthly);
+    cfg.write_buffer_mb = 64;
+    cfg.write_buffer_max_delay_ms = 0;
+    PartitionedDataRepository repo(cfg);
+    repo.create_batch(schema_, first);
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    EXPECT_EQ(repo.counters().buffer_drains, 0);
+    EXPECT_EQ(ingest_logs_in(path("untimed/events")), 1);
+  }
+  auto cfg = test_config(path("timed"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 64;
+  cfg.write_buffer_max_delay_ms = 150;
+  {
+    PartitionedDataRepository repo(cfg);
+    const auto wait_for_drains = [&](int64_t n) {
+      for (int i = 0; i < 600 && repo.counters().buffer_drains < n; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      // The drain's log is deleted after its commit: wait for that too.
+      for (int i = 0; i < 200 && ingest_logs_in(path("timed/events")) > 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    };
+    repo.create_batch(schema_, first);
+    wait_for_drains(1);
+    RepositoryCounters c = repo.counters();
+    EXPECT_EQ(c.buffer_drains, 1);
+    EXPECT_EQ(c.timed_buffer_drains, 1);
+    EXPECT_EQ(ingest_logs_in(path("timed/events")), 0);
+    EXPECT_EQ(repo.count_all(schema_), 1000);
+    // The next buffered call starts a new set with its own clock.
+    repo.create_batch_columnar(schema_, records_to_batch(schema_, second));
+    wait_for_drains(2);
+    c = repo.counters();
+    EXPECT_EQ(c.buffer_drains, 2);
+    EXPECT_EQ(c.timed_buffer_drains, 2);
+    EXPECT_EQ(ingest_logs_in(path("timed/events")), 0);
+    DuckDBDataRepository single(path("single.duckdb"));
+    single.create_batch(schema_, rows);
+    DataQueryRequest q;
+    q.limit = 10000;
+    EXPECT_TRUE(sorted_texts(repo.get_all(schema_, q).items) ==
+                sorted_texts(single.get_all(schema_, q).items));
+    EXPECT_EQ(repo.counters().buffer_drains, 2);  // the reads found nothing to drain
+  }
+  // The files hold every row (plain DuckDB, no duckpart).
+  int64_t in_files = 0;
+  for (const auto& f : std::filesystem::directory_iterator(path("timed/events"))) {
+    if (f.path().extension() != ".duckdb") continue;
+    in_files += duck::Database::open(f.path().string(), true)
+                    .connect()
+                    .query_int("SELECT count(*) FROM events");
+  }
+  EXPECT_EQ(in_files, 3000);
+}
+
 TEST_F(PartitionedTest, ManySmallBufferedCallsAreDrainedByTheirLogsSize) {
   // One-row calls take a 4 KB log record each but almost no buffer memory: the set is handed to a
   // drain when its log reaches half the budget (1 MB: 512 KB, ~128 records), so the log stays
@@ -1950,6 +2026,7 @@ TEST_F(PartitionedTest, ManySmallBufferedCallsAreDrainedByTheirLogsSize) {
 TEST_F(PartitionedTest, WriteBufferRefusesBadRowsWithoutLosingBufferedOnes) {
   auto cfg = test_config(path("buf"), PartitionStrategy::kMonthly);
   cfg.write_buffer_mb = 64;  // nothing drains on its own
+  cfg.write_buffer_max_delay_ms = 0;
   PartitionedDataRepository repo(cfg);
   std::mt19937_64 rng(3);
   auto good = random_wide_rows(rng, 500, date_from_civil(2023, 1, 1), date_from_civil(2023, 3, 31));

@@ -50,12 +50,18 @@ struct PartitionConfig {
   // drain commits them all at once, so each partition gets large appends that DuckDB writes
   // compressed, instead of a small append per call (docs/architecture.md, "Write buffering"). A
   // drain runs in the background when the buffered rows reach half this size, before any other
-  // operation on the table (reads see every row written before them), on flush() and on close; a
-  // crash is repaired at the next open by replaying the log exactly once. Other processes see
-  // buffered rows only after a drain.
+  // operation on the table (reads see every row written before them), on flush(), on close and
+  // after write_buffer_max_delay_ms; a crash is repaired at the next open by replaying the log
+  // exactly once. Other processes see buffered rows only after a drain.
   int write_buffer_mb = -1;
   // write_buffer_mb with -1 resolved (see above).
   int effective_write_buffer_mb() const;
+  // The longest buffered rows wait for a drain, in milliseconds: a background drain commits a
+  // table's buffered rows once the first of them has waited this long, so that an idle or slow
+  // writer's acknowledged rows reach the partition files (and other processes) within this
+  // delay. A bulk stream fills half the budget sooner and is not affected. 0: no timed drains
+  // (only the half-budget, other operations, flush() and close drain).
+  int write_buffer_max_delay_ms = 10000;
 
   // Throws Error(kInvalidArgument) naming the first invalid field and its value.
   void validate() const;

@@ -108,6 +108,7 @@ struct RepositoryCounters {
   int64_t id_map_bytes = 0;          // memory of the id maps now (id_index_memory_mb bounds it)
   int64_t rows_buffered = 0;         // rows acknowledged through the ingest log (write_buffer_mb)
   int64_t buffer_drains = 0;         // drains that committed buffered rows to the partitions
+  int64_t timed_buffer_drains = 0;   // drains started by write_buffer_max_delay_ms
   int64_t ingest_logs_replayed = 0;  // ingest logs of an earlier process applied at open
 };
 
