@@ -5,8 +5,9 @@
 //
 // Data: 7-column rows (id UUID, ts TIMESTAMP over M months, well INTEGER, oil/gas/water DOUBLE,
 // status VARCHAR) from a fixed seed, in random period order. Every scenario runs for duckpart and
-// for the single-file baseline in the same process; each figure is repeated --reps times and
-// reported as min / median / p95, plus one JSON line per figure on stdout.
+// for the single-file baseline in the same run, one system open at a time (P1's first pass, P3, P7
+// and P8 in child processes); each figure is repeated --reps times and reported as min / median /
+// p95, plus one JSON line per figure on stdout.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -299,6 +300,69 @@ int child_main(int argc, char** argv) {
                 peak_rss_mb());
     return 0;
   }
+  if (mode == "--child-ingest" && argc == 8) {
+    // P1's first pass for one system, alone in this process (each system gets the machine's
+    // memory, as a user's process would: at 300M rows two DuckDB instances at their default
+    // limits in one process swapped). SYSTEM single: the DuckDB appender into the new file
+    // PATH; direct: a store at PATH with write_buffer_mb = 0. Every batch is made (not timed),
+    // then written by one timed call; flush() is timed too. Prints "<seconds> <generation
+    // seconds> <peak RSS MB>", then (single) sample ids spread over the data set, one per line.
+    Args a;
+    a.rows = std::atoll(argv[4]);
+    a.months = std::atoi(argv[5]);
+    a.batch = std::atoll(argv[6]);
+    a.strategy = argv[7];
+    const bool is_single = std::string(argv[2]) == "single";
+    std::optional<DuckDBDataRepository> single;
+    std::optional<PartitionedDataRepository> direct;
+    if (is_single) {
+      single.emplace(argv[3]);
+    } else {
+      PartitionConfig cfg;
+      cfg.strategy = parse_strategy(a.strategy);
+      cfg.base_partition_path = argv[3];
+      cfg.max_partitions_in_memory = std::max(24, a.months + 1);
+      cfg.write_buffer_mb = 0;
+      direct.emplace(cfg);
+    }
+    IDataRepository& repo =
+        is_single ? static_cast<IDataRepository&>(*single) : static_cast<IDataRepository&>(*direct);
+    std::vector<std::string> sample_ids;
+    double t = 0, t_gen = 0;
+    const int64_t nbatches = (a.rows + a.batch - 1) / a.batch;
+    for (int64_t b = 0; b < nbatches; ++b) {
+      const int64_t n = std::min(a.batch, a.rows - b * a.batch);
+      const double tg = now_s();
+      ColumnBatch batch = make_batch(schema, a, b, n);
+      t_gen += now_s() - tg;
+      if (is_single && sample_ids.size() < 2000) {
+        const auto& ids = std::get<std::vector<std::string>>(batch.columns[0].data);
+        for (int64_t i = 0; i < n && sample_ids.size() < 2000; i += std::max<int64_t>(1, n / 50)) {
+          sample_ids.push_back(ids[static_cast<std::size_t>(i)]);
+        }
+      }
+      const double t0 = now_s();
+      repo.create_batch_columnar(schema, std::move(batch));
+      t += now_s() - t0;
+    }
+    // Checkpoints are part of the ingest cost: the data is in the files, not only in logs.
+    const double t0 = now_s();
+    if (is_single) {
+      single->flush();
+    } else {
+      direct->flush();
+    }
+    t += now_s() - t0;
+    const int64_t held = repo.count_all(schema);
+    if (held != a.rows) {
+      std::fprintf(stderr, "duckpart_bench: the %s holds %lld rows, %lld written\n", argv[2],
+                   static_cast<long long>(held), static_cast<long long>(a.rows));
+      return 1;
+    }
+    std::printf("%.6f %.6f %ld\n", t, t_gen, peak_rss_mb());
+    for (const auto& id : sample_ids) std::printf("%s\n", id.c_str());
+    return 0;
+  }
   std::fprintf(stderr, "duckpart_bench: bad child arguments\n");
   return 2;
 }
@@ -422,10 +486,10 @@ int main(int argc, char** argv) {
                  sysconf(_SC_NPROCESSORS_ONLN));
 
     // P1: bulk ingest, columnar batches of `batch` rows, random period order. Generation is outside
-    // the timed region. First pass: each batch is made, then written by the single file and by a
-    // store with the direct write path (write_buffer_mb = 0), each call timed. Second pass: the
-    // same batches into the store every later scenario reads, with the configured write buffer
-    // (the default: automatic); see below for its clock.
+    // the timed region. First pass: the single file and a store with the direct write path
+    // (write_buffer_mb = 0), each in its own child process (--child-ingest), each call timed.
+    // Second pass, here: the same batches into the store every later scenario reads, with the
+    // configured write buffer (the default: automatic); see below for its clock.
     cfg.write_buffer_mb = a.write_buffer_mb;
     const int buffer_mb = cfg.effective_write_buffer_mb();
     double t_single = 0, t_direct = 0, t_part = 0, t_gen = 0;
@@ -433,46 +497,33 @@ int main(int argc, char** argv) {
     PartitionConfig cfg_direct = cfg;
     cfg_direct.base_partition_path = a.dir + "/partitions_direct";
     cfg_direct.write_buffer_mb = 0;
-    {
-      DuckDBDataRepository single(single_path);
-      PartitionedDataRepository direct(cfg_direct);
-
-      for (int64_t b = 0; b < nbatches; ++b) {
-        const int64_t n = std::min(a.batch, a.rows - b * a.batch);
-        const double tg = now_s();
-        ColumnBatch batch = make_batch(schema, a, b, n);
-        t_gen += now_s() - tg;
-        if (sample_ids.size() < 2000) {
-          const auto& ids = std::get<std::vector<std::string>>(batch.columns[0].data);
-          for (int64_t i = 0; i < n && sample_ids.size() < 2000;
-               i += std::max<int64_t>(1, n / 50)) {
-            sample_ids.push_back(ids[static_cast<std::size_t>(i)]);
-          }
-        }
-        ColumnBatch copy = batch;
-        double t0 = now_s();
-        single.create_batch_columnar(schema, std::move(copy));
-        t_single += now_s() - t0;
-        t0 = now_s();
-        direct.create_batch_columnar(schema, std::move(batch));
-        t_direct += now_s() - t0;
+    double rss_single = 0, rss_direct = 0;
+    for (const bool is_single : {true, false}) {
+      ::sync();  // no dirty pages of an earlier step are written back during this one
+      const std::string out = run_self({"--child-ingest", is_single ? "single" : "direct",
+                                        is_single ? single_path : cfg_direct.base_partition_path,
+                                        std::to_string(a.rows), std::to_string(a.months),
+                                        std::to_string(a.batch), a.strategy})
+                                  .first;
+      std::istringstream in(out);
+      double t = 0, tg = 0, rss = 0;
+      if (!(in >> t >> tg >> rss)) {
+        throw Error(ErrorCode::kIo, "P1 child printed no timing: " + out);
       }
-      // Checkpoints are part of the ingest cost for both: the data is in the files, not only in
-      // logs.
-      double t0 = now_s();
-      single.flush();
-      t_single += now_s() - t0;
-      t0 = now_s();
-      direct.flush();
-      t_direct += now_s() - t0;
+      (is_single ? t_single : t_direct) = t;
+      (is_single ? rss_single : rss_direct) = rss;
+      if (is_single) {
+        t_gen = tg;
+        for (std::string id; in >> id;) sample_ids.push_back(id);
+      }
     }
     const double b_direct = static_cast<double>(dir_bytes(cfg_direct.base_partition_path)) / 1e6;
     fs::remove_all(cfg_direct.base_partition_path);
     // The store of the other scenarios, with the write buffer: timed by the wall clock of the whole
-    // pass minus the time the same batches took to generate in the pass above (where nothing ran in
-    // the background): its drains run on a background thread, also while the next batch is
-    // generated, so timing only the calls would leave that work out. The drain of what is still
-    // buffered at the end is part of the cost: the rows end in the partition files.
+    // pass minus the time the same batches took to generate in the single file's child above (where
+    // nothing ran in the background): its drains run on a background thread, also while the next
+    // batch is generated, so timing only the calls would leave that work out. The drain of what is
+    // still buffered at the end is part of the cost: the rows end in the partition files.
     {
       sync();  // the first pass's files written back first: they are not this pass's cost
       const double t0 = now_s();
@@ -506,6 +557,10 @@ int main(int argc, char** argv) {
            "rows/s", {rows / t_direct, rows / t_direct, rows / t_direct});
     record("P9", "bytes on disk", "duckpart (written by P1, direct)", "MB",
            {b_direct, b_direct, b_direct});
+    record("P1", "bulk ingest, peak RSS of the child process", "single file (DuckDB appender)",
+           "MB", {rss_single, rss_single, rss_single});
+    record("P1", "bulk ingest, peak RSS of the child process",
+           "duckpart, direct (write_buffer_mb = 0)", "MB", {rss_direct, rss_direct, rss_direct});
 
     // P1b: the record API, 1M DataRecords (or fewer), one call into a fresh store with the direct
     // write path (the call returns when the rows are in their partitions).
@@ -593,7 +648,10 @@ int main(int argc, char** argv) {
     }
 
     // P2: 3-month range aggregate (count, sum, avg) through query_sql on both systems; P4: full
-    // table aggregate and group-by-month. Repositories opened once; warm repetitions.
+    // table aggregate, group-by-month and a filtered count; P5: get_by_id. Warm repetitions. One
+    // system is open at a time, with DuckDB's default memory limit, as a user's process would have
+    // it (at 300M rows the caches of three instances open together exceeded the machine's memory);
+    // the figures are recorded afterwards in the order of the table.
     if (a.on("p2")) {
       const Date from =
           date_from_civil(2015 + a.months / 24, 1 + static_cast<unsigned>((a.months / 2) % 12), 1);
@@ -601,76 +659,85 @@ int main(int argc, char** argv) {
       const std::string p2 = fmt::format(
           "SELECT count(*), sum(oil), avg(gas) FROM readings WHERE ts >= '{}' AND ts < '{}'",
           format_date(from), format_date(to));
-      DuckDBDataRepository single(single_path, {.read_only = true});
-      DuckDBDataRepository sorted(sorted_path, {.read_only = true});
-      PartitionedDataRepository part(cfg, {.read_only = true});
-      std::string r1, r2, r3;
-      r3 = sql_row(part, p2);  // first touch attaches the 3 files
-      record("P2", "3-month range aggregate (count, sum, avg)", "single file, unsorted", "ms",
-             time_reps(
-                 a.reps, [&] { r1 = sql_row(single, p2); }, 1e3));
-      record("P2", "3-month range aggregate (count, sum, avg)", "single file, sorted by time", "ms",
-             time_reps(
-                 a.reps, [&] { r2 = sql_row(sorted, p2); }, 1e3));
-      record("P2", "3-month range aggregate (count, sum, avg)", "duckpart", "ms",
-             time_reps(
-                 a.reps, [&] { r3 = sql_row(part, p2); }, 1e3));
-      if (r1 != r2 || r1 != r3) {
-        std::fprintf(stderr, "duckpart_bench: P2 answers differ:\n%s%s%s", r1.c_str(), r2.c_str(),
-                     r3.c_str());
-        return 1;
-      }
-      int64_t n1 = 0, n3 = 0;
       const std::string p4 = "SELECT count(*), sum(oil), avg(water) FROM readings";
-      record("P4", "full-table aggregate (count, sum, avg)", "single file, unsorted", "ms",
-             time_reps(
-                 a.reps, [&] { r1 = sql_row(single, p4); }, 1e3));
-      record("P4", "full-table aggregate (count, sum, avg)", "duckpart", "ms",
-             time_reps(
-                 a.reps, [&] { r3 = sql_row(part, p4); }, 1e3));
       const std::string p4g =
           "SELECT date_trunc('month', ts) AS m, count(*), sum(oil) FROM readings GROUP BY m ORDER "
           "BY m";
-      std::string g1, g3;
-      record("P4", "group by month (count, sum)", "single file, unsorted", "ms",
-             time_reps(
-                 a.reps, [&] { g1 = sql_row(single, p4g); }, 1e3));
-      record("P4", "group by month (count, sum)", "duckpart", "ms",
-             time_reps(
-                 a.reps, [&] { g3 = sql_row(part, p4g); }, 1e3));
-      if (r1 != r3 || g1 != g3) {
+      DataQueryRequest filtered;
+      filtered.filters = {{"oil", FilterOperator::kGte, Value(500.0)}};
+      // The figures and answers of one system (the sorted file runs P2 only).
+      struct Figures {
+        Stat p2, p4, p4g, p4f, p5;
+        std::string r2, r4, r4g;
+        int64_t n4f = 0;
+      };
+      auto measure = [&](IDataRepository& repo, bool all, int p5_reps) {
+        Figures f;
+        f.r2 = sql_row(repo, p2);  // first touch: attaches (duckpart: the 3 files)
+        f.p2 = time_reps(
+            a.reps, [&] { f.r2 = sql_row(repo, p2); }, 1e3);
+        if (!all) return f;
+        f.p4 = time_reps(
+            a.reps, [&] { f.r4 = sql_row(repo, p4); }, 1e3);
+        f.p4g = time_reps(
+            a.reps, [&] { f.r4g = sql_row(repo, p4g); }, 1e3);
+        f.p4f = time_reps(
+            a.reps, [&] { f.n4f = repo.count_all(schema, filtered); }, 1e3);
+        // duckpart: warm (id maps built by a first pass over the sample).
+        if (p5_reps > 20) {
+          for (const auto& id : sample_ids) repo.get_by_id(schema, Value(id));
+        }
+        std::size_t k = 0;
+        f.p5 = time_reps(
+            p5_reps,
+            [&] {
+              if (!repo.get_by_id(schema, Value(sample_ids[k++ % sample_ids.size()]))) {
+                throw Error(ErrorCode::kCorruption, "P5: a sample id was not found");
+              }
+            },
+            1e3);
+        return f;
+      };
+      Figures fs_single, fs_sorted, fs_part;
+      {
+        DuckDBDataRepository single(single_path, {.read_only = true});
+        fs_single = measure(single, true, std::max(a.reps, 20));
+      }
+      {
+        DuckDBDataRepository sorted(sorted_path, {.read_only = true});
+        fs_sorted = measure(sorted, false, 0);
+      }
+      {
+        PartitionedDataRepository part(cfg, {.read_only = true});
+        fs_part = measure(part, true, std::max(a.reps, 200));
+      }
+      if (fs_single.r2 != fs_sorted.r2 || fs_single.r2 != fs_part.r2) {
+        std::fprintf(stderr, "duckpart_bench: P2 answers differ:\n%s%s%s", fs_single.r2.c_str(),
+                     fs_sorted.r2.c_str(), fs_part.r2.c_str());
+        return 1;
+      }
+      if (fs_single.r4 != fs_part.r4 || fs_single.r4g != fs_part.r4g) {
         std::fprintf(stderr, "duckpart_bench: P4 answers differ\n");
         return 1;
       }
-      DataQueryRequest all;
-      all.filters = {{"oil", FilterOperator::kGte, Value(500.0)}};
-      record("P4", "full-table filtered count (count_all)", "single file, unsorted", "ms",
-             time_reps(
-                 a.reps, [&] { n1 = single.count_all(schema, all); }, 1e3));
-      record("P4", "full-table filtered count (count_all)", "duckpart", "ms",
-             time_reps(
-                 a.reps, [&] { n3 = part.count_all(schema, all); }, 1e3));
-      if (n1 != n3) {
+      if (fs_single.n4f != fs_part.n4f) {
         std::fprintf(stderr, "duckpart_bench: P4 counts differ\n");
         return 1;
       }
-      // P5: get_by_id of ids spread over the data set (warm: id indexes built by the first pass).
-      for (const auto& id : sample_ids) part.get_by_id(schema, Value(id));
-      std::size_t k = 0;
-      record(
-          "P5", "get_by_id", "single file, unsorted", "ms",
-          time_reps(
-              std::max(a.reps, 20),
-              [&] { single.get_by_id(schema, Value(sample_ids[k++ % sample_ids.size()])); }, 1e3));
-      k = 0;
-      record("P5", "get_by_id", "duckpart", "ms",
-             time_reps(
-                 std::max(a.reps, 200),
-                 [&] {
-                   if (!part.get_by_id(schema, Value(sample_ids[k++ % sample_ids.size()])))
-                     std::abort();
-                 },
-                 1e3));
+      const std::string s2 = "3-month range aggregate (count, sum, avg)";
+      record("P2", s2, "single file, unsorted", "ms", fs_single.p2);
+      record("P2", s2, "single file, sorted by time", "ms", fs_sorted.p2);
+      record("P2", s2, "duckpart", "ms", fs_part.p2);
+      record("P4", "full-table aggregate (count, sum, avg)", "single file, unsorted", "ms",
+             fs_single.p4);
+      record("P4", "full-table aggregate (count, sum, avg)", "duckpart", "ms", fs_part.p4);
+      record("P4", "group by month (count, sum)", "single file, unsorted", "ms", fs_single.p4g);
+      record("P4", "group by month (count, sum)", "duckpart", "ms", fs_part.p4g);
+      record("P4", "full-table filtered count (count_all)", "single file, unsorted", "ms",
+             fs_single.p4f);
+      record("P4", "full-table filtered count (count_all)", "duckpart", "ms", fs_part.p4f);
+      record("P5", "get_by_id", "single file, unsorted", "ms", fs_single.p5);
+      record("P5", "get_by_id", "duckpart", "ms", fs_part.p5);
     }
 
     // P7: migration vs DuckDB's CREATE TABLE AS SELECT copy, each in a fresh process (its own
@@ -886,8 +953,8 @@ int main(int argc, char** argv) {
       md << "Generated by `duckpart_bench --rows " << a.rows << " --months " << a.months
          << " --strategy " << a.strategy << " --reps " << a.reps << "` (Release build) on a "
          << sysconf(_SC_NPROCESSORS_ONLN)
-         << "-core machine. Both systems run in the same process, one after the other; compare "
-            "ratios.\n\n";
+         << "-core machine. Both systems run in the same run, one after the other (one open at a "
+            "time); compare ratios.\n\n";
       md << "| figure | scenario | system | unit | min | median | p95 "
             "|\n|---|---|---|---|---|---|---|\n";
       for (const auto& r : g_rows) {
