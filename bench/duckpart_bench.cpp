@@ -50,6 +50,8 @@ struct Args {
   // write_buffer_mb of the store P1 writes and the other scenarios read (-1: the default,
   // automatic). P1 also writes a store with the direct write path (write_buffer_mb = 0).
   int write_buffer_mb = -1;
+  // write_buffer_max_delay_ms of that store (-1: the default; 0: no timed drains).
+  int write_buffer_max_delay_ms = -1;
   std::string scenarios = "p2,p3,p5,p6,p7,p8";  // P1 and P9 always run
   bool on(const char* id) const { return scenarios.find(id) != std::string::npos; }
 };
@@ -460,7 +462,7 @@ int main(int argc, char** argv) {
     if (k == "--help" || k == "-h" || i + 1 == argc) {
       std::fprintf(k == "--help" || k == "-h" ? stdout : stderr,
                    "usage: duckpart_bench [--rows N] [--months N] [--strategy S] [--reps N] "
-                   "[--batch N] [--write-buffer-mb N]\n"
+                   "[--batch N] [--write-buffer-mb N] [--write-buffer-max-delay-ms N]\n"
                    "                      [--scenarios p2,p3,p5,p6,p7,p8] [--dir DIR] "
                    "[--markdown FILE]\n"
                    "Writes one JSON line per figure to stdout. P1 and P9 always run. DIR "
@@ -482,6 +484,8 @@ int main(int argc, char** argv) {
       a.markdown = v;
     else if (k == "--batch")
       a.batch = std::atoll(v.c_str());
+    else if (k == "--write-buffer-max-delay-ms")
+      a.write_buffer_max_delay_ms = std::atoi(v.c_str());
     else if (k == "--write-buffer-mb")
       a.write_buffer_mb = std::atoi(v.c_str());
     else if (k == "--scenarios")
@@ -512,6 +516,8 @@ int main(int argc, char** argv) {
     // Second pass, here: the same batches into the store every later scenario reads, with the
     // configured write buffer (the default: automatic); see below for its clock.
     cfg.write_buffer_mb = a.write_buffer_mb;
+    if (a.write_buffer_max_delay_ms >= 0)
+      cfg.write_buffer_max_delay_ms = a.write_buffer_max_delay_ms;
     const int buffer_mb = cfg.effective_write_buffer_mb();
     double t_single = 0, t_direct = 0, t_part = 0, t_gen = 0;
     std::vector<std::string> sample_ids;
