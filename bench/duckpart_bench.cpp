@@ -553,7 +553,7 @@ int main(int argc, char** argv) {
     // still buffered at the end is part of the cost: the rows end in the partition files.
     {
       sync();  // the first pass's files written back first: they are not this pass's cost
-      int64_t drains = 0, commits = 0;
+      int64_t drains = 0, timed = 0, commits = 0;
       const double t0 = now_s();
       {
         PartitionedDataRepository part(cfg);
@@ -563,13 +563,14 @@ int main(int argc, char** argv) {
         }
         part.flush();
         drains = part.counters().buffer_drains;
+        timed = part.counters().timed_buffer_drains;
         commits = part.counters().batches_committed;
       }
       t_part = now_s() - t0 - t_gen;
       std::fprintf(stderr,
-                   "duckpart_bench: P1 write buffer %d MB: %lld drains, %.0f rows per partition "
-                   "commit; batch generation %.1f s (not counted)\n",
-                   buffer_mb, static_cast<long long>(drains),
+                   "duckpart_bench: P1 write buffer %d MB: %lld drains (%lld timed), %.0f rows per "
+                   "partition commit; batch generation %.1f s (not counted)\n",
+                   buffer_mb, static_cast<long long>(drains), static_cast<long long>(timed),
                    static_cast<double>(a.rows) / static_cast<double>(std::max<int64_t>(1, commits)),
                    t_gen);
       // Verified: the store holds every row (a fresh repository reads the files).
