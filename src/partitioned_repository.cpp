@@ -2636,6 +2636,15 @@ struct PartitionedDataRepository::Impl {
     throw err;
   }
 
+  // The key of a read over `entries` kept prepared on a pooled connection: its SQL and the ATTACH
+  // generation of every partition it reads (callers hold pins on them).
+  std::string read_key(const std::string& sql, const std::vector<Entry*>& entries) {
+    std::string key = sql;
+    std::lock_guard lock(mu);
+    for (Entry* e : entries) key += '#' + std::to_string(e->attach_generation);
+    return key;
+  }
+
   static std::string union_source(const Store& store, const std::vector<Entry*>& entries) {
     const std::string table = duck::quote_ident(store.schema.name());
     if (entries.size() == 1) return duck::quote_ident(entries[0]->alias) + ".main." + table;
@@ -3589,15 +3598,19 @@ void PartitionedDataRepository::BulkLoad::set_single_duckdb_thread(bool on) {
 
 namespace {
 
-std::vector<DataRecord> run_rows(duck::Connection& conn, const std::string& sql,
-                                 const std::vector<Value>& params) {
-  auto st = conn.prepare(sql);
+std::vector<DataRecord> run_rows(duck::Prepared& st, const std::vector<Value>& params) {
   for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
   duck::Result r = st.execute();
   duck::ChunkDecoder dec(r);
   std::vector<DataRecord> rows;
   while (auto chunk = r.fetch()) dec.decode(chunk, rows);
   return rows;
+}
+
+std::vector<DataRecord> run_rows(duck::Connection& conn, const std::string& sql,
+                                 const std::vector<Value>& params) {
+  auto st = conn.prepare(sql);
+  return run_rows(st, params);
 }
 
 class NoRows final : public RecordStream::Source {
@@ -3991,9 +4004,12 @@ PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
   const std::string source = Impl::union_source(store, pins.entries());
   std::vector<Value> params;
   try {
-    resp.items = run_rows(*conn, rows_sql(q, source, true, params), params);
+    const std::string page = rows_sql(q, source, true, params);
+    resp.items = run_rows(conn->prepared_read(impl_->read_key(page, pins.entries()), page), params);
     params.clear();
-    auto count = run_rows(*conn, count_sql(q, source, params), params);
+    const std::string counting = count_sql(q, source, params);
+    auto count =
+        run_rows(conn->prepared_read(impl_->read_key(counting, pins.entries()), counting), params);
     resp.total = count.empty() ? 0 : count[0].values[0].get<int64_t>();
   } catch (const Error& err) {
     Impl::rethrow_reading(err, pins.entries());
@@ -4015,7 +4031,8 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
   }
   auto conn = impl_->pool->take();
   std::vector<Value> params;
-  auto st = conn->prepare(rows_sql(q, Impl::union_source(store, pins->entries()), true, params));
+  const std::string sql = rows_sql(q, Impl::union_source(store, pins->entries()), true, params);
+  duck::Prepared& st = conn->prepared_read(impl_->read_key(sql, pins->entries()), sql);
   for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
   duck::Result r;
   try {
@@ -4265,8 +4282,8 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
   auto conn = impl_->pool->take();
   std::vector<Value> params;
   try {
-    auto rows =
-        run_rows(*conn, count_sql(q, Impl::union_source(store, pins.entries()), params), params);
+    const std::string sql = count_sql(q, Impl::union_source(store, pins.entries()), params);
+    auto rows = run_rows(conn->prepared_read(impl_->read_key(sql, pins.entries()), sql), params);
     return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
   } catch (const Error& err) {
     Impl::rethrow_reading(err, pins.entries());

@@ -706,6 +706,82 @@ TEST_F(PartitionedTest, ReusedSqlSessionsFollowDetachCompactionAndDrops) {
   EXPECT_GT(repo.counters().sql_plans_reused, 10);
 }
 
+// count_all, get_all and stream_query_results keep their UNION ALL statements prepared on the
+// pooled connections (keyed by the partitions' ATTACH generations): repeated calls must still see
+// new rows, swapped files, dropped months and partitions detached and attached again.
+TEST_F(PartitionedTest, RepeatedFilteredReadsFollowWritesCompactionDetachAndDrops) {
+  std::vector<DataRecord> all = fill_36_months();
+  const std::size_t qty = 4, ts = 1;
+  auto expected = [&](int from_year) {
+    int64_t n = 0;
+    for (const auto& r : all) {
+      const Value& q = r.values[qty];
+      if (q.is_null() || q.get<int64_t>() < 500) continue;
+      if (r.values[ts].get<Timestamp>().micros <
+          int64_t{date_from_civil(from_year, 1, 1).days} * kMicrosPerDay) {
+        continue;
+      }
+      ++n;
+    }
+    return n;
+  };
+  auto request = [&](int from_year) {
+    DataQueryRequest q = where(
+        {QueryFilter("qty", FilterOperator::kGte, Value(int64_t{500})),
+         QueryFilter(
+             "ts", FilterOperator::kGte,
+             Value(Timestamp{int64_t{date_from_civil(from_year, 1, 1).days} * kMicrosPerDay}))});
+    q.limit = 1'000'000;
+    return q;
+  };
+  auto check = [&](PartitionedDataRepository& repo, const std::string& when) {
+    SCOPED_TRACE(when);
+    for (int year : {2021, 2023, 2021}) {  // 36 and 12 months: more than 4 stay attached
+      const DataQueryRequest q = request(year);
+      const int64_t want = expected(year);
+      EXPECT_EQ(repo.count_all(schema_, q), want) << year;
+      PaginatedResponse page = repo.get_all(schema_, q);
+      EXPECT_EQ(page.total, want) << year;
+      EXPECT_EQ(static_cast<int64_t>(page.items.size()), want) << year;
+      RecordStream s = repo.stream_query_results(schema_, q);
+      int64_t streamed = 0;
+      DataRecord r;
+      while (s.next(r)) ++streamed;
+      EXPECT_EQ(streamed, want) << year;
+    }
+  };
+  ASSERT_GT(expected(2021), 600);
+  // With every partition attached the statements are reused; with 4 they are attached anew.
+  for (const int limit : {64, 4}) {
+    SCOPED_TRACE(limit);
+    PartitionedDataRepository repo = open(limit);
+    check(repo, "first reads");
+    check(repo, "the same reads again");
+    EXPECT_EQ(repo.counters().partitions_detached > 0, limit == 4);
+
+    const unsigned month = limit == 64 ? 5 : 7;
+    std::mt19937_64 rng(limit);
+    auto more = random_wide_rows(rng, 40, date_from_civil(2023, month, 1),
+                                 date_from_civil(2023, month, 28));
+    for (auto& r : more) r.values[0] = Value{};
+    repo.create_batch(schema_, more);
+    all.insert(all.end(), more.begin(), more.end());
+    check(repo, "after new rows");
+
+    const std::string name = fmt::format("partition_2023_{:02}", month);
+    repo.compact_partition(schema_, name);
+    check(repo, "after compacting " + name);
+
+    repo.drop_partition(schema_, name);
+    std::erase_if(all, [&](const DataRecord& r) {
+      const int64_t us = r.values[ts].get<Timestamp>().micros;
+      return us >= int64_t{date_from_civil(2023, month, 1).days} * kMicrosPerDay &&
+             us < int64_t{date_from_civil(2023, month + 1, 1).days} * kMicrosPerDay;
+    });
+    check(repo, "after dropping " + name);
+  }
+}
+
 TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {
   const auto all = fill_36_months();
   PartitionedDataRepository repo = open_direct();

@@ -183,6 +183,22 @@ Prepared& Connection::prepared(const std::string& key, const std::string& sql,
   return ref;
 }
 
+Prepared& Connection::prepared_read(const std::string& key, const std::string& sql,
+                                    std::string_view context) {
+  if (auto it = reads_.find(key); it != reads_.end()) return *it->second;
+  constexpr std::size_t kMaxStatements = 32;
+  constexpr std::size_t kMaxKeyBytes = 4u << 20;
+  if (reads_.size() >= kMaxStatements || reads_key_bytes_ + key.size() > kMaxKeyBytes) {
+    reads_.clear();
+    reads_key_bytes_ = 0;
+  }
+  auto p = std::make_unique<Prepared>(prepare(sql, context));
+  Prepared& ref = *p;
+  reads_.emplace(key, std::move(p));
+  reads_key_bytes_ += key.size();
+  return ref;
+}
+
 Prepared Connection::prepare_single(const std::string& sql, std::string_view context) {
   duckdb_extracted_statements extracted = nullptr;
   const idx_t n = duckdb_extract_statements(c_.get(), sql.c_str(), &extracted);

@@ -128,6 +128,11 @@ class Connection {
   // commit: preparing costs ~0.4 ms). `sql` must name only what stays valid as long as it is used
   // (callers put an attach generation in `key`); the cache is emptied when it reaches 256.
   Prepared& prepared(const std::string& key, const std::string& sql, std::string_view context = "");
+  // The same for reads over many partitions (a UNION ALL of one SELECT per partition: preparing it
+  // costs ~0.5 ms per partition). Their plans are larger, so at most 32 statements or 4 MB of
+  // keys are kept; the cache is emptied when either is reached.
+  Prepared& prepared_read(const std::string& key, const std::string& sql,
+                          std::string_view context = "");
   // Prepares `sql`, which must hold exactly one statement; throws Error(kInvalidArgument) naming
   // the problem when it holds none or several, or when it does not parse or bind.
   Prepared prepare_single(const std::string& sql, std::string_view context = "");
@@ -139,6 +144,8 @@ class Connection {
  private:
   Owned<duckdb_connection, duckdb_disconnect> c_;
   std::unordered_map<std::string, std::unique_ptr<Prepared>> prepared_;  // destroyed before c_
+  std::unordered_map<std::string, std::unique_ptr<Prepared>> reads_;     // destroyed before c_
+  std::size_t reads_key_bytes_ = 0;
 };
 
 class Database {
