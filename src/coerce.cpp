@@ -234,20 +234,43 @@ std::string param_sql_type(const Column& column, const Value& v) {
 }
 
 std::optional<std::string> constant_sql(const Column& column, const Value& v) {
-  if (v.is<int64_t>()) {
-    return fmt::format("CAST({} AS {})", v.get<int64_t>(), param_sql_type(column, v));
-  }
+  // The literal has the type binding `v` would give (BIGINT, DOUBLE, VARCHAR, DATE, TIMESTAMP,
+  // BOOLEAN) and is cast like the parameter, so both compare alike.
+  std::string literal;
+  auto civil_year = [](Date d) {
+    int y = 0;
+    unsigned m = 0, day = 0;
+    civil_from_date(d, y, m, day);
+    return y;
+  };
   // Printable ASCII only in SQL text (no NUL, no UTF-8 for the parser to judge); anything else
   // stays a bound parameter.
   auto plain = [](const std::string& t) {
     return std::all_of(t.begin(), t.end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; });
   };
-  if (v.is<std::string>() && plain(v.get<std::string>()) &&
-      (column.type == ColumnType::kUuid || column.type == ColumnType::kVarchar)) {
-    return fmt::format("CAST({} AS {})", duck::quote_literal(v.get<std::string>()),
-                       param_sql_type(column, v));
+  if (v.is<int64_t>()) {
+    literal = std::to_string(v.get<int64_t>());
+  } else if (v.is<bool>()) {
+    literal = v.get<bool>() ? "TRUE" : "FALSE";
+  } else if (v.is<double>()) {
+    const double d = v.get<double>();
+    if (!std::isfinite(d)) return std::nullopt;
+    literal = fmt::format("CAST('{:.17g}' AS DOUBLE)", d);  // 17 digits read back exactly
+  } else if (v.is<std::string>()) {
+    if (!plain(v.get<std::string>())) return std::nullopt;
+    literal = duck::quote_literal(v.get<std::string>());
+  } else if (v.is<Date>()) {
+    const int y = civil_year(v.get<Date>());
+    if (y < 1 || y > 9999) return std::nullopt;  // no BC or 5-digit years in SQL text
+    literal = "DATE " + duck::quote_literal(format_date(v.get<Date>()));
+  } else if (v.is<Timestamp>()) {
+    const int y = civil_year(date_of(v.get<Timestamp>()));
+    if (y < 1 || y > 9999) return std::nullopt;
+    literal = "TIMESTAMP " + duck::quote_literal(format_timestamp(v.get<Timestamp>()));
+  } else {
+    return std::nullopt;
   }
-  return std::nullopt;
+  return fmt::format("CAST({} AS {})", literal, param_sql_type(column, v));
 }
 
 int64_t temporal_micros(const Value& v) {

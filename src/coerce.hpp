@@ -23,9 +23,12 @@ Value coerce_value(const Column& column, const Value& v, std::string_view contex
 
 // SQL type a bound value of `v` (already coerced for `column`) is cast to in generated SQL.
 std::string param_sql_type(const Column& column, const Value& v);
-// `v` (coerced for `column`) as a constant SQL expression of param_sql_type, for integer, UUID and
-// VARCHAR values; nullopt for others. DuckDB pushes `col = <constant>` into the table scan (zone
-// maps, the scan's own comparison); `col = CAST(? AS T)` stays a filter above a full scan.
+// `v` (coerced for `column`) as a constant SQL expression of param_sql_type that compares exactly
+// as the bound parameter would; nullopt where SQL text cannot carry it (non-ASCII or control
+// characters, non-finite doubles, years outside 1..9999). DuckDB pushes `col = <constant>` into the
+// table scan (zone maps, the scan's own comparison); `col = CAST(? AS T)` stays a filter above a
+// full scan, and a prepared statement with it is planned again at every execution (a filtered
+// count over 360 partitions: 17 ms with the constant, 90-130 ms with the parameter).
 std::optional<std::string> constant_sql(const Column& column, const Value& v);
 
 // Partition column value as microseconds since the epoch (Date -> midnight).

@@ -75,6 +75,14 @@ std::string param(const Column& c, const Value& v) {
   return fmt::format("CAST(? AS {})", param_sql_type(c, v));
 }
 
+// A filter operand: a constant where SQL text can carry the value exactly (see constant_sql), else
+// a parameter added to `params`.
+std::string operand(const Column& c, const Value& v, std::vector<Value>& params) {
+  if (std::optional<std::string> constant = constant_sql(c, v)) return *constant;
+  params.push_back(v);
+  return param(c, v);
+}
+
 }  // namespace
 
 std::string full_select_list(const Schema& schema) {
@@ -151,8 +159,8 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
       case FilterOperator::kLte: {
         one();
         static constexpr const char* kSym[] = {"=", "<>", ">", ">=", "<", "<="};
-        cond = fmt::format("{} {} {}", col, kSym[static_cast<int>(f.op)], param(c, b.values[0]));
-        q.where_params.push_back(b.values[0]);
+        cond = fmt::format("{} {} {}", col, kSym[static_cast<int>(f.op)],
+                           operand(c, b.values[0], q.where_params));
         break;
       }
       case FilterOperator::kLike: {
@@ -162,8 +170,7 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
               fmt::format("{}: like needs a VARCHAR column, '{}' is {}", ctx, c.name, c.sql_type));
         }
         one();
-        cond = fmt::format("{} LIKE CAST(? AS VARCHAR)", col);
-        q.where_params.push_back(b.values[0]);
+        cond = fmt::format("{} LIKE {}", col, operand(c, b.values[0], q.where_params));
         break;
       }
       case FilterOperator::kIn:
@@ -177,8 +184,7 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
         std::string list;
         for (const Value& v : b.values) {
           if (!list.empty()) list += ", ";
-          list += param(c, v);
-          q.where_params.push_back(v);
+          list += operand(c, v, q.where_params);
         }
         cond = fmt::format("{} {} ({})", col, f.op == FilterOperator::kIn ? "IN" : "NOT IN", list);
         break;
@@ -190,10 +196,9 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
                       fmt::format("{}: between needs exactly two values (low, high), got {}", ctx,
                                   b.values.size()));
         }
+        const std::string low = operand(c, b.values[0], q.where_params);
         cond =
-            fmt::format("{} BETWEEN {} AND {}", col, param(c, b.values[0]), param(c, b.values[1]));
-        q.where_params.push_back(b.values[0]);
-        q.where_params.push_back(b.values[1]);
+            fmt::format("{} BETWEEN {} AND {}", col, low, operand(c, b.values[1], q.where_params));
         break;
       }
       case FilterOperator::kIsNull:

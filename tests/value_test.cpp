@@ -1,10 +1,17 @@
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "coerce.hpp"
 #include "duck/duck.hpp"
+#include "duckpart/error.hpp"
+#include "duckpart/schema.hpp"
 #include "duckpart/value.hpp"
 
 namespace duckpart {
@@ -124,6 +131,140 @@ TEST(ValueTest, UuidParsingMatchesDuckDBCast) {
       EXPECT_EQ(duck::uuid_to_string(h), expected.get<std::string>()) << "'" << s << "'";
     }
   }
+}
+
+// Filters put values into the SQL text as constants (constant_sql) so that DuckDB pushes them into
+// the scans and keeps the plan of a prepared statement. A constant must compare exactly as the
+// bound parameter it replaces: same value, same type, same failure, for every column type and edge
+// value.
+TEST(ValueTest, ConstantsCompareExactlyAsBoundParameters) {
+  const Schema schema("t",
+                      {{"ts", "TIMESTAMP"},
+                       {"b", "BOOLEAN"},
+                       {"i", "SMALLINT"},
+                       {"n", "BIGINT"},
+                       {"h", "HUGEINT"},
+                       {"f", "FLOAT"},
+                       {"d", "DOUBLE"},
+                       {"m", "DECIMAL(12,3)"},
+                       {"w", "DECIMAL(38,10)"},
+                       {"s", "VARCHAR"},
+                       {"u", "UUID"},
+                       {"dt", "DATE"},
+                       {"tz", "TIMESTAMPTZ"},
+                       {"bl", "BLOB"}},
+                      "ts");
+  const int64_t kMin = std::numeric_limits<int64_t>::min();
+  const int64_t kMax = std::numeric_limits<int64_t>::max();
+  std::vector<Value> values = {
+      Value(true),
+      Value(false),
+      Value(int64_t{0}),
+      Value(int64_t{-1}),
+      Value(int64_t{32767}),
+      Value(kMin),
+      Value(kMax),
+      Value(int64_t{123456789}),
+      Value(0.1),
+      Value(-0.0),
+      Value(1e300),
+      Value(5e-324),
+      Value(1.0 / 3),
+      Value(123.4565),
+      Value(9007199254740993.0),
+      Value(-2.5e-7),
+      Value(std::numeric_limits<double>::quiet_NaN()),
+      Value(std::numeric_limits<double>::infinity()),
+      Value("it's"),
+      Value("a%_b\\"),
+      Value("123.456"),
+      Value("-0.0005"),
+      Value("1e3"),
+      Value("2023-01-31"),
+      Value("2023-01-31 12:34:56.789"),
+      Value("2023-01-31T23:59:59.999999"),
+      Value("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"),
+      Value("{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"),
+      Value("\u03a9 omega"),
+      Value("tab\there"),
+      Value(""),
+      Value("true"),
+      Value("\\x41\\x00B"),
+      Value(Date{0}),
+      Value(date_from_civil(1, 1, 1)),
+      Value(date_from_civil(9999, 12, 31)),
+      Value(date_from_civil(-100, 3, 1)),
+      Value(date_from_civil(10000, 1, 1)),
+      Value(Date{-1}),
+      Value(Timestamp{0}),
+      Value(Timestamp{-1}),
+      Value(Timestamp{1'700'000'000'123'456}),
+      Value(Timestamp{int64_t{date_from_civil(1, 1, 1).days} * kMicrosPerDay + 1}),
+      Value(
+          Timestamp{int64_t{date_from_civil(9999, 12, 31).days} * kMicrosPerDay + 86'399'999'999})};
+  std::mt19937_64 rng(7);
+  for (int k = 0; k < 200; ++k) {
+    values.emplace_back(static_cast<int64_t>(rng()) >> (rng() % 64));
+    values.emplace_back(std::ldexp(static_cast<double>(static_cast<int64_t>(rng())),
+                                   static_cast<int>(rng() % 200) - 140));
+    values.emplace_back(
+        fmt::format("{}.{}", static_cast<int64_t>(rng() % 2'000'000) - 1'000'000, rng() % 100'000));
+    values.emplace_back(Timestamp{static_cast<int64_t>(rng() % 4'000'000'000'000'000ULL) -
+                                  1'000'000'000'000'000LL});
+  }
+  duck::Database db = duck::Database::open(":memory:");
+  duck::Connection conn = db.connect();
+  int constants = 0, parameters = 0;
+  for (const Column& c : schema.columns()) {
+    for (const Value& raw : values) {
+      Value v;
+      try {
+        v = coerce_value(c, raw, "test", /*allow_time=*/true);
+      } catch (const Error&) {
+        continue;  // not a value for this column
+      }
+      const std::optional<std::string> constant = constant_sql(c, v);
+      const std::string what = fmt::format("{} {} = {} ({})", c.name, c.sql_type, v.to_string(),
+                                           constant.value_or("parameter"));
+      if (!constant) {
+        ++parameters;
+        continue;
+      }
+      ++constants;
+      const std::string param = fmt::format("CAST($1 AS {})", param_sql_type(c, v));
+      auto run = [&](const std::string& sql, bool bind) -> std::optional<std::string> {
+        try {
+          duck::Prepared st = conn.prepare(sql);
+          if (bind) st.bind(1, v);
+          duck::Result r = st.execute();
+          duck::ChunkDecoder dec(r);
+          std::vector<DataRecord> rows;
+          while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+          return rows.at(0).values.at(0).to_string();
+        } catch (const Error&) {
+          return std::nullopt;  // the cast failed
+        }
+      };
+      // Same text, same type, and equal: the constant is the parameter's value exactly.
+      const auto by_param = run(fmt::format("SELECT typeof({0}) || ' ' || CAST({0} AS VARCHAR) || "
+                                            "' ' || CAST({0} = {0} AS VARCHAR)",
+                                            param),
+                                true);
+      const auto by_constant = run(fmt::format("SELECT typeof({0}) || ' ' || CAST({0} AS VARCHAR) "
+                                               "|| ' ' || CAST({0} = {0} AS VARCHAR)",
+                                               *constant),
+                                   false);
+      EXPECT_EQ(by_param, by_constant) << what;
+      if (by_param) {
+        const auto same =
+            run(fmt::format("SELECT CAST({} IS NOT DISTINCT FROM {} AS VARCHAR)", *constant, param),
+                true);
+        EXPECT_EQ(same, std::optional<std::string>("true")) << what;
+      }
+    }
+  }
+  EXPECT_GT(constants, 1000);
+  EXPECT_GT(parameters, 10);  // NaN, infinity, non-ASCII text, years outside 1..9999
 }
 
 }  // namespace
