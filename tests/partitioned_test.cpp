@@ -782,6 +782,62 @@ TEST_F(PartitionedTest, RepeatedFilteredReadsFollowWritesCompactionDetachAndDrop
   }
 }
 
+// Cleanup drops expired partitions on several threads (no archive). A partition it cannot drop
+// (a running stream pins it) fails the call by name; every partition is then either gone or whole,
+// and the next run finishes the job.
+TEST_F(PartitionedTest, CleanupOnThreadsStopsAtAPinnedPartitionAndLeavesEveryFileWhole) {
+  const std::vector<DataRecord> all = fill_36_months();
+  std::map<std::string, int64_t> rows_of;  // partition name -> rows
+  for (const auto& r : all) {
+    const Date d = date_of(r.values[1].get<Timestamp>());
+    ++rows_of[partition_key_of(PartitionStrategy::kMonthly, d).name()];
+  }
+  PartitionedDataRepository repo = open(/*max_in_memory=*/64);
+  PartitionUtilities util(repo);
+  const std::string dir = path("parts") + "/events/";
+  auto count = [&] { return repo.count_all(schema_); };
+  auto expected = [&] {
+    int64_t n = 0;
+    for (const auto& [name, rows] : rows_of) {
+      if (std::filesystem::exists(dir + name + ".duckdb")) n += rows;
+    }
+    return n;
+  };
+  {
+    DataQueryRequest q = where(
+        {QueryFilter("ts", FilterOperator::kGte,
+                     Value(Timestamp{int64_t{date_from_civil(2022, 6, 1).days} * kMicrosPerDay})),
+         QueryFilter("ts", FilterOperator::kLt,
+                     Value(Timestamp{int64_t{date_from_civil(2022, 7, 1).days} * kMicrosPerDay}))});
+    RecordStream pinning = repo.stream_query_results(schema_, q);  // pins partition_2022_06
+    DataRecord r;
+    ASSERT_TRUE(pinning.next(r));
+    ErrorCode code{};
+    const std::string err =
+        error_of([&] { util.cleanup(schema_, 0, date_from_civil(2023, 1, 1), false); }, &code);
+    EXPECT_EQ(code, ErrorCode::kConflict) << err;
+    EXPECT_NE(err.find("partition_2022_06"), std::string::npos) << err;
+    EXPECT_TRUE(std::filesystem::exists(dir + "partition_2022_06.duckdb"));
+    while (pinning.next(r)) {
+    }
+  }
+  // Whatever was dropped is gone from the store and the disk; the rest reads whole.
+  EXPECT_EQ(count(), expected());
+  const auto stats =
+      repo.get_partition_statistics();  // kept: a range-for over a temporary's member
+  for (const auto& p : stats.schemas.at(0).partitions) {
+    EXPECT_TRUE(std::filesystem::exists(p.file)) << p.name;
+    EXPECT_EQ(p.rows, rows_of.at(p.name)) << p.name;
+  }
+  const CleanupResult again = util.cleanup(schema_, 0, date_from_civil(2023, 1, 1), false);
+  EXPECT_FALSE(again.removed.empty());
+  for (const auto& [name, rows] : rows_of) {
+    EXPECT_EQ(std::filesystem::exists(dir + name + ".duckdb"), name >= "partition_2023") << name;
+  }
+  EXPECT_EQ(count(), expected());
+  EXPECT_EQ(count(), 12 * 50);
+}
+
 TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {
   const auto all = fill_36_months();
   PartitionedDataRepository repo = open_direct();
