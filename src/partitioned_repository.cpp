@@ -2636,12 +2636,22 @@ struct PartitionedDataRepository::Impl {
     throw err;
   }
 
-  // The key of a read over `entries` kept prepared on a pooled connection: its SQL and the ATTACH
-  // generation of every partition it reads (callers hold pins on them).
+  // What a statement prepared over `e` depends on, for the keys of cached statements (callers hold
+  // pins on `e`, under mu): the ATTACH and the data. DuckDB 1.4 plans a statement without
+  // parameters once, with the table's statistics at that moment: a filter the min/max rules out
+  // becomes an empty result and one it always satisfies is dropped, and a later INSERT does not
+  // make it plan again (DuckDB issue 23704). A statement planned before a commit to `e` must not
+  // be run after it, so every commit (commit_version) and file swap (file_epoch) changes the key.
+  static std::string data_version_locked(const Entry& e) {
+    return fmt::format("#{}.{}.{}", e.attach_generation, e.meta.commit_version, e.file_epoch);
+  }
+
+  // The key of a read over `entries` kept prepared on a pooled connection: its SQL and the data
+  // version of every partition it reads.
   std::string read_key(const std::string& sql, const std::vector<Entry*>& entries) {
     std::string key = sql;
     std::lock_guard lock(mu);
-    for (Entry* e : entries) key += '#' + std::to_string(e->attach_generation);
+    for (Entry* e : entries) key += data_version_locked(*e);
     return key;
   }
 
@@ -4207,7 +4217,7 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   {
     std::lock_guard lock(impl_->mu);
     for (Entry* e : pins->entries()) {
-      session_key += e->alias + '#' + std::to_string(e->attach_generation) + '\0';
+      session_key += e->alias + Impl::data_version_locked(*e) + '\0';
     }
   }
   std::unique_ptr<SqlSession> session;

@@ -104,7 +104,7 @@ CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_da
     // Deleting a file is the kernel's work (freeing its extents and cached pages: 53-85 ms for
     // 12 files of 25 MB on the machine measured, docs/performance.md), and it overlaps: the
     // partitions are dropped on up to 4 threads. The first failure stops the others from starting
-    // another partition and is thrown; every partition is then either dropped or untouched.
+    // another partition (drops under way finish) and is thrown.
     const std::size_t n = res.removed.size();
     std::atomic<std::size_t> next{0};
     std::mutex mu;
@@ -127,6 +127,7 @@ CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_da
       }
     };
     std::vector<std::thread> helpers;
+    helpers.reserve(3);  // emplace_back then only throws for the thread, never with threads running
     for (std::size_t t = 1; t < std::min<std::size_t>(n, 4); ++t) {
       try {
         helpers.emplace_back(work);

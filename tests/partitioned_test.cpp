@@ -782,6 +782,60 @@ TEST_F(PartitionedTest, RepeatedFilteredReadsFollowWritesCompactionDetachAndDrop
   }
 }
 
+// DuckDB plans a statement without parameters once, with the statistics of that moment: a filter
+// the partition's min/max rules out becomes an empty result, one it always satisfies is dropped,
+// and a later INSERT does not re-plan it (DuckDB issue 23704). Cached statements (count_all,
+// get_all, streams, query_sql sessions) must still see rows written outside those statistics.
+TEST_F(PartitionedTest, CachedStatementsSeeRowsOutsideThePartitionsStatistics) {
+  fill_36_months();  // qty in [0, 1000) or NULL
+  for (const bool direct : {false, true}) {
+    SCOPED_TRACE(direct ? "direct writes" : "buffered writes");
+    PartitionedDataRepository repo = direct ? open_direct() : open(/*max_in_memory=*/64);
+    const int64_t big = direct ? 7000 : 5000;   // above every stored qty
+    const int64_t negative = direct ? -7 : -5;  // below every stored qty
+    auto request = [](FilterOperator op, int64_t v) {
+      DataQueryRequest q = where({QueryFilter("qty", op, Value(v))});
+      q.limit = 1'000'000;
+      return q;
+    };
+    auto counts = [&](FilterOperator op, int64_t v) {
+      const DataQueryRequest q = request(op, v);
+      const int64_t n = repo.count_all(schema_, q);
+      PaginatedResponse page = repo.get_all(schema_, q);
+      EXPECT_EQ(page.total, n);
+      EXPECT_EQ(static_cast<int64_t>(page.items.size()), n);
+      RecordStream st = repo.stream_query_results(schema_, q);
+      int64_t streamed = 0;
+      DataRecord r;
+      while (st.next(r)) ++streamed;
+      EXPECT_EQ(streamed, n);
+      RecordStream sql = repo.query_sql(fmt::format("SELECT count(*) FROM events WHERE qty {} {}",
+                                                    op == FilterOperator::kGte ? ">=" : "<", v));
+      EXPECT_TRUE(sql.next(r));
+      EXPECT_EQ(r.values.at(0).get<int64_t>(), n);
+      return n;
+    };
+    // Prepared and run (twice: the second run takes the cached statements) before the write.
+    const int64_t above = counts(FilterOperator::kGte, big);
+    EXPECT_EQ(counts(FilterOperator::kGte, big), above);
+    const int64_t below = counts(FilterOperator::kLt, 0);
+    EXPECT_EQ(counts(FilterOperator::kLt, 0), below);
+    const int64_t at_least_zero = counts(FilterOperator::kGte, 0);
+    EXPECT_EQ(counts(FilterOperator::kGte, 0), at_least_zero);
+    // Rows into existing partitions, outside their qty statistics.
+    std::mt19937_64 rng(direct ? 3 : 4);
+    auto rows = random_wide_rows(rng, 6, date_from_civil(2022, 3, 1), date_from_civil(2022, 3, 31));
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      rows[i].values[0] = Value{};
+      rows[i].values[4] = Value(i % 2 == 0 ? big : negative);
+    }
+    repo.create_batch(schema_, rows);
+    EXPECT_EQ(counts(FilterOperator::kGte, big), above + 3);
+    EXPECT_EQ(counts(FilterOperator::kLt, 0), below + 3);
+    EXPECT_EQ(counts(FilterOperator::kGte, 0), at_least_zero + 3);
+  }
+}
+
 // Cleanup drops expired partitions on several threads (no archive). A partition it cannot drop
 // (a running stream pins it) fails the call by name; every partition is then either gone or whole,
 // and the next run finishes the job.

@@ -94,7 +94,7 @@ class PartitionUtilities {
   // detach, delete; the space comes back). A period containing the cut-off is kept; so is
   // partition_null. `archive_dir`: back each one up there first (and stop if that fails). Without
   // an archive the partitions are dropped on up to 4 threads; the first failure stops the rest
-  // and is thrown (each partition is then dropped or untouched).
+  // from starting (drops under way finish) and is thrown.
   // Throws Error(kInvalidArgument) for a negative retention.
   CleanupResult cleanup(const Schema& schema, int retention_days, Date today, bool dry_run,
                         const std::string& archive_dir = "");
