@@ -132,10 +132,17 @@ struct TextArena {
 // the other text columns in arenas (`text`): their vectors in `rows` stay empty (the appender
 // reads the arenas), except a text id column's while a drain commits the partition
 // (MaterializedText: the id range and bloom filter read ids as strings).
+// The ingest logs a partition's buffered rows came from, oldest first, with its rows in each: the
+// commit of those rows records every one of these ids (a replay of a log skips the partitions
+// that recorded it).
+using LogIds = std::vector<std::pair<std::string, int64_t>>;
+
 struct BufferedRows {
   ColumnBatch rows;
   std::vector<std::vector<duckdb_hugeint>> uuids;  // per column: parsed UUIDs, or nothing
   std::vector<std::optional<TextArena>> text;      // per column: the text, or nothing
+  LogIds logs;
+  std::chrono::steady_clock::time_point since;  // when its first row was buffered
 
   // Memory held, capacities included.
   uint64_t held_bytes() const noexcept {
@@ -167,26 +174,30 @@ struct Store {
   // with an empty period), copied to create new partitions (Impl::make_template_locked).
   std::shared_ptr<const std::string> tmpl;
   bool tmpl_tried = false;
-  // Write buffering (config.write_buffer_mb): batches acknowledged through the ingest log but not
+  // Write buffering (config.write_buffer_mb): batches acknowledged through an ingest log but not
   // yet committed to partitions (docs/architecture.md, "Write buffering").
+  struct LiveLog {
+    IngestLog log;
+    int64_t holders = 0;  // buffered partitions (filling or draining) holding rows of it
+  };
   struct Ingest {
     std::mutex mu;  // the sets below; buffered writes and synchronous drains of this table
     std::condition_variable cv;    // a background drain ended
     std::atomic<int64_t> rows{0};  // buffered rows of both sets; 0: nothing to drain
-    // Filling: rows acknowledged since the last hand-over, per partition (so that a drain reads
-    // each partition's rows in sequence), their log and the id they commit with.
+    // Filling: rows acknowledged and not yet handed to a drain, per partition (so that a drain
+    // reads each partition's rows in sequence), each with the logs its rows came from.
     std::map<PartitionKey, BufferedRows> parts;
-    uint64_t bytes = 0;  // memory the filling batches hold
-    std::string drain_id;
-    std::optional<IngestLog> log;
-    // When the filling set took its first row (config.write_buffer_max_delay_ms: the timed drain).
-    std::chrono::steady_clock::time_point filling_since;
-    // Draining: the previous filling set, committed by `drainer`; kept after a failure (d_error)
-    // and committed again by the next operation.
+    uint64_t bytes = 0;  // memory the filling partitions hold
+    // Every ingest log with rows not yet committed, by id (UUIDv7: oldest first). A log lives
+    // until every partition holding rows of it has committed them; `current` takes appends
+    // ("": none yet) and is closed (a new log is started) whenever a partition holding rows of it
+    // is handed to a drain, since that commit records its id.
+    std::map<std::string, LiveLog> logs;
+    std::string current;
+    // Draining: the partitions handed over, committed by `drainer`; kept after a failure
+    // (d_error) and committed again by the next operation.
     std::map<PartitionKey, BufferedRows> d_parts;
     uint64_t d_bytes = 0;
-    std::string d_id;
-    std::optional<IngestLog> d_log;
     bool draining = false;
     std::string d_error;
     std::thread drainer;
@@ -207,6 +218,9 @@ struct Group {
   const ColumnBatch* src = nullptr;
   const std::vector<std::vector<duckdb_hugeint>>* src_uuids = nullptr;
   BufferedRows* buffered = nullptr;  // src's text is in arenas (write buffer)
+  // The ingest logs the rows came from (a drain of the write buffer): the commit records each id
+  // instead of the batch's.
+  const LogIds* logs = nullptr;
 };
 
 bool id_less(const Value& a, const Value& b) {
@@ -793,28 +807,134 @@ struct PartitionedDataRepository::Impl {
 
   // ---- write buffering (config.write_buffer_mb) ------------------------------------------------
   //
-  // Two sets per table: the filling set takes acknowledged batches (logged in its own ingest log,
-  // committed with that log's id); when it holds half the budget it becomes the draining set and
-  // a background thread commits it while the next set fills. Every other operation first waits
-  // for a running drain and commits the filling set itself (drain_ingest).
+  // Acknowledged batches wait in the filling partitions (logged in the current ingest log). When
+  // they hold 4/5 of the budget, the fullest partitions holding a quarter of it are handed to a
+  // background drain while the others keep filling (staggered drains: a partition commits when it
+  // is among the fullest, so at many partitions each commit is larger than an even share of the
+  // memory would be). Every other operation first waits for a running drain and commits every
+  // buffered row itself (drain_ingest).
 
-  // Commits the draining set of `store` (each partition's rows from its own batch) with its
-  // batch id, then deletes its log. Throws the write's error; the rows then stay in d_parts and
-  // in the log, and committing them again with the same id finishes exactly once.
+  // Commits the draining partitions of `store` (each partition's rows from its own batch, each
+  // recording the ids of the logs its rows came from). Throws the write's error; the rows then
+  // stay in d_parts and in their logs, and committing them again finishes exactly once.
   void commit_draining(Store& store) {
     Store::Ingest& in = store.ingest;
-    if (!in.d_parts.empty()) write_parts(store, in.d_parts, in.d_id);
-    if (in.d_log) {
-      in.d_log->remove();
-      in.d_log.reset();
-    }
+    if (!in.d_parts.empty()) write_parts(store, in.d_parts);
+  }
+
+  // After commit_draining succeeded (with in.mu held): forgets the draining partitions and returns
+  // the logs no partition holds rows of any more, for the caller to delete.
+  std::vector<IngestLog> finish_draining_locked(Store& store) {
+    Store::Ingest& in = store.ingest;
+    std::vector<IngestLog> dead;
     int64_t n = 0;
-    for (const auto& [key, part] : in.d_parts) n += static_cast<int64_t>(part.rows.rows);
+    for (const auto& [key, part] : in.d_parts) {
+      n += static_cast<int64_t>(part.rows.rows);
+      for (const auto& [id, rows] : part.logs) {
+        auto it = in.logs.find(id);
+        if (it == in.logs.end() || --it->second.holders > 0 || id == in.current) continue;
+        dead.push_back(std::move(it->second.log));
+        in.logs.erase(it);
+      }
+    }
     in.d_parts.clear();
+    in.d_bytes = 0;
     in.rows -= n;
-    if (n == 0) return;
-    std::lock_guard lock(mu);
-    ++counters.buffer_drains;
+    if (n > 0) {
+      std::lock_guard lock(mu);
+      ++counters.buffer_drains;
+    }
+    return dead;
+  }
+
+  // Deletes ingest logs whose rows are all committed. A log that cannot be deleted stays on disk:
+  // the next open replays it, and every partition skips it (each recorded its id).
+  static void remove_logs(std::vector<IngestLog>& dead) noexcept {
+    for (IngestLog& l : dead) {
+      try {
+        l.remove();
+      } catch (...) {
+      }
+    }
+    dead.clear();
+  }
+
+  // Closes the current log to appends (with in.mu held): a partition handed to a drain records
+  // its id, so no later row of that partition may go into it. Deleted when it holds no rows.
+  void close_current_log_locked(Store::Ingest& in) {
+    if (in.current.empty()) return;
+    auto it = in.logs.find(in.current);
+    in.current.clear();
+    if (it == in.logs.end() || it->second.holders > 0) return;
+    std::vector<IngestLog> dead;
+    dead.push_back(std::move(it->second.log));
+    in.logs.erase(it);
+    remove_logs(dead);
+  }
+
+  // Bytes of every live ingest log (with in.mu held).
+  static uint64_t live_log_bytes(const Store::Ingest& in) noexcept {
+    uint64_t n = 0;
+    for (const auto& [id, l] : in.logs) n += l.log.bytes();
+    return n;
+  }
+
+  // Moves the filling partitions `keys` to the draining set (empty: no drain is running or
+  // failed), with in.mu held. The current log is closed first when one of them holds rows of it.
+  void hand_over_locked(Store& store, const std::vector<PartitionKey>& keys) {
+    Store::Ingest& in = store.ingest;
+    for (const PartitionKey& k : keys) {
+      auto it = in.parts.find(k);
+      if (it != in.parts.end() && !it->second.logs.empty() &&
+          it->second.logs.back().first == in.current) {
+        close_current_log_locked(in);
+        break;
+      }
+    }
+    uint64_t moved = 0;
+    for (const PartitionKey& k : keys) {
+      auto node = in.parts.extract(k);
+      if (node.empty()) continue;
+      moved += node.mapped().held_bytes();
+      in.d_parts.insert(std::move(node));
+    }
+    in.d_bytes += moved;
+    in.bytes = in.bytes > moved ? in.bytes - moved : 0;
+    if (in.parts.empty()) in.bytes = 0;
+  }
+
+  // The fullest filling partitions (most rows first) that together hold at least `bytes`.
+  static std::vector<PartitionKey> fullest_parts(const Store::Ingest& in, uint64_t bytes) {
+    std::vector<std::pair<uint64_t, PartitionKey>> by_rows;
+    for (const auto& [key, part] : in.parts) {
+      if (part.rows.rows > 0) by_rows.emplace_back(part.rows.rows, key);
+    }
+    std::sort(by_rows.begin(), by_rows.end(),
+              [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::vector<PartitionKey> keys;
+    uint64_t taken = 0;
+    for (const auto& [rows, key] : by_rows) {
+      if (taken >= bytes) break;
+      keys.push_back(key);
+      taken += in.parts.at(key).held_bytes();
+    }
+    return keys;
+  }
+
+  // The filling partitions holding rows of the oldest live log (handing them over frees it).
+  static std::vector<PartitionKey> parts_of_oldest_log(const Store::Ingest& in) {
+    std::vector<PartitionKey> keys;
+    if (in.logs.empty()) return keys;
+    const std::string& oldest = in.logs.begin()->first;
+    for (const auto& [key, part] : in.parts) {
+      for (const auto& [id, rows] : part.logs) {
+        if (id == oldest) {
+          keys.push_back(key);
+          break;
+        }
+      }
+    }
+    return keys;
   }
 
   // Where each partition's rows of one batch go in the write buffer (prepare_rows), so that the
@@ -1037,14 +1157,15 @@ struct PartitionedDataRepository::Impl {
     Store::Ingest& in = store.ingest;
     in.cv.wait(lock, [&] { return !in.draining; });
     if (in.drainer.joinable()) in.drainer.join();
-    if (!in.d_parts.empty() || in.d_log) {
+    if (!in.d_parts.empty()) {
       try {
         commit_draining(store);
       } catch (const std::exception& e) {
         in.d_error = e.what();
         throw;
       }
-      in.d_bytes = 0;
+      std::vector<IngestLog> dead = finish_draining_locked(store);
+      remove_logs(dead);
       in.d_error.clear();
     }
   }
@@ -1058,25 +1179,16 @@ struct PartitionedDataRepository::Impl {
   void drain_ingest_locked(Store& store, std::unique_lock<std::mutex>& lock) {
     Store::Ingest& in = store.ingest;
     settle_draining(store, lock);
-    if (in.parts.empty() && !in.log) return;
-    in.d_parts = std::move(in.parts);
-    in.parts.clear();
-    in.d_id = std::exchange(in.drain_id, std::string());
-    in.d_log = std::move(in.log);
-    in.log.reset();
-    in.d_bytes = std::exchange(in.bytes, 0);
+    std::vector<PartitionKey> all;
+    for (const auto& [key, part] : in.parts) all.push_back(key);
+    hand_over_locked(store, all);
+    close_current_log_locked(in);  // a log that holds no rows (a failed append) is deleted
     settle_draining(store, lock);  // commits them on this thread
   }
 
-  // Hands the filling set to a background thread (none may be running).
+  // Hands the draining set (hand_over_locked) to a background thread (none may be running).
   void start_background_drain(Store& store) {
     Store::Ingest& in = store.ingest;
-    in.d_parts = std::move(in.parts);
-    in.parts.clear();
-    in.d_id = std::exchange(in.drain_id, std::string());
-    in.d_log = std::move(in.log);
-    in.log.reset();
-    in.d_bytes = std::exchange(in.bytes, 0);
     if (in.drainer.joinable()) in.drainer.join();
     in.draining = true;
     try {
@@ -1088,9 +1200,14 @@ struct PartitionedDataRepository::Impl {
         } catch (const std::exception& e) {
           error = e.what();
         }
+        std::vector<IngestLog> dead;
+        {
+          std::lock_guard g(st.mu);
+          if (error.empty()) dead = finish_draining_locked(store);
+          st.d_error = error;
+        }
+        remove_logs(dead);  // before `draining` ends: close joins this thread after it
         std::lock_guard g(st.mu);
-        if (error.empty()) st.d_bytes = 0;
-        st.d_error = error;
         st.draining = false;
         st.cv.notify_all();
       });
@@ -1186,38 +1303,68 @@ struct PartitionedDataRepository::Impl {
     // open: its partitions' write locks would hold the drain, and a drain waited for by the
     // BulkLoad's own thread would never end.
     if (!in.draining && !in.d_error.empty()) settle_draining(store, lock);
-    if (in.log && in.log->broken()) drain_ingest_locked(store, lock);
-    const uint64_t half = static_cast<uint64_t>(config.write_buffer_mb) * 1024 * 1024 / 2;
-    // A set is full when its buffers or its log reach half the budget: the log grows faster than
-    // the buffers with many small calls (a record takes 4 KB at least), and a replay reads a
-    // whole log into memory.
-    while (bulk_active.load() == 0 && (in.bytes >= half || (in.log && in.log->bytes() >= half))) {
-      if (in.draining || !in.d_parts.empty() || in.d_log) {
+    if (!in.current.empty() && in.logs.at(in.current).log.broken()) {
+      drain_ingest_locked(store, lock);
+    }
+    const uint64_t budget = static_cast<uint64_t>(config.write_buffer_mb) * 1024 * 1024;
+    // The filling partitions may hold 4/5 of the budget: then the fullest holding a quarter of
+    // that are handed over (at most 1/5 of the budget drains while the rest fills). The live logs
+    // may hold twice the budget on disk (a log lives until its last partition commits, and one
+    // 4 KB record per call makes the logs of many small calls much larger than their rows): then
+    // the partitions holding the oldest log are handed over, which frees it.
+    const uint64_t fill_limit = budget / 5 * 4;
+    while (bulk_active.load() == 0) {
+      const bool memory_full = in.bytes >= fill_limit;
+      if (!memory_full && live_log_bytes(in) < 2 * budget) break;
+      if (in.draining || !in.d_parts.empty()) {
         settle_draining(store, lock);  // releases in.mu while it waits: look again
         continue;
       }
+      const std::vector<PartitionKey> keys =
+          memory_full ? fullest_parts(in, in.bytes / 4) : parts_of_oldest_log(in);
+      if (keys.empty()) break;  // only the current log, with no rows in it
+      hand_over_locked(store, keys);
       start_background_drain(store);
     }
-    if (!in.log) {
-      in.drain_id = new_uuid_v7();
-      in.log.emplace(IngestLog::create(store.dir + "/" + kIngestPrefix + in.drain_id + ".log"));
-      in.filling_since = std::chrono::steady_clock::now();
+    // A log is replayed whole into memory after a crash: a new one every quarter of the budget.
+    if (!in.current.empty() && in.logs.at(in.current).log.bytes() >= budget / 4) {
+      close_current_log_locked(in);
+    }
+    if (in.current.empty()) {
+      const std::string id = new_uuid_v7();
+      in.logs.emplace(
+          id, Store::LiveLog{IngestLog::create(store.dir + "/" + kIngestPrefix + id + ".log")});
+      in.current = id;
       if (config.write_buffer_max_delay_ms > 0) start_timed_drains();
     }
+    Store::LiveLog& log = in.logs.at(in.current);
     RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
 
     try {
-      in.log->append(batch, uuids);
+      for (BufferedRows* part : slots.dst) part->logs.reserve(part->logs.size() + 1);
+      log.log.append(batch, uuids);
     } catch (...) {
       release_rows(schema, slots);
       in.bytes += slots.grown;  // the capacity stays allocated
       throw;
     }
-    res.batch_id = in.drain_id;
+    res.batch_id = in.current;
     res.rows_written = static_cast<int64_t>(batch.rows);
     res.partitions_written = static_cast<int64_t>(groups.size());
     in.bytes += slots.grown;
     scatter_rows(schema, slots, batch, groups, uuids);
+    const auto now = std::chrono::steady_clock::now();
+    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+      BufferedRows& part = *slots.dst[gi];
+      const auto n = static_cast<int64_t>(groups[gi].rows.size());
+      if (slots.base[gi] == 0) part.since = now;
+      if (part.logs.empty() || part.logs.back().first != in.current) {
+        part.logs.emplace_back(in.current, n);  // within the reserved capacity
+        ++log.holders;
+      } else {
+        part.logs.back().second += n;
+      }
+    }
     in.rows += static_cast<int64_t>(batch.rows);
     if (!keep_batch) batch = ColumnBatch{};
     {
@@ -1243,11 +1390,11 @@ struct PartitionedDataRepository::Impl {
   // ---- timed drains (config.write_buffer_max_delay_ms) ------------------------------------------
   //
   // One thread per repository, started with the first buffered row: a few times per delay it
-  // hands every table's filling set whose first row has waited the delay to a background drain,
-  // as a full set is handed over (start_background_drain). It only looks (try_lock): a table busy
-  // with a write or a drain is looked at again on the next round; so is one with a drain still
-  // running or a failed drain (the next operation retries that one, as without timed drains), or
-  // while a BulkLoad is open (see write_buffered).
+  // hands every filling partition whose first buffered row has waited the delay to a background
+  // drain, as full partitions are handed over (start_background_drain). It only looks (try_lock):
+  // a table busy with a write or a drain is looked at again on the next round; so is one with a
+  // drain still running or a failed drain (the next operation retries that one, as without timed
+  // drains), or while a BulkLoad is open (see write_buffered).
   std::mutex timer_mu;
   std::condition_variable timer_cv;
   bool timer_stop = false;
@@ -1278,11 +1425,17 @@ struct PartitionedDataRepository::Impl {
       for (Store* st : all) {
         Store::Ingest& in = st->ingest;
         std::unique_lock lock(in.mu, std::try_to_lock);
-        if (!lock.owns_lock() || !in.log || in.draining || !in.d_parts.empty() || in.d_log ||
-            !in.d_error.empty() || in.replay_pending.load() || bulk_active.load() != 0 ||
-            std::chrono::steady_clock::now() - in.filling_since < delay) {
+        if (!lock.owns_lock() || in.parts.empty() || in.draining || !in.d_parts.empty() ||
+            !in.d_error.empty() || in.replay_pending.load() || bulk_active.load() != 0) {
           continue;
         }
+        const auto now = std::chrono::steady_clock::now();
+        std::vector<PartitionKey> aged;
+        for (const auto& [key, part] : in.parts) {
+          if (part.rows.rows > 0 && now - part.since >= delay) aged.push_back(key);
+        }
+        if (aged.empty()) continue;
+        hand_over_locked(*st, aged);
         start_background_drain(*st);
         std::lock_guard c(mu);
         ++counters.timed_buffer_drains;
@@ -1722,10 +1875,10 @@ struct PartitionedDataRepository::Impl {
     return rows.at(0).values[0].get<int64_t>() > 0;
   }
 
-  // Records `batch_id` and the new metadata `m` in the caller's open transaction (holding
-  // e.write_mu), commits, and publishes the metadata.
+  // Records `batch_id` (or every id of `logs`, each with its rows) and the new metadata `m` in the
+  // caller's open transaction (holding e.write_mu), commits, and publishes the metadata.
   void record_and_commit(duck::Connection& conn, Entry& e, const std::string& batch_id,
-                         PartitionMeta m, const std::string& ctx) {
+                         PartitionMeta m, const std::string& ctx, const LogIds* logs = nullptr) {
     const std::string a = duck::quote_ident(e.alias);
     ++m.commit_version;
     // Prepared once per connection and ATTACH of the partition (the SQL names its alias).
@@ -1737,10 +1890,19 @@ struct PartitionedDataRepository::Impl {
     const std::string ins_sql =
         fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, ?)", a, kBatchesTable);
     duck::Prepared& ins = conn.prepared(ins_sql + gen, ins_sql, ctx);
-    ins.bind(1, Value(batch_id));
-    ins.bind(2, Value(m.row_count - e.meta.row_count));
-    ins.bind(3, Value(now));
-    ins.execute();
+    if (logs && !logs->empty()) {
+      for (const auto& [id, rows] : *logs) {
+        ins.bind(1, Value(id));
+        ins.bind(2, Value(rows));
+        ins.bind(3, Value(now));
+        ins.execute();
+      }
+    } else {
+      ins.bind(1, Value(batch_id));
+      ins.bind(2, Value(m.row_count - e.meta.row_count));
+      ins.bind(3, Value(now));
+      ins.execute();
+    }
     if (e.placeholder_meta) conn.exec(e.placeholder_insert, ctx);  // a copy of the template
     const std::string upd_sql = fmt::format(
         "UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
@@ -1768,8 +1930,11 @@ struct PartitionedDataRepository::Impl {
 
   // One transaction on one partition: replay check, append, batch id, metadata, commit. Returns
   // false when the partition already has `batch_id` (nothing written). Serialised per partition.
+  // `logs`: the ids to record instead of `batch_id` (a drain of the write buffer; `batch_id` is
+  // the first of them).
   bool commit_partition(Entry& e, const std::string& batch_id, bool check_replay,
-                        duck::Connection& conn, const AppendFn& append, const MetaFn& new_meta) {
+                        duck::Connection& conn, const AppendFn& append, const MetaFn& new_meta,
+                        const LogIds* logs = nullptr) {
     std::lock_guard wlock(e.write_mu);
     if (e.dropped) {
       throw Error(ErrorCode::kConflict,
@@ -1785,7 +1950,7 @@ struct PartitionedDataRepository::Impl {
         return false;
       }
       append(conn, ctx);
-      record_and_commit(conn, e, batch_id, new_meta(conn, e.meta), ctx);
+      record_and_commit(conn, e, batch_id, new_meta(conn, e.meta), ctx, logs);
     } catch (...) {
       try {
         conn.exec("ROLLBACK");
@@ -1853,7 +2018,7 @@ struct PartitionedDataRepository::Impl {
     Entry& e = *g.entry;
     sort_by_partition_value(batch, store.schema.partition_index(), g.rows);
     const bool done = commit_partition(
-        e, batch_id, check_replay, conn,
+        e, g.logs && !g.logs->empty() ? g.logs->front().first : batch_id, check_replay, conn,
         [&](duck::Connection& c, const std::string& ctx) {
           duck::BatchAppender app(c, e.alias, store.schema.name(), store.schema, ctx);
           std::vector<duck::TextColumn> text;  // a drain's text columns: in the arenas
@@ -1876,7 +2041,8 @@ struct PartitionedDataRepository::Impl {
             if (m.max_id.is_null() || id_less(m.max_id, g.max_id)) m.max_id = g.max_id;
           }
           return m;
-        });
+        },
+        g.logs);
     if (done) update_bloom_after_write(store, batch, uuids, g);
     return done;
   }
@@ -2362,12 +2528,16 @@ struct PartitionedDataRepository::Impl {
     return res;
   }
 
-  // Commits a drain of the write buffer: each partition's rows from its own batch, with batch id
-  // `id` (partitions that hold it already are skipped).
-  BatchResult write_parts(Store& store, std::map<PartitionKey, BufferedRows>& parts,
-                          const std::string& id) {
+  // Commits a drain of the write buffer: each partition's rows from its own batch, recording the
+  // ids of the logs they came from (a partition that holds them already is skipped: a drain that
+  // failed part way and runs again).
+  BatchResult write_parts(Store& store, std::map<PartitionKey, BufferedRows>& parts) {
     BatchResult res;
-    res.batch_id = id;
+    for (const auto& [key, part] : parts) {
+      if (!part.logs.empty() && part.logs.back().first > res.batch_id) {
+        res.batch_id = part.logs.back().first;  // the newest log: named by errors
+      }
+    }
     const Schema& schema = store.schema;
     const std::size_t pcol = schema.partition_index();
     std::vector<Group> groups;
@@ -2403,6 +2573,7 @@ struct PartitionedDataRepository::Impl {
       g.src = &part.rows;
       g.src_uuids = &part.uuids;
       g.buffered = &part;
+      g.logs = &part.logs;
       total += part.rows.rows;
       groups.push_back(std::move(g));
     }

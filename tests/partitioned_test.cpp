@@ -2176,16 +2176,17 @@ TEST_F(PartitionedTest, TimedDrainCommitsAnIdleWritersRows) {
 }
 
 TEST_F(PartitionedTest, ManySmallBufferedCallsAreDrainedByTheirLogsSize) {
-  // One-row calls take a 4 KB log record each but almost no buffer memory: the set is handed to a
-  // drain when its log reaches half the budget (1 MB: 512 KB, ~128 records), so the log stays
-  // bounded; every row is kept, and the logs are gone at close.
+  // One-row calls take a 4 KB log record each but almost no buffer memory: a new log is started
+  // every quarter of the budget (1 MB: 256 KB, ~64 records), and the partitions holding the oldest
+  // log are handed to a drain when the live logs reach twice the budget, so the logs stay bounded;
+  // every row is kept, and the logs are gone at close.
   auto cfg = test_config(path("small"), PartitionStrategy::kMonthly);
   cfg.write_buffer_mb = 1;
   std::mt19937_64 rng(5);
   std::vector<DataRecord> all;
   {
     PartitionedDataRepository repo(cfg);
-    for (int i = 0; i < 400; ++i) {
+    for (int i = 0; i < 1200; ++i) {
       auto rows =
           random_wide_rows(rng, 1, date_from_civil(2022, 1, 1), date_from_civil(2022, 3, 31));
       repo.create_batch(schema_, rows);
@@ -2195,15 +2196,17 @@ TEST_F(PartitionedTest, ManySmallBufferedCallsAreDrainedByTheirLogsSize) {
         if (f.path().filename().string().rfind("_ingest_", 0) != 0) continue;
         std::error_code ec;  // a background drain may delete the log meanwhile
         const uint64_t n = std::filesystem::file_size(f.path(), ec);
-        if (!ec) log_bytes += n;
+        if (ec) continue;
+        ASSERT_LE(n, 256u * 1024 + 4096) << f.path() << " after call " << i;
+        log_bytes += n;
       }
-      ASSERT_LE(log_bytes, 2u * 512 * 1024 + 8192) << "after call " << i;
+      ASSERT_LE(log_bytes, 2u * 1024 * 1024 + 8192) << "after call " << i;
     }
     EXPECT_GE(repo.counters().buffer_drains, 2);
-    EXPECT_EQ(repo.count_all(schema_), 400);
+    EXPECT_EQ(repo.count_all(schema_), 1200);
   }
   PartitionedDataRepository again(cfg);
-  EXPECT_EQ(again.count_all(schema_), 400);
+  EXPECT_EQ(again.count_all(schema_), 1200);
   for (const auto& f : std::filesystem::directory_iterator(path("small/events"))) {
     EXPECT_NE(f.path().filename().string().rfind("_ingest_", 0), 0u) << f.path();
   }
