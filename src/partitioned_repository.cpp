@@ -808,7 +808,7 @@ struct PartitionedDataRepository::Impl {
   // ---- write buffering (config.write_buffer_mb) ------------------------------------------------
   //
   // Acknowledged batches wait in the filling partitions (logged in the current ingest log). When
-  // they hold 4/5 of the budget, the fullest partitions holding a quarter of it are handed to a
+  // they hold 8/9 of the budget, the fullest partitions holding an eighth of it are handed to a
   // background drain while the others keep filling (staggered drains: a partition commits when it
   // is among the fullest, so at many partitions each commit is larger than an even share of the
   // memory would be). Every other operation first waits for a running drain and commits every
@@ -1307,12 +1307,12 @@ struct PartitionedDataRepository::Impl {
       drain_ingest_locked(store, lock);
     }
     const uint64_t budget = static_cast<uint64_t>(config.write_buffer_mb) * 1024 * 1024;
-    // The filling partitions may hold 4/5 of the budget: then the fullest holding a quarter of
-    // that are handed over (at most 1/5 of the budget drains while the rest fills). The live logs
+    // The filling partitions may hold 8/9 of the budget: then the fullest holding an eighth of
+    // that are handed over (at most 1/9 of the budget drains while the rest fills). The live logs
     // may hold twice the budget on disk (a log lives until its last partition commits, and one
     // 4 KB record per call makes the logs of many small calls much larger than their rows): then
     // the partitions holding the oldest log are handed over, which frees it.
-    const uint64_t fill_limit = budget / 5 * 4;
+    const uint64_t fill_limit = budget / 9 * 8;
     while (bulk_active.load() == 0) {
       const bool memory_full = in.bytes >= fill_limit;
       if (!memory_full && live_log_bytes(in) < 2 * budget) break;
@@ -1321,7 +1321,7 @@ struct PartitionedDataRepository::Impl {
         continue;
       }
       const std::vector<PartitionKey> keys =
-          memory_full ? fullest_parts(in, in.bytes / 4) : parts_of_oldest_log(in);
+          memory_full ? fullest_parts(in, in.bytes / 8) : parts_of_oldest_log(in);
       if (keys.empty()) break;  // only the current log, with no rows in it
       hand_over_locked(store, keys);
       start_background_drain(store);

@@ -48,19 +48,24 @@ struct PartitionConfig {
   // on, create_batch and create_batch_columnar without a batch id append the batch to the table's
   // ingest log (synced before they return: the rows are durable) and keep its rows in memory; a
   // drain commits them all at once, so each partition gets large appends that DuckDB writes
-  // compressed, instead of a small append per call (docs/architecture.md, "Write buffering"). A
-  // drain runs in the background when the buffered rows reach half this size, before any other
-  // operation on the table (reads see every row written before them), on flush(), on close and
-  // after write_buffer_max_delay_ms; a crash is repaired at the next open by replaying the log
-  // exactly once. Other processes see buffered rows only after a drain.
+  // compressed, instead of a small append per call (docs/architecture.md, "Write buffering").
+  // When the buffered rows reach 8/9 of this size, a background drain commits the fullest
+  // partitions holding an eighth of them while the others keep filling (so that at many
+  // partitions each commit is larger than an even share of the memory). Everything is drained
+  // before any other operation on the table (reads see every row written before them), on flush(),
+  // on close, and per partition after write_buffer_max_delay_ms; a crash is repaired at the next
+  // open by replaying the ingest logs exactly once. Ingest logs live until every partition holding
+  // rows of them has committed: up to twice this size on disk. Other processes see buffered rows
+  // only after a drain.
   int write_buffer_mb = -1;
   // write_buffer_mb with -1 resolved (see above).
   int effective_write_buffer_mb() const;
   // The longest buffered rows wait for a drain, in milliseconds: a background drain commits a
-  // table's buffered rows once the first of them has waited this long, so that an idle or slow
-  // writer's acknowledged rows reach the partition files (and other processes) within this
-  // delay. A bulk stream fills half the budget sooner and is not affected. 0: no timed drains
-  // (only the half-budget, other operations, flush() and close drain).
+  // partition's buffered rows once the first of them has waited this long (and no other drain of
+  // the table is running), so that an idle or slow writer's acknowledged rows reach the partition
+  // files (and other processes) within about this delay. A bulk stream keeps a drain running and
+  // is not affected. 0: no timed drains (only the budget, other operations, flush() and close
+  // drain).
   int write_buffer_max_delay_ms = 10000;
 
   // Throws Error(kInvalidArgument) naming the first invalid field and its value.
