@@ -194,6 +194,9 @@ struct Store {
     // is handed to a drain, since that commit records its id.
     std::map<std::string, LiveLog> logs;
     std::string current;
+    // The last hand-over made because the buffer was full: while a stream keeps filling it, timed
+    // drains wait longer (run_timed_drains).
+    std::chrono::steady_clock::time_point last_full_drain{};
     // Draining: the partitions handed over, committed by `drainer`; kept after a failure
     // (d_error) and committed again by the next operation.
     std::map<PartitionKey, BufferedRows> d_parts;
@@ -1325,6 +1328,7 @@ struct PartitionedDataRepository::Impl {
       if (keys.empty()) break;  // only the current log, with no rows in it
       hand_over_locked(store, keys);
       start_background_drain(store);
+      in.last_full_drain = std::chrono::steady_clock::now();
     }
     // A log is replayed whole into memory after a crash: a new one every quarter of the budget.
     if (!in.current.empty() && in.logs.at(in.current).log.bytes() >= budget / 4) {
@@ -1429,10 +1433,16 @@ struct PartitionedDataRepository::Impl {
             !in.d_error.empty() || in.replay_pending.load() || bulk_active.load() != 0) {
           continue;
         }
+        // While a stream fills the buffer (it was full within the delay), its partitions are
+        // committed by the budget's drains when they are among the fullest; committing them after
+        // the delay would cut every commit to what one delay brings (at 1M rows/s over 360
+        // partitions, 28K rows per 10 s instead of ~130K). Then only a partition that waited six
+        // times the delay is due (one the stream seldom writes).
         const auto now = std::chrono::steady_clock::now();
+        const auto due = now - in.last_full_drain < delay ? 6 * delay : delay;
         std::vector<PartitionKey> aged;
         for (const auto& [key, part] : in.parts) {
-          if (part.rows.rows > 0 && now - part.since >= delay) aged.push_back(key);
+          if (part.rows.rows > 0 && now - part.since >= due) aged.push_back(key);
         }
         if (aged.empty()) continue;
         hand_over_locked(*st, aged);
