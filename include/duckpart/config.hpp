@@ -63,9 +63,10 @@ struct PartitionConfig {
   // The longest buffered rows wait for a drain, in milliseconds: a background drain commits a
   // partition's buffered rows once the first of them has waited this long (and no other drain of
   // the table is running), so that an idle or slow writer's acknowledged rows reach the partition
-  // files (and other processes) within about this delay. A bulk stream keeps a drain running and
-  // is not affected. 0: no timed drains (only the budget, other operations, flush() and close
-  // drain).
+  // files (and other processes) within about this delay. While a stream keeps filling the buffer
+  // (it was full within the delay) a partition is due only after six times the delay, so that
+  // the timer does not cut the stream's commits short. 0: no timed drains (only the budget, other
+  // operations, flush() and close drain).
   int write_buffer_max_delay_ms = 10000;
 
   // Throws Error(kInvalidArgument) naming the first invalid field and its value.
