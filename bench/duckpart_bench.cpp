@@ -269,7 +269,7 @@ int child_main(int argc, char** argv) {
     const double t0 = now_s();
     duck::Database db = duck::Database::open(argv[3]);
     duck::Connection c = db.connect();
-    if (std::atoi(argv[4]) > 0) c.exec(fmt::format("SET memory_limit = '{}MB'", argv[4]));
+    if (std::atoi(argv[4]) > 0) c.exec(fmt::format("SET memory_limit = '{}MiB'", argv[4]));
     c.exec(fmt::format("ATTACH {} AS src (READ_ONLY)", duck::quote_literal(argv[2])));
     c.exec("CREATE TABLE readings AS SELECT * FROM src.readings");
     c.exec("CHECKPOINT");

@@ -38,9 +38,10 @@ void PartitionConfig::validate() const {
     bad("partition_size_threshold_mb", std::to_string(partition_size_threshold_mb),
         "must be at least 1");
   }
-  if (memory_limit_mb != 0 && (memory_limit_mb < 64 || memory_limit_mb > 16 * 1024 * 1024)) {
+  if (memory_limit_mb != 0 && memory_limit_mb != -1 &&
+      (memory_limit_mb < 64 || memory_limit_mb > 16 * 1024 * 1024)) {
     bad("memory_limit_mb", std::to_string(memory_limit_mb),
-        "must be 0 (DuckDB's default) or at least 64");
+        "must be -1 (automatic), 0 (DuckDB's default) or at least 64");
   }
   if (id_index_memory_mb < 0 || id_index_memory_mb > 16 * 1024 * 1024) {
     bad("id_index_memory_mb", std::to_string(id_index_memory_mb),
@@ -111,6 +112,11 @@ int64_t usable_memory_mb() {
     if (const auto limit = cgroup_limit_mb(f)) mb = std::min(mb, *limit);
   }
   return std::max<int64_t>(mb, 1);
+}
+
+int PartitionConfig::effective_memory_limit_mb() const {
+  if (memory_limit_mb >= 0) return memory_limit_mb;
+  return static_cast<int>(std::clamp<int64_t>(usable_memory_mb() / 4, 256, 16 * 1024 * 1024));
 }
 
 int PartitionConfig::effective_write_buffer_mb() const {

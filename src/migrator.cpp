@@ -859,9 +859,8 @@ void PartitionMigrator::recopy_period(const std::string& name) {
 std::vector<PeriodCheck> PartitionMigrator::verify() {
   SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
   // The checksum pass reads the whole source: keep its buffer pool within the store's bound.
-  if (repo_.config().memory_limit_mb > 0) {
-    src.conn.exec(fmt::format("SET memory_limit = '{}MB'", repo_.config().memory_limit_mb),
-                  options_.source_path);
+  if (const int limit = repo_.config().effective_memory_limit_mb(); limit > 0) {
+    src.conn.exec(fmt::format("SET memory_limit = '{}MiB'", limit), options_.source_path);
   }
   const PartitionStrategy strategy = repo_.config().strategy;
   const std::string col = duck::quote_ident(schema_.partition_column());

@@ -3816,6 +3816,7 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     : impl_(std::make_unique<Impl>()) {
   config.validate();
   config.write_buffer_mb = config.effective_write_buffer_mb();  // -1 (automatic) resolved once
+  config.memory_limit_mb = config.effective_memory_limit_mb();
   impl_->config = std::move(config);
   impl_->options = options;
   std::error_code ec;
@@ -3854,7 +3855,7 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     // "Session 13"). Deleted rows keep their space until `compact` rewrites the partition.
     impl_->admin.exec("SET max_vacuum_tasks = 0");
     if (impl_->config.memory_limit_mb > 0) {
-      impl_->admin.exec(fmt::format("SET memory_limit = '{}MB'", impl_->config.memory_limit_mb));
+      impl_->admin.exec(fmt::format("SET memory_limit = '{}MiB'", impl_->config.memory_limit_mb));
     }
     impl_->pool = std::make_unique<ConnectionPool>(impl_->hub.get());
   } catch (...) {

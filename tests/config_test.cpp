@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "duckpart/config.hpp"
 #include "duckpart/error.hpp"
 
@@ -130,11 +132,20 @@ namespace {
 
 TEST(ConfigTest, MemoryLimit) {
   PartitionConfig c;
-  EXPECT_EQ(c.memory_limit_mb, 0);
+  EXPECT_EQ(c.memory_limit_mb, -1);  // automatic: a quarter of the usable memory
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_EQ(c.effective_memory_limit_mb(),
+            std::clamp<int64_t>(usable_memory_mb() / 4, 256, 16 * 1024 * 1024));
   c.memory_limit_mb = 10;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("memory_limit_mb"), std::string::npos);
+  c.memory_limit_mb = -2;
   EXPECT_NE(error_of([&] { c.validate(); }).find("memory_limit_mb"), std::string::npos);
   c.memory_limit_mb = 256;
   EXPECT_NO_THROW(c.validate());
+  EXPECT_EQ(c.effective_memory_limit_mb(), 256);
+  c.memory_limit_mb = 0;  // DuckDB's own default
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_EQ(c.effective_memory_limit_mb(), 0);
 }
 
 }  // namespace

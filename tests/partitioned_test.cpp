@@ -2399,3 +2399,40 @@ TEST_F(PartitionedTest, ConcurrentBufferedWritersAndReadersSeeEveryAcknowledgedB
 
 }  // namespace
 }  // namespace duckpart::testing
+
+namespace duckpart::testing {
+namespace {
+
+// DuckDB's memory in the store: a quarter of the usable memory unless configured (DuckDB's own
+// default, 80% of RAM, plus the write buffer overcommits memory), a set size, or DuckDB's default.
+TEST_F(PartitionedTest, DuckDbMemoryLimitIsAutomaticSetOrDuckDbsOwn) {
+  auto limit_of = [&](int memory_limit_mb) {
+    PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+    cfg.memory_limit_mb = memory_limit_mb;
+    PartitionedDataRepository repo(cfg);
+    EXPECT_EQ(repo.config().memory_limit_mb, cfg.effective_memory_limit_mb());
+    RecordStream s = repo.query_sql(
+        "SELECT current_setting('memory_limit'), "
+        "(SELECT value FROM duckdb_settings() WHERE name = 'memory_limit')");
+    DataRecord r;
+    EXPECT_TRUE(s.next(r));
+    return r.values.at(0).to_string();
+  };
+  const std::string automatic = limit_of(-1);
+  const std::string set = limit_of(300);
+  const std::string own = limit_of(0);
+  EXPECT_EQ(set, "300.0 MiB");  // MB in the configuration are MiB
+  // DuckDB's own rendering of a quarter of the usable memory is the oracle.
+  const int64_t quarter = std::max<int64_t>(usable_memory_mb() / 4, 256);
+  duck::Connection plain = duck::Database::open(":memory:").connect();
+  plain.exec(fmt::format("SET memory_limit = '{}MiB'", quarter));
+  EXPECT_EQ(plain.query_int(
+                fmt::format("SELECT (current_setting('memory_limit') = '{}')::INTEGER", automatic)),
+            1)
+      << automatic;
+  EXPECT_NE(own, automatic);
+  EXPECT_NE(own, set);
+}
+
+}  // namespace
+}  // namespace duckpart::testing

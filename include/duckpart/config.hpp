@@ -36,9 +36,16 @@ struct PartitionConfig {
   // thread. false: DuckDB keeps its threads.
   bool single_duckdb_thread_while_writing = true;
   // Memory DuckDB may use for this repository (buffer cache of the open partitions, sorts,
-  // aggregates), in MB; 0: DuckDB's default (80% of RAM). Bounds the resident memory of long scans
-  // and streams: what DuckDB cannot keep in memory it re-reads or spills.
-  int memory_limit_mb = 0;
+  // aggregates), in MB. -1 (default): automatic, a quarter of the memory this process may use
+  // (physical memory or a lower cgroup limit), at least 256 MB; 0: DuckDB's default (80% of RAM);
+  // otherwise at least 64. Bounds the resident memory of long scans and streams: what DuckDB
+  // cannot keep in memory it re-reads (the partition files stay in the page cache) or spills.
+  // DuckDB's default plus the write buffer (1/8) overcommits memory: DuckDB keeps every block an
+  // ingest writes, and at 300M rows over 360 partitions its growing cache cost 1.2x in ingest
+  // speed (fresh pages, reclaim; docs/performance.md, "Session 19").
+  int memory_limit_mb = -1;
+  // memory_limit_mb with -1 resolved (0: DuckDB's default).
+  int effective_memory_limit_mb() const;
   // Memory for the id -> rowid maps that let get_by_id read one row instead of scanning a
   // partition's ids (~5 bytes per row of each partition looked up at least twice; least recently
   // used maps are dropped beyond it), in MB; 0: no maps, every lookup scans its partition.
