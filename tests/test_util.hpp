@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +29,11 @@ class TempDirTest : public ::testing::Test {
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override {
+    // DUCKPART_KEEP_FAILED=1 keeps a failed test's directory for a post-mortem.
+    if (HasFailure() && std::getenv("DUCKPART_KEEP_FAILED")) {
+      std::fprintf(stderr, "kept %s\n", dir_.c_str());
+      return;
+    }
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
