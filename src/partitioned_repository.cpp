@@ -43,6 +43,7 @@
 #include "sql_pruning.hpp"
 #include "sql_stream.hpp"
 #include "table_sql.hpp"
+#include "torn_block.hpp"
 
 namespace fs = std::filesystem;
 
@@ -454,9 +455,54 @@ struct PartitionedDataRepository::Impl {
     try {
       admin.exec(attach_sql(e));
     } catch (const Error& err) {
-      rethrow_attach(e, err);
+      if (!repair_torn_locked(e, err)) rethrow_attach(e, err);
     }
     note_attached_locked(e);
+  }
+
+  // A partition whose metadata block a kill tore during a checkpoint (torn_block.hpp): its
+  // checksum is rewritten, the file attached and verified (every column of every table read, so
+  // every block's checksum checked; the rows match the metadata row), and the change undone when
+  // any of that fails. True: `e` is attached.
+  bool repair_torn_locked(Entry& e, const Error& err) {
+    if (options.read_only) return false;
+    std::optional<TornBlockRepair> r;
+    try {
+      r = repair_torn_metadata_block(e.file, err.what());
+    } catch (const Error&) {
+      return false;
+    }
+    if (!r) return false;
+    const std::string a = duck::quote_ident(e.alias);
+    const std::string table = duck::quote_ident(fs::path(e.file).parent_path().filename().string());
+    bool attached = false, ok = false;
+    try {
+      admin.exec(attach_sql(e));
+      attached = true;
+      int64_t bad = 0;
+      for (const std::string t :
+           {table, duck::quote_ident(kMetaTable), duck::quote_ident(kBatchesTable)}) {
+        bad += admin.query_int(
+            fmt::format("SELECT count(*) FROM {}.main.{} WHERE hash(COLUMNS(*)) IS NULL", a, t));
+      }
+      bad += admin.query_int(fmt::format(
+          "SELECT (coalesce((SELECT max(row_count) FROM {0}.main.{1}), (SELECT count(*) FROM "
+          "{0}.main.{2})) <> (SELECT count(*) FROM {0}.main.{2}))::BIGINT",
+          a, duck::quote_ident(kMetaTable), table));
+      ok = bad == 0;
+    } catch (const Error&) {
+      ok = false;
+    }
+    if (!ok) {
+      try {
+        if (attached) admin.exec("DETACH " + a);
+        undo_torn_block_repair(e.file, *r);
+      } catch (const Error&) {  // the error of the first ATTACH is reported either way
+      }
+      return false;
+    }
+    ++counters.torn_blocks_repaired;
+    return true;
   }
 
   void detach_locked(Entry& e) noexcept {

@@ -110,6 +110,9 @@ struct RepositoryCounters {
   int64_t buffer_drains = 0;         // drains that committed buffered rows to the partitions
   int64_t timed_buffer_drains = 0;   // drains started by write_buffer_max_delay_ms
   int64_t ingest_logs_replayed = 0;  // ingest logs of an earlier process applied at open
+  // partitions whose metadata block a kill tore during a checkpoint, repaired and verified at
+  // attach (docs/reliability.md)
+  int64_t torn_blocks_repaired = 0;
 };
 
 struct SchemaStatistics {
