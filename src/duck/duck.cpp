@@ -770,9 +770,16 @@ std::optional<uint32_t> id_value_fingerprint(ColumnType type, const Value& id) {
   }
 }
 
-bool add_id_fingerprints(const DataChunk& chunk, IdRowMap& map, uint64_t& rowid_end) {
+namespace {
+
+// Reads a result chunk of (id, rowid): the fingerprint of each row's id (0 where it is NULL, with
+// `valid` false), its rowid, and the largest rowid + 1. Touches nothing but the chunk's
+// DuckDB-owned vectors and the output arrays; kept out of line so that the ThreadSanitizer
+// suppression for chunk memory (tests/tsan.supp) names exactly this reading. False on an
+// unsupported id type or a rowid outside 32 bits.
+[[gnu::noinline]] bool read_id_chunk(const DataChunk& chunk, uint32_t* fps, uint32_t* rows_out,
+                                     uint8_t* valid, uint64_t& rowid_end) {
   const idx_t n = chunk.size();
-  if (n == 0) return true;
   duckdb_vector ids = duckdb_data_chunk_get_vector(chunk.get(), 0);
   duckdb_vector rows = duckdb_data_chunk_get_vector(chunk.get(), 1);
   duckdb_logical_type lt = duckdb_vector_get_column_type(ids);
@@ -785,24 +792,40 @@ bool add_id_fingerprints(const DataChunk& chunk, IdRowMap& map, uint64_t& rowid_
     const int64_t r = rowids[i];
     if (r < 0 || r >= (int64_t{1} << 32) - 1) return false;
     rowid_end = std::max<uint64_t>(rowid_end, static_cast<uint64_t>(r) + 1);
-    if (validity && !duckdb_validity_row_is_valid(validity, i)) continue;
-    uint32_t fp = 0;
+    rows_out[i] = static_cast<uint32_t>(r);
+    valid[i] = !validity || duckdb_validity_row_is_valid(validity, i);
+    fps[i] = 0;
+    if (!valid[i]) continue;
     switch (type) {
       case DUCKDB_TYPE_UUID:
-        fp = id_fingerprint(&static_cast<const duckdb_hugeint*>(data)[i], sizeof(duckdb_hugeint));
+        fps[i] =
+            id_fingerprint(&static_cast<const duckdb_hugeint*>(data)[i], sizeof(duckdb_hugeint));
         break;
       case DUCKDB_TYPE_BIGINT:
-        fp = id_fingerprint(&static_cast<const int64_t*>(data)[i], sizeof(int64_t));
+        fps[i] = id_fingerprint(&static_cast<const int64_t*>(data)[i], sizeof(int64_t));
         break;
       case DUCKDB_TYPE_VARCHAR: {
         auto* s = const_cast<duckdb_string_t*>(&static_cast<const duckdb_string_t*>(data)[i]);
-        fp = id_fingerprint(duckdb_string_t_data(s), duckdb_string_t_length(*s));
+        fps[i] = id_fingerprint(duckdb_string_t_data(s), duckdb_string_t_length(*s));
         break;
       }
       default:
         return false;
     }
-    map.add(fp, static_cast<uint32_t>(r));
+  }
+  return true;
+}
+
+}  // namespace
+
+bool add_id_fingerprints(const DataChunk& chunk, IdRowMap& map, uint64_t& rowid_end) {
+  const idx_t n = chunk.size();
+  if (n == 0) return true;
+  std::vector<uint32_t> fps(n), rows(n);
+  std::vector<uint8_t> valid(n);
+  if (!read_id_chunk(chunk, fps.data(), rows.data(), valid.data(), rowid_end)) return false;
+  for (idx_t i = 0; i < n; ++i) {
+    if (valid[i]) map.add(fps[i], rows[i]);
   }
   return true;
 }
