@@ -142,12 +142,15 @@ struct BufferedRows {
   ColumnBatch rows;
   std::vector<std::vector<duckdb_hugeint>> uuids;  // per column: parsed UUIDs, or nothing
   std::vector<std::optional<TextArena>> text;      // per column: the text, or nothing
+  // Where each run of rows ends: every call's rows of this partition, sorted by the partition
+  // value (merge_sorted_runs).
+  std::vector<uint32_t> run_ends;
   LogIds logs;
   std::chrono::steady_clock::time_point since;  // when its first row was buffered
 
   // Memory held, capacities included.
   uint64_t held_bytes() const noexcept {
-    uint64_t m = 0;
+    uint64_t m = run_ends.capacity() * sizeof(uint32_t);
     for (std::size_t c = 0; c < rows.columns.size(); ++c) {
       const ColumnVector& col = rows.columns[c];
       m += col.valid.capacity();
@@ -242,32 +245,153 @@ void fsync_path(const std::string& path, bool directory) {
   }
 }
 
-// Orders `rows` (indices into `batch`) by the partition column's value, ties in batch order,
-// NULL first: each commit's rows reach DuckDB sorted by time, so bit-packing and the row groups'
-// min/max cover narrow ranges (3-4% fewer bytes for rows in random order within their period,
-// docs/performance.md, session 12). Rows already in order (time-ordered writes) are left alone.
+// Orders `rows` by key(row), stably (equal keys keep their order in `rows`): an LSD radix sort
+// over the bits in which the keys differ (11 bits per pass: a month of microseconds takes 4
+// passes), ~3x faster than std::sort on the drains of the write buffer. Rows already in order
+// (time-ordered writes) are left alone.
+template <class Key>
+void sort_rows_by_key(std::vector<uint32_t>& rows, Key key) {
+  const std::size_t n = rows.size();
+  bool ordered = true;
+  for (std::size_t i = 1; i < n && ordered; ++i) ordered = key(rows[i - 1]) <= key(rows[i]);
+  if (ordered) return;
+  struct Item {
+    uint64_t k;
+    uint32_t r;
+  };
+  std::vector<Item> a(n);
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int64_t v = key(rows[i]);
+    a[i] = {static_cast<uint64_t>(v), rows[i]};
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  if (n < 256) {  // a comparison sort is cheaper than the passes' counters
+    std::stable_sort(a.begin(), a.end(), [](const Item& x, const Item& y) {
+      return static_cast<int64_t>(x.k) < static_cast<int64_t>(y.k);
+    });
+  } else {
+    for (Item& it : a) it.k -= static_cast<uint64_t>(lo);  // order-preserving, from 0
+    const uint64_t range = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo);
+    const int bits = range == 0 ? 0 : 64 - __builtin_clzll(range);
+    constexpr int kDigit = 11;
+    constexpr uint64_t kMask = (uint64_t{1} << kDigit) - 1;
+    std::vector<Item> b(n);
+    std::vector<uint32_t> count(std::size_t{1} << kDigit);
+    for (int shift = 0; shift < bits; shift += kDigit) {
+      std::fill(count.begin(), count.end(), 0);
+      for (const Item& it : a) ++count[(it.k >> shift) & kMask];
+      uint32_t sum = 0;
+      for (uint32_t& c : count) {
+        const uint32_t t = c;
+        c = sum;
+        sum += t;
+      }
+      for (const Item& it : a) b[count[(it.k >> shift) & kMask]++] = it;
+      a.swap(b);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) rows[i] = a[i].r;
+}
+
+// Orders `rows` (indices into `batch`) by the partition column's value, ties in their order in
+// `rows`, NULL first: each commit's rows reach DuckDB sorted by time, so bit-packing and the row
+// groups' min/max cover narrow ranges (3-4% fewer bytes for rows in random order within their
+// period, docs/performance.md, session 12; 7% at 10M rows in session 20).
 void sort_by_partition_value(const ColumnBatch& batch, std::size_t pcol,
                              std::vector<uint32_t>& rows) {
   const ColumnVector& col = batch.columns[pcol];
   auto sort_with = [&](const auto& values) {
-    auto key = [&](uint32_t r) -> int64_t {
+    sort_rows_by_key(rows, [&](uint32_t r) -> int64_t {
       return col.is_valid(r) ? static_cast<int64_t>(values[r]) : INT64_MIN;
-    };
-    bool ordered = true;
-    for (std::size_t i = 1; i < rows.size() && ordered; ++i) {
-      ordered = key(rows[i - 1]) <= key(rows[i]);
-    }
-    if (ordered) return;
-    std::vector<std::pair<int64_t, uint32_t>> keyed(rows.size());
-    for (std::size_t i = 0; i < rows.size(); ++i) keyed[i] = {key(rows[i]), rows[i]};
-    std::sort(keyed.begin(), keyed.end());  // pairs: equal values keep their row order
-    for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = keyed[i].second;
+    });
   };
   if (const auto* ts = std::get_if<std::vector<int64_t>>(&col.data)) {
     sort_with(*ts);
   } else if (const auto* days = std::get_if<std::vector<int32_t>>(&col.data)) {
     sort_with(*days);
   }
+}
+
+// The order sort_by_partition_value gives to all rows 0..n-1 of a partition's buffered rows
+// (`rows` holds 0..n-1 on entry), made from the runs they were buffered in: write_buffered
+// stores every call's rows of a partition as one run sorted by the partition value, so the drain
+// merges the runs instead of sorting the whole partition. The merge reads each run in sequence;
+// the order a sort gives makes every later read of the rows (the appender's, one per cell) a
+// cache miss, which cost more than the sort itself (session 20). Ties: the earlier run first, as
+// the rows' order. False (the caller sorts) when the runs do not cover the rows, one of them is
+// not in order, or they are so short that a sort is cheaper.
+bool merge_sorted_runs(const ColumnBatch& batch, std::size_t pcol,
+                       const std::vector<uint32_t>& run_ends, std::vector<uint32_t>& rows) {
+  const std::size_t n = rows.size();
+  if (run_ends.empty() || run_ends.back() != n) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (rows[i] != i) return false;
+  }
+  const ColumnVector& col = batch.columns[pcol];
+  auto merge = [&](const auto& values) -> bool {
+    auto key = [&](uint32_t r) -> int64_t {
+      return col.is_valid(r) ? static_cast<int64_t>(values[r]) : INT64_MIN;
+    };
+    uint32_t begin = 0;
+    for (uint32_t end : run_ends) {
+      if (end < begin) return false;
+      for (uint32_t r = begin + 1; r < end; ++r) {
+        if (key(r - 1) > key(r)) return false;
+      }
+      begin = end;
+    }
+    const std::size_t k = run_ends.size();
+    if (k == 1) return true;
+    if (k > n / 32) return false;
+    // A binary min-heap of the runs' heads by (key, run).
+    struct Head {
+      int64_t key;
+      uint32_t run, pos;
+    };
+    auto less = [](const Head& x, const Head& y) {
+      return x.key < y.key || (x.key == y.key && x.run < y.run);
+    };
+    std::vector<Head> heap;
+    heap.reserve(k);
+    begin = 0;
+    for (uint32_t i = 0; i < k; ++i) {
+      if (run_ends[i] > begin) heap.push_back({key(begin), i, begin});
+      begin = run_ends[i];
+    }
+    auto sift_down = [&](std::size_t i) {
+      const std::size_t m = heap.size();
+      const Head h = heap[i];
+      for (;;) {
+        std::size_t c = 2 * i + 1;
+        if (c >= m) break;
+        if (c + 1 < m && less(heap[c + 1], heap[c])) ++c;
+        if (!less(heap[c], h)) break;
+        heap[i] = heap[c];
+        i = c;
+      }
+      heap[i] = h;
+    };
+    for (std::size_t i = heap.size() / 2; i-- > 0;) sift_down(i);
+    std::vector<uint32_t> out(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      Head& top = heap.front();
+      out[i] = top.pos;
+      if (++top.pos < run_ends[top.run]) {
+        top.key = key(top.pos);
+      } else {
+        top = heap.back();
+        heap.pop_back();
+      }
+      if (!heap.empty()) sift_down(0);
+    }
+    rows.swap(out);
+    return true;
+  };
+  if (const auto* ts = std::get_if<std::vector<int64_t>>(&col.data)) return merge(*ts);
+  if (const auto* days = std::get_if<std::vector<int32_t>>(&col.data)) return merge(*days);
+  return false;
 }
 
 // The whole content of `path`.
@@ -480,7 +604,7 @@ struct PartitionedDataRepository::Impl {
       admin.exec(attach_sql(e));
       attached = true;
       int64_t bad = 0;
-      for (const std::string t :
+      for (const std::string& t :
            {table, duck::quote_ident(kMetaTable), duck::quote_ident(kBatchesTable)}) {
         bad += admin.query_int(
             fmt::format("SELECT count(*) FROM {}.main.{} WHERE hash(COLUMNS(*)) IS NULL", a, t));
@@ -991,12 +1115,12 @@ struct PartitionedDataRepository::Impl {
   struct RowSlots {
     std::vector<BufferedRows*> dst;
     std::vector<std::size_t> base;
-    std::vector<uint32_t> gid;  // per row of the batch: its index in `groups`
-    uint64_t grown = 0;         // memory the room took (capacities included)
+    std::vector<uint32_t> gid;    // per row of the batch: its index in `groups`
+    std::vector<uint32_t> rank;   // per row of the batch: its place among its group's rows
+    std::vector<uint64_t> start;  // per row: where its text starts in its arena (text columns)
+    uint64_t grown = 0;           // memory the room took (capacities included)
     // One write cursor per group, allocated here so that scatter_rows allocates nothing.
     std::vector<std::byte*> out;
-    std::vector<TextArena*> arenas;
-    std::vector<uint64_t*> ends;
   };
 
   // Makes room for every row of `batch` in its partition's buffered rows (`groups`: the rows of
@@ -1007,14 +1131,17 @@ struct PartitionedDataRepository::Impl {
     const std::size_t ncols = schema.columns().size();
     RowSlots s;
     s.gid.resize(batch.rows);
+    s.rank.resize(batch.rows);
     for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-      for (uint32_t r : groups[gi].rows) s.gid[r] = static_cast<uint32_t>(gi);
+      const std::vector<uint32_t>& rows = groups[gi].rows;
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        s.gid[rows[i]] = static_cast<uint32_t>(gi);
+        s.rank[rows[i]] = static_cast<uint32_t>(i);
+      }
     }
     s.dst.reserve(groups.size());
     uint64_t before = 0;
     s.out.resize(groups.size());
-    s.arenas.resize(groups.size());
-    s.ends.resize(groups.size());
     for (const Group& g : groups) {
       BufferedRows& part = parts[g.key];
       if (part.rows.columns.empty()) {
@@ -1031,6 +1158,7 @@ struct PartitionedDataRepository::Impl {
         }
         part = std::move(fresh);
       }
+      part.run_ends.reserve(part.run_ends.size() + 1);  // scatter_rows records the run
       before += part.held_bytes();
       s.dst.push_back(&part);
       s.base.push_back(part.rows.rows);
@@ -1039,6 +1167,7 @@ struct PartitionedDataRepository::Impl {
     std::vector<std::vector<uint64_t>> add(ncols);
     for (std::size_t c = 0; c < ncols; ++c) {
       if (groups.empty() || !s.dst[0]->text[c]) continue;
+      s.start.resize(batch.rows);
       add[c].assign(groups.size(), 0);
       const auto& in = std::get<std::vector<std::string>>(batch.columns[c].data);
       for (std::size_t r = 0; r < batch.rows; ++r) add[c][s.gid[r]] += in[r].size();
@@ -1100,22 +1229,24 @@ struct PartitionedDataRepository::Impl {
     }
   }
 
-  // Copies every row of `batch` into the room prepare_rows made: one sequential pass per column
-  // writing to one cursor per partition (a counting sort); reading the rows of one partition after
-  // another instead costs a cache miss per cell. Never throws: text goes into reserved bytes.
+  // Copies every row of `batch` into the room prepare_rows made, each group's rows in the order
+  // of `groups` (write_buffered sorts them by the partition value: one sorted run per partition
+  // and call, merged by the drain). One sequential pass per column over the batch, writing each
+  // row to its place in its partition's new rows (a counting sort): reading the rows of one
+  // partition after another instead costs a cache miss per cell. Never throws: text goes into
+  // reserved bytes.
   void scatter_rows(const Schema& schema, RowSlots& s, const ColumnBatch& batch,
                     const std::vector<Group>& groups,
                     const std::vector<std::vector<duckdb_hugeint>>& uuids) noexcept {
     const std::size_t ncols = schema.columns().size();
     const std::size_t n = batch.rows;
     const uint32_t* g = s.gid.data();
-    // One typed pass writing through the cursors in s.out (one per group, into its buffer).
+    const uint32_t* rank = s.rank.data();
+    // One typed pass writing row r to s.out[its group] + its rank.
     auto copy = [&](const auto* in) {
       constexpr std::size_t w = sizeof(*in);
       for (std::size_t r = 0; r < n; ++r) {
-        std::byte*& cur = s.out[g[r]];
-        std::memcpy(cur, in + r, w);
-        cur += w;
+        std::memcpy(s.out[g[r]] + std::size_t{rank[r]} * w, in + r, w);
       }
     };
     for (std::size_t c = 0; c < ncols; ++c) {
@@ -1135,15 +1266,27 @@ struct PartitionedDataRepository::Impl {
         continue;
       }
       if (!groups.empty() && s.dst[0]->text[c]) {
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          s.arenas[gi] = &*s.dst[gi]->text[c];
-          s.ends[gi] = s.dst[gi]->text[c]->ends.data() + s.base[gi];
-        }
+        // Each row's bytes start where the rows before it in its group's order end: lengths
+        // first (in batch order), then the ends and starts in each group's order, then the bytes.
         const auto& in = std::get<std::vector<std::string>>(src.data);
+        uint64_t* start = s.start.data();
+        for (std::size_t r = 0; r < n; ++r) start[r] = in[r].size();
+        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+          TextArena& t = *s.dst[gi]->text[c];
+          uint64_t* ends = t.ends.data() + s.base[gi];
+          uint64_t at = t.bytes.size();
+          const std::vector<uint32_t>& rows = groups[gi].rows;
+          for (std::size_t i = 0; i < rows.size(); ++i) {
+            const uint64_t len = start[rows[i]];
+            start[rows[i]] = at;
+            at += len;
+            ends[i] = at;
+          }
+          t.bytes.resize(at);  // within the capacity prepare_rows reserved
+          s.out[gi] = reinterpret_cast<std::byte*>(t.bytes.data());
+        }
         for (std::size_t r = 0; r < n; ++r) {
-          TextArena& t = *s.arenas[g[r]];
-          t.bytes.append(in[r]);  // within the capacity prepare_rows reserved
-          *s.ends[g[r]]++ = t.bytes.size();
+          if (!in[r].empty()) std::memcpy(s.out[g[r]] + start[r], in[r].data(), in[r].size());
         }
         continue;
       }
@@ -1162,7 +1305,9 @@ struct PartitionedDataRepository::Impl {
           src.data);
     }
     for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-      s.dst[gi]->rows.rows = s.base[gi] + groups[gi].rows.size();
+      BufferedRows& part = *s.dst[gi];
+      part.rows.rows = s.base[gi] + groups[gi].rows.size();
+      part.run_ends.push_back(static_cast<uint32_t>(part.rows.rows));  // reserved
     }
   }
 
@@ -1328,6 +1473,9 @@ struct PartitionedDataRepository::Impl {
     std::vector<Group> groups = route(schema, batch);
     res.ids_generated = assign_missing_ids(schema, batch);
     normalize_ids(schema, batch);
+    // Each partition's rows go into the buffer as one run sorted by the partition value (the
+    // drain merges the runs: merge_sorted_runs).
+    for (Group& g : groups) sort_by_partition_value(batch, schema.partition_index(), g.rows);
     // Validates, and the log stores UUIDs as 16 bytes (the drain parses the whole buffer again).
     const std::vector<std::vector<duckdb_hugeint>> uuids = parse_uuids(schema, batch);
     {
@@ -2072,7 +2220,10 @@ struct PartitionedDataRepository::Impl {
                     const std::vector<std::vector<duckdb_hugeint>>& uuids, Group& g,
                     const std::string& batch_id, bool check_replay, duck::Connection& conn) {
     Entry& e = *g.entry;
-    sort_by_partition_value(batch, store.schema.partition_index(), g.rows);
+    const std::size_t pcol = store.schema.partition_index();
+    if (!g.buffered || !merge_sorted_runs(batch, pcol, g.buffered->run_ends, g.rows)) {
+      sort_by_partition_value(batch, pcol, g.rows);
+    }
     const bool done = commit_partition(
         e, g.logs && !g.logs->empty() ? g.logs->front().first : batch_id, check_replay, conn,
         [&](duck::Connection& c, const std::string& ctx) {
