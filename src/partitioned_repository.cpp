@@ -1456,10 +1456,17 @@ struct PartitionedDataRepository::Impl {
     in.replay_pending = false;
   }
 
+  // A filling partition with this many rows is handed to a background drain when none runs: four
+  // of DuckDB's row groups (122,880 rows each). Two made 10M rows over 12 months 3% faster than
+  // four but their files 2.5% larger: each commit is sorted on its own, and three sorted commits
+  // over the same month compress worse than two.
+  static constexpr std::size_t kEarlyDrainRows = 4 * 122'880;
+
   // A buffered create_batch: validates and routes like write_to (a bad row fails the call with
   // nothing logged), assigns missing ids, appends the batch to the filling set's ingest log
   // (synced), keeps it in memory and hands the set to a background drain when it holds half the
   // budget.
+
   BatchResult write_buffered(Store& store, const Schema& schema, ColumnBatch& batch,
                              bool keep_batch) {
     BatchResult res;
@@ -1564,6 +1571,25 @@ struct PartitionedDataRepository::Impl {
       }
     }
     in.rows += static_cast<int64_t>(batch.rows);
+    // Early hand-over: partitions that hold full row groups' worth of rows go to a background
+    // drain as soon as none is running, instead of waiting for the buffer to fill. Their commits
+    // are as large as DuckDB writes straight to the file (a row group or more), and the drain
+    // works on the core the caller leaves idle rather than all at flush() or close (10M rows over
+    // 12 months fit in the default buffer: everything was written at flush). Cannot fail: the
+    // batch is logged.
+    if (bulk_active.load() == 0 && !in.draining && in.d_parts.empty() && in.d_error.empty()) {
+      try {
+        std::vector<PartitionKey> keys;
+        for (const auto& [key, part] : in.parts) {
+          if (part.rows.rows >= kEarlyDrainRows) keys.push_back(key);
+        }
+        if (!keys.empty()) {
+          hand_over_locked(store, keys);
+          start_background_drain(store);
+        }
+      } catch (...) {  // no memory for the list: the rows wait for a later hand-over
+      }
+    }
     if (!keep_batch) batch = ColumnBatch{};
     {
       std::lock_guard g(mu);

@@ -2276,6 +2276,43 @@ TEST_F(PartitionedTest, BufferedRowsReachTheirPartitionsInTimeOrderTiesInWriteOr
   EXPECT_EQ(rows, seq);
 }
 
+// A partition that holds four row groups' worth of buffered rows (491,520) is handed to a
+// background drain without waiting for the buffer to fill or for flush(); one with fewer stays
+// buffered.
+TEST_F(PartitionedTest, WriteBufferDrainsAPartitionPastFourRowGroupsEarly) {
+  const Schema schema("early", {{"id", "BIGINT"}, {"ts", "TIMESTAMP"}}, "ts", "id");
+  auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 1024;  // far from full
+  cfg.write_buffer_max_delay_ms = 0;
+  PartitionedDataRepository repo(cfg);
+  auto batch_of = [&](int64_t first_id, int64_t n, int month) {
+    ColumnBatch b = make_column_batch(schema);
+    const int64_t t0 =
+        int64_t{date_from_civil(2024, static_cast<unsigned>(month), 1).days} * kMicrosPerDay;
+    for (int64_t i = 0; i < n; ++i) {
+      std::get<std::vector<int64_t>>(b.columns[0].data).push_back(first_id + i);
+      std::get<std::vector<int64_t>>(b.columns[1].data).push_back(t0 + (i * 7919) % 86'400'000'000);
+    }
+    b.rows = static_cast<std::size_t>(n);
+    return b;
+  };
+  repo.create_batch_columnar(schema, batch_of(0, 400'000, 1));
+  repo.create_batch_columnar(schema, batch_of(400'000, 1000, 2));
+  EXPECT_EQ(repo.counters().buffer_drains, 0);
+  repo.create_batch_columnar(schema, batch_of(401'000, 91'520, 1));  // January: 491,520 rows
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (repo.counters().buffer_drains == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // January alone was committed (one partition commit); February is still buffered.
+  EXPECT_EQ(repo.counters().buffer_drains, 1);
+  EXPECT_EQ(repo.counters().batches_committed, 1);
+  EXPECT_EQ(repo.counters().rows_buffered, 492'520);
+  // A read drains the rest first and sees every row.
+  EXPECT_EQ(repo.count_all(schema), 492'520);
+  EXPECT_EQ(repo.counters().batches_committed, 2);
+}
+
 TEST_F(PartitionedTest, WriteBufferRefusesBadRowsWithoutLosingBufferedOnes) {
   auto cfg = test_config(path("buf"), PartitionStrategy::kMonthly);
   cfg.write_buffer_mb = 64;  // nothing drains on its own
