@@ -58,7 +58,9 @@ struct PartitionConfig {
   // compressed, instead of a small append per call (docs/architecture.md, "Write buffering").
   // When the buffered rows reach 8/9 of this size, a background drain commits the fullest
   // partitions holding an eighth of them while the others keep filling (so that at many
-  // partitions each commit is larger than an even share of the memory). Everything is drained
+  // partitions each commit is larger than an even share of the memory); a partition holding
+  // 491,520 rows (four row groups) is handed to a background drain as soon as none is running,
+  // so a data set that fits in the buffer is not all written at flush(). Everything is drained
   // before any other operation on the table (reads see every row written before them), on flush(),
   // on close, and per partition after write_buffer_max_delay_ms; a crash is repaired at the next
   // open by replaying the ingest logs exactly once. Ingest logs live until every partition holding
