@@ -1,7 +1,10 @@
 // PartitionedDataRepository: pruning, LRU, lookups by id, the catalog, damaged and foreign files.
 #include <fmt/format.h>
 
+#include <sys/resource.h>
+
 #include <atomic>
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -2106,6 +2109,75 @@ static int ingest_logs_in(const std::string& dir) {
     if (f.path().filename().string().rfind("_ingest_", 0) == 0) ++n;
   }
   return n;
+}
+
+// The size of the one ingest log in `dir` (0 when there is none).
+static uint64_t ingest_log_bytes(const std::string& dir) {
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    if (f.path().filename().string().rfind("_ingest_", 0) == 0) return f.file_size();
+  }
+  return 0;
+}
+
+TEST_F(PartitionedTest, WriteBufferKeepsNothingOfABatchItsLogCouldNotHold) {
+  // The disk refuses a buffered batch's log record (a real file size limit: RLIMIT_FSIZE, EFBIG).
+  // The call fails naming the log, and none of its rows stay buffered, whether the record was
+  // written while the rows were copied into the buffer (20,000 rows: on a second thread) or
+  // before (2,000 rows). Written again afterwards, every row lands exactly once.
+  auto cfg = test_config(path("buf"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 256;  // nothing drains on its own
+  cfg.write_buffer_max_delay_ms = 0;
+  std::mt19937_64 rng(29);
+  const Date from = date_from_civil(2023, 1, 1), to = date_from_civil(2023, 3, 31);
+  auto first = random_wide_rows(rng, 3000, from, to);
+  std::vector<DataRecord> all = first;
+  std::vector<std::vector<DataRecord>> refused;
+  {
+    PartitionedDataRepository repo(cfg);
+    repo.create_batch(schema_, first);
+    const std::string dir = path("buf/events");
+    ASSERT_GT(ingest_log_bytes(dir), 0u);
+    const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old_limit{};
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+    for (const std::size_t n : {std::size_t{20'000}, std::size_t{2'000}}) {
+      refused.push_back(random_wide_rows(rng, n, from, to));
+      rlimit lim = old_limit;
+      lim.rlim_cur = ingest_log_bytes(dir) + 8192;  // room for part of the record, not all
+      ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+      const std::string msg = error_of([&] { repo.create_batch(schema_, refused.back()); });
+      ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+      EXPECT_NE(msg.find("cannot write a batch"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("_ingest_"), std::string::npos) << msg;
+      EXPECT_EQ(repo.counters().rows_buffered, 3000) << n;
+    }
+    std::signal(SIGXFSZ, old_handler);
+    // A batch written next lands in the same buffered partitions, after the rows kept.
+    const auto third = random_wide_rows(rng, 500, from, to);
+    repo.create_batch(schema_, third);
+    all.insert(all.end(), third.begin(), third.end());
+    // The buffer and the log hold those two batches only: a read drains exactly their rows (the
+    // oracle: the same rows in one DuckDB file).
+    DuckDBDataRepository single(path("first.duckdb"));
+    single.create_batch(schema_, all);
+    DataQueryRequest q;
+    q.limit = 10'000'000;
+    EXPECT_TRUE(sorted_texts(repo.get_all(schema_, q).items) ==
+                sorted_texts(single.get_all(schema_, q).items));
+    for (const auto& r : refused) {
+      repo.create_batch(schema_, r);
+      all.insert(all.end(), r.begin(), r.end());
+    }
+    EXPECT_EQ(repo.counters().rows_buffered, 25'500);
+  }
+  PartitionedDataRepository fresh(cfg);
+  DuckDBDataRepository single(path("all.duckdb"));
+  single.create_batch(schema_, all);
+  DataQueryRequest q;
+  q.limit = 10'000'000;
+  const auto got = fresh.get_all(schema_, q).items;
+  EXPECT_EQ(got.size(), 25'500u);
+  EXPECT_TRUE(sorted_texts(got) == sorted_texts(single.get_all(schema_, q).items));
 }
 
 TEST_F(PartitionedTest, TimedDrainCommitsAnIdleWritersRows) {
