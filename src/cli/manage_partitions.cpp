@@ -27,7 +27,33 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
-extern "C" void on_sigint(int) { g_stop.store(true); }
+// The first SIGINT / SIGTERM asks the running operation to stop at its next safe point (a batch
+// boundary); a second one quits at once, which leaves what a kill -9 leaves (every write is
+// crash-safe). Only async-signal-safe calls here.
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop.exchange(true)) {
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+    return;
+  }
+  static constexpr char kMsg[] =
+      "\nmanage_partitions: stopping at the next safe point (press Ctrl-C again to quit at "
+      "once)\n";
+  const ssize_t n = ::write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
+  (void)n;
+}
+
+// Installed for the rest of the process, not only while the long operation runs: a signal that
+// lands after the operation returned (while the result is printed) must not kill the process
+// with the default action. SA_RESTART keeps DuckDB's file I/O from seeing EINTR.
+void stop_on_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
 
 struct Common {
   std::string database = "data/data.duckdb";
@@ -190,8 +216,7 @@ int cmd_repartition(const Common& c, const MigrateArgs& a) {
   o.verify = !a.no_verify;
   o.dry_run = a.dry_run;
   ProgressLine line(/*lines_when_not_tty=*/true);
-  std::signal(SIGINT, on_sigint);
-  std::signal(SIGTERM, on_sigint);
+  stop_on_signals();
   const RepartitionResult r = repartition(
       cfg, o,
       [&](const MigrationProgress& p) {
@@ -203,7 +228,6 @@ int cmd_repartition(const Common& c, const MigrateArgs& a) {
                   p.current == "verifying");
       },
       &g_stop);
-  std::signal(SIGINT, SIG_DFL);
   line.finish();
   std::printf("%s", a.json ? (r.to_json() + "\n").c_str() : r.to_text().c_str());
   for (const auto& ch : r.checks) {
@@ -260,8 +284,7 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
   PartitionMigrator m(repo, o);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto last = std::chrono::steady_clock::now() - std::chrono::seconds(10);
-  std::signal(SIGINT, on_sigint);
-  std::signal(SIGTERM, on_sigint);
+  stop_on_signals();
   const MigrationResult r = m.migrate(
       [&](const MigrationProgress& p) {
         const auto now = std::chrono::steady_clock::now();
@@ -281,7 +304,6 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
         std::fflush(stderr);
       },
       &g_stop);
-  std::signal(SIGINT, SIG_DFL);
   if (tty) std::fputs("\n", stderr);
   if (a.json) {
     nlohmann::ordered_json j;
@@ -739,10 +761,8 @@ int cmd_import(const Common& c, const std::string& csv, const std::string& parqu
                           p.rows_done, p.rows_total, pct, p.rows_per_s, p.eta_s, p.stage),
               p.stage == "done");
   };
-  std::signal(SIGINT, on_sigint);
-  std::signal(SIGTERM, on_sigint);
+  stop_on_signals();
   const ImportResult r = import_file(repo, c.schema, csv.empty() ? parquet : csv, o);
-  std::signal(SIGINT, SIG_DFL);
   line.finish();
   std::printf("%s", json ? (r.to_json() + "\n").c_str() : r.to_text().c_str());
   if (r.interrupted) {
@@ -765,15 +785,13 @@ int cmd_export(const Common& c, const std::string& to, const std::string& format
   OpenStore st(cfg, c.schema, true);
   PartitionUtilities util(st.repo);
   ProgressLine line;
-  std::signal(SIGINT, on_sigint);
-  std::signal(SIGTERM, on_sigint);
+  stop_on_signals();
   const ExportResult r = util.export_parquet(
       st.schema, to,
       [&](const std::string& name, int64_t done, int64_t total) {
         line.show(fmt::format("export: {}/{} partitions, {}", done, total, name));
       },
       &g_stop);
-  std::signal(SIGINT, SIG_DFL);
   line.finish();
   std::printf("%s", json ? (r.to_json() + "\n").c_str() : r.to_text().c_str());
   return r.interrupted ? static_cast<int>(ErrorCode::kInterrupted) : 0;
