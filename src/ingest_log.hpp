@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <duckdb.h>
@@ -55,6 +56,21 @@ class IngestLog {
     std::unique_ptr<char, Free> data;
     std::size_t capacity = 0;
   };
+
+  // The record buffer, handed from a log closed to appends to the next one: a batch of 1M rows
+  // needs ~75 MB, and a fresh buffer costs a page fault per 4 KB on first touch (a new log starts
+  // at every drain). take_buffer leaves this log without one (it would allocate again on append).
+  Buffer take_buffer() noexcept {
+    Buffer b;
+    b.data = std::move(buf_.data);
+    b.capacity = std::exchange(buf_.capacity, 0);
+    return b;
+  }
+  void give_buffer(Buffer&& b) noexcept {
+    if (b.capacity <= buf_.capacity) return;
+    buf_.data = std::move(b.data);
+    buf_.capacity = std::exchange(b.capacity, 0);
+  }
 
   struct Contents {
     std::vector<ColumnBatch> batches;

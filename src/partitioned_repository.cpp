@@ -198,6 +198,7 @@ struct Store {
     // is handed to a drain, since that commit records its id.
     std::map<std::string, LiveLog> logs;
     std::string current;
+    IngestLog::Buffer spare_buffer;  // the last closed log's record buffer, for the next one
     // The last hand-over made because the buffer was full: while a stream keeps filling it, timed
     // drains wait longer (run_timed_drains).
     std::chrono::steady_clock::time_point last_full_drain{};
@@ -1038,7 +1039,9 @@ struct PartitionedDataRepository::Impl {
     if (in.current.empty()) return;
     auto it = in.logs.find(in.current);
     in.current.clear();
-    if (it == in.logs.end() || it->second.holders > 0) return;
+    if (it == in.logs.end()) return;
+    in.spare_buffer = it->second.log.take_buffer();  // no appends to it after this
+    if (it->second.holders > 0) return;
     std::vector<IngestLog> dead;
     dead.push_back(std::move(it->second.log));
     in.logs.erase(it);
@@ -1559,8 +1562,11 @@ struct PartitionedDataRepository::Impl {
     }
     if (in.current.empty()) {
       const std::string id = new_uuid_v7();
-      in.logs.emplace(
-          id, Store::LiveLog{IngestLog::create(store.dir + "/" + kIngestPrefix + id + ".log")});
+      const auto it = in.logs
+                          .emplace(id, Store::LiveLog{IngestLog::create(
+                                           store.dir + "/" + kIngestPrefix + id + ".log")})
+                          .first;
+      it->second.log.give_buffer(std::move(in.spare_buffer));
       in.current = id;
       if (config.write_buffer_max_delay_ms > 0) start_timed_drains();
     }

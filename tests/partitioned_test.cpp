@@ -2500,6 +2500,50 @@ TEST_F(PartitionedTest, IngestLogIsReplayedExactlyOnceAndItsTornTailIgnored) {
   }
 }
 
+TEST_F(PartitionedTest, IngestLogBufferHandedToTheNextLogKeepsEveryRecordWhole) {
+  // The write buffer hands a closed log's record buffer to the next log. Records written through
+  // a handed-over buffer (smaller and larger than it) and by the log that gave it away (which
+  // allocates a new one) must all read back as written.
+  std::mt19937_64 rng(12);
+  std::filesystem::create_directories(path("logs"));
+  auto batch_of = [&](int n) {
+    return records_to_batch(schema_, random_wide_rows(rng, n, date_from_civil(2023, 1, 1),
+                                                      date_from_civil(2023, 6, 30)));
+  };
+  const std::vector<ColumnBatch> a_batches = {batch_of(3000), batch_of(50)};
+  const std::vector<ColumnBatch> b_batches = {batch_of(200), batch_of(5000), batch_of(10)};
+  {
+    IngestLog a = IngestLog::create(path("logs/a.log"));
+    IngestLog b = IngestLog::create(path("logs/b.log"));
+    a.append(a_batches[0], {});
+    b.give_buffer(a.take_buffer());
+    b.append(b_batches[0], {});          // fits in the handed-over buffer
+    a.append(a_batches[1], {});          // a has none left: allocates
+    b.append(b_batches[1], {});          // larger than it: reallocated
+    b.give_buffer(IngestLog::Buffer{});  // an empty one is ignored
+    b.append(b_batches[2], {});
+  }
+  for (const auto& [file, want] :
+       {std::pair{path("logs/a.log"), &a_batches}, std::pair{path("logs/b.log"), &b_batches}}) {
+    const IngestLog::Contents got = IngestLog::read(file);
+    EXPECT_EQ(got.ignored_bytes, 0u) << file;
+    ASSERT_EQ(got.batches.size(), want->size()) << file;
+    for (std::size_t i = 0; i < want->size(); ++i) {
+      const ColumnBatch& g = got.batches[i];
+      const ColumnBatch& w = (*want)[i];
+      ASSERT_EQ(g.rows, w.rows) << file << " record " << i;
+      ASSERT_EQ(g.columns.size(), w.columns.size());
+      for (std::size_t c = 0; c < w.columns.size(); ++c) {
+        EXPECT_TRUE(g.columns[c].data == w.columns[c].data)
+            << file << " record " << i << " col " << c;
+        for (std::size_t r = 0; r < w.rows; ++r) {
+          ASSERT_EQ(g.columns[c].is_valid(r), w.columns[c].is_valid(r)) << file << " row " << r;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(PartitionedTest, DamagedIngestLogIsKeptAndNamedNotDropped) {
   // Only the last record of a log can be cut short; a damaged record followed by whole ones is
   // damage: the table refuses to open instead of dropping the rows after it.
