@@ -1048,12 +1048,13 @@ TEST_F(PartitionedTest, PartitionsMadeFromTheTemplateHoldTheirOwnMetadata) {
     // The metadata row of a file made from the template (every month but the first) sits in one
     // block: the template holds none (a row there would keep the template's block in every file
     // for the columns no commit updates).
-    if (m > 1)
+    if (m > 1) {
       EXPECT_EQ(
           c.query_int("SELECT count(DISTINCT block_id) FROM pragma_storage_info('_duckpart_meta') "
                       "WHERE block_id >= 0"),
           1)
           << key.file_name();
+    }
     ++checked;
   }
   EXPECT_EQ(checked, 6);
@@ -1167,7 +1168,7 @@ TEST_F(PartitionedTest, AFileWithoutMetadataRowIsEmptyOrNamedAsAProblem) {
   std::filesystem::create_directories(path("empty"));
   std::filesystem::copy_file(april, path("bad/partition_2022_04.duckdb"));
   std::filesystem::copy_file(april, path("empty/partition_2022_04.duckdb"));
-  for (const std::string f : {april, path("bad/partition_2022_04.duckdb")}) {
+  for (const std::string& f : {april, path("bad/partition_2022_04.duckdb")}) {
     duck::Database db = duck::Database::open(f);
     db.connect().exec("DELETE FROM _duckpart_meta");
   }

@@ -293,7 +293,12 @@ TEST_F(CliTest, SortedSourceIsCopiedByRunsAndEqualsTheSource) {
     a.insert(a.end(), more.begin(), more.end());
     return a;
   };
+  const auto t_full = std::chrono::steady_clock::now();
   const CliRun r = run(args(path("parts"), {"--json"}));
+  // The kills below land within this duration, so that they hit a running migration on a machine
+  // of any speed.
+  const double full_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_full).count();
   ASSERT_EQ(r.rc, 0) << r.err << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["mismatches"].get<int64_t>(), 0);
@@ -332,7 +337,8 @@ TEST_F(CliTest, SortedSourceIsCopiedByRunsAndEqualsTheSource) {
       ::execv(DUCKPART_CLI, argv.data());
       ::_exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 600));
+    std::this_thread::sleep_for(std::chrono::milliseconds(
+        static_cast<int64_t>(full_ms * (0.15 + 0.6 * static_cast<double>(rng() % 1000) / 1000))));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -399,6 +405,15 @@ TEST_F(CliTest, KillNineThenResumeGivesEveryRowExactlyOnce) {
   int killed_mid_run = 0;
   int trials = 3;  // CI's sanitizer run sets fewer: each trial is a full migration
   if (const char* t = std::getenv("DUCKPART_KILL_TRIALS")) trials = std::atoi(t);
+  // One uninterrupted run first: the kills land within its duration, so that they hit a running
+  // migration on a machine of any speed.
+  const auto t_full = std::chrono::steady_clock::now();
+  const CliRun full = run({"migrate", "--database", path("src.duckdb"), "--partitions",
+                           path("parts_full"), "--schema", "events", "--partition-column", "ts",
+                           "--strategy", "weekly", "--batch-size", "5000"});
+  ASSERT_EQ(full.rc, 0) << full.err;
+  const double full_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_full).count();
   for (int trial = 0; trial < trials; ++trial) {
     const std::string parts = path("parts" + std::to_string(trial));
     const pid_t pid = ::fork();
@@ -411,7 +426,8 @@ TEST_F(CliTest, KillNineThenResumeGivesEveryRowExactlyOnce) {
               "--strategy", "weekly", "--batch-size", "5000", static_cast<char*>(nullptr));
       ::_exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 1500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(
+        static_cast<int64_t>(full_ms * (0.1 + 0.7 * static_cast<double>(rng() % 1000) / 1000))));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
