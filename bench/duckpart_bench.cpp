@@ -10,11 +10,14 @@
 // and P8 in child processes); each figure is repeated --reps times and reported as min / median /
 // p95, plus one JSON line per figure on stdout. P1's three passes are repeated --ingest-reps times
 // (default: --reps), alternating the systems.
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -29,6 +32,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -190,21 +194,41 @@ Stat time_reps(int reps, const std::function<void()>& f, double scale = 1.0) {
 
 // Runs this binary again with `args` (a fresh process: nothing cached, nothing attached) and
 // returns its stdout and wall time in ms, from fork to exit.
-std::pair<std::string, double> run_self(const std::vector<std::string>& args) {
+//
+// `spawn`: start it with posix_spawn (no copy of this process's page tables, which fork() makes:
+// with the benchmark at several GB that copy alone adds tens of ms) — for timings of a process's
+// start (P3). Not for children that report their own peak RSS: a child started that way shares
+// this process's memory until exec and inherits its high-water mark.
+std::pair<std::string, double> run_self(const std::vector<std::string>& args, bool spawn = false) {
   int fds[2];
   if (::pipe(fds) != 0) throw Error(ErrorCode::kIo, "pipe failed");
+  static const std::string self = fs::read_symlink("/proc/self/exe").string();
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(self.c_str()));
+  for (const auto& x : args) argv.push_back(const_cast<char*>(x.c_str()));
+  argv.push_back(nullptr);
   const double t0 = now_s();
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(fds[1], 1);
-    ::close(fds[0]);
-    std::vector<char*> argv;
-    static std::string self = fs::read_symlink("/proc/self/exe").string();
-    argv.push_back(self.data());
-    for (const auto& x : args) argv.push_back(const_cast<char*>(x.c_str()));
-    argv.push_back(nullptr);
-    ::execv(self.c_str(), argv.data());
-    ::_exit(127);
+  pid_t pid = -1;
+  if (spawn) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    const int rc = ::posix_spawn(&pid, self.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      throw Error(ErrorCode::kIo, "posix_spawn failed: " + std::string(std::strerror(rc)));
+    }
+  } else {
+    pid = ::fork();
+    if (pid == 0) {
+      ::dup2(fds[1], 1);
+      ::close(fds[0]);
+      ::execv(self.c_str(), argv.data());
+      ::_exit(127);
+    }
   }
   ::close(fds[1]);
   std::string out;
@@ -245,6 +269,14 @@ int child_main(int argc, char** argv) {
       std::printf("%lld %lld\n", static_cast<long long>(n),
                   static_cast<long long>(part.counters().partitions_opened));
     }
+    return 0;
+  }
+  if (mode == "--child-floor" && argc == 2) {
+    // What any query in a new process pays before it reads a file: loading libduckdb, starting an
+    // in-memory DuckDB (its built-in functions and extensions), one trivial query, exit.
+    duck::Database db = duck::Database::open("");
+    duck::Connection c = db.connect();
+    std::printf("%lld 0\n", static_cast<long long>(c.query_int("SELECT 42")));
     return 0;
   }
   if (mode == "--child-stream" && argc == 5) {
@@ -931,15 +963,16 @@ int main(int argc, char** argv) {
         single.create_batch_columnar(schema, std::move(copy));
       }
       const std::string from = "2016-03-01", to = "2016-03-04";
-      std::vector<double> t_part, t_single;
+      std::vector<double> t_part, t_single, t_floor;
       std::string files, rows_part, rows_single;
       for (int i = 0; i < a.reps; ++i) {
+        t_floor.push_back(run_self({"--child-floor"}, true).second);
         auto [out, ms] =
-            run_self({"--child-cold", "part", daily.base_partition_path, "daily", from, to});
+            run_self({"--child-cold", "part", daily.base_partition_path, "daily", from, to}, true);
         t_part.push_back(ms);
         rows_part = out.substr(0, out.find(' '));
         files = out.substr(out.find(' ') + 1);
-        auto [out2, ms2] = run_self({"--child-cold", "single", daily_single, "-", from, to});
+        auto [out2, ms2] = run_self({"--child-cold", "single", daily_single, "-", from, to}, true);
         t_single.push_back(ms2);
         rows_single = out2.substr(0, out2.find(' '));
       }
@@ -956,6 +989,8 @@ int main(int argc, char** argv) {
              "duckpart", "ms", stats_of(t_part));
       record("P3", fmt::format("cold 3-day count in a fresh process, {} days in one file", days),
              "single file", "ms", stats_of(t_single));
+      record("P3", "fresh process: in-memory DuckDB, SELECT 42, exit (the floor of both)",
+             "plain DuckDB, no file", "ms", stats_of(t_floor));
     }
 
     // P9 after `manage_partitions compact` (every partition rewritten sorted by time, verified):
@@ -982,6 +1017,55 @@ int main(int argc, char** argv) {
 
     // P6: retention — drop the 12 oldest months; the bytes must come back.
     if (a.on("p6")) {
+      // The disk's floor for freeing those bytes, in this run: copies of the files the clean-up
+      // will remove (written, synced), unlinked without DuckDB or duckpart, on 4 threads as
+      // cleanup drops partitions, and one after the other. (On ext4 mounted with `discard` and no
+      // journal, unlink waits for the discard of every freed block: its time grows with the
+      // bytes.)
+      double floor_ms = 0, serial_ms = 0;
+      int floor_files = 0;
+      {
+        const fs::path table_dir = fs::path(cfg.base_partition_path) / schema.name();
+        const fs::path scratch = fs::path(a.dir) / "p6_floor";
+        auto copy_doomed = [&] {
+          fs::remove_all(scratch);
+          fs::create_directories(scratch);
+          std::vector<fs::path> copies;
+          for (const auto& f : fs::directory_iterator(table_dir)) {
+            const std::string name = f.path().filename().string();
+            if (!name.starts_with("partition_2015")) continue;  // what cleanup(before 2016) drops
+            const fs::path to = scratch / name;
+            fs::copy_file(f.path(), to);
+            const int fd = ::open(to.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+              ::fsync(fd);
+              ::close(fd);
+            }
+            copies.push_back(to);
+          }
+          ::sync();
+          return copies;
+        };
+        std::vector<fs::path> copies = copy_doomed();
+        floor_files = static_cast<int>(copies.size());
+        double t0 = now_s();
+        {
+          std::atomic<std::size_t> next{0};
+          auto work = [&] {
+            for (std::size_t i = next++; i < copies.size(); i = next++) ::unlink(copies[i].c_str());
+          };
+          std::vector<std::thread> threads;
+          for (int t = 1; t < 4; ++t) threads.emplace_back(work);
+          work();
+          for (auto& t : threads) t.join();
+        }
+        floor_ms = (now_s() - t0) * 1e3;
+        copies = copy_doomed();
+        t0 = now_s();
+        for (const auto& c : copies) ::unlink(c.c_str());
+        serial_ms = (now_s() - t0) * 1e3;
+        fs::remove_all(scratch);
+      }
       const uint64_t before = dir_bytes(cfg.base_partition_path);
       double ms = 0;
       int64_t removed = 0;
@@ -999,6 +1083,15 @@ int main(int argc, char** argv) {
              "duckpart", "ms", {ms, ms, ms});
       const double freed = static_cast<double>(before - after) / 1e6;
       record("P6", "retention: bytes freed", "duckpart", "MB", {freed, freed, freed});
+      record("P6",
+             fmt::format("retention floor: unlink copies of the same {} files on 4 threads, no "
+                         "DuckDB",
+                         floor_files),
+             "the disk (unlink)", "ms", {floor_ms, floor_ms, floor_ms});
+      record("P6",
+             fmt::format("retention floor: unlink copies of the same {} files one by one",
+                         floor_files),
+             "the disk (unlink)", "ms", {serial_ms, serial_ms, serial_ms});
       const uint64_t sb = dir_bytes(single_path);
       double sms = 0;
       {
