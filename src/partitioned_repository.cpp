@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <list>
 #include <map>
@@ -213,6 +216,102 @@ struct Store {
     std::atomic<bool> replay_pending{false};
   } ingest;
 };
+
+// The name partition `key` of table `table` is attached as.
+std::string partition_alias(const std::string& table, const PartitionKey& key) {
+  return fmt::format("dp_{}_{}_{}", table, strategy_name(key.strategy), key.label());
+}
+
+// A new entry for partition `key` of table `table` stored in `dir` (not attached, no metadata).
+std::unique_ptr<Entry> make_entry_in(const std::string& dir, const std::string& table,
+                                     const PartitionKey& key) {
+  auto e = std::make_unique<Entry>();
+  e->key = key;
+  e->name = key.name();
+  e->file = dir + "/" + key.file_name();
+  e->alias = partition_alias(table, key);
+  return e;
+}
+
+// What loading a table's store reads from its directory without DuckDB: the listing, the catalog
+// and the stamps of the files it lists, and an entry per partition file. Made by scan_table_dir,
+// turned into the store by Impl::load_store_locked; a read-only open scans its tables on a thread
+// of its own while DuckDB starts (Impl::start_prefetch).
+struct TableScan {
+  struct File {
+    std::string name;
+    std::optional<PartitionKey> key;  // nullopt: not named like a partition
+    std::unique_ptr<Entry> entry;     // when named like one
+    int cached = -1;                  // its line of `catalog`, when listed there
+    FileStamp stamp;                  // its stamp now, when listed there
+  };
+  bool exists = false;
+  std::optional<Catalog> catalog;        // nullopt: missing, unreadable, or of another strategy
+  std::vector<std::string> ingest_logs;  // file names
+  std::vector<std::string> creating;     // unfinished creations (file names)
+  std::vector<File> files;               // "*.duckdb", sorted by name
+  std::chrono::steady_clock::time_point started;
+};
+
+// Throws Error(kIo) when the directory exists and cannot be read.
+TableScan scan_table_dir(const std::string& dir, const std::string& table,
+                         PartitionStrategy strategy) {
+  TableScan scan;
+  scan.started = std::chrono::steady_clock::now();
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return scan;
+  scan.exists = true;
+  scan.catalog = read_catalog(dir, nullptr);
+  if (scan.catalog && scan.catalog->strategy != strategy_name(strategy)) scan.catalog.reset();
+  std::unordered_map<std::string_view, int> cached;
+  if (scan.catalog) {
+    cached.reserve(scan.catalog->entries.size());
+    for (std::size_t i = 0; i < scan.catalog->entries.size(); ++i) {
+      cached.emplace(scan.catalog->entries[i].file_name, static_cast<int>(i));
+    }
+  }
+  // POSIX listing and stamps relative to the directory: with 1,000+ partitions, std::filesystem
+  // paths (component parsing, path sorting) and full-path stats cost several milliseconds of
+  // every cold open. One descriptor for the listing and the stamps (both relative to it).
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot open partition directory '{}'", dir));
+  }
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { ::close(fd); }
+  } close_dir{dir_fd};
+  const std::vector<std::string> names = list_regular_files(dir_fd, dir);
+  const std::string creating_suffix = std::string(".duckdb") + kCreatingSuffix;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string& fname = names[i];
+    if (fname.starts_with(kIngestPrefix) && fname.ends_with(".log")) {
+      scan.ingest_logs.push_back(fname);
+      continue;
+    }
+    if (fname.ends_with(creating_suffix) || fname.ends_with(creating_suffix + ".wal")) {
+      scan.creating.push_back(fname);
+      continue;
+    }
+    if (!fname.ends_with(".duckdb") || fname.size() <= 7) continue;
+    TableScan::File f;
+    f.name = fname;
+    f.key = parse_partition_name(fname);
+    if (f.key) {
+      if (f.key->is_null) f.key->strategy = strategy;
+      f.entry = make_entry_in(dir, table, *f.key);
+      if (auto c = cached.find(fname); c != cached.end() && f.key->strategy == strategy) {
+        f.cached = c->second;
+        // The listing tells whether there is a log: the stamp skips looking for it otherwise.
+        const bool wal = std::binary_search(names.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                                            names.end(), fname + ".wal");
+        f.stamp = stamp_in(dir_fd, fname, wal);
+      }
+    }
+    scan.files.push_back(std::move(f));
+  }
+  return scan;
+}
 
 struct Group {
   PartitionKey key;
@@ -774,16 +873,11 @@ struct PartitionedDataRepository::Impl {
   // ---- loading a schema's store ---------------------------------------------------------------
 
   std::string alias_for(const Schema& schema, const PartitionKey& key) const {
-    return fmt::format("dp_{}_{}_{}", schema.name(), strategy_name(key.strategy), key.label());
+    return partition_alias(schema.name(), key);
   }
 
   std::unique_ptr<Entry> make_entry(const Store& store, const PartitionKey& key) const {
-    auto e = std::make_unique<Entry>();
-    e->key = key;
-    e->name = key.name();
-    e->file = store.dir + "/" + key.file_name();
-    e->alias = alias_for(store.schema, key);
-    return e;
+    return make_entry_in(store.dir, store.schema.name(), key);
   }
 
   // Reads (and checks) the metadata of an attached or attachable file. Under mu (and write_mu
@@ -1793,10 +1887,85 @@ struct PartitionedDataRepository::Impl {
     return ref;
   }
 
+  // ---- read-only opens: the tables' directories are scanned while DuckDB starts
+  // ------------------
+  //
+  // Starting DuckDB (the in-memory instance every partition is attached to) takes ~10 ms of one
+  // core and touches no partition; scanning a table of 1,000+ partitions (listing, catalog, a stamp
+  // per file, an entry per partition) takes ~5 ms and needs no DuckDB. A read-only open scans the
+  // directory's tables on a thread of its own meanwhile (at most kPrefetchMaxTables of them); the
+  // first load of a table takes its scan when it is at most kPrefetchMaxAge old, and any other
+  // load reads the directory itself. A scan is what a load at that moment would have read, so a
+  // file changed after it is treated like a file changed after the load (docs/architecture.md,
+  // "Cold opens").
+  std::future<std::map<std::string, TableScan>> prefetch;
+  std::map<std::string, TableScan> prefetched;  // under mu, once `prefetch` is taken
+  static constexpr auto kPrefetchMaxAge = std::chrono::seconds(2);
+  static constexpr std::size_t kPrefetchMaxTables = 8;
+
+  // The tables of the directory (as list_schemas names them), sorted; never throws.
+  static std::vector<std::string> table_dirs(const std::string& base) {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(base.c_str());
+    if (!d) return out;
+    while (const dirent* ent = ::readdir(d)) {
+      const std::string_view name(ent->d_name);
+      if (name.empty() || name[0] == '_' || name[0] == '.') continue;
+      bool dir = ent->d_type == DT_DIR;
+      if (ent->d_type == DT_UNKNOWN || ent->d_type == DT_LNK) {
+        struct stat st {};
+        dir = ::stat((base + "/" + ent->d_name).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+      }
+      if (dir) out.emplace_back(name);
+    }
+    ::closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  void start_prefetch() noexcept {
+    try {
+      prefetch = std::async(std::launch::async, [base = base_dir, strategy = config.strategy] {
+        std::map<std::string, TableScan> out;
+        std::vector<std::string> tables = table_dirs(base);
+        if (tables.size() > kPrefetchMaxTables) tables.resize(kPrefetchMaxTables);
+        for (const std::string& t : tables) {
+          try {
+            out.emplace(t, scan_table_dir(base + "/" + t, t, strategy));
+          } catch (...) {  // the load scans again and reports it
+          }
+        }
+        return out;
+      });
+    } catch (...) {  // no thread: every load scans its directory itself
+    }
+  }
+
+  // Under mu: the prefetched scan of `table`; nullopt when there is none or it is too old.
+  std::optional<TableScan> take_prefetched(const std::string& table) {
+    if (prefetch.valid()) {
+      try {
+        prefetched = prefetch.get();
+      } catch (...) {
+        prefetched.clear();
+      }
+    }
+    auto it = prefetched.find(table);
+    if (it == prefetched.end()) return std::nullopt;
+    std::optional<TableScan> scan(std::move(it->second));
+    prefetched.erase(it);
+    if (std::chrono::steady_clock::now() - scan->started > kPrefetchMaxAge) return std::nullopt;
+    return scan;
+  }
+
   void load_store_locked(Store& store) {
-    std::error_code ec;
-    if (!fs::exists(store.dir, ec)) {
+    std::optional<TableScan> prefetched_scan = take_prefetched(store.schema.name());
+    TableScan scan = prefetched_scan
+                         ? std::move(*prefetched_scan)
+                         : scan_table_dir(store.dir, store.schema.name(), config.strategy);
+    if (!scan.exists) {
       if (options.read_only) return;
+      std::error_code ec;
       fs::create_directories(store.dir, ec);
       if (ec) {
         throw Error(ErrorCode::kIo, fmt::format("cannot create partition directory '{}': {}",
@@ -1804,73 +1973,41 @@ struct PartitionedDataRepository::Impl {
       }
       return;
     }
-    std::optional<Catalog> catalog = read_catalog(store.dir, &store.schema);
-    std::map<std::string, const CatalogEntry*> cached;
-    if (catalog && catalog->strategy == strategy_name(config.strategy)) {
+    bool catalog_usable = false;  // its entries describe files of this table's layout
+    if (scan.catalog) {
       try {
-        if (Schema::from_json(catalog->schema_json).same_layout(store.schema)) {
-          for (const auto& ce : catalog->entries) cached[ce.file_name] = &ce;
-        }
+        catalog_usable = Schema::from_json(scan.catalog->schema_json).same_layout(store.schema);
       } catch (const Error&) {
       }
     }
-    // POSIX listing and stamps relative to the directory: with 1,000+ partitions, std::filesystem
-    // paths (component parsing, path sorting) and full-path stats cost several milliseconds of
-    // every cold open.
-    // One descriptor for the listing and the stamps (both relative to it).
-    const int dir_fd = ::open(store.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd < 0) {
-      throw Error(ErrorCode::kIo, fmt::format("cannot open partition directory '{}'", store.dir));
+    for (const std::string& log : scan.ingest_logs) {
+      store.ingest.replay.push_back(store.dir + "/" + log);
     }
-    struct CloseFd {
-      int fd;
-      ~CloseFd() { ::close(fd); }
-    } close_dir{dir_fd};
-    const std::vector<std::string> names = list_regular_files(dir_fd, store.dir);
-    const std::set<std::string> wal_files = [&] {
-      std::set<std::string> w;  // write-ahead logs: stamps skip looking for the others
-      for (const auto& n : names) {
-        if (n.ends_with(".wal")) w.insert(n);
-      }
-      return w;
-    }();
-    std::vector<std::string> files;
-    for (const std::string& fname : names) {
-      if (fname.starts_with(kIngestPrefix) && fname.ends_with(".log")) {
-        store.ingest.replay.push_back(store.dir + "/" + fname);
-        continue;
-      }
-      if (!options.read_only &&
-          (fname.ends_with(std::string(".duckdb") + kCreatingSuffix) ||
-           fname.ends_with(std::string(".duckdb") + kCreatingSuffix + ".wal"))) {
+    if (!options.read_only) {
+      for (const std::string& fname : scan.creating) {
         std::error_code rm;
         fs::remove(store.dir + "/" + fname, rm);  // a creation that never finished: no rows
-        continue;
       }
-      if (fname.ends_with(".duckdb") && fname.size() > 7) files.push_back(fname);
     }
-    for (const std::string& fname : files) {
-      auto key = parse_partition_name(fname);
-      if (!key) {
+    for (TableScan::File& f : scan.files) {
+      if (!f.key) {
         store.problems.push_back(
             fmt::format("'{}' is not named like a partition file (partition_YYYY[_MM[_DD]|_wWW]"
                         ".duckdb); it is ignored",
-                        store.dir + "/" + fname));
+                        store.dir + "/" + f.name));
         continue;
       }
-      if (key->is_null) key->strategy = config.strategy;
-      auto e = make_entry(store, *key);
-      if (key->strategy != config.strategy) {
-        e->problem = fmt::format("is named for the {} strategy, but the store is {}",
-                                 strategy_name(key->strategy), strategy_name(config.strategy));
-      } else if (auto c = cached.find(fname);
-                 c != cached.end() &&
-                 c->second->stamp == stamp_in(dir_fd, fname, wal_files.count(fname + ".wal") > 0)) {
-        e->meta = c->second->meta;
+      Entry& e = *f.entry;
+      if (f.key->strategy != config.strategy) {
+        e.problem = fmt::format("is named for the {} strategy, but the store is {}",
+                                strategy_name(f.key->strategy), strategy_name(config.strategy));
+      } else if (catalog_usable && f.cached >= 0 &&
+                 scan.catalog->entries[static_cast<std::size_t>(f.cached)].stamp == f.stamp) {
+        e.meta = scan.catalog->entries[static_cast<std::size_t>(f.cached)].meta;
       } else {
-        verify_entry_locked(store, *e);
+        verify_entry_locked(store, e);
       }
-      store.entries.emplace(*key, std::move(e));
+      store.entries.emplace(*f.key, std::move(f.entry));
     }
   }
 
@@ -4131,6 +4268,7 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     }
   }
   try {
+    if (options.read_only) impl_->start_prefetch();
     impl_->hub = duck::Database::open(":memory:");
     impl_->admin = impl_->hub.connect();
     // No row-group merging at checkpoints: a commit of more than a row group (a drain of the write

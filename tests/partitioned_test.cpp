@@ -218,6 +218,74 @@ TEST_F(PartitionedTest, CatalogIsRebuiltFromTheFiles) {
   EXPECT_EQ(repo.count_all(schema_, q), 600);
 }
 
+// The catalog's metadata is used only for files whose stamp (size and mtime of the file and its
+// log) is the one it recorded: a partition changed behind it is read again. A read-only open scans
+// its tables while DuckDB starts (Impl::start_prefetch); that scan is used only by a load within
+// two seconds of it, so a file changed after the open and before a later first use is seen too.
+TEST_F(PartitionedTest, CatalogStampsCatchAPartitionChangedBehindIt) {
+  fill_36_months();
+  const std::string file = path("parts/events/partition_2022_04.duckdb");
+  ASSERT_TRUE(std::filesystem::exists(path("parts/events/_catalog.json")));
+  auto set_rows_in_metadata = [&](int64_t n) {
+    duck::Database db = duck::Database::open(file);
+    db.connect().exec(fmt::format("UPDATE _duckpart_meta SET row_count = {}", n));
+  };
+  auto rows_of = [](PartitionedDataRepository& repo, const std::string& name) {
+    const StorageStatistics st = repo.get_partition_statistics();
+    for (const auto& p : st.schemas.at(0).partitions) {
+      if (p.name == name) return p.rows;
+    }
+    return int64_t{-1};
+  };
+  const auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  {
+    PartitionedDataRepository ro(cfg, {.read_only = true});
+    EXPECT_EQ(rows_of(ro, "partition_2022_04"), 50);
+    EXPECT_EQ(ro.counters().partitions_opened, 0) << "every file matched the catalog";
+  }
+  set_rows_in_metadata(777);
+  {
+    PartitionedDataRepository ro(cfg, {.read_only = true});
+    EXPECT_EQ(rows_of(ro, "partition_2022_04"), 777);
+    EXPECT_EQ(ro.counters().partitions_opened, 1) << "only the changed file is read";
+  }
+  {
+    PartitionedDataRepository rw = open();
+    EXPECT_EQ(rows_of(rw, "partition_2022_04"), 777);
+  }  // the catalog records the file as it is now
+  {
+    PartitionedDataRepository ro(cfg, {.read_only = true});
+    EXPECT_EQ(rows_of(ro, "partition_2022_04"), 777);
+    EXPECT_EQ(ro.counters().partitions_opened, 0);
+  }
+  {
+    // Changed after the open (and its scan), first used later than a scan may be.
+    PartitionedDataRepository ro(cfg, {.read_only = true});
+    set_rows_in_metadata(888);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+    EXPECT_EQ(rows_of(ro, "partition_2022_04"), 888);
+  }
+  {
+    PartitionedDataRepository rw = open();
+    EXPECT_EQ(rows_of(rw, "partition_2022_04"), 888);
+  }
+  set_rows_in_metadata(50);
+  // A second table, and a directory that is not one: both tables load from the open's scan.
+  {
+    auto other_rows = fill_36_months();
+    PartitionedDataRepository repo = open();
+    const Schema other("others", schema_.columns(), schema_.partition_column(),
+                       schema_.id_column());
+    repo.create_batch(other, std::vector<DataRecord>(other_rows.begin(), other_rows.begin() + 10));
+  }
+  std::filesystem::create_directories(path("parts/_staging/partition_2022_04.duckdb"));
+  PartitionedDataRepository ro(cfg, {.read_only = true});
+  const Schema other("others", schema_.columns(), schema_.partition_column(), schema_.id_column());
+  EXPECT_EQ(ro.count_all(other), 10);
+  EXPECT_EQ(ro.count_all(schema_), 3600);
+  EXPECT_EQ(rows_of(ro, "partition_2022_04"), 100);
+}
+
 // A first batch over many periods creates their files in parallel. When one creation fails (here
 // a directory squats the temporary name of 2022_05), the batch writes nothing anywhere, the other
 // new partitions are kept (empty, usable), and the same batch goes through once the obstacle is
