@@ -2718,6 +2718,13 @@ TEST_F(PartitionedTest, DuckDbMemoryLimitIsAutomaticSetOrDuckDbsOwn) {
       << automatic;
   EXPECT_NE(own, automatic);
   EXPECT_NE(own, set);
+  // Given at start with the memory limit: no row-group merging at checkpoints (DuckDB's default
+  // is 100 tasks).
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  RecordStream s = repo.query_sql("SELECT current_setting('max_vacuum_tasks')::BIGINT");
+  DataRecord r;
+  ASSERT_TRUE(s.next(r));
+  EXPECT_EQ(r.values.at(0).get<int64_t>(), 0);
 }
 
 }  // namespace

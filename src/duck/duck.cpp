@@ -250,13 +250,21 @@ int64_t Connection::query_int(std::string_view sql, std::string_view context) {
   }
 }
 
-Database Database::open(const std::string& path, bool read_only) {
+Database Database::open(const std::string& path, bool read_only,
+                        const std::vector<std::pair<std::string, std::string>>& settings) {
   duckdb_config cfg = nullptr;
   duckdb_create_config(&cfg);
   if (read_only) duckdb_set_config(cfg, "access_mode", "READ_ONLY");
   // Nothing can be downloaded here; never try.
   duckdb_set_config(cfg, "autoinstall_known_extensions", "false");
   duckdb_set_config(cfg, "autoload_known_extensions", "false");
+  for (const auto& [name, value] : settings) {
+    if (duckdb_set_config(cfg, name.c_str(), value.c_str()) != DuckDBSuccess) {
+      duckdb_destroy_config(&cfg);
+      fail(fmt::format("opening DuckDB file '{}'", path),
+           fmt::format("DuckDB refused the setting {} = '{}'", name, value));
+    }
+  }
   duckdb_database db = nullptr;
   char* err = nullptr;
   const std::string p = (path.empty() || path == ":memory:") ? std::string() : path;
