@@ -59,6 +59,18 @@ namespace {
 std::mutex g_dirs_mu;
 std::set<std::string> g_open_dirs;
 
+// What the statements of get_all, count_all and stream_query_results over `schema` use: built-ins
+// only unless a column is TIMESTAMPTZ (ICU changes its text form and casts) or of a type duckpart
+// does not model (JSON and the like belong to extensions).
+duck::Uses reads_use(const Schema& schema) {
+  for (const Column& c : schema.columns()) {
+    if (c.type == ColumnType::kTimestampTz || c.type == ColumnType::kOther) {
+      return duck::Uses::kAnything;
+    }
+  }
+  return duck::Uses::kBuiltinsOnly;
+}
+
 // One partition file of one schema. Metadata is written under both write_mu (held for the whole
 // commit) and Impl::mu (held briefly); it is read under either.
 struct Entry {
@@ -677,7 +689,7 @@ struct PartitionedDataRepository::Impl {
 
   void attach_locked(Entry& e) {
     try {
-      admin.exec(attach_sql(e));
+      admin.exec(attach_sql(e), "", duck::Uses::kBuiltinsOnly);
     } catch (const Error& err) {
       if (!repair_torn_locked(e, err)) rethrow_attach(e, err);
     }
@@ -733,7 +745,8 @@ struct PartitionedDataRepository::Impl {
     if (!e.attached || e.pins > 0) return;
     drop_sql_sessions();  // idle sessions may hold views and statements over it
     try {
-      admin.exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)));
+      admin.exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)), "",
+                 duck::Uses::kBuiltinsOnly);
     } catch (const std::exception&) {
       return;  // stays attached; retried at the next trim
     }
@@ -4279,7 +4292,10 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     if (impl_->config.memory_limit_mb > 0) {
       settings.emplace_back("memory_limit", fmt::format("{}MiB", impl_->config.memory_limit_mb));
     }
-    impl_->hub = duck::Database::open(":memory:", false, settings);
+    // DuckDB's linked extensions are loaded by the first statement that may need them: a process
+    // that only counts or reads rows of built-in types never loads them (docs/architecture.md,
+    // "Cold opens").
+    impl_->hub = duck::Database::open(":memory:", false, settings, duck::Extensions::kOnFirstUse);
     impl_->admin = impl_->hub.connect();
     impl_->pool = std::make_unique<ConnectionPool>(impl_->hub.get());
   } catch (...) {
@@ -4621,11 +4637,13 @@ PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
   std::vector<Value> params;
   try {
     const std::string page = rows_sql(q, source, true, params);
-    resp.items = run_rows(conn->prepared_read(impl_->read_key(page, pins.entries()), page), params);
+    const duck::Uses uses = reads_use(schema);
+    resp.items = run_rows(
+        conn->prepared_read(impl_->read_key(page, pins.entries()), page, "", uses), params);
     params.clear();
     const std::string counting = count_sql(q, source, params);
-    auto count =
-        run_rows(conn->prepared_read(impl_->read_key(counting, pins.entries()), counting), params);
+    auto count = run_rows(
+        conn->prepared_read(impl_->read_key(counting, pins.entries()), counting, "", uses), params);
     resp.total = count.empty() ? 0 : count[0].values[0].get<int64_t>();
   } catch (const Error& err) {
     Impl::rethrow_reading(err, pins.entries());
@@ -4648,7 +4666,8 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
   auto conn = impl_->pool->take();
   std::vector<Value> params;
   const std::string sql = rows_sql(q, Impl::union_source(store, pins->entries()), true, params);
-  duck::Prepared& st = conn->prepared_read(impl_->read_key(sql, pins->entries()), sql);
+  duck::Prepared& st =
+      conn->prepared_read(impl_->read_key(sql, pins->entries()), sql, "", reads_use(schema));
   for (std::size_t i = 0; i < params.size(); ++i) st.bind(i + 1, params[i]);
   duck::Result r;
   try {
@@ -4899,7 +4918,9 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
   std::vector<Value> params;
   try {
     const std::string sql = count_sql(q, Impl::union_source(store, pins.entries()), params);
-    auto rows = run_rows(conn->prepared_read(impl_->read_key(sql, pins.entries()), sql), params);
+    auto rows = run_rows(
+        conn->prepared_read(impl_->read_key(sql, pins.entries()), sql, "", reads_use(schema)),
+        params);
     return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
   } catch (const Error& err) {
     Impl::rethrow_reading(err, pins.entries());
@@ -5376,6 +5397,7 @@ RepositoryCounters PartitionedDataRepository::counters() const {
   std::lock_guard lock(impl_->mu);
   RepositoryCounters c = impl_->counters;
   c.id_map_bytes = static_cast<int64_t>(impl_->idmap_total.load());
+  c.duckdb_extensions_loaded = impl_->hub.extensions_loaded();
   return c;
 }
 

@@ -222,6 +222,120 @@ TEST_F(PartitionedTest, CatalogIsRebuiltFromTheFiles) {
 // log) is the one it recorded: a partition changed behind it is read again. A read-only open scans
 // its tables while DuckDB starts (Impl::start_prefetch); that scan is used only by a load within
 // two seconds of it, so a file changed after the open and before a later first use is seen too.
+// DuckDB's linked extensions (core_functions, icu, json, parquet) cost ~13 ms of a fresh process's
+// open; the hub loads them at the first statement that may need them (docs/architecture.md, "Cold
+// opens").
+TEST_F(PartitionedTest, DuckDbExtensionsLoadAtTheFirstStatementThatMayNeedThem) {
+  const std::string loaded_sql =
+      "SELECT count(*) FROM duckdb_extensions() WHERE loaded AND extension_name IN "
+      "('core_functions', 'icu', 'json', 'parquet')";
+  {
+    duck::Database db = duck::Database::open(":memory:", false, {}, duck::Extensions::kOnFirstUse);
+    duck::Connection c = db.connect();
+    EXPECT_FALSE(db.extensions_loaded());
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM range(10) WHERE range < 4", "",
+                          duck::Uses::kBuiltinsOnly),
+              4);
+    // The deferral is real: `sum` lives in core_functions.
+    EXPECT_NE(error_of([&] {
+                c.query("SELECT sum(1)", "", duck::Uses::kBuiltinsOnly);
+              }).find("core_functions"),
+              std::string::npos);
+    EXPECT_FALSE(db.extensions_loaded());
+    EXPECT_EQ(c.query_int("SELECT sum(range)::BIGINT FROM range(10)"), 45);
+    EXPECT_TRUE(db.extensions_loaded());
+    EXPECT_EQ(db.connect().query_int(loaded_sql), 4);
+  }
+  {
+    duck::Database db = duck::Database::open(":memory:");  // DuckDB's own way
+    EXPECT_TRUE(db.extensions_loaded());
+    EXPECT_EQ(db.connect().query_int(loaded_sql, "", duck::Uses::kBuiltinsOnly), 4);
+  }
+  {
+    ::setenv("DUCKPART_DUCKDB_EXTENSIONS", "at-open", 1);
+    duck::Database db = duck::Database::open(":memory:", false, {}, duck::Extensions::kOnFirstUse);
+    ::unsetenv("DUCKPART_DUCKDB_EXTENSIONS");
+    EXPECT_TRUE(db.extensions_loaded());
+    EXPECT_EQ(db.connect().query_int(loaded_sql, "", duck::Uses::kBuiltinsOnly), 4);
+  }
+
+  const auto rows = fill_36_months();
+  int64_t qty_sum = 0;
+  for (const auto& r : rows) {
+    const int64_t ts = r.values[1].get<Timestamp>().micros;
+    if (ts >= to_timestamp(date_from_civil(2022, 4, 1)).micros &&
+        ts < to_timestamp(date_from_civil(2022, 7, 1)).micros && !r.values[4].is_null()) {
+      qty_sum += r.values[4].get<int64_t>();
+    }
+  }
+  const auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  PartitionedDataRepository ro(cfg, {.read_only = true});
+  EXPECT_FALSE(ro.counters().duckdb_extensions_loaded);
+  DataQueryRequest q;
+  q.filters = {{"ts", FilterOperator::kGte, Value("2022-04-01")},
+               {"ts", FilterOperator::kLt, Value("2022-07-01")},
+               {"name", FilterOperator::kLike, Value("%a%")}};
+  EXPECT_GT(ro.count_all(schema_, q), 0);
+  EXPECT_EQ(ro.get_all(schema_, q).items.size(),
+            static_cast<std::size_t>(ro.count_all(schema_, q)));
+  int64_t streamed = 0;
+  ro.stream_query_results(schema_, q).for_each([&](const DataRecord&) {
+    ++streamed;
+    return true;
+  });
+  EXPECT_EQ(streamed, ro.count_all(schema_, q));
+  EXPECT_EQ(ro.counters().partitions_opened, 3);
+  EXPECT_FALSE(ro.counters().duckdb_extensions_loaded)
+      << "attaching, counting and reading rows of built-in types need none";
+  // Any SQL of the user's may need them: loaded first.
+  RecordStream s = ro.query_sql(
+      "SELECT sum(qty)::BIGINT FROM events WHERE ts >= '2022-04-01' AND ts < '2022-07-01'");
+  DataRecord r;
+  ASSERT_TRUE(s.next(r));
+  EXPECT_EQ(r.values[0].get<int64_t>(), qty_sum);
+  EXPECT_TRUE(ro.counters().duckdb_extensions_loaded);
+}
+
+// What a TIMESTAMPTZ compares with depends on ICU: loaded, a value without an offset is in the
+// session's time zone; not loaded, in UTC. Reads of a schema with such a column load the extensions
+// first, and select what plain DuckDB selects.
+TEST_F(PartitionedTest, ReadsOfTimestamptzColumnsLoadTheExtensionsFirst) {
+  ::setenv("TZ", "America/New_York", 1);  // this test's process only (ctest runs one per process)
+  const Schema schema("zoned", {{"id", "BIGINT"}, {"ts", "TIMESTAMP"}, {"tz", "TIMESTAMPTZ"}}, "ts",
+                      "id");
+  std::vector<DataRecord> rows;
+  for (int i = 0; i < 6; ++i) {
+    DataRecord rec;
+    rec.values = {Value(int64_t{i + 1}), Value(fmt::format("2023-0{}-10 12:00:00", i + 1)),
+                  Value(fmt::format("2023-0{}-10 12:34:56", i + 1))};
+    rows.push_back(rec);
+  }
+  {
+    PartitionedDataRepository rw(test_config(path("parts"), PartitionStrategy::kMonthly));
+    rw.create_batch(schema, rows);
+  }
+  DuckDBDataRepository single(path("single.duckdb"));
+  single.create_batch(schema, rows);
+  DataQueryRequest q;
+  q.filters = {{"ts", FilterOperator::kGte, Value("2023-02-01")},
+               {"tz", FilterOperator::kGte, Value("2023-03-10 12:34:56")}};
+  q.sort = {{"id", SortDirection::kAsc}};
+  auto ids = [](const std::vector<DataRecord>& items) {
+    std::vector<int64_t> out;
+    for (const auto& r : items) out.push_back(r.values[0].get<int64_t>());
+    return out;
+  };
+  const auto expected = ids(single.get_all(schema, q).items);
+  // In New York the bound is 17:34:56 UTC, after March's row; in UTC it would include it.
+  EXPECT_EQ(expected, (std::vector<int64_t>{4, 5, 6}));
+  PartitionedDataRepository ro(test_config(path("parts"), PartitionStrategy::kMonthly),
+                               {.read_only = true});
+  EXPECT_FALSE(ro.counters().duckdb_extensions_loaded);
+  EXPECT_EQ(ro.count_all(schema, q), 3);
+  EXPECT_TRUE(ro.counters().duckdb_extensions_loaded);
+  EXPECT_EQ(ids(ro.get_all(schema, q).items), expected);
+}
+
 TEST_F(PartitionedTest, CatalogStampsCatchAPartitionChangedBehindIt) {
   fill_36_months();
   const std::string file = path("parts/events/partition_2022_04.duckdb");

@@ -113,6 +113,10 @@ struct RepositoryCounters {
   // partitions whose metadata block a kill tore during a checkpoint, repaired and verified at
   // attach (docs/reliability.md)
   int64_t torn_blocks_repaired = 0;
+  // Whether DuckDB's linked extensions (core_functions, icu, json, parquet) are loaded in the
+  // repository's instance: a partitioned repository loads them at the first statement that may
+  // need them (docs/architecture.md, "Cold opens"); counts and row reads of built-in types do not.
+  bool duckdb_extensions_loaded = true;
 };
 
 struct SchemaStatistics {

@@ -1,5 +1,7 @@
 #include "duck/duck.hpp"
 
+#include "duck/duckdb_internal.hpp"
+
 #include "id_map.hpp"
 
 #include <fmt/format.h>
@@ -146,13 +148,85 @@ Result Prepared::execute_streaming() {
   return Result(r);
 }
 
-Connection::Connection(duckdb_database db) {
+// ---- deferred extensions ------------------------------------------------------------------------
+
+namespace {
+
+// The gate of every open instance whose extensions are deferred, so that a Connection made from
+// the raw handle (connection pools, sessions) finds it.
+std::mutex g_gates_mu;
+std::unordered_map<duckdb_database, std::shared_ptr<ExtensionGate>>& gates() {
+  static auto* m = new std::unordered_map<duckdb_database, std::shared_ptr<ExtensionGate>>();
+  return *m;
+}
+
+std::shared_ptr<ExtensionGate> gate_of(duckdb_database db) {
+  std::lock_guard lock(g_gates_mu);
+  auto it = gates().find(db);
+  return it == gates().end() ? nullptr : it->second;
+}
+
+}  // namespace
+
+void ExtensionGate::ensure() {
+  if (loaded_.load(std::memory_order_acquire)) return;
+  std::lock_guard lock(mu_);
+  if (loaded_.load(std::memory_order_relaxed)) return;
+  if (db_ == nullptr) fail("loading DuckDB's extensions", "the database is closed");
+  try {
+    internal::load_linked_extensions(db_);
+  } catch (const std::exception& e) {
+    fail(
+        "loading DuckDB's linked extensions (set DUCKPART_DUCKDB_EXTENSIONS=at-open to load "
+        "them when DuckDB opens)",
+        e.what());
+  }
+  loaded_.store(true, std::memory_order_release);
+}
+
+void ExtensionGate::closed() noexcept {
+  std::lock_guard lock(mu_);
+  db_ = nullptr;
+}
+
+Database& Database::operator=(Database&& o) noexcept {
+  if (this != &o) {
+    close();
+    gate_ = std::move(o.gate_);
+    db_ = std::move(o.db_);
+  }
+  return *this;
+}
+
+void Database::close() noexcept {
+  if (gate_) {
+    {
+      std::lock_guard lock(g_gates_mu);
+      gates().erase(db_.get());
+    }
+    gate_->closed();
+    gate_.reset();
+  }
+  db_.reset();
+}
+
+Connection::Connection(duckdb_database db) : gate_(gate_of(db)) {
   duckdb_connection c = nullptr;
   if (duckdb_connect(db, &c) != DuckDBSuccess) fail("", "cannot connect to DuckDB");
   c_.reset(c);
 }
 
-Result Connection::query(std::string_view sql, std::string_view context) {
+void Connection::need(Uses uses) const {
+  if (gate_ && uses == Uses::kAnything) gate_->ensure();
+}
+
+duckdb_connection Connection::get() const {
+  need(Uses::kAnything);
+  return c_.get();
+}
+
+Result Connection::query(std::string_view sql, std::string_view context, Uses uses) {
+  need(uses);
   duckdb_result r;
   const std::string s(sql);
   if (duckdb_query(c_.get(), s.c_str(), &r) != DuckDBSuccess) {
@@ -163,7 +237,8 @@ Result Connection::query(std::string_view sql, std::string_view context) {
   return Result(r);
 }
 
-Prepared Connection::prepare(const std::string& sql, std::string_view context) {
+Prepared Connection::prepare(const std::string& sql, std::string_view context, Uses uses) {
+  need(uses);
   duckdb_prepared_statement p = nullptr;
   if (duckdb_prepare(c_.get(), sql.c_str(), &p) != DuckDBSuccess) {
     std::string err = duckdb_prepare_error(p) ? duckdb_prepare_error(p) : "prepare failed";
@@ -184,7 +259,7 @@ Prepared& Connection::prepared(const std::string& key, const std::string& sql,
 }
 
 Prepared& Connection::prepared_read(const std::string& key, const std::string& sql,
-                                    std::string_view context) {
+                                    std::string_view context, Uses uses) {
   if (auto it = reads_.find(key); it != reads_.end()) return *it->second;
   constexpr std::size_t kMaxStatements = 32;
   constexpr std::size_t kMaxKeyBytes = 4u << 20;
@@ -192,7 +267,7 @@ Prepared& Connection::prepared_read(const std::string& key, const std::string& s
     reads_.clear();
     reads_key_bytes_ = 0;
   }
-  auto p = std::make_unique<Prepared>(prepare(sql, context));
+  auto p = std::make_unique<Prepared>(prepare(sql, context, uses));
   Prepared& ref = *p;
   reads_.emplace(key, std::move(p));
   reads_key_bytes_ += key.size();
@@ -200,6 +275,7 @@ Prepared& Connection::prepared_read(const std::string& key, const std::string& s
 }
 
 Prepared Connection::prepare_single(const std::string& sql, std::string_view context) {
+  need(Uses::kAnything);
   duckdb_extracted_statements extracted = nullptr;
   const idx_t n = duckdb_extract_statements(c_.get(), sql.c_str(), &extracted);
   Owned<duckdb_extracted_statements, duckdb_destroy_extracted> owner(extracted);
@@ -225,8 +301,8 @@ Prepared Connection::prepare_single(const std::string& sql, std::string_view con
   return Prepared(p, sql);
 }
 
-int64_t Connection::query_int(std::string_view sql, std::string_view context) {
-  Result r = query(sql, context);
+int64_t Connection::query_int(std::string_view sql, std::string_view context, Uses uses) {
+  Result r = query(sql, context, uses);
   DataChunk c = r.fetch();
   if (!c || c.size() == 0) return 0;
   duckdb_vector v = duckdb_data_chunk_get_vector(c.get(), 0);
@@ -251,13 +327,16 @@ int64_t Connection::query_int(std::string_view sql, std::string_view context) {
 }
 
 Database Database::open(const std::string& path, bool read_only,
-                        const std::vector<std::pair<std::string, std::string>>& settings) {
+                        const std::vector<std::pair<std::string, std::string>>& settings,
+                        Extensions extensions) {
   duckdb_config cfg = nullptr;
   duckdb_create_config(&cfg);
   if (read_only) duckdb_set_config(cfg, "access_mode", "READ_ONLY");
   // Nothing can be downloaded here; never try.
   duckdb_set_config(cfg, "autoinstall_known_extensions", "false");
   duckdb_set_config(cfg, "autoload_known_extensions", "false");
+  const bool deferred =
+      extensions == Extensions::kOnFirstUse && internal::defer_linked_extensions(cfg);
   for (const auto& [name, value] : settings) {
     if (duckdb_set_config(cfg, name.c_str(), value.c_str()) != DuckDBSuccess) {
       duckdb_destroy_config(&cfg);
@@ -277,6 +356,11 @@ Database Database::open(const std::string& path, bool read_only,
   }
   Database d;
   d.db_.reset(db);
+  if (deferred) {
+    d.gate_ = std::make_shared<ExtensionGate>(db);
+    std::lock_guard lock(g_gates_mu);
+    gates()[db] = d.gate_;
+  }
   return d;
 }
 

@@ -7,8 +7,10 @@
 
 #include <duckdb.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -115,15 +117,46 @@ class Prepared {
   std::string sql_;
 };
 
+// When DuckDB's linked extensions (core_functions, icu, json, parquet, autocomplete) are loaded
+// into an instance. DuckDB loads them when it opens (~13 ms of a fresh process's ~25 ms open);
+// kOnFirstUse loads them the first time a statement that may need them runs, so a process that
+// only attaches partitions and counts or reads rows of built-in types never pays for them. Falls
+// back to kAtOpen when the library is not the release duckpart was compiled against
+// (duckdb_internal.hpp) or DUCKPART_DUCKDB_EXTENSIONS=at-open.
+enum class Extensions { kAtOpen, kOnFirstUse };
+
+// What a statement may use. kBuiltinsOnly: DuckDB's built-in catalog is enough (ATTACH, DETACH,
+// count(*), comparisons, LIKE, IN, casts of types other than TIMESTAMPTZ, whose text form ICU
+// changes); anything else loads the extensions first (kAnything, the default).
+enum class Uses { kAnything, kBuiltinsOnly };
+
+// Loads an instance's deferred extensions once; shared by its Database and Connections.
+class ExtensionGate {
+ public:
+  explicit ExtensionGate(duckdb_database db) : db_(db) {}
+  void ensure();  // throws Error when loading fails or the database is closed
+  bool loaded() const noexcept { return loaded_.load(std::memory_order_acquire); }
+  void closed() noexcept;  // the Database closes: later ensure() calls fail instead
+
+ private:
+  std::mutex mu_;
+  duckdb_database db_;  // under mu_
+  std::atomic<bool> loaded_{false};
+};
+
 class Connection {
  public:
   Connection() = default;
+  // A connection to `db`; statements on it load deferred extensions as they need them.
   explicit Connection(duckdb_database db);
   explicit operator bool() const noexcept { return c_ != nullptr; }
   // Runs `sql` (one or more statements); throws with `context` on failure.
-  Result query(std::string_view sql, std::string_view context = "");
-  void exec(std::string_view sql, std::string_view context = "") { query(sql, context); }
-  Prepared prepare(const std::string& sql, std::string_view context = "");
+  Result query(std::string_view sql, std::string_view context = "", Uses uses = Uses::kAnything);
+  void exec(std::string_view sql, std::string_view context = "", Uses uses = Uses::kAnything) {
+    query(sql, context, uses);
+  }
+  Prepared prepare(const std::string& sql, std::string_view context = "",
+                   Uses uses = Uses::kAnything);
   // The statement `sql` prepared on this connection once and kept (for statements run at every
   // commit: preparing costs ~0.4 ms). `sql` must name only what stays valid as long as it is used
   // (callers put an attach generation in `key`); the cache is emptied when it reaches 256.
@@ -132,16 +165,21 @@ class Connection {
   // costs ~0.5 ms per partition). Their plans are larger, so at most 32 statements or 4 MB of
   // keys are kept; the cache is emptied when either is reached.
   Prepared& prepared_read(const std::string& key, const std::string& sql,
-                          std::string_view context = "");
+                          std::string_view context = "", Uses uses = Uses::kAnything);
   // Prepares `sql`, which must hold exactly one statement; throws Error(kInvalidArgument) naming
   // the problem when it holds none or several, or when it does not parse or bind.
   Prepared prepare_single(const std::string& sql, std::string_view context = "");
   // Single value of a single-row result as int64 (count(*) and friends); 0 for NULL.
-  int64_t query_int(std::string_view sql, std::string_view context = "");
+  int64_t query_int(std::string_view sql, std::string_view context = "",
+                    Uses uses = Uses::kAnything);
   void interrupt() noexcept { duckdb_interrupt(c_.get()); }
-  duckdb_connection get() const noexcept { return c_.get(); }
+  // The raw handle, for the C API's appenders and table functions: loads deferred extensions.
+  duckdb_connection get() const;
 
  private:
+  void need(Uses uses) const;
+
+  std::shared_ptr<ExtensionGate> gate_;  // null: extensions loaded at open
   Owned<duckdb_connection, duckdb_disconnect> c_;
   std::unordered_map<std::string, std::unique_ptr<Prepared>> prepared_;  // destroyed before c_
   std::unordered_map<std::string, std::unique_ptr<Prepared>> reads_;     // destroyed before c_
@@ -154,11 +192,27 @@ class Database {
   // applied at start (no SET statement, whose first run in a process costs ~1 ms). Throws Error
   // with the path (kLocked if another process holds it) or naming a setting DuckDB refuses.
   static Database open(const std::string& path, bool read_only = false,
-                       const std::vector<std::pair<std::string, std::string>>& settings = {});
+                       const std::vector<std::pair<std::string, std::string>>& settings = {},
+                       Extensions extensions = Extensions::kAtOpen);
+  Database() = default;
+  Database(Database&& o) noexcept = default;
+  Database& operator=(Database&& o) noexcept;
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+  ~Database() { close(); }
+
   Connection connect() const { return Connection(db_.get()); }
   duckdb_database get() const noexcept { return db_.get(); }
+  // Whether DuckDB's linked extensions are loaded (always, unless opened kOnFirstUse and no
+  // statement has needed them yet).
+  bool extensions_loaded() const noexcept { return !gate_ || gate_->loaded(); }
+  void load_extensions() {
+    if (gate_) gate_->ensure();
+  }
+  void close() noexcept;
 
  private:
+  std::shared_ptr<ExtensionGate> gate_;  // null: extensions loaded at open
   Owned<duckdb_database, duckdb_close> db_;
 };
 
