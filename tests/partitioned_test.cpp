@@ -218,10 +218,6 @@ TEST_F(PartitionedTest, CatalogIsRebuiltFromTheFiles) {
   EXPECT_EQ(repo.count_all(schema_, q), 600);
 }
 
-// The catalog's metadata is used only for files whose stamp (size and mtime of the file and its
-// log) is the one it recorded: a partition changed behind it is read again. A read-only open scans
-// its tables while DuckDB starts (Impl::start_prefetch); that scan is used only by a load within
-// two seconds of it, so a file changed after the open and before a later first use is seen too.
 // DuckDB's linked extensions (core_functions, icu, json, parquet) cost ~13 ms of a fresh process's
 // open; the hub loads them at the first statement that may need them (docs/architecture.md, "Cold
 // opens").
@@ -253,7 +249,13 @@ TEST_F(PartitionedTest, DuckDbExtensionsLoadAtTheFirstStatementThatMayNeedThem) 
   }
   {
     ::setenv("DUCKPART_DUCKDB_EXTENSIONS", "at-open", 1);
-    duck::Database db = duck::Database::open(":memory:", false, {}, duck::Extensions::kOnFirstUse);
+    duck::Database db;
+    try {
+      db = duck::Database::open(":memory:", false, {}, duck::Extensions::kOnFirstUse);
+    } catch (...) {
+      ::unsetenv("DUCKPART_DUCKDB_EXTENSIONS");
+      throw;
+    }
     ::unsetenv("DUCKPART_DUCKDB_EXTENSIONS");
     EXPECT_TRUE(db.extensions_loaded());
     EXPECT_EQ(db.connect().query_int(loaded_sql, "", duck::Uses::kBuiltinsOnly), 4);
@@ -296,11 +298,57 @@ TEST_F(PartitionedTest, DuckDbExtensionsLoadAtTheFirstStatementThatMayNeedThem) 
   EXPECT_TRUE(ro.counters().duckdb_extensions_loaded);
 }
 
+// Loading the extensions registers casts and functions in structures DuckDB reads unlocked while it
+// binds: the load waits for built-ins-only statements being prepared or started on other
+// connections, and those arriving meanwhile wait for it (duck::ExtensionGate). Readers on three
+// threads keep counting and reading while a fourth runs SQL that needs the extensions: no
+// deadlock, no wrong answer (also under TSan, `make tsan`). The unlocked race itself is too narrow
+// to show here: with the gate's lock removed, 12 runs of this test passed too.
+TEST_F(PartitionedTest, DuckDbExtensionsLoadWhileOtherConnectionsRead) {
+  fill_36_months();
+  const auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  for (int round = 0; round < 3; ++round) {
+    PartitionedDataRepository ro(cfg, {.read_only = true});
+    std::atomic<bool> stop{false};
+    std::atomic<int> reads{0}, wrong{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 3; ++t) {
+      readers.emplace_back([&, t] {
+        for (int i = 0; !stop.load() || i < 5; ++i) {
+          const int m = (t * 7 + i) % 34;  // three months from 2021-01 + m
+          const Date from = date_from_civil(2021 + m / 12, static_cast<unsigned>(m % 12 + 1), 1);
+          const int m3 = m + 3;
+          const Date to = date_from_civil(2021 + m3 / 12, static_cast<unsigned>(m3 % 12 + 1), 1);
+          DataQueryRequest q;
+          q.filters = {{"ts", FilterOperator::kGte, Value(to_timestamp(from))},
+                       {"ts", FilterOperator::kLt, Value(to_timestamp(to))}};
+          if (ro.count_all(schema_, q) != 150) ++wrong;
+          if (ro.get_all(schema_, q).items.size() != 150u) ++wrong;
+          ++reads;
+        }
+      });
+    }
+    while (reads.load() < 3) std::this_thread::yield();
+    RecordStream s = ro.query_sql("SELECT sum(qty)::BIGINT, count(*) FROM events");
+    DataRecord r;
+    ASSERT_TRUE(s.next(r));
+    EXPECT_EQ(r.values[1].get<int64_t>(), 1800);
+    stop = true;
+    for (auto& th : readers) th.join();
+    EXPECT_EQ(wrong.load(), 0);
+    EXPECT_TRUE(ro.counters().duckdb_extensions_loaded);
+  }
+}
+
 // What a TIMESTAMPTZ compares with depends on ICU: loaded, a value without an offset is in the
 // session's time zone; not loaded, in UTC. Reads of a schema with such a column load the extensions
 // first, and select what plain DuckDB selects.
 TEST_F(PartitionedTest, ReadsOfTimestamptzColumnsLoadTheExtensionsFirst) {
-  ::setenv("TZ", "America/New_York", 1);  // this test's process only (ctest runs one per process)
+  // ICU takes the process's zone when it first starts: alone in its process (as ctest runs every
+  // test), this test makes it New York. With other tests before it in one process the zone is the
+  // machine's, and only the comparison with plain DuckDB is checked.
+  const bool alone = ::testing::UnitTest::GetInstance()->test_to_run_count() == 1;
+  if (alone) ::setenv("TZ", "America/New_York", 1);
   const Schema schema("zoned", {{"id", "BIGINT"}, {"ts", "TIMESTAMP"}, {"tz", "TIMESTAMPTZ"}}, "ts",
                       "id");
   std::vector<DataRecord> rows;
@@ -327,15 +375,21 @@ TEST_F(PartitionedTest, ReadsOfTimestamptzColumnsLoadTheExtensionsFirst) {
   };
   const auto expected = ids(single.get_all(schema, q).items);
   // In New York the bound is 17:34:56 UTC, after March's row; in UTC it would include it.
-  EXPECT_EQ(expected, (std::vector<int64_t>{4, 5, 6}));
+  if (alone) {
+    EXPECT_EQ(expected, (std::vector<int64_t>{4, 5, 6}));
+  }
   PartitionedDataRepository ro(test_config(path("parts"), PartitionStrategy::kMonthly),
                                {.read_only = true});
   EXPECT_FALSE(ro.counters().duckdb_extensions_loaded);
-  EXPECT_EQ(ro.count_all(schema, q), 3);
+  EXPECT_EQ(ro.count_all(schema, q), static_cast<int64_t>(expected.size()));
   EXPECT_TRUE(ro.counters().duckdb_extensions_loaded);
   EXPECT_EQ(ids(ro.get_all(schema, q).items), expected);
 }
 
+// The catalog's metadata is used only for files whose stamp (size and mtime of the file and its
+// log) is the one it recorded: a partition changed behind it is read again. A read-only open scans
+// its tables while DuckDB starts (Impl::start_prefetch); that scan is used only by a load within
+// two seconds of it, so a file changed after the open and before a later first use is seen too.
 TEST_F(PartitionedTest, CatalogStampsCatchAPartitionChangedBehindIt) {
   fill_36_months();
   const std::string file = path("parts/events/partition_2022_04.duckdb");

@@ -120,6 +120,7 @@ void Prepared::bind(idx_t index, const Value& v) {
 }
 
 Result Prepared::execute() {
+  const auto shared = share();
   duckdb_result r;
   if (duckdb_execute_prepared(p_.get(), &r) != DuckDBSuccess) {
     Result guard(r);
@@ -130,6 +131,7 @@ Result Prepared::execute() {
 }
 
 Result Prepared::execute_streaming() {
+  const auto shared = share();
   duckdb_pending_result pending;
   if (duckdb_pending_prepared_streaming(p_.get(), &pending) != DuckDBSuccess) {
     std::string err =
@@ -173,15 +175,30 @@ void ExtensionGate::ensure() {
   std::lock_guard lock(mu_);
   if (loaded_.load(std::memory_order_relaxed)) return;
   if (db_ == nullptr) fail("loading DuckDB's extensions", "the database is closed");
+  loading_.store(true, std::memory_order_release);
+  std::unique_lock exclusive(rw_);  // no built-ins-only statement is binding now
   try {
     internal::load_linked_extensions(db_);
   } catch (const std::exception& e) {
+    loading_.store(false, std::memory_order_release);
     fail(
         "loading DuckDB's linked extensions (set DUCKPART_DUCKDB_EXTENSIONS=at-open to load "
         "them when DuckDB opens)",
         e.what());
   }
   loaded_.store(true, std::memory_order_release);
+  loading_.store(false, std::memory_order_release);
+}
+
+std::shared_lock<std::shared_mutex> ExtensionGate::share() {
+  if (loaded_.load(std::memory_order_acquire)) return {};
+  if (loading_.load(std::memory_order_acquire)) {
+    ensure();  // a load is waiting or running: wait for it rather than delay it
+    return {};
+  }
+  std::shared_lock lock(rw_);
+  if (loaded_.load(std::memory_order_acquire)) return {};
+  return lock;
 }
 
 void ExtensionGate::closed() noexcept {
@@ -220,6 +237,11 @@ void Connection::need(Uses uses) const {
   if (gate_ && uses == Uses::kAnything) gate_->ensure();
 }
 
+std::shared_lock<std::shared_mutex> Connection::share(Uses uses) const {
+  if (!gate_ || uses != Uses::kBuiltinsOnly) return {};
+  return gate_->share();
+}
+
 duckdb_connection Connection::get() const {
   need(Uses::kAnything);
   return c_.get();
@@ -227,6 +249,7 @@ duckdb_connection Connection::get() const {
 
 Result Connection::query(std::string_view sql, std::string_view context, Uses uses) {
   need(uses);
+  const auto shared = share(uses);
   duckdb_result r;
   const std::string s(sql);
   if (duckdb_query(c_.get(), s.c_str(), &r) != DuckDBSuccess) {
@@ -239,13 +262,15 @@ Result Connection::query(std::string_view sql, std::string_view context, Uses us
 
 Prepared Connection::prepare(const std::string& sql, std::string_view context, Uses uses) {
   need(uses);
+  const auto shared = share(uses);
   duckdb_prepared_statement p = nullptr;
   if (duckdb_prepare(c_.get(), sql.c_str(), &p) != DuckDBSuccess) {
     std::string err = duckdb_prepare_error(p) ? duckdb_prepare_error(p) : "prepare failed";
     duckdb_destroy_prepare(&p);
     fail(context, err);
   }
-  return Prepared(p, sql);
+  return Prepared(p, sql,
+                  gate_ && uses == Uses::kBuiltinsOnly && !gate_->loaded() ? gate_ : nullptr);
 }
 
 Prepared& Connection::prepared(const std::string& key, const std::string& sql,

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -97,26 +98,6 @@ class DataChunk {
   Owned<duckdb_data_chunk, duckdb_destroy_data_chunk> c_;
 };
 
-class Prepared {
- public:
-  Prepared(duckdb_prepared_statement p, std::string sql) : p_(p), sql_(std::move(sql)) {}
-  // Binds parameter `index` (1-based) to `v` with its natural DuckDB type.
-  void bind(idx_t index, const Value& v);
-  Result execute();
-  // What the statement is (SELECT, INSERT, ...) and the type of each result column.
-  duckdb_statement_type statement_type() const noexcept;
-  std::vector<duckdb_type> column_types() const;
-  std::string column_name(idx_t col) const;
-  // The logical type of result column `col`; the caller destroys it (duckdb_destroy_logical_type).
-  duckdb_logical_type column_logical_type(idx_t col) const;
-  // A streaming result: chunks are produced as they are fetched (bounded memory).
-  Result execute_streaming();
-
- private:
-  Owned<duckdb_prepared_statement, duckdb_destroy_prepare> p_;
-  std::string sql_;
-};
-
 // When DuckDB's linked extensions (core_functions, icu, json, parquet, autocomplete) are loaded
 // into an instance. DuckDB loads them when it opens (~13 ms of a fresh process's ~25 ms open);
 // kOnFirstUse loads them the first time a statement that may need them runs, so a process that
@@ -130,18 +111,57 @@ enum class Extensions { kAtOpen, kOnFirstUse };
 // changes); anything else loads the extensions first (kAnything, the default).
 enum class Uses { kAnything, kBuiltinsOnly };
 
-// Loads an instance's deferred extensions once; shared by its Database and Connections.
+// Loads an instance's deferred extensions once; shared by its Database, Connections and the
+// statements prepared built-ins-only. Loading registers functions, casts and replacement scans in
+// structures DuckDB reads without locks while it binds, so it never runs while a built-ins-only
+// statement is being prepared or started on another connection: those hold `share()`, the load
+// holds the lock exclusively. Statements that arrive while a load waits wait for it to end
+// instead (no starvation). The execution of an already bound plan (a streaming result's later
+// fetches) is not covered: it looks nothing up.
 class ExtensionGate {
  public:
   explicit ExtensionGate(duckdb_database db) : db_(db) {}
   void ensure();  // throws Error when loading fails or the database is closed
   bool loaded() const noexcept { return loaded_.load(std::memory_order_acquire); }
+  // Held while a built-ins-only statement is prepared or started; empty once loaded.
+  std::shared_lock<std::shared_mutex> share();
   void closed() noexcept;  // the Database closes: later ensure() calls fail instead
 
  private:
-  std::mutex mu_;
-  duckdb_database db_;  // under mu_
+  std::mutex mu_;         // one loader at a time
+  std::shared_mutex rw_;  // shared: built-ins-only statements; exclusive: the load
+  duckdb_database db_;    // under mu_
+  std::atomic<bool> loading_{false};
   std::atomic<bool> loaded_{false};
+};
+
+class Prepared {
+ public:
+  // `gate`: the instance's, when the statement was prepared built-ins-only and its extensions are
+  // deferred (its executions then hold ExtensionGate::share()).
+  Prepared(duckdb_prepared_statement p, std::string sql,
+           std::shared_ptr<ExtensionGate> gate = nullptr)
+      : p_(p), sql_(std::move(sql)), gate_(std::move(gate)) {}
+  // Binds parameter `index` (1-based) to `v` with its natural DuckDB type.
+  void bind(idx_t index, const Value& v);
+  Result execute();
+  // What the statement is (SELECT, INSERT, ...) and the type of each result column.
+  duckdb_statement_type statement_type() const noexcept;
+  std::vector<duckdb_type> column_types() const;
+  std::string column_name(idx_t col) const;
+  // The logical type of result column `col`; the caller destroys it (duckdb_destroy_logical_type).
+  duckdb_logical_type column_logical_type(idx_t col) const;
+  // A streaming result: chunks are produced as they are fetched (bounded memory).
+  Result execute_streaming();
+
+ private:
+  std::shared_lock<std::shared_mutex> share() const {
+    return gate_ ? gate_->share() : std::shared_lock<std::shared_mutex>();
+  }
+
+  Owned<duckdb_prepared_statement, duckdb_destroy_prepare> p_;
+  std::string sql_;
+  std::shared_ptr<ExtensionGate> gate_;
 };
 
 class Connection {
@@ -178,6 +198,7 @@ class Connection {
 
  private:
   void need(Uses uses) const;
+  std::shared_lock<std::shared_mutex> share(Uses uses) const;
 
   std::shared_ptr<ExtensionGate> gate_;  // null: extensions loaded at open
   Owned<duckdb_connection, duckdb_disconnect> c_;
