@@ -4901,19 +4901,37 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
   Store& store = impl_->store_for(schema);
   auto sel = impl_->select_partitions(store, q);
   if (sel.entries.empty()) return 0;
-  if (q.filters.empty()) {
-    // No filter at all: the metadata row counts are exact (committed with the rows).
+  // A partition every row of which satisfies the filters (all on the partition column, its values'
+  // [min, max] inside what they allow) counts its metadata row count, which is exact (committed
+  // with the rows): such a count opens no file. The others are counted by DuckDB.
+  int64_t from_meta = 0;
+  const std::size_t pcol = schema.partition_index();
+  if (std::all_of(q.filters.begin(), q.filters.end(),
+                  [&](const BoundFilter& f) { return f.column == pcol; })) {
+    const PartitionPredicate pred(q, pcol);
     std::lock_guard lock(impl_->mu);
-    bool all_ok = true;
-    int64_t total = 0;
+    std::vector<Entry*> rest;
+    int64_t answered = 0;
     for (Entry* e : sel.entries) {
-      all_ok = all_ok && e->problem.empty();
-      total += e->meta.row_count;
+      const bool covered =
+          e->problem.empty() &&
+          (e->meta.row_count == 0 ||
+           (e->key.is_null ? pred.covers_null()
+                           : e->meta.min_value && e->meta.max_value &&
+                                 pred.covers(*e->meta.min_value, *e->meta.max_value)));
+      if (covered) {
+        from_meta += e->meta.row_count;
+        ++answered;
+      } else {
+        rest.push_back(e);
+      }
     }
-    if (all_ok) return total;
+    impl_->counters.partitions_counted_from_metadata += answered;
+    if (rest.empty()) return from_meta;
+    sel.entries = std::move(rest);
   }
   auto pins = impl_->acquire(sel.entries, &sel.stats);
-  if (pins.entries().empty()) return 0;
+  if (pins.entries().empty()) return from_meta;
   auto conn = impl_->pool->take();
   std::vector<Value> params;
   try {
@@ -4921,7 +4939,7 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
     auto rows = run_rows(
         conn->prepared_read(impl_->read_key(sql, pins.entries()), sql, "", reads_use(schema)),
         params);
-    return rows.empty() ? 0 : rows[0].values[0].get<int64_t>();
+    return from_meta + (rows.empty() ? 0 : rows[0].values[0].get<int64_t>());
   } catch (const Error& err) {
     Impl::rethrow_reading(err, pins.entries());
   }

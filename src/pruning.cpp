@@ -78,6 +78,7 @@ PartitionPredicate::PartitionPredicate(const CompiledQuery& q, std::size_t parti
         break;
       case FilterOperator::kLike:
         non_null_ = true;
+        undecidable_ = true;
         break;
     }
   }
@@ -102,6 +103,17 @@ bool PartitionPredicate::may_match(int64_t min, int64_t max) const noexcept {
   }
   if (a == b && excluded(a)) return false;
   return true;
+}
+
+bool PartitionPredicate::covers(int64_t min, int64_t max) const noexcept {
+  if (impossible_ || null_only_ || undecidable_ || min > max) return false;
+  if (min < lo_ || max > hi_) return false;
+  // eq / in: only a partition holding a single value, one of the points.
+  if (points_ && (min != max || !std::binary_search(points_->begin(), points_->end(), min))) {
+    return false;
+  }
+  auto it = std::lower_bound(excluded_.begin(), excluded_.end(), min);
+  return it == excluded_.end() || *it > max;  // ne / not in: no excluded value in [min, max]
 }
 
 }  // namespace duckpart

@@ -22,6 +22,13 @@ class PartitionPredicate {
   // The null partition (rows whose partition value is NULL).
   bool may_match_null() const noexcept { return !impossible_ && !non_null_; }
 
+  // Whether every row of a partition whose partition-column values all lie in [min, max] satisfies
+  // the filters on the partition column (so that, when every filter of the query is on that column,
+  // its metadata row count is the answer of a count). False when undecidable (LIKE).
+  bool covers(int64_t min, int64_t max) const noexcept;
+  // The same for the null partition: every filter on the column is TRUE for NULL.
+  bool covers_null() const noexcept { return may_match_null() && !undecidable_; }
+
  private:
   int64_t lo_;
   int64_t hi_;
@@ -30,6 +37,7 @@ class PartitionPredicate {
   bool non_null_ = false;                       // some filter cannot match NULL
   bool null_only_ = false;                      // is_null
   bool impossible_ = false;                     // e.g. in ()
+  bool undecidable_ = false;                    // a filter covers cannot decide (LIKE)
 };
 
 }  // namespace duckpart

@@ -89,6 +89,7 @@ std::string StorageStatistics::to_json() const {
       {"queries", counters.queries},
       {"partitions_scanned", counters.partitions_scanned},
       {"partitions_pruned", counters.partitions_pruned},
+      {"partitions_counted_from_metadata", counters.partitions_counted_from_metadata},
       {"batches_committed", counters.batches_committed},
       {"batches_skipped", counters.batches_skipped},
       {"rows_written", counters.rows_written},

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "duck/duck.hpp"
 #include "test_util.hpp"
 
 namespace duckpart::testing {
@@ -365,6 +366,163 @@ TEST_F(TempDirTest, GetByIdOfHostileTextAndIntegerIdsMatchesTheSingleFile) {
     EXPECT_FALSE(single.get_by_id(schema, missing).has_value());
     EXPECT_FALSE(parts.get_by_id(schema, missing).has_value());
   }
+}
+
+// count_all with filters on the partition column only: partitions whose rows all match are
+// counted from their metadata row count (no file opened), the others by DuckDB. Bounds on and
+// around period boundaries, inside periods, ne / not in / in / eq, NULL tests and rows whose
+// partition value is NULL: the same counts as DuckDB on the single file.
+TEST_P(DifferentialTest, CountsOnThePartitionColumnMatchTheSingleFile) {
+  const Case& c = GetParam();
+  const uint64_t seed = seed_from_env() + static_cast<uint64_t>(c.strategy) * 1000 + 11;
+  std::printf("differential count seed %llu (set DUCKPART_TEST_SEED to replay)\n",
+              static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const Schema schema = wide_schema(c.partition_type);
+  const bool date_part = std::string(c.partition_type) == "DATE";
+  const std::size_t pcol = schema.partition_index();
+  std::vector<DataRecord> rows;
+  {
+    DuckDBDataRepository single(path("single.duckdb"));
+    PartitionedDataRepository parts(test_config(path("parts"), c.strategy, c.max_in_memory));
+    for (int b = 0; b < 3; ++b) {
+      auto batch = random_wide_rows(rng, 700, c.first, c.last, date_part);
+      single.create_batch(schema, batch);
+      parts.create_batch(schema, batch);
+      rows.insert(rows.end(), batch.begin(), batch.end());
+    }
+  }
+  // Rows without a period (partition_null, written by the bulk path with null_partition): the
+  // same 60 in both.
+  {
+    duck::Database db = duck::Database::open(path("nulls.duckdb"));
+    duck::Connection conn = db.connect();
+    conn.exec("ATTACH " + duck::quote_literal(path("single.duckdb")) + " AS s");
+    conn.exec(
+        fmt::format("CREATE TABLE events AS SELECT * REPLACE (uuid() AS id, CAST(NULL AS {}) "
+                    "AS ts) FROM s.main.events ORDER BY id LIMIT 60",
+                    c.partition_type));
+    conn.exec("INSERT INTO s.main.events SELECT * FROM events");
+  }
+  {
+    PartitionedDataRepository parts(test_config(path("parts"), c.strategy, c.max_in_memory));
+    parts.attach_database(path("nulls.duckdb"), "nulls");
+    ASSERT_EQ(parts.create_batch_from_query(schema, "SELECT * FROM nulls.main.events", {}, true)
+                  .rows_written,
+              60);
+  }
+  DuckDBDataRepository single(path("single.duckdb"));
+  DataQueryRequest null_rows;
+  null_rows.filters = {{schema.partition_column(), FilterOperator::kIsNull, Value{}}};
+  ASSERT_EQ(single.count_all(schema, null_rows), 60);
+  // A bound: the first day of a period-ish day (a month's first, a Monday, any day), sometimes a
+  // microsecond before or after it or a time of day, sometimes a value of the data, sometimes text.
+  // The partitions' own extremes (their metadata's min / max): the edges of what may be counted
+  // from metadata.
+  std::vector<int64_t> extremes;
+  {
+    PartitionedDataRepository p(test_config(path("parts"), c.strategy, c.max_in_memory));
+    for (const PartitionStatistics& st : p.get_partition_statistics().schemas.at(0).partitions) {
+      if (st.min_value) extremes.push_back(st.min_value->micros);
+      if (st.max_value) extremes.push_back(st.max_value->micros);
+    }
+  }
+  ASSERT_FALSE(extremes.empty());
+  auto bound = [&]() -> Value {
+    if (rng() % 8 == 0) return pick_value(rng, rows, pcol);
+    if (rng() % 4 == 0) {
+      int64_t us = extremes[rng() % extremes.size()];
+      if (date_part) return Value(Date{static_cast<int32_t>(us / kMicrosPerDay)});
+      us += static_cast<int64_t>(rng() % 3) - 1;
+      return Value(Timestamp{us});
+    }
+    const int32_t span = c.last.days - c.first.days + 40;
+    Date d{c.first.days - 20 + static_cast<int32_t>(rng() % static_cast<uint64_t>(span))};
+    int year = 0;
+    unsigned month = 0, mday = 0;
+    civil_from_date(d, year, month, mday);
+    switch (rng() % 4) {
+      case 0:
+        d = date_from_civil(year, month, 1);
+        break;
+      case 1:
+        d = date_from_civil(year, 1, 1);
+        break;
+      case 2:
+        d = Date{d.days - (d.days + 3) % 7};  // the Monday of its week (1970-01-01 was a Thursday)
+        break;
+      default:
+        break;
+    }
+    Value v(d);
+    if (!date_part) {
+      int64_t us = int64_t{d.days} * kMicrosPerDay;
+      const int nudge = static_cast<int>(rng() % 5);
+      if (nudge == 0) us -= 1;
+      if (nudge == 1) us += 1;
+      if (nudge == 2) us += static_cast<int64_t>(rng() % 86400) * 1'000'000;
+      v = Value(Timestamp{us});
+    }
+    if (rng() % 3 == 0) v = Value(v.to_string());
+    return v;
+  };
+  auto parts = std::make_unique<PartitionedDataRepository>(
+      test_config(path("parts"), c.strategy, c.max_in_memory));
+  const std::vector<FilterOperator> ops = {
+      FilterOperator::kGte,    FilterOperator::kLt,       FilterOperator::kGt,
+      FilterOperator::kLte,    FilterOperator::kBetween,  FilterOperator::kNe,
+      FilterOperator::kNotIn,  FilterOperator::kIn,       FilterOperator::kEq,
+      FilterOperator::kIsNull, FilterOperator::kIsNotNull};
+  int requests = 300;
+  if (const char* n = std::getenv("DUCKPART_DIFF_REQUESTS")) requests = std::atoi(n) / 2 + 1;
+  int answered_from_metadata = 0, answered_without_files = 0;
+  for (int i = 0; i < requests; ++i) {
+    DataQueryRequest q;
+    const int nfilters = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < nfilters; ++k) {
+      QueryFilter f;
+      f.field = schema.partition_column();
+      // Mostly ranges: the shape of time-range counts.
+      f.op = rng() % 2 ? (rng() % 2 ? FilterOperator::kGte : FilterOperator::kLt)
+                       : ops[rng() % ops.size()];
+      if (f.op == FilterOperator::kBetween) {
+        Value a = bound(), b = bound();
+        f.values = {a, b};
+      } else if (f.op == FilterOperator::kIn || f.op == FilterOperator::kNotIn) {
+        const std::size_t n = rng() % 4;
+        for (std::size_t j = 0; j < n; ++j) f.values.push_back(bound());
+      } else if (f.op != FilterOperator::kIsNull && f.op != FilterOperator::kIsNotNull) {
+        f.value = bound();
+      }
+      q.filters.push_back(std::move(f));
+    }
+    SCOPED_TRACE("request " + std::to_string(i) + ": " + describe(q));
+    const RepositoryCounters before = parts->counters();
+    ASSERT_EQ(single.count_all(schema, q), parts->count_all(schema, q));
+    const RepositoryCounters after = parts->counters();
+    if (after.partitions_counted_from_metadata > before.partitions_counted_from_metadata) {
+      ++answered_from_metadata;
+      if (after.partitions_opened == before.partitions_opened) ++answered_without_files;
+    }
+  }
+  EXPECT_GT(answered_from_metadata, requests / 5)
+      << "ranges over whole periods should be counted from the partitions' metadata";
+  EXPECT_GT(answered_without_files, 0);
+
+  parts.reset();
+  // A fresh instance counts whole periods without opening a file, and agrees with DuckDB.
+  PartitionedDataRepository fresh(test_config(path("parts"), c.strategy, c.max_in_memory));
+  DataQueryRequest whole;
+  whole.filters = {
+      {schema.partition_column(), FilterOperator::kGte, Value(Date{c.first.days - 400})},
+      {schema.partition_column(), FilterOperator::kLt, Value(Date{c.last.days + 400})}};
+  EXPECT_EQ(fresh.count_all(schema, whole), single.count_all(schema, whole));
+  EXPECT_EQ(fresh.counters().partitions_opened, 0);
+  EXPECT_GT(fresh.counters().partitions_counted_from_metadata, 0);
+  // A filter on another column needs the rows: the files are opened.
+  whole.filters.push_back({"qty", FilterOperator::kGte, Value(0)});
+  EXPECT_EQ(fresh.count_all(schema, whole), single.count_all(schema, whole));
+  EXPECT_GT(fresh.counters().partitions_opened, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(

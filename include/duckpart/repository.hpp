@@ -100,8 +100,11 @@ struct RepositoryCounters {
   int64_t queries = 0;
   int64_t partitions_scanned = 0;  // summed over queries
   int64_t partitions_pruned = 0;   // summed over queries
-  int64_t batches_committed = 0;   // partition commits of batches
-  int64_t batches_skipped = 0;     // partition commits skipped by replay protection
+  // partitions whose rows count_all counted from their metadata row count (every row matched the
+  // filters, all on the partition column): no file opened for them
+  int64_t partitions_counted_from_metadata = 0;
+  int64_t batches_committed = 0;  // partition commits of batches
+  int64_t batches_skipped = 0;    // partition commits skipped by replay protection
   int64_t rows_written = 0;
   int64_t sql_plans_reused = 0;      // query_sql statements that skipped their EXPLAIN (plan cache)
   int64_t ids_found_by_rowid = 0;    // get_by_id answers read by rowid through an id map
