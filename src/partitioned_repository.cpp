@@ -79,6 +79,10 @@ struct Entry {
   std::string file;
   std::string alias;
   PartitionMeta meta;
+  // Read-only instances: the file's stamp when `meta` was read (from the catalog or the file).
+  // Another process may commit to a file this instance does not hold attached; a count answered
+  // from `meta` checks first that the file still has this stamp (count_all).
+  std::optional<FileStamp> meta_stamp;
   std::string problem;  // non-empty: the file cannot be used
   // For a file whose stored period differs from its name: the [min, max] its metadata claims, so
   // that queries over those values still see it (and fail naming it) instead of missing its rows.
@@ -995,6 +999,8 @@ struct PartitionedDataRepository::Impl {
       e.meta.min_id = decode_id(store.schema, v[7]);
       e.meta.max_id = decode_id(store.schema, v[8]);
       e.meta.commit_version = v[9].get<int64_t>();
+      // Attached read-only (a shared lock: no process writes the file meanwhile).
+      if (options.read_only) e.meta_stamp = stamp_of(e.file);
     } catch (const std::exception& ex) {
       e.problem = fmt::format("unreadable metadata: {}", ex.what());
     }
@@ -2017,6 +2023,7 @@ struct PartitionedDataRepository::Impl {
       } else if (catalog_usable && f.cached >= 0 &&
                  scan.catalog->entries[static_cast<std::size_t>(f.cached)].stamp == f.stamp) {
         e.meta = scan.catalog->entries[static_cast<std::size_t>(f.cached)].meta;
+        if (options.read_only) e.meta_stamp = f.stamp;
       } else {
         verify_entry_locked(store, e);
       }
@@ -4909,24 +4916,49 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
   if (std::all_of(q.filters.begin(), q.filters.end(),
                   [&](const BoundFilter& f) { return f.column == pcol; })) {
     const PartitionPredicate pred(q, pcol);
-    std::lock_guard lock(impl_->mu);
+    struct Covered {
+      Entry* e;
+      int64_t rows;
+      std::optional<FileStamp> stamp;
+    };
+    std::vector<Covered> covered;
     std::vector<Entry*> rest;
-    int64_t answered = 0;
-    for (Entry* e : sel.entries) {
-      const bool covered =
-          e->problem.empty() &&
-          (e->meta.row_count == 0 ||
-           (e->key.is_null ? pred.covers_null()
-                           : e->meta.min_value && e->meta.max_value &&
-                                 pred.covers(*e->meta.min_value, *e->meta.max_value)));
-      if (covered) {
-        from_meta += e->meta.row_count;
-        ++answered;
-      } else {
-        rest.push_back(e);
+    {
+      std::lock_guard lock(impl_->mu);
+      for (Entry* e : sel.entries) {
+        if (e->problem.empty() &&
+            (e->meta.row_count == 0 ||
+             (e->key.is_null ? pred.covers_null()
+                             : e->meta.min_value && e->meta.max_value &&
+                                   pred.covers(*e->meta.min_value, *e->meta.max_value)))) {
+          covered.push_back({e, e->meta.row_count, e->meta_stamp});
+        } else {
+          rest.push_back(e);
+        }
       }
     }
-    impl_->counters.partitions_counted_from_metadata += answered;
+    // A read-only instance is not the writer: a file another process changed since its metadata
+    // was read is counted by DuckDB (one stat per partition, outside the lock).
+    const bool read_only = impl_->options.read_only;
+    int64_t answered = 0;
+    bool changed = false;
+    for (const Covered& c : covered) {
+      if (read_only && (!c.stamp || stamp_of(c.e->file) != *c.stamp)) {
+        rest.push_back(c.e);
+        changed = true;
+        continue;
+      }
+      from_meta += c.rows;
+      ++answered;
+    }
+    if (changed) {  // in period order, like every selection
+      std::sort(rest.begin(), rest.end(),
+                [](const Entry* a, const Entry* b) { return a->key < b->key; });
+    }
+    {
+      std::lock_guard lock(impl_->mu);
+      impl_->counters.partitions_counted_from_metadata += answered;
+    }
     if (rest.empty()) return from_meta;
     sel.entries = std::move(rest);
   }

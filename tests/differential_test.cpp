@@ -422,7 +422,8 @@ TEST_P(DifferentialTest, CountsOnThePartitionColumnMatchTheSingleFile) {
   std::vector<int64_t> extremes;
   {
     PartitionedDataRepository p(test_config(path("parts"), c.strategy, c.max_in_memory));
-    for (const PartitionStatistics& st : p.get_partition_statistics().schemas.at(0).partitions) {
+    const StorageStatistics stats = p.get_partition_statistics();
+    for (const PartitionStatistics& st : stats.schemas.at(0).partitions) {
       if (st.min_value) extremes.push_back(st.min_value->micros);
       if (st.max_value) extremes.push_back(st.max_value->micros);
     }

@@ -454,6 +454,38 @@ TEST_F(PartitionedTest, CatalogStampsCatchAPartitionChangedBehindIt) {
   EXPECT_EQ(rows_of(ro, "partition_2022_04"), 100);
 }
 
+// A read-only instance counts whole partitions from their metadata, but it is not the writer:
+// a partition another process committed to after the instance read its metadata is counted from
+// the file again (its stamp changed), with and without filters.
+TEST_F(PartitionedTest, ReadOnlyCountsFromMetadataSeeFilesChangedSinceTheyWereRead) {
+  fill_36_months();
+  const auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  PartitionedDataRepository ro(cfg, {.read_only = true});
+  DataQueryRequest april;
+  april.filters = {{"ts", FilterOperator::kGte, Value("2022-04-01")},
+                   {"ts", FilterOperator::kLt, Value("2022-05-01")}};
+  ASSERT_EQ(ro.count_all(schema_, april), 50);
+  ASSERT_EQ(ro.count_all(schema_), 1800);
+  EXPECT_EQ(ro.counters().partitions_opened, 0) << "both counted from metadata";
+  EXPECT_EQ(ro.counters().partitions_counted_from_metadata, 37);
+  {
+    // Another writer (this process, through DuckDB directly: the read-only instance does not hold
+    // the file) adds 7 rows to April and its metadata row, as a commit of duckpart would.
+    duck::Database db = duck::Database::open(path("parts/events/partition_2022_04.duckdb"));
+    duck::Connection c = db.connect();
+    c.exec("INSERT INTO events SELECT * REPLACE (uuid() AS id) FROM events LIMIT 7");
+    c.exec("UPDATE _duckpart_meta SET row_count = row_count + 7");
+  }
+  EXPECT_EQ(ro.count_all(schema_, april), 57);
+  EXPECT_EQ(ro.count_all(schema_), 1807);
+  EXPECT_EQ(ro.counters().partitions_opened, 1) << "only the changed file is read";
+  DataQueryRequest may;
+  may.filters = {{"ts", FilterOperator::kGte, Value("2022-05-01")},
+                 {"ts", FilterOperator::kLt, Value("2022-06-01")}};
+  EXPECT_EQ(ro.count_all(schema_, may), 50);
+  EXPECT_EQ(ro.counters().partitions_opened, 1);
+}
+
 // A first batch over many periods creates their files in parallel. When one creation fails (here
 // a directory squats the temporary name of 2022_05), the batch writes nothing anywhere, the other
 // new partitions are kept (empty, usable), and the same batch goes through once the obstacle is
