@@ -2510,10 +2510,20 @@ struct PartitionedDataRepository::Impl {
     MetaAcc(const Schema& schema, const std::vector<duckdb_type>& types)
         : pi_(schema.partition_index()), pt_(types[pi_]), ii_(schema.id_index()) {
       if (ii_) it_ = types[*ii_];
-      supported = (pt_ == DUCKDB_TYPE_DATE || pt_ == DUCKDB_TYPE_TIMESTAMP ||
-                   pt_ == DUCKDB_TYPE_TIMESTAMP_TZ) &&
-                  (!ii_ || it_ == DUCKDB_TYPE_UUID || it_ == DUCKDB_TYPE_VARCHAR ||
-                   it_ == DUCKDB_TYPE_BIGINT);
+      // Only when the source's types are the table's: INSERT converts other types (a TIMESTAMP
+      // into a DATE column drops the time of day; TIMESTAMPTZ depends on the session's time
+      // zone), so their values are not the stored ones; count_all trusts these bounds.
+      const ColumnType want = schema.columns()[pi_].type;
+      const bool part_ok = (want == ColumnType::kDate && pt_ == DUCKDB_TYPE_DATE) ||
+                           (want == ColumnType::kTimestamp && pt_ == DUCKDB_TYPE_TIMESTAMP);
+      bool id_ok = true;
+      if (ii_) {
+        const ColumnType idt = schema.columns()[*ii_].type;
+        id_ok = (idt == ColumnType::kUuid && it_ == DUCKDB_TYPE_UUID) ||
+                (idt == ColumnType::kVarchar && it_ == DUCKDB_TYPE_VARCHAR) ||
+                (idt == ColumnType::kBigint && it_ == DUCKDB_TYPE_BIGINT);
+      }
+      supported = part_ok && id_ok;
     }
 
     void add(duckdb_data_chunk chunk) {
@@ -4926,6 +4936,7 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
     {
       std::lock_guard lock(impl_->mu);
       for (Entry* e : sel.entries) {
+        if (e->dropped) continue;  // dropped since the selection: acquire() skips it too
         if (e->problem.empty() &&
             (e->meta.row_count == 0 ||
              (e->key.is_null ? pred.covers_null()

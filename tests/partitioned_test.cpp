@@ -486,6 +486,27 @@ TEST_F(PartitionedTest, ReadOnlyCountsFromMetadataSeeFilesChangedSinceTheyWereRe
   EXPECT_EQ(ro.counters().partitions_opened, 1);
 }
 
+// A bulk load whose source types differ from the table's (a TIMESTAMP with a time of day into a
+// DATE partition column, converted by the INSERT) records the stored values' bounds: counts
+// answered from metadata and pruning agree with the rows.
+TEST_F(PartitionedTest, BulkLoadsOfOtherSourceTypesRecordTheStoredBounds) {
+  const Schema schema = wide_schema("DATE");
+  PartitionedDataRepository repo(test_config(path("parts_date"), PartitionStrategy::kMonthly));
+  ASSERT_EQ(repo.create_batch_from_query(
+                    schema,
+                    "SELECT uuid() AS id, TIMESTAMP '2024-01-15 12:00' AS ts, NULL::BOOLEAN AS "
+                    "flag, NULL::SMALLINT AS small, NULL::INTEGER AS qty, NULL::BIGINT AS big, "
+                    "NULL::DOUBLE AS ratio, NULL::DECIMAL(12,3) AS price, NULL::VARCHAR AS name, "
+                    "NULL::DATE AS day, NULL::UUID AS ref FROM range(3)")
+                .rows_written,
+            3);
+  const Value day(date_from_civil(2024, 1, 15));
+  EXPECT_EQ(repo.count_all(schema, where({{"ts", FilterOperator::kGt, day}})), 0);
+  EXPECT_EQ(repo.count_all(schema, where({{"ts", FilterOperator::kNe, day}})), 0);
+  EXPECT_EQ(repo.count_all(schema, where({{"ts", FilterOperator::kEq, day}})), 3);
+  EXPECT_EQ(repo.get_all(schema, where({{"ts", FilterOperator::kEq, day}})).items.size(), 3u);
+}
+
 // A first batch over many periods creates their files in parallel. When one creation fails (here
 // a directory squats the temporary name of 2022_05), the batch writes nothing anywhere, the other
 // new partitions are kept (empty, usable), and the same batch goes through once the obstacle is
