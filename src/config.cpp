@@ -55,6 +55,11 @@ void PartitionConfig::validate() const {
     bad("write_buffer_max_delay_ms", std::to_string(write_buffer_max_delay_ms),
         "must be 0 (no timed drains) or a delay in milliseconds of at most one day (86400000)");
   }
+  if (block_size_kb != 16 && block_size_kb != 32 && block_size_kb != 64 && block_size_kb != 128 &&
+      block_size_kb != 256) {
+    bad("block_size_kb", std::to_string(block_size_kb),
+        "must be 16, 32, 64, 128 or 256 (a DuckDB block size in KB)");
+  }
   if (write_threads < 0 || write_threads > 256) {
     bad("write_threads", std::to_string(write_threads), "must be between 0 (auto) and 256");
   }
@@ -227,6 +232,8 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
       c.write_buffer_mb = get_int();
     } else if (key == "write_buffer_max_delay_ms") {
       c.write_buffer_max_delay_ms = get_int();
+    } else if (key == "block_size_kb") {
+      c.block_size_kb = get_int();
     } else {
       throw Error(
           ErrorCode::kInvalidArgument,
@@ -235,7 +242,7 @@ PartitionConfig parse_partition_config(std::string_view toml_text, std::string_v
                       "partition_size_threshold_mb, auto_partition_enabled, "
                       "enable_cross_partition_queries, write_threads, "
                       "single_duckdb_thread_while_writing, memory_limit_mb, id_index_memory_mb, "
-                      "write_buffer_mb, write_buffer_max_delay_ms)",
+                      "write_buffer_mb, write_buffer_max_delay_ms, block_size_kb)",
                       origin, key));
     }
   }

@@ -29,6 +29,30 @@
 
 namespace duckpart {
 
+std::optional<uint64_t> duckdb_file_block_size(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  char magic[4];
+  std::optional<uint64_t> size;
+  uint64_t best_iteration = 0;
+  if (::pread(fd, magic, sizeof magic, 8) == static_cast<ssize_t>(sizeof magic) &&
+      std::memcmp(magic, "DUCK", 4) == 0) {
+    for (const off_t at : {off_t{4096}, off_t{8192}}) {
+      uint64_t w[6];
+      if (::pread(fd, w, sizeof w, at) != static_cast<ssize_t>(sizeof w)) continue;
+      // A power of two between DuckDB's smallest and largest block sizes.
+      const uint64_t alloc = w[5];
+      if (alloc < 4096 || alloc > (uint64_t{1} << 30) || (alloc & (alloc - 1)) != 0) continue;
+      if (!size || w[1] > best_iteration) {
+        size = alloc;
+        best_iteration = w[1];
+      }
+    }
+  }
+  ::close(fd);
+  return size;
+}
+
 std::string file_checksum_xxh3(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorCode::kIo, fmt::format("cannot read '{}'", path));

@@ -72,6 +72,11 @@ struct Catalog {
 // XXH3-128 of a whole file as 32 hex digits (backups and their manifests). Throws Error(kIo).
 std::string file_checksum_xxh3(const std::string& path);
 
+// The block size a DuckDB database file was written with, from its newer valid header (bytes 4096
+// and 8192: checksum, iteration, meta block, free list, block count, block allocation size);
+// nullopt when the file cannot be read or is not a DuckDB file. Reads 96 bytes, opens no database.
+std::optional<uint64_t> duckdb_file_block_size(const std::string& path);
+
 // Reads <dir>/_catalog.json; nullopt when missing or unreadable (it is only a cache).
 std::optional<Catalog> read_catalog(const std::string& dir, const Schema* schema);
 // Writes it atomically (temp file, fsync, rename, fsync directory). Throws Error(kIo).

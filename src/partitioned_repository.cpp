@@ -658,10 +658,16 @@ struct PartitionedDataRepository::Impl {
 
   // ---- attach / detach (under mu) -------------------------------------------------------------
 
+  // A file under its creating name (kCreatingSuffix: a new partition or the template) is created
+  // with config.block_size_kb; an existing file is opened with the block size it was written with.
   std::string attach_sql(const Entry& e) const {
     std::string sql =
         fmt::format("ATTACH {} AS {}", duck::quote_literal(e.file), duck::quote_ident(e.alias));
-    if (options.read_only) sql += " (READ_ONLY)";
+    if (options.read_only) {
+      sql += " (READ_ONLY)";
+    } else if (config.block_size_kb != 256 && e.file.ends_with(kCreatingSuffix)) {
+      sql += fmt::format(" (BLOCK_SIZE {})", config.block_size_kb * 1024);
+    }
     return sql;
   }
 
@@ -5270,10 +5276,17 @@ uint64_t file_bytes(const std::string& file) {
 }  // namespace
 
 PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_partition(
-    const Schema& schema, const std::string& partition_name) {
+    const Schema& schema, const std::string& partition_name, int block_size_kb) {
   if (impl_->options.read_only) {
     throw Error(ErrorCode::kInvalidArgument,
                 "the partition store is open read-only; compact is refused");
+  }
+  if (block_size_kb != 0 && block_size_kb != 16 && block_size_kb != 32 && block_size_kb != 64 &&
+      block_size_kb != 128 && block_size_kb != 256) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("compact: block size {} KB: must be 0 (automatic), 16, 32, 64, 128 "
+                            "or 256",
+                            block_size_kb));
   }
   Store& store = impl_->store_for(schema);
   Entry* e = impl_->entry_named(store, partition_name);
@@ -5290,10 +5303,11 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
   // Copies the partition, sorted, into `staged` and verifies the copy; returns the partition's
   // commit version it copied. Holds write_mu (no commit during the copy). `drained`: the caller
   // holds the partition drained (no new request may pin it) and this copy may still pin it.
-  auto copy = [&](bool drained) -> int64_t {
+  // Into `path`, with blocks of `kb` KB.
+  auto copy = [&](bool drained, int kb, const std::string& path) -> int64_t {
     std::lock_guard wlock(e->write_mu);
-    fs::remove(staged, ec);
-    fs::remove(staged + ".wal", ec);
+    fs::remove(path, ec);
+    fs::remove(path + ".wal", ec);
     auto pins = impl_->acquire({e}, nullptr, drained ? e : nullptr);
     if (pins.entries().empty()) {
       throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
@@ -5302,9 +5316,11 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     {
       std::lock_guard lock(impl_->mu);
       version = e->meta.commit_version;
+      // A new database file with the block size asked for.
+      impl_->admin.exec(fmt::format("ATTACH {} AS {} (BLOCK_SIZE {})", duck::quote_literal(path),
+                                    duck::quote_ident(staged_alias), kb * 1024),
+                        context);
     }
-    duck::Database::open(staged);  // an empty database file, attached below
-    attach_database(staged, staged_alias, /*read_only=*/false);
     struct Detach {
       PartitionedDataRepository* repo;
       std::string alias;
@@ -5354,8 +5370,30 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     return version;
   };  // the staged file is checkpointed and closed when `detach` goes
 
-  // 1. Copy while readers and writers go on.
-  int64_t copied_version = copy(false);
+  // 1. Copy while readers and writers go on. Automatic block size: a small partition is copied
+  //    with 256 KB and with 16 KB blocks and the smaller file kept.
+  int kb = block_size_kb != 0 ? block_size_kb : 256;
+  int64_t copied_version = copy(false, kb, staged);
+  if (block_size_kb == 0 && file_bytes(staged) <= 4 * 1024 * 1024) {
+    const std::string small = staged + "16";
+    try {
+      const int64_t small_version = copy(false, 16, small);
+      if (file_bytes(small) < file_bytes(staged)) {
+        if (std::rename(small.c_str(), staged.c_str()) != 0) {
+          throw Error(ErrorCode::kIo, fmt::format("cannot rename '{}' to '{}': {}", small, staged,
+                                                  std::strerror(errno)));
+        }
+        kb = 16;
+        copied_version = small_version;
+      }
+    } catch (...) {
+      fs::remove(small, ec);
+      fs::remove(staged, ec);
+      throw;
+    }
+    fs::remove(small, ec);
+  }
+  res.block_size_kb = kb;
   // 2. Drain: new requests for this partition wait; running ones (writers included — they pin
   //    before they take write_mu) finish. Then nothing can change the partition.
   auto undrain = [&] {
@@ -5384,7 +5422,7 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
       std::lock_guard lock(impl_->mu);
       version_now = e->meta.commit_version;
     }
-    if (version_now != copied_version) copied_version = copy(true);
+    if (version_now != copied_version) copied_version = copy(true, kb, staged);
     fsync_path(staged, false);
     // 4. Swap.
     std::lock_guard wlock(e->write_mu);

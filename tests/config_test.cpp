@@ -83,6 +83,12 @@ TEST(ConfigTest, TomlOverridesPreset) {
               parse_partition_config("write_buffer_max_delay_ms = -1\n", "cfg.toml");
             }).find("write_buffer_max_delay_ms = -1"),
             std::string::npos);
+  EXPECT_EQ(w.block_size_kb, 256);
+  EXPECT_EQ(parse_partition_config("block_size_kb = 16\n", "t.toml").block_size_kb, 16);
+  EXPECT_NE(error_of([] {
+              parse_partition_config("block_size_kb = 48\n", "cfg.toml");
+            }).find("block_size_kb = 48"),
+            std::string::npos);
 }
 
 TEST(ConfigTest, TomlErrorsNameFileKeyAndValue) {

@@ -507,6 +507,109 @@ TEST_F(PartitionedTest, BulkLoadsOfOtherSourceTypesRecordTheStoredBounds) {
   EXPECT_EQ(repo.get_all(schema, where({{"ts", FilterOperator::kEq, day}})).items.size(), 3u);
 }
 
+// block_size_kb gives new partition files (made from the template, or one by one) DuckDB blocks of
+// that size; each file keeps its block size when the store is reopened with another setting, and
+// compact chooses per partition: a small one keeps 16 KB (smaller file), a large one goes back to
+// 256 KB, an explicit size is honoured. The rows stay the same throughout.
+TEST_F(PartitionedTest, BlockSizeOfNewFilesAndCompactionsPerPartition) {
+  const Schema schema = wide_schema();
+  auto block_size = [&](const std::string& file) {
+    duck::Database db = duck::Database::open(":memory:");
+    duck::Connection c = db.connect();
+    c.exec(fmt::format("ATTACH {} AS f (READ_ONLY)", duck::quote_literal(file)));
+    return c.query_int("SELECT block_size FROM pragma_database_size() WHERE database_name = 'f'");
+  };
+  auto rows_sql = [](int64_t n, const std::string& month) {
+    return fmt::format(
+        "SELECT uuid() AS id, TIMESTAMP '{}-01' + to_microseconds(range * 1000) AS ts, range % 2 = "
+        "0 AS flag, (range % 100)::SMALLINT AS small, (range % 1000)::INTEGER AS qty, range AS "
+        "big, range / 7.0 AS ratio, (range / 3.0)::DECIMAL(12,3) AS price, 'well ' || (range % "
+        "50) AS name, DATE '2020-01-01' + (range % 365)::INTEGER AS day, uuid() AS ref FROM "
+        "range({})",
+        month, n);
+  };
+  const std::string dir = path("parts/events/");
+  {
+    auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+    cfg.block_size_kb = 16;
+    PartitionedDataRepository repo(cfg);
+    // Three new partitions at once (the template), then one alone.
+    ASSERT_EQ(repo.create_batch_from_query(schema, rows_sql(1000, "2024-01") + " UNION ALL " +
+                                                       rows_sql(1000, "2024-02") + " UNION ALL " +
+                                                       rows_sql(60000, "2024-03"))
+                  .rows_written,
+              62000);
+    ASSERT_EQ(repo.create_batch_from_query(schema, rows_sql(500, "2024-04")).rows_written, 500);
+    repo.flush();
+  }
+  for (const char* m : {"2024_01", "2024_02", "2024_03", "2024_04"}) {
+    EXPECT_EQ(block_size(dir + "partition_" + m + ".duckdb"), 16384) << m;
+  }
+  // 1,000 rows in 16 KB blocks: a fraction of the 1 MB a 256 KB-block partition takes.
+  EXPECT_LT(std::filesystem::file_size(dir + "partition_2024_01.duckdb"), 400u * 1024);
+
+  // Reopened with the default block size: the files keep theirs, take writes, and a new
+  // partition gets 256 KB blocks.
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  ASSERT_EQ(repo.create_batch_from_query(schema, rows_sql(200, "2024-01")).rows_written, 200);
+  ASSERT_EQ(repo.create_batch_from_query(schema, rows_sql(300, "2024-05")).rows_written, 300);
+  repo.flush();
+  EXPECT_EQ(block_size(dir + "partition_2024_01.duckdb"), 16384);
+  EXPECT_EQ(block_size(dir + "partition_2024_05.duckdb"), 262144);
+  auto month_count = [&](const char* from, const char* to) {
+    return repo.count_all(schema, where({{"ts", FilterOperator::kGte, Value(from)},
+                                         {"ts", FilterOperator::kLt, Value(to)},
+                                         {"qty", FilterOperator::kGte, Value(0)}}));
+  };
+  EXPECT_EQ(month_count("2024-01-01", "2024-02-01"), 1200);
+  EXPECT_EQ(month_count("2024-03-01", "2024-04-01"), 60000);
+
+  auto checksums = [&] {
+    std::map<std::string, std::string> out;
+    for (const auto& c : repo.checksum_partitions(schema, false))
+      out[c.name] = std::to_string(c.rows) + "/" + c.checksum;
+    return out;
+  };
+  PartitionUtilities util(repo);
+  auto block_hint = [&] {
+    for (const auto& f : util.health_report(schema).findings) {
+      if (f.problem.find("256 KB blocks") != std::string::npos) return f.problem;
+    }
+    return std::string();
+  };
+  // Only 2024_05 is a small file in 256 KB blocks.
+  EXPECT_NE(block_hint().find("1 partition(s) (e.g. partition_2024_05)"), std::string::npos)
+      << block_hint();
+  EXPECT_EQ(duckdb_file_block_size(dir + "partition_2024_05.duckdb"), 262144u);
+  EXPECT_EQ(duckdb_file_block_size(dir + "partition_2024_01.duckdb"), 16384u);
+  EXPECT_EQ(duckdb_file_block_size(path("no_such_file")), std::nullopt);
+  const auto before = checksums();
+  // Automatic: the small partitions are smaller in 16 KB blocks, the 60,000-row one in 256 KB.
+  const auto small = repo.compact_partition(schema, "partition_2024_05");
+  EXPECT_EQ(small.block_size_kb, 16);
+  EXPECT_LT(small.bytes_after, small.bytes_before);
+  EXPECT_EQ(block_size(dir + "partition_2024_05.duckdb"), 16384);
+  EXPECT_EQ(repo.compact_partition(schema, "partition_2024_01").block_size_kb, 16);
+  const auto large = repo.compact_partition(schema, "partition_2024_03");
+  EXPECT_EQ(large.block_size_kb, 256);
+  EXPECT_LT(large.bytes_after, large.bytes_before);
+  EXPECT_EQ(block_size(dir + "partition_2024_03.duckdb"), 262144);
+  // Explicit.
+  EXPECT_EQ(repo.compact_partition(schema, "partition_2024_02", 64).block_size_kb, 64);
+  EXPECT_EQ(block_size(dir + "partition_2024_02.duckdb"), 65536);
+  EXPECT_EQ(checksums(), before);
+  EXPECT_EQ(block_hint(), "");
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".compact"), std::string::npos) << entry.path();
+  }
+  ErrorCode code{};
+  EXPECT_NE(
+      error_of([&] { repo.compact_partition(schema, "partition_2024_02", 48); }, &code).find("48"),
+      std::string::npos);
+  EXPECT_EQ(code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(block_size(dir + "partition_2024_02.duckdb"), 65536);
+}
+
 // A first batch over many periods creates their files in parallel. When one creation fails (here
 // a directory squats the temporary name of 2022_05), the batch writes nothing anywhere, the other
 // new partitions are kept (empty, usable), and the same batch goes through once the obstacle is

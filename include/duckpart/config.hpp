@@ -77,6 +77,15 @@ struct PartitionConfig {
   // the timer does not cut the stream's commits short. 0: no timed drains (only the budget, other
   // operations, flush() and close drain).
   int write_buffer_max_delay_ms = 10000;
+  // DuckDB block size of the partition files this store creates, in KB: 16, 32, 64, 128 or 256
+  // (DuckDB's default). Every file keeps the block size it was written with (DuckDB reads it from
+  // the file's header), so a store may mix them; compact_partition chooses per partition. A
+  // partition file holds at least ~4 blocks (the table, the metadata and batch tables, the
+  // catalog), so with 256 KB blocks a partition of 1,000 rows takes 1 MB, and opening it reads two
+  // 256 KB blocks; 16 KB blocks make such partitions ~8x smaller and a cold query ~1 ms per file
+  // faster, but partitions past ~20K rows 1.2-1.8x larger (docs/performance.md, "Session 28").
+  // For stores of many small partitions (daily or weekly periods of a few thousand rows).
+  int block_size_kb = 256;
 
   // Throws Error(kInvalidArgument) naming the first invalid field and its value.
   void validate() const;

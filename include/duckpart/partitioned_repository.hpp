@@ -186,6 +186,7 @@ class PartitionedDataRepository final : public IDataRepository {
     int64_t rows = 0;
     uint64_t bytes_before = 0;  // file + write-ahead log
     uint64_t bytes_after = 0;
+    int block_size_kb = 0;  // DuckDB block size of the rewritten file
   };
   // Rewrites one partition sorted by the partition column (then the id), into a fresh file that
   // holds no deleted rows or free blocks, verifies that it holds the same rows (count and
@@ -193,7 +194,12 @@ class PartitionedDataRepository final : public IDataRepository {
   // see the old or the new file, never a mix. A crash at any moment leaves the old file intact
   // (and at most a hidden ".<file>.compact" to delete). Throws Error(kConflict) when queries keep
   // the partition busy for more than a minute, Error(kCorruption) if the copy does not verify.
-  CompactResult compact_partition(const Schema& schema, const std::string& partition_name);
+  // `block_size_kb`: the DuckDB block size of the new file (16, 32, 64, 128 or 256); 0
+  // (automatic): a partition whose file takes at most 4 MB is written with 16 KB and with 256 KB
+  // blocks and the smaller file is kept (small partitions take several times less space with
+  // small blocks, larger ones more), a larger one gets 256 KB.
+  CompactResult compact_partition(const Schema& schema, const std::string& partition_name,
+                                  int block_size_kb = 0);
   // Neighbouring rows, in storage order, whose partition value decreases: 0 for a partition
   // sorted by time. Reads the whole partition.
   int64_t unsorted_pairs(const Schema& schema, const std::string& partition_name);

@@ -108,11 +108,13 @@ class PartitionUtilities {
   // A checksum mismatch is Error(kCorruption) naming the file; nothing is restored then.
   RestoreResult restore(const Schema& schema, const std::string& path, bool verify_only);
   // Rewrites one partition (by name) or, with an empty name, every usable partition sorted by the
-  // partition column; see PartitionedDataRepository::compact_partition. `progress` is called after
+  // partition column; see PartitionedDataRepository::compact_partition (`block_size_kb`: 0
+  // automatic, or the DuckDB block size of every rewritten file). `progress` is called after
   // each partition.
   CompactReport compact(
       const Schema& schema, const std::string& name,
-      const std::function<void(const PartitionedDataRepository::CompactResult&)>& progress = {});
+      const std::function<void(const PartitionedDataRepository::CompactResult&)>& progress = {},
+      int block_size_kb = 0);
   // Mirrors the table as hive-partitioned Parquet under `dir` (year=YYYY/month=MM/..., files
   // <partition>_<n>.parquet) that DuckDB, Spark, Trino and ClickHouse read directly. Resumable: a
   // manifest (_duckpart_export.json) records each exported partition and its row count; a re-run

@@ -720,16 +720,18 @@ int cmd_restore(const Common& c, const std::string& from, bool verify_only) {
 // ---- test: a self-check on a temporary directory
 // ---------------------------------------------------
 
-int cmd_compact(const Common& c, const std::string& partition, bool json) {
+int cmd_compact(const Common& c, const std::string& partition, int block_size_kb, bool json) {
   const PartitionConfig cfg = resolve_config(c);
   require_store(cfg, c.schema);
   OpenStore st(cfg, c.schema, false);
   PartitionUtilities util(st.repo);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  const CompactReport rep =
-      util.compact(st.schema, partition, [&](const PartitionedDataRepository::CompactResult& r) {
+  const CompactReport rep = util.compact(
+      st.schema, partition,
+      [&](const PartitionedDataRepository::CompactResult& r) {
         if (tty) std::fprintf(stderr, "\r\033[Kcompacted %s", r.name.c_str());
-      });
+      },
+      block_size_kb);
   if (tty) std::fprintf(stderr, "\r\033[K");
   std::printf("%s\n", json ? rep.to_json().c_str() : rep.to_text().c_str());
   return 0;
@@ -1001,6 +1003,11 @@ int run_manage_partitions(int argc, char** argv) {
   add_common(compact, common, false);
   compact->add_option("--partition", compact_partition,
                       "one partition, e.g. partition_2023_12 (default: every partition)");
+  int compact_block_kb = 0;
+  compact->add_option("--block-size-kb", compact_block_kb,
+                      "DuckDB block size of the rewritten files: 16, 32, 64, 128 or 256; 0 "
+                      "(default): automatic, 16 KB for a small partition when that makes its file "
+                      "smaller, else 256 KB");
   compact->add_flag("--json", json, "machine-readable output");
 
   std::string import_csv, import_parquet;
@@ -1050,7 +1057,7 @@ int run_manage_partitions(int argc, char** argv) {
     if (*health) return cmd_health(common, health_output);
     if (*backup) return cmd_backup(common, backup_partition_name, backup_all, backup_to);
     if (*restore) return cmd_restore(common, restore_from, verify_only);
-    if (*compact) return cmd_compact(common, compact_partition, json);
+    if (*compact) return cmd_compact(common, compact_partition, compact_block_kb, json);
     if (*import)
       return cmd_import(common, import_csv, import_parquet, import_batch, import_null_partition,
                         json);

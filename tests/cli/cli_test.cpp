@@ -985,9 +985,18 @@ TEST_F(CliTest, CompactAndExportKeepEveryRow) {
   CliRun one = cmd({"compact", "--partition", "partition_2021"});
   ASSERT_EQ(one.rc, 0) << one.err;
   EXPECT_NE(one.out.find("compacted 1 partition(s)"), std::string::npos) << one.out;
+  CliRun blocks = cmd({"compact", "--partition", "partition_2021", "--block-size-kb", "32"});
+  ASSERT_EQ(blocks.rc, 0) << blocks.err;
+  EXPECT_NE(blocks.out.find("(32 KB blocks)"), std::string::npos) << blocks.out;
+  CliRun bad_blocks = cmd({"compact", "--block-size-kb", "48"});
+  EXPECT_NE(bad_blocks.rc, 0);
+  EXPECT_NE(bad_blocks.err.find("block size 48 KB"), std::string::npos) << bad_blocks.err;
   CliRun all = cmd({"compact", "--json"});
   ASSERT_EQ(all.rc, 0) << all.err;
   EXPECT_EQ(nlohmann::json::parse(all.out)["partitions"].size(), 4u);
+  for (const auto& p : nlohmann::json::parse(all.out)["partitions"]) {
+    EXPECT_TRUE(p["block_size_kb"] == 16 || p["block_size_kb"] == 256) << all.out;
+  }
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kYearly);
   h = cmd({"health-report"});
