@@ -19,6 +19,19 @@
 
 namespace duckpart {
 
+bool is_valid_block_size_kb(int kb) {
+  return kb == 16 || kb == 32 || kb == 64 || kb == 128 || kb == 256;
+}
+
+void check_compact_block_size_kb(int kb) {
+  if (kb != 0 && !is_valid_block_size_kb(kb)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("compact: block size {} KB: must be 0 (automatic), 16, 32, 64, 128 "
+                            "or 256",
+                            kb));
+  }
+}
+
 void PartitionConfig::validate() const {
   auto bad = [](std::string_view field, const std::string& value, std::string_view why) {
     throw Error(ErrorCode::kInvalidArgument,
@@ -55,8 +68,7 @@ void PartitionConfig::validate() const {
     bad("write_buffer_max_delay_ms", std::to_string(write_buffer_max_delay_ms),
         "must be 0 (no timed drains) or a delay in milliseconds of at most one day (86400000)");
   }
-  if (block_size_kb != 16 && block_size_kb != 32 && block_size_kb != 64 && block_size_kb != 128 &&
-      block_size_kb != 256) {
+  if (!is_valid_block_size_kb(block_size_kb)) {
     bad("block_size_kb", std::to_string(block_size_kb),
         "must be 16, 32, 64, 128 or 256 (a DuckDB block size in KB)");
   }

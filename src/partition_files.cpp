@@ -40,8 +40,9 @@ std::optional<uint64_t> duckdb_file_block_size(const std::string& path) {
     for (const off_t at : {off_t{4096}, off_t{8192}}) {
       uint64_t w[6];
       if (::pread(fd, w, sizeof w, at) != static_cast<ssize_t>(sizeof w)) continue;
-      // A power of two between DuckDB's smallest and largest block sizes.
-      const uint64_t alloc = w[5];
+      // A power of two between DuckDB's smallest and largest block sizes; 0 in files written
+      // before DuckDB recorded it, which DuckDB reads as its default, 256 KB.
+      const uint64_t alloc = w[5] == 0 ? 262144 : w[5];
       if (alloc < 4096 || alloc > (uint64_t{1} << 30) || (alloc & (alloc - 1)) != 0) continue;
       if (!size || w[1] > best_iteration) {
         size = alloc;

@@ -104,6 +104,8 @@ struct Entry {
   int pins = 0;
   uint64_t last_used = 0;
   std::mutex write_mu;
+  // Held for a whole compact_partition: two compactions of one partition share its staged files.
+  std::mutex compact_mu;
   // Id index, under bloom_mu. Valid when bloom && bloom_version == meta.commit_version.
   std::mutex bloom_mu;
   std::unique_ptr<IdBloom> bloom;
@@ -5281,15 +5283,12 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     throw Error(ErrorCode::kInvalidArgument,
                 "the partition store is open read-only; compact is refused");
   }
-  if (block_size_kb != 0 && block_size_kb != 16 && block_size_kb != 32 && block_size_kb != 64 &&
-      block_size_kb != 128 && block_size_kb != 256) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("compact: block size {} KB: must be 0 (automatic), 16, 32, 64, 128 "
-                            "or 256",
-                            block_size_kb));
-  }
+  check_compact_block_size_kb(block_size_kb);
   Store& store = impl_->store_for(schema);
   Entry* e = impl_->entry_named(store, partition_name);
+  // One compaction of a partition at a time: they share its staged files, and an older copy
+  // renamed over a newer one would be swapped in as current.
+  std::lock_guard compacting(e->compact_mu);
   CompactResult res;
   res.name = e->name;
   res.file = e->file;
@@ -5304,10 +5303,13 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
   // commit version it copied. Holds write_mu (no commit during the copy). `drained`: the caller
   // holds the partition drained (no new request may pin it) and this copy may still pin it.
   // Into `path`, with blocks of `kb` KB.
-  auto copy = [&](bool drained, int kb, const std::string& path) -> int64_t {
-    std::lock_guard wlock(e->write_mu);
+  auto remove_staged = [&](const std::string& path) {
     fs::remove(path, ec);
     fs::remove(path + ".wal", ec);
+  };
+  auto copy = [&](bool drained, int kb, const std::string& path) -> int64_t {
+    std::lock_guard wlock(e->write_mu);
+    remove_staged(path);
     auto pins = impl_->acquire({e}, nullptr, drained ? e : nullptr);
     if (pins.entries().empty()) {
       throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
@@ -5316,11 +5318,18 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     {
       std::lock_guard lock(impl_->mu);
       version = e->meta.commit_version;
-      // A new database file with the block size asked for.
-      impl_->admin.exec(fmt::format("ATTACH {} AS {} (BLOCK_SIZE {})", duck::quote_literal(path),
-                                    duck::quote_ident(staged_alias), kb * 1024),
-                        context);
     }
+    {
+      // A new, empty database file with the block size asked for, made outside mu by an
+      // instance of its own (DuckDB writes and syncs its headers), then attached below.
+      duck::Database maker = duck::Database::open("", false, {}, duck::Extensions::kOnFirstUse);
+      duck::Connection c = maker.connect();
+      c.exec(fmt::format("ATTACH {} AS new_file (BLOCK_SIZE {})", duck::quote_literal(path),
+                         kb * 1024),
+             context, duck::Uses::kBuiltinsOnly);
+      c.exec("DETACH new_file", context, duck::Uses::kBuiltinsOnly);
+    }
+    attach_database(path, staged_alias, /*read_only=*/false);
     struct Detach {
       PartitionedDataRepository* repo;
       std::string alias;
@@ -5373,10 +5382,11 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
   // 1. Copy while readers and writers go on. Automatic block size: a small partition is copied
   //    with 256 KB and with 16 KB blocks and the smaller file kept.
   int kb = block_size_kb != 0 ? block_size_kb : 256;
-  int64_t copied_version = copy(false, kb, staged);
-  if (block_size_kb == 0 && file_bytes(staged) <= 4 * 1024 * 1024) {
-    const std::string small = staged + "16";
-    try {
+  int64_t copied_version = 0;
+  const std::string small = staged + "16";
+  try {
+    copied_version = copy(false, kb, staged);
+    if (block_size_kb == 0 && file_bytes(staged) <= 4 * 1024 * 1024) {
       const int64_t small_version = copy(false, 16, small);
       if (file_bytes(small) < file_bytes(staged)) {
         if (std::rename(small.c_str(), staged.c_str()) != 0) {
@@ -5386,12 +5396,12 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
         kb = 16;
         copied_version = small_version;
       }
-    } catch (...) {
-      fs::remove(small, ec);
-      fs::remove(staged, ec);
-      throw;
+      remove_staged(small);
     }
-    fs::remove(small, ec);
+  } catch (...) {
+    remove_staged(small);
+    remove_staged(staged);
+    throw;
   }
   res.block_size_kb = kb;
   // 2. Drain: new requests for this partition wait; running ones (writers included — they pin
@@ -5408,7 +5418,7 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
       e->draining = false;
       impl_->pins_cv.notify_all();
       lock.unlock();
-      fs::remove(staged, ec);
+      remove_staged(staged);
       throw Error(ErrorCode::kConflict,
                   fmt::format("partition {} stayed in use by a query for a minute; compact it "
                               "again later (it was left unchanged)",
@@ -5439,7 +5449,7 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     ++e->file_epoch;  // same rows, same commit version, another order: id maps are rebuilt
     fsync_path(store.dir, true);
   } catch (...) {
-    fs::remove(staged, ec);
+    remove_staged(staged);
     undrain();
     throw;
   }

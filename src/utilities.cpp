@@ -269,6 +269,7 @@ CompactReport PartitionUtilities::compact(
     const Schema& schema, const std::string& name,
     const std::function<void(const PartitionedDataRepository::CompactResult&)>& progress,
     int block_size_kb) {
+  check_compact_block_size_kb(block_size_kb);
   repo_.initialize(schema);
   std::vector<std::string> names;
   if (!name.empty()) {
@@ -583,11 +584,13 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
         }
       }
       if (p.bytes < kSmallBytes) small.push_back(p.name);
-      // At most 8 blocks of DuckDB's default 256 KB after the 12 KB of headers: a partition
-      // file takes at least ~4 (its tables and catalog), so these are mostly partly filled or
-      // free blocks, which 16 KB blocks would not leave (docs/architecture.md, "The block size
-      // of a partition file fits its size").
-      if (p.bytes <= 12288 + 8 * 262144 && duckdb_file_block_size(p.file) == 262144) {
+      // At most 8 blocks of DuckDB's default 256 KB after the 12 KB of headers and at most
+      // 10,000 rows: a partition file takes at least ~4 blocks (its tables and catalog), so these
+      // are mostly partly filled or free blocks, which 16 KB blocks would not leave (measured
+      // crossover ~20,000 rows: docs/architecture.md, "The block size of a partition file fits
+      // its size").
+      if (p.bytes <= 12288 + 8 * 262144 && p.rows <= 10000 &&
+          duckdb_file_block_size(p.file) == 262144) {
         coarse_blocks.push_back(p.name);
         coarse_bytes += p.bytes;
       }
@@ -603,10 +606,10 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
   }
   if (!coarse_blocks.empty()) {
     add("info", "", "",
-        fmt::format("{} partition(s) (e.g. {}) are files of at most 2 MB in DuckDB's 256 KB "
-                    "blocks, {} in all: a partition file takes at least ~4 blocks, so small "
-                    "partitions are mostly partly filled blocks, and each cold open reads and "
-                    "checksums 256 KB blocks",
+        fmt::format("{} partition(s) (e.g. {}) of at most 10,000 rows are files of at most 2 "
+                    "MB in DuckDB's 256 KB blocks, {} in all: a partition file takes at least ~4 "
+                    "blocks, so such files are mostly partly filled blocks, and each cold open "
+                    "reads and checksums 256 KB blocks",
                     coarse_blocks.size(), coarse_blocks.front(), human_bytes(coarse_bytes)),
         "manage_partitions compact rewrites each partition in the block size that makes its file "
         "smaller (16 KB blocks: ~5x smaller at 1,000 rows, larger past ~20,000 rows); set "
@@ -627,14 +630,15 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
   for (fs::directory_iterator it(rep.directory, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     const std::string ext = it->path().extension().string();
-    if (ext == ".wal") {
+    const bool temporary =
+        name.find(".restore") != std::string::npos || name.find(".compact") != std::string::npos;
+    if (ext == ".wal" && !temporary) {
       add("warning", "", it->path().string(),
           "write-ahead log left by a process that did not close the partition cleanly",
           "it is replayed the next time the partition is opened (any query on it); no action "
           "needed unless "
           "it persists");
-    } else if (ext == ".tmp" || name.find(".restore") != std::string::npos ||
-               name.find(".compact") != std::string::npos) {
+    } else if (ext == ".tmp" || temporary) {
       add("warning", "", it->path().string(), "temporary file left by an interrupted operation",
           "delete it once no duckpart process is running");
     }

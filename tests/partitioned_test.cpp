@@ -608,6 +608,28 @@ TEST_F(PartitionedTest, BlockSizeOfNewFilesAndCompactionsPerPartition) {
       std::string::npos);
   EXPECT_EQ(code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(block_size(dir + "partition_2024_02.duckdb"), 65536);
+  EXPECT_NE(error_of([&] { util.compact(schema, "", {}, 48); }).find("48"), std::string::npos);
+
+  // Two compactions of one partition at once while a writer commits to it: every commit stays.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> written{0};
+  std::thread writer([&] {
+    while (!stop) {
+      written += repo.create_batch_from_query(schema, rows_sql(10, "2024-01")).rows_written;
+    }
+  });
+  std::thread other([&] {
+    for (int i = 0; i < 3; ++i) repo.compact_partition(schema, "partition_2024_01");
+  });
+  for (int i = 0; i < 3; ++i) repo.compact_partition(schema, "partition_2024_01");
+  other.join();
+  stop = true;
+  writer.join();
+  EXPECT_GT(written.load(), 0);
+  EXPECT_EQ(month_count("2024-01-01", "2024-02-01"), 1200 + written.load());
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".compact"), std::string::npos) << entry.path();
+  }
 }
 
 // A first batch over many periods creates their files in parallel. When one creation fails (here

@@ -91,6 +91,12 @@ struct PartitionConfig {
   void validate() const;
 };
 
+// Whether `kb` is a DuckDB block size partition files may have: 16, 32, 64, 128 or 256 (KB).
+bool is_valid_block_size_kb(int kb);
+// Throws Error(kInvalidArgument) naming `kb` unless it is 0 (automatic) or a valid block size:
+// the block size argument of compact.
+void check_compact_block_size_kb(int kb);
+
 // The memory this process may use, in MB: physical memory, or the cgroup's limit when lower.
 int64_t usable_memory_mb();
 

@@ -192,7 +192,9 @@ class PartitionedDataRepository final : public IDataRepository {
   // holds no deleted rows or free blocks, verifies that it holds the same rows (count and
   // checksum) and renames it over the old one. Writers to the partition wait; readers go on and
   // see the old or the new file, never a mix. A crash at any moment leaves the old file intact
-  // (and at most a hidden ".<file>.compact" to delete). Throws Error(kConflict) when queries keep
+  // (and at most hidden ".<file>.compact" / ".<file>.compact16" files, and their ".wal", to
+  // delete; health-report lists them). Calls for one partition run one at a time. Throws
+  // Error(kConflict) when queries keep
   // the partition busy for more than a minute, Error(kCorruption) if the copy does not verify.
   // `block_size_kb`: the DuckDB block size of the new file (16, 32, 64, 128 or 256); 0
   // (automatic): a partition whose file takes at most 4 MB is written with 16 KB and with 256 KB
