@@ -993,8 +993,9 @@ TEST_F(CliTest, CompactAndExportKeepEveryRow) {
   EXPECT_NE(bad_blocks.err.find("block size 48 KB"), std::string::npos) << bad_blocks.err;
   CliRun all = cmd({"compact", "--json"});
   ASSERT_EQ(all.rc, 0) << all.err;
-  EXPECT_EQ(nlohmann::json::parse(all.out)["partitions"].size(), 4u);
-  for (const auto& p : nlohmann::json::parse(all.out)["partitions"]) {
+  const nlohmann::json compacted = nlohmann::json::parse(all.out);
+  EXPECT_EQ(compacted["partitions"].size(), 4u);
+  for (const auto& p : compacted["partitions"]) {
     EXPECT_TRUE(p["block_size_kb"] == 16 || p["block_size_kb"] == 256) << all.out;
   }
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
