@@ -341,6 +341,7 @@ std::optional<Catalog> parse_catalog_fast(const std::string& text) {
   c.strategy = head.at("strategy").get<std::string>();
   const std::size_t begin = open + kPartitionsOpen.size();
   std::string_view body(text.data() + begin, text.size() - kPartitionsClose.size() - begin);
+  c.entries.reserve(static_cast<std::size_t>(std::count(body.begin(), body.end(), '\n')));
   while (!body.empty()) {
     const std::size_t nl = body.find('\n');
     if (nl == std::string_view::npos) return std::nullopt;
@@ -360,13 +361,31 @@ std::optional<Catalog> parse_catalog_fast(const std::string& text) {
 }  // namespace
 
 std::optional<Catalog> read_catalog(const std::string& dir, const Schema*) {
+  // One read into a string of the file's size: a stream's buffers would copy the text twice, and
+  // every fresh page costs a fault while a cold open's DuckDB starts (docs/architecture.md, "Cold
+  // opens").
   std::string text;
   {
-    std::ifstream in(dir + "/" + kCatalogFile, std::ios::binary);
-    if (!in) return std::nullopt;
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    text = std::move(ss).str();
+    const std::string path = dir + "/" + kCatalogFile;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    struct CloseFd {
+      int fd;
+      ~CloseFd() { ::close(fd); }
+    } close_fd{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_size < 0) return std::nullopt;
+    text.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t got = 0;
+    while (true) {
+      if (got == text.size()) text.resize(got + 4096);  // grew since the fstat
+      const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return std::nullopt;
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    text.resize(got);
   }
   try {
     if (auto c = parse_catalog_fast(text)) return c;

@@ -299,21 +299,24 @@ TableScan scan_table_dir(const std::string& dir, const std::string& table,
     int fd;
     ~CloseFd() { ::close(fd); }
   } close_dir{dir_fd};
-  const std::vector<std::string> names = list_regular_files(dir_fd, dir);
+  // Names are moved out of `names` once looked at (fresh memory costs a fault per page while a
+  // cold open's DuckDB starts): the search for a name's log looks only at the names after it.
+  std::vector<std::string> names = list_regular_files(dir_fd, dir);
   const std::string creating_suffix = std::string(".duckdb") + kCreatingSuffix;
+  scan.files.reserve(names.size());
+  std::string wal_name;
   for (std::size_t i = 0; i < names.size(); ++i) {
-    const std::string& fname = names[i];
+    std::string& fname = names[i];
     if (fname.starts_with(kIngestPrefix) && fname.ends_with(".log")) {
-      scan.ingest_logs.push_back(fname);
+      scan.ingest_logs.push_back(std::move(fname));
       continue;
     }
     if (fname.ends_with(creating_suffix) || fname.ends_with(creating_suffix + ".wal")) {
-      scan.creating.push_back(fname);
+      scan.creating.push_back(std::move(fname));
       continue;
     }
     if (!fname.ends_with(".duckdb") || fname.size() <= 7) continue;
     TableScan::File f;
-    f.name = fname;
     f.key = parse_partition_name(fname);
     if (f.key) {
       if (f.key->is_null) f.key->strategy = strategy;
@@ -321,11 +324,13 @@ TableScan scan_table_dir(const std::string& dir, const std::string& table,
       if (auto c = cached.find(fname); c != cached.end() && f.key->strategy == strategy) {
         f.cached = c->second;
         // The listing tells whether there is a log: the stamp skips looking for it otherwise.
+        wal_name.assign(fname).append(".wal");
         const bool wal = std::binary_search(names.begin() + static_cast<std::ptrdiff_t>(i) + 1,
-                                            names.end(), fname + ".wal");
+                                            names.end(), wal_name);
         f.stamp = stamp_in(dir_fd, fname, wal);
       }
     }
+    f.name = std::move(fname);
     scan.files.push_back(std::move(f));
   }
   return scan;
@@ -2030,7 +2035,7 @@ struct PartitionedDataRepository::Impl {
                                 strategy_name(f.key->strategy), strategy_name(config.strategy));
       } else if (catalog_usable && f.cached >= 0 &&
                  scan.catalog->entries[static_cast<std::size_t>(f.cached)].stamp == f.stamp) {
-        e.meta = scan.catalog->entries[static_cast<std::size_t>(f.cached)].meta;
+        e.meta = std::move(scan.catalog->entries[static_cast<std::size_t>(f.cached)].meta);
         if (options.read_only) e.meta_stamp = f.stamp;
       } else {
         verify_entry_locked(store, e);
