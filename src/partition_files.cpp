@@ -377,8 +377,7 @@ std::optional<Catalog> read_catalog(const std::string& dir, const Schema*) {
     if (::fstat(fd, &st) != 0 || st.st_size < 0) return std::nullopt;
     text.resize(static_cast<std::size_t>(st.st_size));
     std::size_t got = 0;
-    while (true) {
-      if (got == text.size()) text.resize(got + 4096);  // grew since the fstat
+    while (got < text.size()) {
       const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return std::nullopt;
@@ -386,6 +385,14 @@ std::optional<Catalog> read_catalog(const std::string& dir, const Schema*) {
       got += static_cast<std::size_t>(n);
     }
     text.resize(got);
+    char more[4096];  // grown since the fstat (the catalog is replaced by rename, so rarely)
+    for (;;) {
+      const ssize_t n = ::read(fd, more, sizeof more);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return std::nullopt;
+      if (n == 0) break;
+      text.append(more, static_cast<std::size_t>(n));
+    }
   }
   try {
     if (auto c = parse_catalog_fast(text)) return c;
