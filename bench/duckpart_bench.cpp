@@ -249,7 +249,7 @@ std::pair<std::string, double> run_self(const std::vector<std::string>& args, bo
 //   --child-cold part DIR STRATEGY FROM TO [oil]  |  --child-cold single FILE - FROM TO [oil]
 //     count rows with FROM <= ts < TO (and oil >= 100 with "oil": a filter the partitions'
 //     metadata cannot answer, so that the rows are read); prints "<rows> <files opened>
-//     <extensions loaded 0/1> <partitions counted from metadata>"
+//     <extensions loaded 0/1> <partitions counted from metadata> <DuckDB started 0/1>"
 //   --child-floor  |  --child-floor-deferred
 //     in-memory DuckDB, SELECT 42 (its extensions loaded at open / deferred); prints "42 0"
 //   --child-stream DIR STRATEGY
@@ -272,9 +272,10 @@ int child_main(int argc, char** argv) {
       PartitionedDataRepository part(cfg, {.read_only = true});
       const int64_t n = part.count_all(schema, q);
       const RepositoryCounters c = part.counters();
-      std::printf("%lld %lld %d %lld\n", static_cast<long long>(n),
+      std::printf("%lld %lld %d %lld %d\n", static_cast<long long>(n),
                   static_cast<long long>(c.partitions_opened), c.duckdb_extensions_loaded ? 1 : 0,
-                  static_cast<long long>(c.partitions_counted_from_metadata));
+                  static_cast<long long>(c.partitions_counted_from_metadata),
+                  c.duckdb_started ? 1 : 0);
     }
     return 0;
   }
@@ -1001,7 +1002,7 @@ int main(int argc, char** argv) {
         std::vector<std::string> extra;
         std::string dir;
         std::vector<double> t_part, t_single;
-        std::string rows_part, rows_single, files, extensions, from_meta;
+        std::string rows_part, rows_single, files, extensions, from_meta, started;
       };
       Variant count{{}, daily.base_partition_path}, reads{{"oil"}, daily.base_partition_path},
           reads16{{"oil"}, daily16.base_partition_path};
@@ -1015,7 +1016,7 @@ int main(int argc, char** argv) {
           auto [out, ms] = run_self(args, true);
           v->t_part.push_back(ms);
           std::istringstream fields(out);
-          fields >> v->rows_part >> v->files >> v->extensions >> v->from_meta;
+          fields >> v->rows_part >> v->files >> v->extensions >> v->from_meta >> v->started;
           if (v == &reads16) continue;  // the same query as `reads` on the single file
           args = {"--child-cold", "single", daily_single, "-", from, to};
           args.insert(args.end(), v->extra.begin(), v->extra.end());
@@ -1034,10 +1035,11 @@ int main(int argc, char** argv) {
       }
       record("P3",
              fmt::format("cold 3-day count in a fresh process, {} daily partitions ({} files "
-                         "opened, {} partitions counted from their metadata, DuckDB's "
-                         "extensions {})",
+                         "opened, {} partitions counted from their metadata, {})",
                          days, count.files, count.from_meta,
-                         count.extensions == "0" ? "not loaded" : "loaded"),
+                         count.started == "0"      ? "DuckDB not started"
+                         : count.extensions == "0" ? "DuckDB's extensions not loaded"
+                                                   : "DuckDB's extensions loaded"),
              "duckpart", "ms", stats_of(count.t_part));
       record("P3", fmt::format("cold 3-day count in a fresh process, {} days in one file", days),
              "single file", "ms", stats_of(count.t_single));

@@ -245,9 +245,16 @@ std::unique_ptr<Entry> make_entry_in(const std::string& dir, const std::string& 
                                      const PartitionKey& key) {
   auto e = std::make_unique<Entry>();
   e->key = key;
-  e->name = key.name();
-  e->file = dir + "/" + key.file_name();
-  e->alias = partition_alias(table, key);
+  // One label and one allocation per string: a cold open makes 1,100 of these while it waits.
+  const std::string label = key.label();
+  constexpr std::string_view kPrefix = "partition_", kSuffix = ".duckdb";
+  e->name.reserve(kPrefix.size() + label.size());
+  e->name.append(kPrefix).append(label);
+  e->file.reserve(dir.size() + 1 + e->name.size() + kSuffix.size());
+  e->file.append(dir).append(1, '/').append(e->name).append(kSuffix);
+  const std::string_view strategy = strategy_name(key.strategy);
+  e->alias.reserve(3 + table.size() + 1 + strategy.size() + 1 + label.size());
+  e->alias.append("dp_").append(table).append(1, '_').append(strategy).append(1, '_').append(label);
   return e;
 }
 
@@ -556,10 +563,43 @@ struct PartitionedDataRepository::Impl {
   PartitionConfig config;
   PartitionedRepositoryOptions options;
   std::string base_dir;
-  duck::Database hub;
-  std::unique_ptr<ConnectionPool> pool;
-  duck::Connection admin;          // ATTACH/DETACH/DDL, under mu
+  // DuckDB (an in-memory instance the partitions are attached to), started by open_duck(): by the
+  // constructor of a writer, and by the first request that needs it in a read-only instance, so
+  // that what the partitions' metadata answers costs no DuckDB start (docs/architecture.md, "Cold
+  // opens"). Reached through hub(), pool() and admin(), which start it when needed.
+  std::vector<std::pair<std::string, std::string>> duck_settings;
+  std::once_flag duck_once;
+  std::atomic<bool> duck_started{false};
+  duck::Database hub_;
+  std::unique_ptr<ConnectionPool> pool_;
+  duck::Connection admin_;         // ATTACH/DETACH/DDL, under mu
   std::once_flag feed_registered;  // ChunkFeed's table function, for the bulk writers
+
+  void open_duck() {
+    std::call_once(duck_once, [this] {
+      // DuckDB's linked extensions are loaded by the first statement that may need them: a process
+      // that only counts or reads rows of built-in types never loads them.
+      duck::Database db =
+          duck::Database::open(":memory:", false, duck_settings, duck::Extensions::kOnFirstUse);
+      duck::Connection admin_conn = db.connect();
+      pool_ = std::make_unique<ConnectionPool>(db.get());
+      hub_ = std::move(db);
+      admin_ = std::move(admin_conn);
+      duck_started.store(true, std::memory_order_release);
+    });
+  }
+  duck::Database& hub() {
+    open_duck();
+    return hub_;
+  }
+  ConnectionPool& pool() {
+    open_duck();
+    return *pool_;
+  }
+  duck::Connection& admin() {  // under mu
+    open_duck();
+    return admin_;
+  }
 
   mutable std::mutex mu;
   std::condition_variable pins_cv;  // signalled when pins drop or draining ends (with mu)
@@ -626,7 +666,7 @@ struct PartitionedDataRepository::Impl {
     std::lock_guard lock(threads_mu);
     if (threads_holders++ > 0) return;
     try {
-      auto conn = pool->take();
+      auto conn = pool().take();
       const int64_t threads = conn->query_int("SELECT current_setting('threads')::BIGINT");
       if (threads > 1) {
         conn->exec("SET threads = 1");
@@ -640,7 +680,7 @@ struct PartitionedDataRepository::Impl {
     std::lock_guard lock(threads_mu);
     if (threads_holders == 0 || --threads_holders > 0 || threads_saved == 0) return;
     try {
-      pool->take()->exec(fmt::format("SET threads = {}", threads_saved));
+      pool().take()->exec(fmt::format("SET threads = {}", threads_saved));
     } catch (...) {  // the instance keeps one thread: slower queries, nothing lost
     }
     threads_saved = 0;
@@ -706,7 +746,7 @@ struct PartitionedDataRepository::Impl {
 
   void attach_locked(Entry& e) {
     try {
-      admin.exec(attach_sql(e), "", duck::Uses::kBuiltinsOnly);
+      admin().exec(attach_sql(e), "", duck::Uses::kBuiltinsOnly);
     } catch (const Error& err) {
       if (!repair_torn_locked(e, err)) rethrow_attach(e, err);
     }
@@ -730,15 +770,15 @@ struct PartitionedDataRepository::Impl {
     const std::string table = duck::quote_ident(fs::path(e.file).parent_path().filename().string());
     bool attached = false, ok = false;
     try {
-      admin.exec(attach_sql(e));
+      admin().exec(attach_sql(e));
       attached = true;
       int64_t bad = 0;
       for (const std::string& t :
            {table, duck::quote_ident(kMetaTable), duck::quote_ident(kBatchesTable)}) {
-        bad += admin.query_int(
+        bad += admin().query_int(
             fmt::format("SELECT count(*) FROM {}.main.{} WHERE hash(COLUMNS(*)) IS NULL", a, t));
       }
-      bad += admin.query_int(fmt::format(
+      bad += admin().query_int(fmt::format(
           "SELECT (coalesce((SELECT max(row_count) FROM {0}.main.{1}), (SELECT count(*) FROM "
           "{0}.main.{2})) <> (SELECT count(*) FROM {0}.main.{2}))::BIGINT",
           a, duck::quote_ident(kMetaTable), table));
@@ -748,7 +788,7 @@ struct PartitionedDataRepository::Impl {
     }
     if (!ok) {
       try {
-        if (attached) admin.exec("DETACH " + a);
+        if (attached) admin().exec("DETACH " + a);
         undo_torn_block_repair(e.file, *r);
       } catch (const Error&) {  // the error of the first ATTACH is reported either way
       }
@@ -762,8 +802,8 @@ struct PartitionedDataRepository::Impl {
     if (!e.attached || e.pins > 0) return;
     drop_sql_sessions();  // idle sessions may hold views and statements over it
     try {
-      admin.exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)), "",
-                 duck::Uses::kBuiltinsOnly);
+      admin().exec(fmt::format("DETACH {}", duck::quote_ident(e.alias)), "",
+                   duck::Uses::kBuiltinsOnly);
     } catch (const std::exception&) {
       return;  // stays attached; retried at the next trim
     }
@@ -923,10 +963,10 @@ struct PartitionedDataRepository::Impl {
     }
     e.last_used = ++clock;
     const std::string a = duck::quote_ident(e.alias);
-    const int64_t tables =
-        admin.query_int(fmt::format("SELECT count(*) FROM duckdb_tables() WHERE database_name = {}",
-                                    duck::quote_literal(e.alias)));
-    const int64_t has_meta = admin.query_int(fmt::format(
+    const int64_t tables = admin().query_int(
+        fmt::format("SELECT count(*) FROM duckdb_tables() WHERE database_name = {}",
+                    duck::quote_literal(e.alias)));
+    const int64_t has_meta = admin().query_int(fmt::format(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = {} AND table_name = {}",
         duck::quote_literal(e.alias), duck::quote_literal(kMetaTable)));
     if (has_meta == 0) {
@@ -939,7 +979,7 @@ struct PartitionedDataRepository::Impl {
                               kMetaTable);
       return;
     }
-    duck::Result r = admin.query(
+    duck::Result r = admin().query(
         fmt::format("SELECT format_version, schema_json, strategy, period, row_count, min_value, "
                     "max_value, min_id, max_id, commit_version FROM {}.main.{}",
                     a, kMetaTable),
@@ -987,7 +1027,7 @@ struct PartitionedDataRepository::Impl {
           return;
         }
         if (!options.read_only) {
-          admin.exec(
+          admin().exec(
               fmt::format(
                   "UPDATE {}.main.{} SET period = {}, range_start = {}, "
                   "range_end = {}",
@@ -1026,7 +1066,7 @@ struct PartitionedDataRepository::Impl {
   void verify_unwritten_copy_locked(Store& store, Entry& e) {
     const Schema& schema = store.schema;
     try {
-      duck::Result r = admin.query(
+      duck::Result r = admin().query(
           fmt::format("SELECT column_name FROM duckdb_columns() WHERE database_name = {} AND "
                       "schema_name = 'main' AND table_name = {} ORDER BY column_index",
                       duck::quote_literal(e.alias), duck::quote_literal(schema.name())),
@@ -1043,16 +1083,16 @@ struct PartitionedDataRepository::Impl {
             fmt::format("has no metadata row and no table '{}' with its columns", schema.name());
         return;
       }
-      const int64_t n =
-          admin.query_int(fmt::format("SELECT count(*) FROM {}.main.{}", duck::quote_ident(e.alias),
-                                      duck::quote_ident(schema.name())),
-                          e.file);
+      const int64_t n = admin().query_int(
+          fmt::format("SELECT count(*) FROM {}.main.{}", duck::quote_ident(e.alias),
+                      duck::quote_ident(schema.name())),
+          e.file);
       if (n != 0) {
         e.problem = fmt::format("has no metadata row but holds {} rows", n);
         return;
       }
       if (!options.read_only) {
-        admin.exec(partition_init_sql(e.alias, schema, config.strategy, e.key).back(), e.file);
+        admin().exec(partition_init_sql(e.alias, schema, config.strategy, e.key).back(), e.file);
       }
     } catch (const std::exception& ex) {
       e.problem = fmt::format("unreadable metadata: {}", ex.what());
@@ -1070,7 +1110,7 @@ struct PartitionedDataRepository::Impl {
     return stored;
   }
 
-  void init_partition_locked(Store& store, Entry& e) { init_partition_on(admin, store, e); }
+  void init_partition_locked(Store& store, Entry& e) { init_partition_on(admin(), store, e); }
 
   // Creates the tables of the attached, empty partition `e` in one transaction on `conn`.
   void init_partition_on(duck::Connection& conn, const Store& store, Entry& e) const {
@@ -2153,13 +2193,13 @@ struct PartitionedDataRepository::Impl {
     remove_files();
     bool attached = false;
     try {
-      admin.exec(attach_sql(t), t.file);
+      admin().exec(attach_sql(t), t.file);
       attached = true;
-      init_partition_on(admin, store, t);
-      admin.exec(fmt::format("DELETE FROM {}.main.{}", duck::quote_ident(t.alias), kMetaTable),
-                 t.file);
-      admin.exec(fmt::format("CHECKPOINT {}", duck::quote_ident(t.alias)), t.file);
-      admin.exec(fmt::format("DETACH {}", duck::quote_ident(t.alias)), t.file);
+      init_partition_on(admin(), store, t);
+      admin().exec(fmt::format("DELETE FROM {}.main.{}", duck::quote_ident(t.alias), kMetaTable),
+                   t.file);
+      admin().exec(fmt::format("CHECKPOINT {}", duck::quote_ident(t.alias)), t.file);
+      admin().exec(fmt::format("DETACH {}", duck::quote_ident(t.alias)), t.file);
       attached = false;
       std::shared_ptr<const std::string> bytes;
       if (!fs::exists(t.file + ".wal", rm)) {
@@ -2172,7 +2212,7 @@ struct PartitionedDataRepository::Impl {
     } catch (const std::exception&) {
       if (attached) {
         try {
-          admin.exec(fmt::format("DETACH {}", duck::quote_ident(t.alias)));
+          admin().exec(fmt::format("DETACH {}", duck::quote_ident(t.alias)));
         } catch (...) {
           return nullptr;  // still attached: left for the next open to remove
         }
@@ -2217,7 +2257,7 @@ struct PartitionedDataRepository::Impl {
       std::optional<ConnectionPool::Lease> conn;
       for (std::size_t i = next++; i < todo.size(); i = next++) {
         try {
-          if (!conn) conn.emplace(pool->take());
+          if (!conn) conn.emplace(pool().take());
           create_partition_file(store, *todo[i], **conn, attach_mu, tmpl);
         } catch (...) {
           errors[i] = std::current_exception();
@@ -3148,7 +3188,7 @@ struct PartitionedDataRepository::Impl {
       Pins pins = acquire(win, nullptr);
       std::atomic<std::size_t> next{begin};
       auto work = [&]() {
-        auto conn = pool->take();
+        auto conn = pool().take();
         for (std::size_t i = next++; i < end; i = next++) {
           Entry* e = entry_of(i);
           try {
@@ -3441,7 +3481,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
         bulk_lock(i.bulk_mu),
         active_load(i.bulk_active) {
     std::call_once(impl.feed_registered, [&] {
-      auto conn = impl.pool->take();
+      auto conn = impl.pool().take();
       ChunkFeed::register_function(conn->get());
     });
     const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
@@ -3600,7 +3640,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
                   fmt::format("rows with a NULL '{}' need the null-partition option",
                               schema.partition_column()));
     }
-    auto conn = impl.pool->take();
+    auto conn = impl.pool().take();
     bind_columns(conn->prepare(fmt::format("SELECT * FROM ({}) AS __dp_source", select_sql),
                                "bulk source query"),
                  0);
@@ -3730,7 +3770,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   int64_t load(const std::string& select_sql) {
     if (finished) throw Error(ErrorCode::kInvalidArgument, "this bulk load was already finished");
     const std::size_t ncols = schema.columns().size();
-    auto conn = impl.pool->take();
+    auto conn = impl.pool().take();
     // The partition code comes from DuckDB (an extra column) only for types other than DATE and
     // TIMESTAMP; it costs the router ~10% of its time otherwise.
     std::optional<duck::Prepared> st;
@@ -3929,7 +3969,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
                               "the batch again",
                               e.name));
     }
-    s.conn.emplace(impl.pool->take());
+    s.conn.emplace(impl.pool().take());
     duck::Connection& c = **s.conn;
     c.exec("BEGIN TRANSACTION", ctx);
     s.open = true;
@@ -4322,12 +4362,8 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     if (impl_->config.memory_limit_mb > 0) {
       settings.emplace_back("memory_limit", fmt::format("{}MiB", impl_->config.memory_limit_mb));
     }
-    // DuckDB's linked extensions are loaded by the first statement that may need them: a process
-    // that only counts or reads rows of built-in types never loads them (docs/architecture.md,
-    // "Cold opens").
-    impl_->hub = duck::Database::open(":memory:", false, settings, duck::Extensions::kOnFirstUse);
-    impl_->admin = impl_->hub.connect();
-    impl_->pool = std::make_unique<ConnectionPool>(impl_->hub.get());
+    impl_->duck_settings = std::move(settings);
+    if (!options.read_only) impl_->open_duck();
   } catch (...) {
     std::lock_guard lock(g_dirs_mu);
     g_open_dirs.erase(impl_->base_dir);
@@ -4458,8 +4494,8 @@ void PartitionedDataRepository::attach_database(const std::string& path, const s
   }
   std::lock_guard lock(impl_->mu);
   try {
-    impl_->admin.exec(fmt::format("ATTACH {} AS {}{}", duck::quote_literal(path),
-                                  duck::quote_ident(alias), read_only ? " (READ_ONLY)" : ""));
+    impl_->admin().exec(fmt::format("ATTACH {} AS {}{}", duck::quote_literal(path),
+                                    duck::quote_ident(alias), read_only ? " (READ_ONLY)" : ""));
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kLocked) {
       throw Error(ErrorCode::kLocked,
@@ -4475,7 +4511,7 @@ void PartitionedDataRepository::attach_database(const std::string& path, const s
 void PartitionedDataRepository::detach_database(const std::string& alias) noexcept {
   std::lock_guard lock(impl_->mu);
   try {
-    impl_->admin.exec(fmt::format("DETACH {}", duck::quote_ident(alias)));
+    impl_->admin().exec(fmt::format("DETACH {}", duck::quote_ident(alias)));
   } catch (...) {
   }
 }
@@ -4502,7 +4538,7 @@ PartitionedDataRepository::checksum_partitions(const Schema& schema, bool keep_g
     try {
       auto pins = impl_->acquire({e}, nullptr);
       if (pins.entries().empty()) continue;
-      auto conn = impl_->pool->take();
+      auto conn = impl_->pool().take();
       auto rows =
           run_rows(*conn,
                    fmt::format("SELECT count(*), {} FROM {}.main.{}", checksum_sql(schema),
@@ -4584,7 +4620,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
     }
     auto pins = impl_->acquire({e}, nullptr);
     if (pins.entries().empty()) continue;
-    auto conn = impl_->pool->take();
+    auto conn = impl_->pool().take();
     if (need_build) {
       std::lock_guard wlock(e->write_mu);  // a stable version while the index is built
       std::lock_guard lock(e->bloom_mu);
@@ -4649,6 +4685,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
 PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
                                                      const DataQueryRequest& request) {
   const CompiledQuery q = compile_query(schema, request);
+  impl_->open_duck();  // before the store's load, which it overlaps in a fresh read-only instance
   Store& store = impl_->store_for(schema);
   auto sel = impl_->select_partitions(store, q);
   PaginatedResponse resp;
@@ -4662,7 +4699,7 @@ PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
   auto pins = impl_->acquire(sel.entries, &sel.stats);
   resp.stats = sel.stats;
   if (pins.entries().empty()) return resp;
-  auto conn = impl_->pool->take();
+  auto conn = impl_->pool().take();
   const std::string source = Impl::union_source(store, pins.entries());
   std::vector<Value> params;
   try {
@@ -4685,6 +4722,7 @@ PaginatedResponse PartitionedDataRepository::get_all(const Schema& schema,
 RecordStream PartitionedDataRepository::stream_query_results(const Schema& schema,
                                                              const DataQueryRequest& request) {
   const CompiledQuery q = compile_query(schema, request);
+  impl_->open_duck();  // before the store's load (get_all)
   Store& store = impl_->store_for(schema);
   auto sel = impl_->select_partitions(store, q);
   if (sel.entries.empty())
@@ -4693,7 +4731,7 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
   if (pins->entries().empty()) {
     return RecordStream(q.column_names, std::make_unique<NoRows>(), sel.stats);
   }
-  auto conn = impl_->pool->take();
+  auto conn = impl_->pool().take();
   std::vector<Value> params;
   const std::string sql = rows_sql(q, Impl::union_source(store, pins->entries()), true, params);
   duck::Prepared& st =
@@ -4762,6 +4800,7 @@ struct SqlKeepAlive {
 }  // namespace
 
 RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
+  impl_->open_duck();  // before the stores' loads (get_all)
   // The tables of the store the statement names.
   std::set<std::string> names;
   for (const std::string& t : list_schemas()) names.insert(t);
@@ -4801,7 +4840,7 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   }
   std::vector<bool> stand_in(stores.size(), false);
   if (!sets) {
-    conn = std::make_shared<duck::Connection>(impl_->hub.get());
+    conn = std::make_shared<duck::Connection>(impl_->hub().get());
     for (std::size_t i = 0; i < stores.size(); ++i) {
       conn->exec(ddls[i], "SQL statement");
       stand_in[i] = true;
@@ -4880,7 +4919,7 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   if (!session) {
     session = std::make_unique<SqlSession>();
     session->key = session_key;
-    if (!conn) conn = std::make_shared<duck::Connection>(impl_->hub.get());
+    if (!conn) conn = std::make_shared<duck::Connection>(impl_->hub().get());
     session->conn = conn;
     for (std::size_t i = 0; i < stores.size(); ++i) {
       if (views[i].empty()) {
@@ -4928,16 +4967,19 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
 int64_t PartitionedDataRepository::count_all(const Schema& schema,
                                              const DataQueryRequest& request) {
   const CompiledQuery q = compile_query(schema, request);
+  // A partition every row of which satisfies the filters (all on the partition column, its values'
+  // [min, max] inside what they allow) counts its metadata row count, which is exact (committed
+  // with the rows): such a count opens no file, and a read-only instance that answers a count
+  // this way never starts DuckDB. The others are counted by DuckDB.
+  const std::size_t pcol = schema.partition_index();
+  const bool partition_filters_only = std::all_of(
+      q.filters.begin(), q.filters.end(), [&](const BoundFilter& f) { return f.column == pcol; });
+  if (!partition_filters_only) impl_->open_duck();  // before the store's load (get_all)
   Store& store = impl_->store_for(schema);
   auto sel = impl_->select_partitions(store, q);
   if (sel.entries.empty()) return 0;
-  // A partition every row of which satisfies the filters (all on the partition column, its values'
-  // [min, max] inside what they allow) counts its metadata row count, which is exact (committed
-  // with the rows): such a count opens no file. The others are counted by DuckDB.
   int64_t from_meta = 0;
-  const std::size_t pcol = schema.partition_index();
-  if (std::all_of(q.filters.begin(), q.filters.end(),
-                  [&](const BoundFilter& f) { return f.column == pcol; })) {
+  if (partition_filters_only) {
     const PartitionPredicate pred(q, pcol);
     struct Covered {
       Entry* e;
@@ -4988,7 +5030,7 @@ int64_t PartitionedDataRepository::count_all(const Schema& schema,
   }
   auto pins = impl_->acquire(sel.entries, &sel.stats);
   if (pins.entries().empty()) return from_meta;
-  auto conn = impl_->pool->take();
+  auto conn = impl_->pool().take();
   std::vector<Value> params;
   try {
     const std::string sql = count_sql(q, Impl::union_source(store, pins.entries()), params);
@@ -5094,7 +5136,7 @@ PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_par
   if (!impl_->options.read_only) {
     // Fold the write-ahead log into the file so that the file alone is the partition. A reader's
     // open transaction can make CHECKPOINT fail for a moment: retry.
-    auto conn = impl_->pool->take();
+    auto conn = impl_->pool().take();
     for (int attempt = 0;; ++attempt) {
       try {
         conn->exec(fmt::format("CHECKPOINT {}", duck::quote_ident(e->alias)), e->file);
@@ -5340,7 +5382,7 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
       std::string alias;
       ~Detach() { repo->detach_database(alias); }
     } detach{this, staged_alias};
-    auto conn = impl_->pool->take();
+    auto conn = impl_->pool().take();
     const std::string from = duck::quote_ident(e->alias);
     const std::string to = duck::quote_ident(staged_alias);
     std::string order = duck::quote_ident(schema.partition_column());
@@ -5469,7 +5511,7 @@ int64_t PartitionedDataRepository::unsorted_pairs(const Schema& schema,
   Entry* e = impl_->entry_named(store, partition_name);
   auto pins = impl_->acquire({e}, nullptr);
   if (pins.entries().empty()) return 0;
-  auto conn = impl_->pool->take();
+  auto conn = impl_->pool().take();
   const std::string col = duck::quote_ident(schema.partition_column());
   return conn->query_int(
       fmt::format("SELECT count(*) FILTER (WHERE v < pv) FROM (SELECT {} AS v, lag({}) OVER "
@@ -5485,7 +5527,7 @@ int64_t PartitionedDataRepository::export_partition_parquet(const Schema& schema
   Entry* e = impl_->entry_named(store, partition_name);
   auto pins = impl_->acquire({e}, nullptr);
   if (pins.entries().empty()) return 0;
-  auto conn = impl_->pool->take();
+  auto conn = impl_->pool().take();
   const std::string col = duck::quote_ident(schema.partition_column());
   std::string parts = fmt::format("strftime({}, '%Y') AS year", col);
   std::string by = "year";
@@ -5511,7 +5553,8 @@ RepositoryCounters PartitionedDataRepository::counters() const {
   std::lock_guard lock(impl_->mu);
   RepositoryCounters c = impl_->counters;
   c.id_map_bytes = static_cast<int64_t>(impl_->idmap_total.load());
-  c.duckdb_extensions_loaded = impl_->hub.extensions_loaded();
+  c.duckdb_started = impl_->duck_started.load(std::memory_order_acquire);
+  c.duckdb_extensions_loaded = c.duckdb_started && impl_->hub_.extensions_loaded();
   return c;
 }
 
@@ -5587,7 +5630,7 @@ void PartitionedDataRepository::flush() {
       const Impl::SingleThreadScope single_thread(*impl_, static_cast<unsigned>(nthreads));
       std::atomic<std::size_t> next{0};
       auto work = [&] {
-        auto conn = impl_->pool->take();
+        auto conn = impl_->pool().take();
         for (std::size_t i = next++; i < pinned.size(); i = next++) {
           Entry* e = pinned[i];
           std::lock_guard wlock(e->write_mu);  // pinned first, then the write lock

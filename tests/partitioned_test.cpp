@@ -456,11 +456,13 @@ TEST_F(PartitionedTest, CatalogStampsCatchAPartitionChangedBehindIt) {
 
 // A read-only instance counts whole partitions from their metadata, but it is not the writer:
 // a partition another process committed to after the instance read its metadata is counted from
-// the file again (its stamp changed), with and without filters.
+// the file again (its stamp changed), with and without filters. What the metadata answers starts
+// no DuckDB; the first count that must read a file starts it then.
 TEST_F(PartitionedTest, ReadOnlyCountsFromMetadataSeeFilesChangedSinceTheyWereRead) {
   fill_36_months();
   const auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
   PartitionedDataRepository ro(cfg, {.read_only = true});
+  EXPECT_FALSE(ro.counters().duckdb_started);
   DataQueryRequest april;
   april.filters = {{"ts", FilterOperator::kGte, Value("2022-04-01")},
                    {"ts", FilterOperator::kLt, Value("2022-05-01")}};
@@ -468,6 +470,8 @@ TEST_F(PartitionedTest, ReadOnlyCountsFromMetadataSeeFilesChangedSinceTheyWereRe
   ASSERT_EQ(ro.count_all(schema_), 1800);
   EXPECT_EQ(ro.counters().partitions_opened, 0) << "both counted from metadata";
   EXPECT_EQ(ro.counters().partitions_counted_from_metadata, 37);
+  EXPECT_FALSE(ro.counters().duckdb_started) << "nothing needed DuckDB";
+  EXPECT_FALSE(ro.counters().duckdb_extensions_loaded);
   {
     // Another writer (this process, through DuckDB directly: the read-only instance does not hold
     // the file) adds 7 rows to April and its metadata row, as a commit of duckpart would.
@@ -477,6 +481,7 @@ TEST_F(PartitionedTest, ReadOnlyCountsFromMetadataSeeFilesChangedSinceTheyWereRe
     c.exec("UPDATE _duckpart_meta SET row_count = row_count + 7");
   }
   EXPECT_EQ(ro.count_all(schema_, april), 57);
+  EXPECT_TRUE(ro.counters().duckdb_started) << "the changed file is read by DuckDB";
   EXPECT_EQ(ro.count_all(schema_), 1807);
   EXPECT_EQ(ro.counters().partitions_opened, 1) << "only the changed file is read";
   DataQueryRequest may;

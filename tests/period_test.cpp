@@ -1,4 +1,5 @@
 // Period arithmetic, checked exhaustively against DuckDB's own calendar functions.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "duck/duck.hpp"
@@ -29,6 +30,34 @@ TEST(PeriodTest, FileNamesAreTheSeeds) {
   EXPECT_EQ(partition_key_of(PartitionStrategy::kDaily, d).file_name(),
             "partition_2023_01_05.duckdb");
   EXPECT_EQ(null_partition_key(PartitionStrategy::kMonthly).file_name(), "partition_null.duckdb");
+}
+
+// label() is written by hand for speed; it must give fmt's "{:04d}" / "{:02d}" text for every key a
+// date can have (years 1-9999), and keep fmt's forms outside that range.
+TEST(PeriodTest, LabelsEqualTheirFormatStrings) {
+  int checked = 0;
+  for (int y : {1, 9, 10, 99, 100, 999, 1000, 1969, 2023, 2024, 9998, 9999}) {
+    for (unsigned m = 1; m <= 12; ++m) {
+      for (unsigned d = 1; d <= 28; d += 9) {
+        const Date date = ymd(y, m, d);
+        const PartitionKey year = partition_key_of(PartitionStrategy::kYearly, date);
+        const PartitionKey month = partition_key_of(PartitionStrategy::kMonthly, date);
+        const PartitionKey week = partition_key_of(PartitionStrategy::kWeekly, date);
+        const PartitionKey day = partition_key_of(PartitionStrategy::kDaily, date);
+        EXPECT_EQ(year.label(), fmt::format("{:04d}", year.year));
+        EXPECT_EQ(month.label(), fmt::format("{:04d}_{:02d}", month.year, month.number));
+        EXPECT_EQ(week.label(), fmt::format("{:04d}_w{:02d}", week.year, week.number));
+        EXPECT_EQ(day.label(), fmt::format("{:04d}_{:02d}_{:02d}", day.year, day.number, day.day));
+        checked += 4;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 12 * 12 * 4 * 4);
+  PartitionKey odd = partition_key_of(PartitionStrategy::kDaily, ymd(2023, 1, 5));
+  odd.year = 12345;  // outside what a date gives: fmt's form
+  EXPECT_EQ(odd.label(), "12345_01_05");
+  odd.year = -7;
+  EXPECT_EQ(odd.label(), "-007_01_05");
 }
 
 TEST(PeriodTest, IsoWeekUsesIsoYear) {

@@ -120,6 +120,10 @@ struct RepositoryCounters {
   // repository's instance: a partitioned repository loads them at the first statement that may
   // need them (docs/architecture.md, "Cold opens"); counts and row reads of built-in types do not.
   bool duckdb_extensions_loaded = true;
+  // Whether the repository's DuckDB instance is started: a read-only partitioned repository starts
+  // it at the first request that needs it, so a count its partitions' metadata answers starts none
+  // (docs/architecture.md, "Cold opens").
+  bool duckdb_started = true;
 };
 
 struct SchemaStatistics {
