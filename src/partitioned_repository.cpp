@@ -757,6 +757,9 @@ struct PartitionedDataRepository::Impl {
   }
 
   void attach_locked(Entry& e) {
+    // Started outside the try: a DuckDB that fails to start is not this partition's fault (an
+    // error here would mark the file unusable for the instance's lifetime).
+    open_duck();
     try {
       admin().exec(attach_sql(e), "", duck::Uses::kBuiltinsOnly);
     } catch (const Error& err) {
@@ -966,6 +969,7 @@ struct PartitionedDataRepository::Impl {
   // when `e` is already in the store: restore).
   void verify_entry_locked(Store& store, Entry& e) {
     e.placeholder_meta = false;  // whatever the file is, its metadata row is read or written here
+    open_duck();                 // its failure is the request's, not the file's (attach_locked)
     try {
       if (!e.attached) attach_locked(e);
     } catch (const Error& err) {
@@ -4521,6 +4525,7 @@ void PartitionedDataRepository::attach_database(const std::string& path, const s
 }
 
 void PartitionedDataRepository::detach_database(const std::string& alias) noexcept {
+  if (!impl_->duck_started.load(std::memory_order_acquire)) return;  // nothing can be attached
   std::lock_guard lock(impl_->mu);
   try {
     impl_->admin().exec(fmt::format("DETACH {}", duck::quote_ident(alias)));
