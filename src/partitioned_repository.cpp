@@ -889,6 +889,9 @@ struct PartitionedDataRepository::Impl {
   // requests waiting on draining partitions cannot wait on each other.
   // `drainer`: the partition the caller itself keeps drained (it may pin it).
   Pins acquire(const std::vector<Entry*>& entries, QueryStats* stats, Entry* drainer = nullptr) {
+    // Pinned partitions are read through DuckDB: a read-only instance starts it here, before `mu`,
+    // so that other requests (counts from metadata, statistics) do not wait for its start.
+    if (!entries.empty()) open_duck();
     std::unique_lock lock(mu);
     std::vector<Entry*> pinned;
     try {
@@ -4336,8 +4339,12 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
                                                      PartitionedRepositoryOptions options)
     : impl_(std::make_unique<Impl>()) {
   config.validate();
-  config.write_buffer_mb = config.effective_write_buffer_mb();  // -1 (automatic) resolved once
-  config.memory_limit_mb = config.effective_memory_limit_mb();
+  // -1 (automatic) resolved once, with one look at the memory this process may use.
+  if (config.write_buffer_mb < 0 || config.memory_limit_mb < 0) {
+    const int64_t usable = usable_memory_mb();
+    config.write_buffer_mb = config.effective_write_buffer_mb(usable);
+    config.memory_limit_mb = config.effective_memory_limit_mb(usable);
+  }
   impl_->config = std::move(config);
   impl_->options = options;
   std::error_code ec;

@@ -1,6 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include "duckpart/config.hpp"
 #include "duckpart/error.hpp"
@@ -152,6 +158,55 @@ TEST(ConfigTest, MemoryLimit) {
   c.memory_limit_mb = 0;  // DuckDB's own default
   EXPECT_NO_THROW(c.validate());
   EXPECT_EQ(c.effective_memory_limit_mb(), 0);
+}
+
+TEST(ConfigTest, AutomaticSizesFollowTheUsableMemoryGiven) {
+  PartitionConfig c;  // both automatic
+  EXPECT_EQ(c.effective_memory_limit_mb(int64_t{8192}), 2048);
+  EXPECT_EQ(c.effective_write_buffer_mb(int64_t{8192}), 1024);
+  EXPECT_EQ(c.effective_memory_limit_mb(int64_t{100}), 256);       // at least 256 MB
+  EXPECT_EQ(c.effective_write_buffer_mb(int64_t{100}), 16);        // at least 16 MB
+  EXPECT_EQ(c.effective_write_buffer_mb(int64_t{1} << 20), 4096);  // at most 4 GB
+  c.memory_limit_mb = 512;
+  c.write_buffer_mb = 0;
+  EXPECT_EQ(c.effective_memory_limit_mb(int64_t{8192}), 512);  // set values are kept
+  EXPECT_EQ(c.effective_write_buffer_mb(int64_t{8192}), 0);
+}
+
+// usable_memory_mb reads /proc/self/cgroup and the limit files with POSIX calls; this reads them
+// with iostreams, the way it did before, and must find the same limit.
+TEST(ConfigTest, UsableMemoryIsTheSmallestOfRamAndEveryCgroupLimit) {
+  int64_t expect = int64_t{::sysconf(_SC_PHYS_PAGES)} * ::sysconf(_SC_PAGE_SIZE) / (1 << 20);
+  std::ifstream self("/proc/self/cgroup");
+  for (std::string line; std::getline(self, line);) {
+    const std::size_t a = line.find(':'), b = line.find(':', a + 1);
+    const std::string controllers = line.substr(a + 1, b - a - 1);
+    std::string base, file;
+    if (controllers.empty()) {
+      base = "/sys/fs/cgroup", file = "memory.max";
+    } else if ((',' + controllers + ',').find(",memory,") != std::string::npos) {
+      base = "/sys/fs/cgroup/memory", file = "memory.limit_in_bytes";
+    } else {
+      continue;
+    }
+    std::string rel = line.substr(b + 1);
+    while (!rel.empty() && rel.back() == '/') rel.pop_back();
+    for (;;) {
+      std::ifstream in(base + rel + "/" + file);
+      std::string text;
+      if (in >> text && text != "max") {
+        const unsigned long long bytes = std::strtoull(text.c_str(), nullptr, 10);
+        if (bytes > 0) {
+          expect = std::min<int64_t>(
+              expect, static_cast<int64_t>(std::min<unsigned long long>(bytes >> 20, INT64_MAX)));
+        }
+      }
+      const std::size_t slash = rel.find_last_of('/');
+      if (rel.empty() || slash == std::string::npos) break;
+      rel.resize(slash);
+    }
+  }
+  EXPECT_EQ(usable_memory_mb(), std::max<int64_t>(expect, 1));
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ struct PartitionConfig {
   int memory_limit_mb = -1;
   // memory_limit_mb with -1 resolved (0: DuckDB's default).
   int effective_memory_limit_mb() const;
+  int effective_memory_limit_mb(int64_t usable_mb) const;  // with usable_memory_mb() given
   // Memory for the id -> rowid maps that let get_by_id read one row instead of scanning a
   // partition's ids (~5 bytes per row of each partition looked up at least twice; least recently
   // used maps are dropped beyond it), in MB; 0: no maps, every lookup scans its partition.
@@ -69,6 +70,7 @@ struct PartitionConfig {
   int write_buffer_mb = -1;
   // write_buffer_mb with -1 resolved (see above).
   int effective_write_buffer_mb() const;
+  int effective_write_buffer_mb(int64_t usable_mb) const;  // with usable_memory_mb() given
   // The longest buffered rows wait for a drain, in milliseconds: a background drain commits a
   // partition's buffered rows once the first of them has waited this long (and no other drain of
   // the table is running), so that an idle or slow writer's acknowledged rows reach the partition
