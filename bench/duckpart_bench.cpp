@@ -182,6 +182,57 @@ void record(const std::string& id, const std::string& scenario, const std::strin
   std::fflush(stdout);
 }
 
+// Where a store's bytes go, by DuckDB block: blocks that hold segments of the data table, blocks
+// that hold only segments of duckpart's two small tables (_duckpart_meta, _duckpart_batches: a
+// few hundred bytes of rows, but DuckDB gives each checkpoint's segments of a table a block of its
+// own), and the rest (DuckDB's metadata blocks, free blocks). In MB of the files' block size.
+struct BlockUse {
+  double data_mb = 0, small_tables_mb = 0, other_mb = 0;
+  int64_t files = 0;
+};
+BlockUse block_use(const fs::path& table_dir, const std::string& table) {
+  BlockUse u;
+  duck::Database db = duck::Database::open("");
+  duck::Connection c = db.connect();
+  std::error_code ec;
+  for (const auto& f : fs::directory_iterator(table_dir, ec)) {
+    if (f.path().extension() != ".duckdb") continue;
+    c.exec(fmt::format("ATTACH {} AS f (READ_ONLY)", duck::quote_literal(f.path().string())));
+    const int64_t block =
+        c.query_int("SELECT block_size FROM pragma_database_size() WHERE database_name = 'f'");
+    const int64_t total =
+        c.query_int("SELECT total_blocks FROM pragma_database_size() WHERE database_name = 'f'");
+    const std::string blocks = fmt::format(
+        "WITH s AS (SELECT 0 AS k, block_id FROM pragma_storage_info('f.main.{}') UNION ALL "
+        "SELECT 1, block_id FROM pragma_storage_info('f.main._duckpart_meta') UNION ALL SELECT 1, "
+        "block_id FROM pragma_storage_info('f.main._duckpart_batches')), b AS (SELECT block_id, "
+        "min(k) AS k FROM s WHERE block_id >= 0 GROUP BY block_id) ",
+        table);
+    const int64_t data = c.query_int(blocks + "SELECT count(*) FROM b WHERE k = 0");
+    const int64_t small = c.query_int(blocks + "SELECT count(*) FROM b WHERE k = 1");
+    c.exec("DETACH f");
+    const double mb = static_cast<double>(block) / 1e6;
+    u.data_mb += static_cast<double>(data) * mb;
+    u.small_tables_mb += static_cast<double>(small) * mb;
+    u.other_mb += static_cast<double>(total - data - small) * mb;
+    ++u.files;
+  }
+  return u;
+}
+
+// Records the block use of a store's table directory as three P9 figures.
+void record_block_use(const fs::path& table_dir, const std::string& table,
+                      const std::string& system) {
+  const BlockUse u = block_use(table_dir, table);
+  const std::string scen =
+      fmt::format("bytes on disk by DuckDB block ({} partition files)", u.files);
+  record("P9", scen + ": the data table", system, "MB", {u.data_mb, u.data_mb, u.data_mb});
+  record("P9", scen + ": blocks holding only the metadata tables", system, "MB",
+         {u.small_tables_mb, u.small_tables_mb, u.small_tables_mb});
+  record("P9", scen + ": DuckDB metadata and free blocks", system, "MB",
+         {u.other_mb, u.other_mb, u.other_mb});
+}
+
 Stat time_reps(int reps, const std::function<void()>& f, double scale = 1.0) {
   std::vector<double> v;
   for (int i = 0; i < reps; ++i) {
@@ -618,6 +669,10 @@ int main(int argc, char** argv) {
         }
       }
       b_direct = static_cast<double>(dir_bytes(cfg_direct.base_partition_path)) / 1e6;
+      if (rep == a.ingest_reps - 1) {
+        record_block_use(fs::path(cfg_direct.base_partition_path) / schema.name(), schema.name(),
+                         "duckpart (written by P1, direct)");
+      }
       fs::remove_all(cfg_direct.base_partition_path);
       // The store of the other scenarios, with the write buffer: timed by the wall clock of the
       // whole pass minus the time the same batches took to generate in this repetition's single
@@ -918,10 +973,14 @@ int main(int argc, char** argv) {
     const double b_part = static_cast<double>(dir_bytes(cfg.base_partition_path)) / 1e6;
     record("P9", "bytes on disk", "single file, unsorted", "MB", {b_single, b_single, b_single});
     record("P9", "bytes on disk", "duckpart (written by P1)", "MB", {b_part, b_part, b_part});
+    record_block_use(fs::path(cfg.base_partition_path) / schema.name(), schema.name(),
+                     "duckpart (written by P1)");
     if (a.on("p7")) {
       const double b_mig =
           static_cast<double>(dir_bytes(a.dir + "/partitions_migrated_unsorted")) / 1e6;
       record("P9", "bytes on disk", "duckpart (written by migrate)", "MB", {b_mig, b_mig, b_mig});
+      record_block_use(fs::path(a.dir) / "partitions_migrated_unsorted" / schema.name(),
+                       schema.name(), "duckpart (written by migrate)");
     }
     // P8: every row through stream_query_results in a fresh process; its own peak RSS. With
     // DuckDB's default memory limit it keeps what it read cached; the process holds about the limit
@@ -995,6 +1054,8 @@ int main(int argc, char** argv) {
         record("P9", fmt::format("bytes on disk, the P3 data ({} rows over {} days)", n, days), sys,
                "MB", {mb, mb, mb});
       }
+      record_block_use(fs::path(daily.base_partition_path) / schema.name(), schema.name(),
+                       "duckpart, the P3 data (daily)");
       const std::string from = "2016-03-01", to = "2016-03-04";
       // Two queries: the 3-day count, which the partitions' metadata answers (every row of the 3
       // days matches), and the same count of the rows with oil >= 100, which reads the 3 files.
