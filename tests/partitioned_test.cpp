@@ -298,6 +298,39 @@ TEST_F(PartitionedTest, DuckDbExtensionsLoadAtTheFirstStatementThatMayNeedThem) 
   EXPECT_TRUE(ro.counters().duckdb_extensions_loaded);
 }
 
+// DuckDB ends a streaming query's transaction only when its result is read to the end or its
+// connection runs the next statement; until then a checkpoint of the file it read fails after a
+// commit with an UPDATE (and waits after one without). duck::Result ends it when dropped early
+// (bench/repro/abandoned_stream_checkpoint.c is the same sequence without duckpart).
+TEST_F(PartitionedTest, StreamsDroppedBeforeTheirEndEndTheirTransaction) {
+  for (const bool read_to_end : {false, true}) {
+    SCOPED_TRACE(read_to_end ? "read to the end" : "dropped after one chunk");
+    const std::string file = path(read_to_end ? "whole.duckdb" : "dropped.duckdb");
+    duck::Database db = duck::Database::open(":memory:", false, {{"max_vacuum_tasks", "0"}},
+                                             duck::Extensions::kOnFirstUse);
+    duck::Connection writer = db.connect();
+    duck::Connection checkpointer = db.connect();
+    duck::Connection reader = db.connect();
+    writer.exec("ATTACH " + duck::quote_literal(file) + " AS p", "", duck::Uses::kBuiltinsOnly);
+    writer.exec("CREATE TABLE p.r AS SELECT range AS x FROM range(100000)");
+    writer.exec("CREATE TABLE p.m (n BIGINT, cv BIGINT); INSERT INTO p.m VALUES (0, 0)");
+    writer.exec("CHECKPOINT p");
+    int64_t rows = 0;
+    {
+      duck::Prepared st = reader.prepare("SELECT x FROM p.r", "", duck::Uses::kBuiltinsOnly);
+      duck::Result r = st.execute_streaming();
+      while (duck::DataChunk c = r.fetch()) {
+        rows += static_cast<int64_t>(c.size());
+        if (!read_to_end) break;
+      }
+    }
+    EXPECT_EQ(rows, read_to_end ? 100000 : static_cast<int64_t>(duckdb_vector_size()));
+    writer.exec("BEGIN; INSERT INTO p.r VALUES (1); UPDATE p.m SET n = n + 1, cv = 1; COMMIT");
+    EXPECT_NO_THROW(checkpointer.exec("CHECKPOINT p"));
+    EXPECT_EQ(reader.query_int("SELECT count(*) FROM p.r"), 100001);
+  }
+}
+
 // Loading the extensions registers casts and functions in structures DuckDB reads unlocked while it
 // binds: the load waits for built-ins-only statements being prepared or started on other
 // connections, and those arriving meanwhile wait for it (duck::ExtensionGate). Readers on three

@@ -63,16 +63,34 @@ std::string quote_literal(std::string_view text) {
 
 Result& Result::operator=(Result&& o) noexcept {
   if (this != &o) {
-    if (valid_) duckdb_destroy_result(&r_);
+    release();
     r_ = o.r_;
     valid_ = o.valid_;
+    stream_conn_ = o.stream_conn_;
+    stream_gate_ = std::move(o.stream_gate_);
     o.valid_ = false;
+    o.stream_conn_ = nullptr;
   }
   return *this;
 }
 
-Result::~Result() {
-  if (valid_) duckdb_destroy_result(&r_);
+void Result::release() noexcept {
+  if (!valid_) return;
+  duckdb_destroy_result(&r_);
+  valid_ = false;
+  if (stream_conn_ == nullptr) return;
+  // A streaming result dropped before its end: the next statement on its connection ends the
+  // query and its transaction. Its failure changes nothing for the caller (the result is gone).
+  try {
+    std::shared_lock<std::shared_mutex> shared;
+    if (stream_gate_ && !stream_gate_->loaded()) shared = stream_gate_->share();
+    duckdb_result done;
+    duckdb_query(stream_conn_, "SELECT 1", &done);
+    duckdb_destroy_result(&done);
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the gate's load failed; nothing to undo
+  }
+  stream_conn_ = nullptr;
+  stream_gate_.reset();
 }
 
 idx_t Result::column_count() { return valid_ ? duckdb_column_count(&r_) : 0; }
@@ -88,6 +106,8 @@ DataChunk Result::fetch() {
   if (!c) {
     const char* err = duckdb_result_error(&r_);
     if (err && *err) fail("reading query result", err);
+    stream_conn_ = nullptr;  // read to its end: DuckDB ended its transaction
+    stream_gate_.reset();
   }
   return DataChunk(c);
 }
@@ -147,7 +167,10 @@ Result Prepared::execute_streaming() {
     const char* err = duckdb_result_error(&r);
     fail("", err ? err : "query failed");
   }
-  return Result(r);
+  Result out(r);
+  out.stream_conn_ = conn_;
+  out.stream_gate_ = gate_;
+  return out;
 }
 
 // ---- deferred extensions ------------------------------------------------------------------------
@@ -269,7 +292,7 @@ Prepared Connection::prepare(const std::string& sql, std::string_view context, U
     duckdb_destroy_prepare(&p);
     fail(context, err);
   }
-  return Prepared(p, sql,
+  return Prepared(p, sql, c_.get(),
                   gate_ && uses == Uses::kBuiltinsOnly && !gate_->loaded() ? gate_ : nullptr);
 }
 
@@ -323,7 +346,7 @@ Prepared Connection::prepare_single(const std::string& sql, std::string_view con
     throw Error(code == ErrorCode::kDuckDb ? ErrorCode::kInvalidArgument : code,
                 fmt::format("{}{}{}", context, context.empty() ? "" : ": ", err));
   }
-  return Prepared(p, sql);
+  return Prepared(p, sql, c_.get());
 }
 
 int64_t Connection::query_int(std::string_view sql, std::string_view context, Uses uses) {

@@ -62,17 +62,34 @@ std::string quote_ident(std::string_view name);
 std::string quote_literal(std::string_view text);
 
 class DataChunk;
+class ExtensionGate;
 
 // A materialised or streaming query result. Always destroyed with duckdb_destroy_result.
+//
+// A streaming result destroyed before its end would keep its connection's transaction (and the
+// locks and versions it holds) until that connection runs another statement: DuckDB ends a
+// query's transaction only when its result is read to the end or the next query starts. Until
+// then checkpoints of the files it read fail ("other write transactions active") or wait, and
+// old row versions are not cleaned up (bench/repro/abandoned_stream_checkpoint.c). So a streaming
+// result made by Prepared::execute_streaming remembers its connection and, when it is destroyed
+// before its end, runs `SELECT 1` there. The connection must outlive the result (every holder
+// declares it first).
 class Result {
  public:
   Result() = default;
   explicit Result(duckdb_result r) : r_(r), valid_(true) {}
-  Result(Result&& o) noexcept : r_(o.r_), valid_(o.valid_) { o.valid_ = false; }
+  Result(Result&& o) noexcept
+      : r_(o.r_),
+        valid_(o.valid_),
+        stream_conn_(o.stream_conn_),
+        stream_gate_(std::move(o.stream_gate_)) {
+    o.valid_ = false;
+    o.stream_conn_ = nullptr;
+  }
   Result& operator=(Result&& o) noexcept;
   Result(const Result&) = delete;
   Result& operator=(const Result&) = delete;
-  ~Result();
+  ~Result() { release(); }
 
   idx_t column_count();
   std::string column_name(idx_t col);
@@ -82,8 +99,15 @@ class Result {
   duckdb_result* raw() noexcept { return &r_; }
 
  private:
+  friend class Prepared;
+  void release() noexcept;
+
   duckdb_result r_{};
   bool valid_ = false;
+  // Set while a streaming result has rows left: the connection that runs it, and the gate its
+  // statement was prepared under (null when the extensions were loaded).
+  duckdb_connection stream_conn_ = nullptr;
+  std::shared_ptr<ExtensionGate> stream_gate_;
 };
 
 class DataChunk {
@@ -139,9 +163,11 @@ class Prepared {
  public:
   // `gate`: the instance's, when the statement was prepared built-ins-only and its extensions are
   // deferred (its executions then hold ExtensionGate::share()).
-  Prepared(duckdb_prepared_statement p, std::string sql,
+  // `conn`: the connection it was prepared on (execute_streaming's results end their
+  // transaction there when dropped early).
+  Prepared(duckdb_prepared_statement p, std::string sql, duckdb_connection conn,
            std::shared_ptr<ExtensionGate> gate = nullptr)
-      : p_(p), sql_(std::move(sql)), gate_(std::move(gate)) {}
+      : p_(p), sql_(std::move(sql)), conn_(conn), gate_(std::move(gate)) {}
   // Binds parameter `index` (1-based) to `v` with its natural DuckDB type.
   void bind(idx_t index, const Value& v);
   Result execute();
@@ -161,6 +187,7 @@ class Prepared {
 
   Owned<duckdb_prepared_statement, duckdb_destroy_prepare> p_;
   std::string sql_;
+  duckdb_connection conn_ = nullptr;
   std::shared_ptr<ExtensionGate> gate_;
 };
 
