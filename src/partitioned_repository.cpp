@@ -2424,11 +2424,26 @@ struct PartitionedDataRepository::Impl {
       ins.bind(3, Value(now));
       ins.execute();
     }
-    if (e.placeholder_meta) conn.exec(e.placeholder_insert, ctx);  // a copy of the template
-    const std::string upd_sql = fmt::format(
-        "UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
-        "min_id = ?, max_id = ?, commit_version = ?, updated_at = ?",
-        a, kMetaTable);
+    // The metadata row is written whole at every commit (a new row from the old one, the old
+    // deleted), never updated in place: DuckDB rewrites only the updated columns of a row group at
+    // a checkpoint, each checkpoint's segments of a table go to a block of their own, and blocks
+    // are never shared between checkpoints, so the strings written at creation (schema, strategy,
+    // period) and the ids updated later kept one 256 KB block each, and a partition written in
+    // several checkpoints kept up to three for one row (docs/performance.md, "Session 32"). A
+    // whole new row puts all of its strings in one block, the old row's block is freed.
+    // The first commit into a copy of the template inserts the row instead (placeholder_meta).
+    const bool fresh = e.placeholder_meta;
+    if (fresh) conn.exec(e.placeholder_insert, ctx);  // a copy of the template
+    const std::string upd_sql =
+        fresh ? fmt::format(
+                    "UPDATE {}.main.{} SET row_count = ?, min_value = ?, max_value = ?, "
+                    "min_id = ?, max_id = ?, commit_version = ?, updated_at = ?",
+                    a, kMetaTable)
+              : fmt::format(
+                    "INSERT INTO {0}.main.{1} SELECT format_version, schema_name, schema_json, "
+                    "strategy, period, range_start, range_end, ?, ?, ?, ?, ?, ?, created_at, ? "
+                    "FROM {0}.main.{1}",
+                    a, kMetaTable);
     duck::Prepared& upd = conn.prepared(upd_sql + gen, upd_sql, ctx);
     upd.bind(1, Value(m.row_count));
     upd.bind(2, m.min_value ? Value(Timestamp{*m.min_value}) : Value{});
@@ -2438,6 +2453,14 @@ struct PartitionedDataRepository::Impl {
     upd.bind(6, Value(m.commit_version));
     upd.bind(7, Value(now));
     upd.execute();
+    if (!fresh) {
+      // The old row: every row but the one just made (commit versions only grow).
+      const std::string del_sql = fmt::format(
+          "DELETE FROM {}.main.{} WHERE commit_version IS DISTINCT FROM ?", a, kMetaTable);
+      duck::Prepared& del = conn.prepared(del_sql + gen, del_sql, ctx);
+      del.bind(1, Value(m.commit_version));
+      del.execute();
+    }
     conn.exec("COMMIT", ctx);
     e.placeholder_meta = false;
     const int64_t added = m.row_count - e.meta.row_count;
