@@ -96,6 +96,9 @@ struct Entry {
   // may keep the commit version but not the rows' order: id maps are keyed by it.
   uint64_t file_epoch = 0;
   uint64_t attach_generation = 0;  // changes at every ATTACH (query_sql sessions are keyed by it)
+  // Under write_mu: the rows of the file's _duckpart_batches as last committed here; -1 unknown
+  // (reset at every ATTACH, counted at the next commit). See record_and_commit.
+  int64_t batch_rows = -1;
   // Set while a compaction waits to swap the file: new requests wait (Impl::pins_cv) instead of
   // pinning, so that a stream of overlapping readers cannot starve the swap.
   bool draining = false;
@@ -750,6 +753,7 @@ struct PartitionedDataRepository::Impl {
   void note_attached_locked(Entry& e) {
     e.attached = true;
     e.attach_generation = ++attach_serial;
+    e.batch_rows = -1;
     ++attached_count;
     ++counters.partitions_opened;
     counters.partitions_attached_now = attached_count;
@@ -2313,6 +2317,7 @@ struct PartitionedDataRepository::Impl {
         ++counters.partitions_detached;
       }
       note_attached_locked(e);
+      e.batch_rows = 0;  // a new file holds no batch ids
       e.last_used = ++clock;
       ++counters.partitions_created;
       created.insert(e.key);
@@ -2362,6 +2367,7 @@ struct PartitionedDataRepository::Impl {
         fsync_path(store.dir, true);
         e->file = final_file;
         attach_locked(*e);
+        e->batch_rows = 0;  // a new file holds no batch ids
       } catch (...) {
         detach_locked(*e);
         e->file = final_file;
@@ -2396,6 +2402,42 @@ struct PartitionedDataRepository::Impl {
     return rows.at(0).values[0].get<int64_t>() > 0;
   }
 
+  // While a partition's _duckpart_batches is small (kRewriteBatchRows with the rows this commit
+  // adds), every commit writes it whole again: a copy of its committed rows is appended and the
+  // committed rows are deleted, in the caller's transaction. With checkpoint vacuum off
+  // (max_vacuum_tasks = 0), every checkpoint that finds new rows in a table starts a new row group
+  // for them, in a 256 KB block of its own (a block is never shared between tables or checkpoints),
+  // so a partition written across N checkpoints kept N blocks for a few hundred bytes of batch ids
+  // (docs/performance.md, "Session 32"). Rewritten, the table is one row group in one block, and
+  // the block the previous checkpoint wrote is freed for the next one to reuse. Costs ~0.4 ms per
+  // commit plus ~1 us per row copied; larger tables (many small commits) are appended to only.
+  static constexpr int64_t kRewriteBatchRows = 256;
+  static void rewrite_batches(duck::Connection& conn, Entry& e, int64_t adding,
+                              const std::string& gen, const std::string& ctx) {
+    const std::string a = duck::quote_ident(e.alias);
+    if (e.batch_rows < 0) {
+      e.batch_rows =
+          conn.query_int(fmt::format("SELECT count(*) FROM {}.main.{}", a, kBatchesTable), ctx);
+    }
+    if (e.batch_rows == 0 || e.batch_rows + adding > kRewriteBatchRows) return;
+    const std::string copy_sql =
+        fmt::format("INSERT INTO {0}.main.{1} SELECT * FROM {0}.main.{1}", a, kBatchesTable);
+    // Rows appended in a transaction have row ids from DuckDB's MAX_ROW_ID (2^55) up, committed
+    // rows below it: this deletes the committed rows and keeps their copies. Checked by
+    // count: a mismatch fails the commit (rolled back by the caller).
+    const std::string del_sql =
+        fmt::format("DELETE FROM {}.main.{} WHERE rowid < 36028797018960000", a, kBatchesTable);
+    const int64_t copied = conn.prepared(copy_sql + gen, copy_sql, ctx).execute().rows_changed();
+    const int64_t deleted = conn.prepared(del_sql + gen, del_sql, ctx).execute().rows_changed();
+    if (deleted != copied) {
+      throw Error(ErrorCode::kDuckDb,
+                  fmt::format("rewriting the batch ids of partition file '{}': {} rows copied but "
+                              "{} deleted (DuckDB's row ids of new rows changed?); nothing written",
+                              e.file, copied, deleted));
+    }
+    e.batch_rows = copied;
+  }
+
   // Records `batch_id` (or every id of `logs`, each with its rows) and the new metadata `m` in the
   // caller's open transaction (holding e.write_mu), commits, and publishes the metadata.
   void record_and_commit(duck::Connection& conn, Entry& e, const std::string& batch_id,
@@ -2408,6 +2450,8 @@ struct PartitionedDataRepository::Impl {
     const Timestamp now{std::chrono::duration_cast<std::chrono::microseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count()};
+    const int64_t adding = logs && !logs->empty() ? static_cast<int64_t>(logs->size()) : 1;
+    rewrite_batches(conn, e, adding, gen, ctx);
     const std::string ins_sql =
         fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, ?)", a, kBatchesTable);
     duck::Prepared& ins = conn.prepared(ins_sql + gen, ins_sql, ctx);
@@ -2463,6 +2507,7 @@ struct PartitionedDataRepository::Impl {
     }
     conn.exec("COMMIT", ctx);
     e.placeholder_meta = false;
+    if (e.batch_rows >= 0) e.batch_rows += adding;
     const int64_t added = m.row_count - e.meta.row_count;
     {
       std::lock_guard lock(mu);

@@ -726,6 +726,85 @@ TEST_F(PartitionedTest, MetadataRowStaysInOneBlockAcrossCommitsAndCheckpoints) {
   EXPECT_EQ(ro.count_all(schema_), total);
 }
 
+// While a partition's _duckpart_batches is small, every commit writes it whole: with checkpoint
+// vacuum off, DuckDB started a new row group (in a 256 KB block of its own) at every checkpoint
+// that found new batch ids, so a partition written over N checkpoints kept N blocks for a few
+// hundred bytes. Written over four sessions (each close checkpoints), the table holds every id
+// once, in commit order, with its rows, in one row group and one block; replays are still
+// recognised. Past the rewrite limit (256 rows) commits append only, and every id is still kept
+// once.
+TEST_F(PartitionedTest, BatchIdsStayInOneRowGroupAcrossCommitsAndCheckpoints) {
+  auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 0;  // the direct write path: each call commits
+  std::mt19937_64 rng(34);
+  const std::string file = path("parts/events/partition_2023_03.duckdb");
+  std::vector<std::pair<std::string, int64_t>> ids;
+  for (int session = 0; session < 4; ++session) {
+    PartitionedDataRepository repo(cfg);
+    for (int b = 0; b < 3; ++b) {
+      auto rows = random_wide_rows(rng, 200 + 10 * (3 * session + b), date_from_civil(2023, 3, 1),
+                                   date_from_civil(2023, 3, 31));
+      const std::string id = fmt::format("s{}-b{}", session, b);
+      ids.emplace_back(id, repo.create_batch(schema_, rows, {.batch_id = id}).rows_written);
+      EXPECT_EQ(ids.back().second, static_cast<int64_t>(rows.size()));
+    }
+    // A replay of an id committed in an earlier session writes nothing.
+    if (session > 0) {
+      auto again =
+          random_wide_rows(rng, 50, date_from_civil(2023, 3, 1), date_from_civil(2023, 3, 31));
+      const auto res = repo.create_batch(schema_, again, {.batch_id = "s0-b1"});
+      EXPECT_EQ(res.rows_written, 0);
+      EXPECT_EQ(res.rows_skipped, 50);
+    }
+  }
+  int64_t total = 0;
+  std::string expected;
+  for (const auto& [id, rows] : ids) {
+    total += rows;
+    expected += fmt::format("{}:{};", id, rows);
+  }
+  {
+    duck::Database db = duck::Database::open(file, true);
+    duck::Connection c = db.connect();
+    duck::Result r = c.query(
+        "SELECT string_agg(batch_id || ':' || row_count || ';', '' ORDER BY rowid) FROM "
+        "_duckpart_batches");
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> out;
+    while (auto ch = r.fetch()) dec.decode(ch, out);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].values[0].to_string(), expected);
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM events"), total);
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM _duckpart_batches WHERE committed_at IS NULL"), 0);
+    EXPECT_EQ(c.query_int("SELECT count(DISTINCT block_id) FROM "
+                          "pragma_storage_info('_duckpart_batches') WHERE block_id >= 0"),
+              1);
+    EXPECT_EQ(c.query_int("SELECT count(DISTINCT row_group_id) FROM "
+                          "pragma_storage_info('_duckpart_batches')"),
+              1);
+  }
+  // Past the limit: 260 more one-row commits in one session append; every id is kept once.
+  {
+    PartitionedDataRepository repo(cfg);
+    for (int i = 0; i < 260; ++i) {
+      auto one =
+          random_wide_rows(rng, 1, date_from_civil(2023, 3, 1), date_from_civil(2023, 3, 31));
+      total += repo.create_batch(schema_, one, {.batch_id = fmt::format("one-{}", i)}).rows_written;
+    }
+    auto again =
+        random_wide_rows(rng, 5, date_from_civil(2023, 3, 1), date_from_civil(2023, 3, 31));
+    EXPECT_EQ(repo.create_batch(schema_, again, {.batch_id = "one-3"}).rows_skipped, 5);
+    EXPECT_EQ(repo.create_batch(schema_, again, {.batch_id = "s2-b0"}).rows_skipped, 5);
+    EXPECT_EQ(repo.count_all(schema_), total);
+  }
+  duck::Database db = duck::Database::open(file, true);
+  duck::Connection c = db.connect();
+  EXPECT_EQ(c.query_int("SELECT count(*) FROM _duckpart_batches"), 272);
+  EXPECT_EQ(c.query_int("SELECT count(DISTINCT batch_id) FROM _duckpart_batches"), 272);
+  EXPECT_EQ(c.query_int("SELECT sum(row_count) FROM _duckpart_batches"), total);
+  EXPECT_EQ(c.query_int("SELECT count(*) FROM events"), total);
+}
+
 // A first batch over many periods creates their files in parallel. When one creation fails (here
 // a directory squats the temporary name of 2022_05), the batch writes nothing anywhere, the other
 // new partitions are kept (empty, usable), and the same batch goes through once the obstacle is
