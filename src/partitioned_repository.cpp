@@ -96,9 +96,14 @@ struct Entry {
   // may keep the commit version but not the rows' order: id maps are keyed by it.
   uint64_t file_epoch = 0;
   uint64_t attach_generation = 0;  // changes at every ATTACH (query_sql sessions are keyed by it)
-  // Under write_mu: the rows of the file's _duckpart_batches as last committed here; -1 unknown
-  // (reset at every ATTACH, counted at the next commit). See record_and_commit.
+  // Under write_mu (and reset under Impl::mu at every ATTACH, when no writer holds the entry):
+  // what record_and_commit knows of the file's _duckpart_batches (see rewrite_batches). Its rows
+  // as last committed here (-1 unknown: counted at the next commit); whether a checkpoint may have
+  // written its rows since this process last rewrote it; and the size of the file's write-ahead
+  // log after this process's last commit to it (DuckDB empties the log at a checkpoint).
   int64_t batch_rows = -1;
+  bool batches_checkpointed = true;
+  std::uintmax_t wal_seen = 0;
   // Set while a compaction waits to swap the file: new requests wait (Impl::pins_cv) instead of
   // pinning, so that a stream of overlapping readers cannot starve the swap.
   bool draining = false;
@@ -754,6 +759,8 @@ struct PartitionedDataRepository::Impl {
     e.attached = true;
     e.attach_generation = ++attach_serial;
     e.batch_rows = -1;
+    e.batches_checkpointed = true;
+    e.wal_seen = 0;
     ++attached_count;
     ++counters.partitions_opened;
     counters.partitions_attached_now = attached_count;
@@ -2318,6 +2325,7 @@ struct PartitionedDataRepository::Impl {
       }
       note_attached_locked(e);
       e.batch_rows = 0;  // a new file holds no batch ids
+      e.batches_checkpointed = false;
       e.last_used = ++clock;
       ++counters.partitions_created;
       created.insert(e.key);
@@ -2368,6 +2376,7 @@ struct PartitionedDataRepository::Impl {
         e->file = final_file;
         attach_locked(*e);
         e->batch_rows = 0;  // a new file holds no batch ids
+        e->batches_checkpointed = false;
       } catch (...) {
         detach_locked(*e);
         e->file = final_file;
@@ -2403,28 +2412,44 @@ struct PartitionedDataRepository::Impl {
   }
 
   // While a partition's _duckpart_batches is small (kRewriteBatchRows with the rows this commit
-  // adds), every commit writes it whole again: a copy of its committed rows is appended and the
-  // committed rows are deleted, in the caller's transaction. With checkpoint vacuum off
-  // (max_vacuum_tasks = 0), every checkpoint that finds new rows in a table starts a new row group
-  // for them, in a 256 KB block of its own (a block is never shared between tables or checkpoints),
-  // so a partition written across N checkpoints kept N blocks for a few hundred bytes of batch ids
-  // (docs/performance.md, "Session 32"). Rewritten, the table is one row group in one block, and
-  // the block the previous checkpoint wrote is freed for the next one to reuse. Costs ~0.4 ms per
-  // commit plus ~1 us per row copied; larger tables (many small commits) are appended to only.
+  // adds), the first commit after each checkpoint of its file writes it whole again: a copy of its
+  // committed rows is appended and the committed rows are deleted, in the caller's transaction.
+  // With checkpoint vacuum off (max_vacuum_tasks = 0), every checkpoint that finds new rows in a
+  // table starts a new row group for them, in a 256 KB block of its own (a block is never shared
+  // between tables or checkpoints), so a partition written across N checkpoints kept N blocks for
+  // a few hundred bytes of batch ids (docs/performance.md, "Session 32"). Rewritten, the table is
+  // one row group in one block, and the old row group, wholly deleted, is dropped by the next
+  // checkpoint (its block freed for the one after). Later commits before the next checkpoint
+  // append to the new row group: rewriting again would only leave deleted rows in it, which a
+  // checkpoint without vacuum keeps. A checkpoint is seen as the file's write-ahead log shrinking
+  // (DuckDB deletes it) between two commits, or gone right after one; a missed one costs a row
+  // group, never an id. Costs ~0.4 ms plus ~1 us per row copied, once per checkpoint; larger tables
+  // (many small commits into one partition) are appended to only. Returns the log's size before the
+  // commit.
   static constexpr int64_t kRewriteBatchRows = 256;
-  static void rewrite_batches(duck::Connection& conn, Entry& e, int64_t adding,
-                              const std::string& gen, const std::string& ctx) {
+  static std::uintmax_t wal_bytes(const Entry& e) {
+    std::error_code ec;
+    const std::uintmax_t n = fs::file_size(e.file + ".wal", ec);
+    return ec ? 0 : n;
+  }
+  static std::uintmax_t rewrite_batches(duck::Connection& conn, Entry& e, int64_t adding,
+                                        const std::string& gen, const std::string& ctx,
+                                        bool& rewrote) {
+    rewrote = false;
+    const std::uintmax_t wal = wal_bytes(e);
+    if (wal < e.wal_seen) e.batches_checkpointed = true;
+    if (!e.batches_checkpointed) return wal;
     const std::string a = duck::quote_ident(e.alias);
     if (e.batch_rows < 0) {
       e.batch_rows =
           conn.query_int(fmt::format("SELECT count(*) FROM {}.main.{}", a, kBatchesTable), ctx);
     }
-    if (e.batch_rows == 0 || e.batch_rows + adding > kRewriteBatchRows) return;
+    if (e.batch_rows == 0 || e.batch_rows + adding > kRewriteBatchRows) return wal;
     const std::string copy_sql =
         fmt::format("INSERT INTO {0}.main.{1} SELECT * FROM {0}.main.{1}", a, kBatchesTable);
-    // Rows appended in a transaction have row ids from DuckDB's MAX_ROW_ID (2^55) up, committed
-    // rows below it: this deletes the committed rows and keeps their copies. Checked by
-    // count: a mismatch fails the commit (rolled back by the caller).
+    // Rows appended in a transaction have row ids from DuckDB's MAX_ROW_ID (36028797018960000)
+    // up, committed rows below it: this deletes the committed rows and keeps their copies.
+    // Checked by count: a mismatch fails the commit (rolled back by the caller).
     const std::string del_sql =
         fmt::format("DELETE FROM {}.main.{} WHERE rowid < 36028797018960000", a, kBatchesTable);
     const int64_t copied = conn.prepared(copy_sql + gen, copy_sql, ctx).execute().rows_changed();
@@ -2436,6 +2461,8 @@ struct PartitionedDataRepository::Impl {
                               e.file, copied, deleted));
     }
     e.batch_rows = copied;
+    rewrote = true;
+    return wal;
   }
 
   // Records `batch_id` (or every id of `logs`, each with its rows) and the new metadata `m` in the
@@ -2451,7 +2478,8 @@ struct PartitionedDataRepository::Impl {
                             std::chrono::system_clock::now().time_since_epoch())
                             .count()};
     const int64_t adding = logs && !logs->empty() ? static_cast<int64_t>(logs->size()) : 1;
-    rewrite_batches(conn, e, adding, gen, ctx);
+    bool rewrote = false;
+    const std::uintmax_t wal_before = rewrite_batches(conn, e, adding, gen, ctx, rewrote);
     const std::string ins_sql =
         fmt::format("INSERT INTO {}.main.{} VALUES (?, ?, ?)", a, kBatchesTable);
     duck::Prepared& ins = conn.prepared(ins_sql + gen, ins_sql, ctx);
@@ -2508,6 +2536,11 @@ struct PartitionedDataRepository::Impl {
     conn.exec("COMMIT", ctx);
     e.placeholder_meta = false;
     if (e.batch_rows >= 0) e.batch_rows += adding;
+    if (rewrote) e.batches_checkpointed = false;
+    e.wal_seen = wal_bytes(e);
+    // A commit always adds to the log: one gone or smaller after it was checkpointed at COMMIT
+    // (DuckDB's automatic checkpoint; it deletes the log).
+    if (e.wal_seen == 0 || e.wal_seen < wal_before) e.batches_checkpointed = true;
     const int64_t added = m.row_count - e.meta.row_count;
     {
       std::lock_guard lock(mu);
