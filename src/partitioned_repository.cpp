@@ -5420,6 +5420,11 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   }
   impl_->detach_locked(*e);
   std::error_code ec;
+  if (e->attached) {  // DuckDB still holds the file: replacing it under DuckDB would corrupt it
+    fs::remove(staged, ec);
+    throw Error(ErrorCode::kConflict,
+                fmt::format("partition {} could not be closed; it was left unchanged", e->name));
+  }
   fs::remove(e->file + ".wal", ec);
   if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
     fs::remove(staged, ec);
