@@ -817,6 +817,101 @@ TEST_F(PartitionedTest, BatchIdsStayInOneRowGroupAcrossCommitsAndCheckpoints) {
   EXPECT_EQ(c.query_int("SELECT count(*) FROM events"), total);
 }
 
+// The other ways into a partition commit keep _duckpart_batches in one row group too: drains of
+// the write buffer (several ids in one commit), bulk loads (create_batch_from_query), and
+// partitions detached and attached again within a session (4 months written, 2 kept attached),
+// across three sessions. Every id is kept once per partition its rows reached, and no deleted row
+// is stored.
+TEST_F(PartitionedTest, BatchIdsStayInOneRowGroupThroughDrainsBulkLoadsAndReattaches) {
+  auto cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 64;  // drained by flush() only
+  cfg.write_buffer_max_delay_ms = 0;
+  cfg.max_partitions_in_memory = 2;
+  std::mt19937_64 rng(35);
+  const Date from = date_from_civil(2023, 1, 1), to = date_from_civil(2023, 4, 30);
+  std::map<int, std::vector<std::string>> ids_of_month;  // month -> ids, in commit order
+  std::map<int, int64_t> rows_of_month;
+  auto month_of = [](const DataRecord& r) {
+    int y = 0;
+    unsigned m = 0, d = 0;
+    civil_from_date(date_of(r.values[1].get<Timestamp>()), y, m, d);
+    return static_cast<int>(m);
+  };
+  int64_t reattached = 0;
+  for (int session = 0; session < 3; ++session) {
+    PartitionedDataRepository repo(cfg);
+    for (int round = 0; round < 3; ++round) {
+      for (int b = 0; b < 3; ++b) {
+        const std::string id = fmt::format("s{}-r{}-b{}", session, round, b);
+        const auto rows = random_wide_rows(rng, 150, from, to);
+        std::set<int> months;
+        for (const auto& r : rows) {
+          months.insert(month_of(r));
+          ++rows_of_month[month_of(r)];
+        }
+        for (const int m : months) ids_of_month[m].push_back(id);
+        ASSERT_EQ(repo.create_batch(schema_, rows, {.batch_id = id}).rows_written, 150);
+      }
+      repo.flush();  // one drain: each partition commits the three ids at once
+    }
+    // A bulk load of 40 rows into each month.
+    const std::string bulk = fmt::format("bulk-s{}", session);
+    ASSERT_EQ(repo.create_batch_from_query(
+                      schema_,
+                      "SELECT uuid() AS id, TIMESTAMP '2023-01-05' + INTERVAL (range % 4) MONTH + "
+                      "to_microseconds(range) AS ts, range % 2 = 0 AS flag, NULL::SMALLINT AS "
+                      "small, range::INTEGER AS qty, range AS big, NULL::DOUBLE AS ratio, "
+                      "NULL::DECIMAL(12,3) AS price, 'bulk' AS name, NULL::DATE AS day, "
+                      "NULL::UUID AS ref FROM range(160)",
+                      {.batch_id = bulk})
+                  .rows_written,
+              160);
+    for (int m = 1; m <= 4; ++m) {
+      ids_of_month[m].push_back(bulk);
+      rows_of_month[m] += 40;
+    }
+    // A replay of a drained id and of a bulk id writes nothing.
+    EXPECT_EQ(
+        repo.create_batch(schema_, random_wide_rows(rng, 20, from, to), {.batch_id = "s0-r1-b2"})
+            .rows_written,
+        0);
+    repo.flush();
+    reattached += repo.counters().partitions_opened - 4;
+  }
+  EXPECT_GT(reattached, 0) << "partitions must have been detached and attached again";
+  int64_t total = 0;
+  for (int m = 1; m <= 4; ++m) {
+    const std::string file = path(fmt::format("parts/events/partition_2023_{:02d}.duckdb", m));
+    duck::Database db = duck::Database::open(file, true);
+    duck::Connection c = db.connect();
+    duck::Result r = c.query(
+        "SELECT string_agg(batch_id, ',' ORDER BY rowid), sum(row_count) FROM _duckpart_batches");
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> out;
+    while (auto ch = r.fetch()) dec.decode(ch, out);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].values[0].to_string(), fmt::format("{}", fmt::join(ids_of_month[m], ",")))
+        << file;
+    EXPECT_EQ(out[0].values[1].to_string(), std::to_string(rows_of_month[m])) << file;
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM events"), rows_of_month[m]) << file;
+    EXPECT_EQ(c.query_int("SELECT count(DISTINCT row_group_id) FROM "
+                          "pragma_storage_info('_duckpart_batches')"),
+              1)
+        << file;
+    EXPECT_EQ(c.query_int("SELECT count(DISTINCT block_id) FROM "
+                          "pragma_storage_info('_duckpart_batches') WHERE block_id >= 0"),
+              1)
+        << file;
+    EXPECT_EQ(c.query_int("SELECT sum(count) FROM pragma_storage_info('_duckpart_batches') WHERE "
+                          "column_name = 'batch_id' AND segment_type = 'VARCHAR'"),
+              static_cast<int64_t>(ids_of_month[m].size()))
+        << file << ": deleted rows stored";
+    total += rows_of_month[m];
+  }
+  PartitionedDataRepository ro(cfg, {.read_only = true});
+  EXPECT_EQ(ro.count_all(schema_), total);
+}
+
 // A first batch over many periods creates their files in parallel. When one creation fails (here
 // a directory squats the temporary name of 2022_05), the batch writes nothing anywhere, the other
 // new partitions are kept (empty, usable), and the same batch goes through once the obstacle is
