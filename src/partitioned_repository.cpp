@@ -231,6 +231,10 @@ struct Store {
     // The last hand-over made because the buffer was full: while a stream keeps filling it, timed
     // drains wait longer (run_timed_drains).
     std::chrono::steady_clock::time_point last_full_drain{};
+    std::chrono::steady_clock::time_point last_append{};  // the last buffered write
+    // Since when writes arrive without a pause of two timer ticks, and their logged bytes.
+    std::chrono::steady_clock::time_point stream_start{};
+    uint64_t stream_bytes = 0;
     // Draining: the partitions handed over, committed by `drainer`; kept after a failure
     // (d_error) and committed again by the next operation.
     std::map<PartitionKey, BufferedRows> d_parts;
@@ -238,6 +242,12 @@ struct Store {
     bool draining = false;
     std::string d_error;
     std::thread drainer;
+    // Deletes the logs a background drain emptied, after that drain has ended (reap_logs_locked):
+    // on this file system a log's unlink frees its blocks synchronously (~0.5 ms per MB with
+    // `discard`), and a writer waiting for the drain to end would wait for it too. Each reaper
+    // joins the one before it; joined by every full drain (flush, close) and join_drainers.
+    std::thread reaper;
+    std::atomic<uint64_t> reaping_bytes{0};  // bytes of the logs reapers have yet to delete
     std::vector<std::string> replay;  // logs found at load: replayed before the table is used
     std::atomic<bool> replay_pending{false};
   } ingest;
@@ -1172,7 +1182,16 @@ struct PartitionedDataRepository::Impl {
     }
     if (store->ingest.replay_pending.load()) replay_ingest(*store);
     if (drain && store->ingest.rows.load() > 0 && bulk_active.load() == 0) drain_ingest(*store);
+    if (drain) settle_reaper(*store);
     return *store;
+  }
+
+  // Waits until the logs a background drain emptied are deleted: a log left on disk is replayed
+  // by the next open after a crash, which must not meet a partition dropped or restored since.
+  static void settle_reaper(Store& store) {
+    if (store.ingest.reaping_bytes.load() == 0) return;
+    std::lock_guard g(store.ingest.mu);
+    join_reaper_locked(store.ingest);
   }
 
   // ---- write buffering (config.write_buffer_mb) ------------------------------------------------
@@ -1227,6 +1246,41 @@ struct PartitionedDataRepository::Impl {
       }
     }
     dead.clear();
+  }
+
+  // Hands logs a background drain emptied to a new reaper thread (with in.mu held), which joins
+  // the previous reaper and deletes them. Without a thread they are deleted here. Never throws.
+  static void reap_logs_locked(Store::Ingest& in, std::vector<IngestLog>& dead) noexcept {
+    if (dead.empty()) return;
+    uint64_t bytes = 0;
+    for (const IngestLog& l : dead) bytes += l.bytes();
+    std::atomic<uint64_t>* reaping = &in.reaping_bytes;  // joined before the store goes
+    std::shared_ptr<std::thread> prev;
+    std::shared_ptr<std::vector<IngestLog>> logs;
+    bool counted = false;
+    try {
+      prev = std::make_shared<std::thread>(std::move(in.reaper));
+      logs = std::make_shared<std::vector<IngestLog>>(std::move(dead));
+      *reaping += bytes;
+      counted = true;
+      in.reaper = std::thread([prev, logs, reaping, bytes] {
+        if (prev->joinable()) prev->join();
+        remove_logs(*logs);
+        *reaping -= bytes;
+      });
+      return;
+    } catch (...) {
+      // No thread (or no memory for one): deleted here, after the reapers before them.
+    }
+    if (prev && prev->joinable()) prev->join();
+    if (in.reaper.joinable()) in.reaper.join();
+    remove_logs(logs ? *logs : dead);
+    if (counted) *reaping -= bytes;
+  }
+
+  // Waits until every log a background drain emptied is deleted (with in.mu held).
+  static void join_reaper_locked(Store::Ingest& in) noexcept {
+    if (in.reaper.joinable()) in.reaper.join();
   }
 
   // Closes the current log to appends (with in.mu held): a partition handed to a drain records
@@ -1595,6 +1649,7 @@ struct PartitionedDataRepository::Impl {
     hand_over_locked(store, all);
     close_current_log_locked(in);  // a log that holds no rows (a failed append) is deleted
     settle_draining(store, lock);  // commits them on this thread
+    join_reaper_locked(in);        // every committed log is deleted when this returns
   }
 
   // Hands the draining set (hand_over_locked) to a background thread (none may be running).
@@ -1611,14 +1666,14 @@ struct PartitionedDataRepository::Impl {
         } catch (const std::exception& e) {
           error = e.what();
         }
-        std::vector<IngestLog> dead;
-        {
-          std::lock_guard g(st.mu);
-          if (error.empty()) dead = finish_draining_locked(store);
-          st.d_error = error;
-        }
-        remove_logs(dead);  // before `draining` ends: close joins this thread after it
         std::lock_guard g(st.mu);
+        if (error.empty()) {
+          // The emptied logs are deleted by a reaper: a writer waiting for this drain to end
+          // (a full buffer) does not wait for their unlinks.
+          std::vector<IngestLog> dead = finish_draining_locked(store);
+          reap_logs_locked(st, dead);
+        }
+        st.d_error = error;
         st.draining = false;
         st.cv.notify_all();
       });
@@ -1740,7 +1795,12 @@ struct PartitionedDataRepository::Impl {
     const uint64_t fill_limit = budget / 9 * 8;
     while (bulk_active.load() == 0) {
       const bool memory_full = in.bytes >= fill_limit;
-      if (!memory_full && live_log_bytes(in) < 2 * budget) break;
+      if (!memory_full && live_log_bytes(in) < 2 * budget) {
+        // Logs a reaper has yet to delete are on disk too: wait for it rather than pass the
+        // bound (at full drains they are far below it, so a writer seldom waits here).
+        if (live_log_bytes(in) + in.reaping_bytes.load() >= 2 * budget) join_reaper_locked(in);
+        break;
+      }
       if (in.draining || !in.d_parts.empty()) {
         settle_draining(store, lock);  // releases in.mu while it waits: look again
         continue;
@@ -1767,6 +1827,7 @@ struct PartitionedDataRepository::Impl {
       if (config.write_buffer_max_delay_ms > 0) start_timed_drains();
     }
     Store::LiveLog& log = in.logs.at(in.current);
+    const uint64_t log_bytes_before = log.log.bytes();
     RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
     try {
       for (BufferedRows* part : slots.dst) part->logs.reserve(part->logs.size() + 1);
@@ -1817,6 +1878,14 @@ struct PartitionedDataRepository::Impl {
     in.bytes += slots.grown;
     publish_rows(slots, groups);
     const auto now = std::chrono::steady_clock::now();
+    // The stream's rate for the timed drains: bytes logged since writes last paused for two of
+    // the timer's ticks (hand-overs do not lower it, unlike the buffered bytes).
+    if (now - in.last_append >= 2 * timer_tick()) {
+      in.stream_start = now;
+      in.stream_bytes = 0;
+    }
+    in.stream_bytes += log.log.bytes() - log_bytes_before;
+    in.last_append = now;
     for (std::size_t gi = 0; gi < groups.size(); ++gi) {
       BufferedRows& part = *slots.dst[gi];
       const auto n = static_cast<int64_t>(groups[gi].rows.size());
@@ -1866,6 +1935,7 @@ struct PartitionedDataRepository::Impl {
     for (Store* st : all) {
       if (st->ingest.replay_pending.load()) replay_ingest(*st);
       if (st->ingest.rows.load() > 0) drain_ingest(*st);
+      settle_reaper(*st);
     }
   }
 
@@ -1893,9 +1963,14 @@ struct PartitionedDataRepository::Impl {
     }
   }
 
+  std::chrono::milliseconds timer_tick() const {
+    const auto delay = std::chrono::milliseconds(config.write_buffer_max_delay_ms);
+    return std::max<std::chrono::milliseconds>(delay / 8, std::chrono::milliseconds(5));
+  }
+
   void run_timed_drains() {
     const auto delay = std::chrono::milliseconds(config.write_buffer_max_delay_ms);
-    const auto tick = std::max<std::chrono::milliseconds>(delay / 8, std::chrono::milliseconds(5));
+    const auto tick = timer_tick();
     std::unique_lock g(timer_mu);
     while (!timer_cv.wait_for(g, tick, [&] { return timer_stop; })) {
       g.unlock();
@@ -1915,9 +1990,25 @@ struct PartitionedDataRepository::Impl {
         // committed by the budget's drains when they are among the fullest; committing them after
         // the delay would cut every commit to what one delay brings (at 1M rows/s over 360
         // partitions, 28K rows per 10 s instead of ~130K). Then only a partition that waited six
-        // times the delay is due (one the stream seldom writes).
+        // times the delay is due (one the stream seldom writes). A stream that has not filled the
+        // buffer yet counts too while it is written (a buffered write within the last two ticks)
+        // at a rate that would fill it within six delays (bytes logged since its writes last paused
+        // for two ticks, over that time): a bulk load of 20M rows over 120
+        // months was cut at 10 s into two commits of ~83K rows per partition (below a row group:
+        // DuckDB writes those through its log) where one drain commits 167K.
         const auto now = std::chrono::steady_clock::now();
-        const auto due = now - in.last_full_drain < delay ? 6 * delay : delay;
+        bool streaming = now - in.last_full_drain < delay;
+        if (!streaming && now - in.last_append < 2 * tick) {
+          const double written_in = std::chrono::duration<double>(now - in.stream_start).count();
+          const double fill_limit =
+              static_cast<double>(config.write_buffer_mb) * 1024 * 1024 / 9 * 8;
+          const double judged_after = std::chrono::duration<double>(tick).count();
+          streaming =
+              written_in >= judged_after && static_cast<double>(in.stream_bytes) / written_in * 6 *
+                                                    std::chrono::duration<double>(delay).count() >=
+                                                fill_limit;
+        }
+        const auto due = streaming ? 6 * delay : delay;
         std::vector<PartitionKey> aged;
         for (const auto& [key, part] : in.parts) {
           if (part.rows.rows > 0 && now - part.since >= due) aged.push_back(key);
@@ -1953,6 +2044,7 @@ struct PartitionedDataRepository::Impl {
       std::unique_lock lock(st->ingest.mu);
       st->ingest.cv.wait(lock, [&] { return !st->ingest.draining; });
       if (st->ingest.drainer.joinable()) st->ingest.drainer.join();
+      join_reaper_locked(st->ingest);
     }
   }
 
@@ -5395,6 +5487,7 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   // Not drained first: a restore is how a partition that fails every drain is repaired; buffered
   // rows for it are committed into the restored file afterwards.
   Store& store = impl_->store_for(schema, /*drain=*/false);
+  Impl::settle_reaper(store);  // no emptied log may outlive the file it was committed to
   Entry* e = nullptr;
   {
     std::lock_guard lock(impl_->mu);

@@ -2942,6 +2942,44 @@ TEST_F(PartitionedTest, TimedDrainCommitsAnIdleWritersRows) {
   EXPECT_EQ(in_files, 3000);
 }
 
+// A stream that writes fast enough to fill the buffer within six delays is not cut by the timer
+// before the buffer is full (its commits would shrink to what one delay brings), even before its
+// first full drain; once it stops, its rows are committed after the delay as usual.
+TEST_F(PartitionedTest, TimedDrainsWaitWhileAFastStreamIsWritten) {
+  auto cfg = test_config(path("stream"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 256;  // full at ~227 MB (partitions past 491,520 rows drain early)
+  cfg.write_buffer_max_delay_ms = 2000;
+  std::mt19937_64 rng(35);
+  // Over 6 months: no partition reaches the early hand-over during the stream.
+  const auto rows =
+      random_wide_rows(rng, 20000, date_from_civil(2023, 1, 1), date_from_civil(2023, 6, 30));
+  const ColumnBatch batch = records_to_batch(schema_, rows);
+  PartitionedDataRepository repo(cfg);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  int calls = 0;
+  // 2.5 delays of a call every 50 ms: ~400K rows/s, ~40 MB/s (~100 bytes per row logged), about
+  // twice the rate that fills the buffer within six delays (~19 MB/s).
+  while (clock::now() - t0 < std::chrono::milliseconds(5000)) {
+    repo.create_batch_columnar(schema_, batch);
+    ++calls;
+    std::this_thread::sleep_until(t0 + calls * std::chrono::milliseconds(50));
+  }
+  const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  const double rate = calls * 20000.0 / secs;
+  const RepositoryCounters during = repo.counters();
+  if (rate < 300'000) {
+    GTEST_SKIP() << "this build wrote " << rate << " rows/s, too slow to be a fast stream";
+  }
+  EXPECT_EQ(during.timed_buffer_drains, 0) << "a fast stream was cut by the timer";
+  // Stopped: within a few ticks past the delay its rows are committed by the timer.
+  for (int i = 0; i < 400 && repo.counters().timed_buffer_drains == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_GE(repo.counters().timed_buffer_drains, 1);
+  EXPECT_EQ(repo.count_all(schema_), int64_t{calls} * 20000);
+}
+
 TEST_F(PartitionedTest, ManySmallBufferedCallsAreDrainedByTheirLogsSize) {
   // One-row calls take a 4 KB log record each but almost no buffer memory: a new log is started
   // every quarter of the budget (1 MB: 256 KB, ~64 records), and the partitions holding the oldest

@@ -75,9 +75,10 @@ struct PartitionConfig {
   // partition's buffered rows once the first of them has waited this long (and no other drain of
   // the table is running), so that an idle or slow writer's acknowledged rows reach the partition
   // files (and other processes) within about this delay. While a stream keeps filling the buffer
-  // (it was full within the delay) a partition is due only after six times the delay, so that
-  // the timer does not cut the stream's commits short. 0: no timed drains (only the budget, other
-  // operations, flush() and close drain).
+  // (it was full within the delay, or it is being written at a rate that would fill it within six
+  // delays) a partition is due only after six times the delay, so that the timer does not cut the
+  // stream's commits short; once it stops, the delay applies. 0: no timed drains (only the budget,
+  // other operations, flush() and close drain).
   int write_buffer_max_delay_ms = 10000;
   // DuckDB block size of the partition files this store creates, in KB: 16, 32, 64, 128 or 256
   // (DuckDB's default). Every file keeps the block size it was written with (DuckDB reads it from
