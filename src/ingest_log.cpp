@@ -274,6 +274,15 @@ void IngestLog::append(const ColumnBatch& batch,
   throw err;
 }
 
+void IngestLog::retract(uint64_t size) noexcept {
+  if (size >= size_) return;
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0 || ::fdatasync(fd_) != 0) {
+    broken_ = true;
+    return;
+  }
+  size_ = size;
+}
+
 void IngestLog::remove() {
   if (fd_ >= 0) {
     ::close(fd_);

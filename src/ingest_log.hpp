@@ -44,6 +44,10 @@ class IngestLog {
   // write_to parses them): those are stored as 16 bytes instead of 36 characters.
   void append(const ColumnBatch& batch, const std::vector<std::vector<duckdb_hugeint>>& uuids);
   bool broken() const noexcept { return broken_; }
+  // Cuts the file back to `size` bytes, a length it had after an earlier append: the last
+  // record belongs to a call that failed after it was written. When the cut fails, broken()
+  // turns true (the caller drains, which deletes the log, and starts a new one).
+  void retract(uint64_t size) noexcept;
   const std::string& path() const noexcept { return path_; }
   uint64_t bytes() const noexcept { return size_; }
   // Closes and deletes the file, then syncs the directory. Throws Error(kIo) when it cannot.

@@ -22,6 +22,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <shared_mutex>
@@ -40,6 +41,7 @@
 #include "duckpart/error.hpp"
 #include "id_map.hpp"
 #include "ingest_log.hpp"
+#include "parallel_tasks.hpp"
 #include "partition_files.hpp"
 #include "pruning.hpp"
 #include "query_sql.hpp"
@@ -1368,19 +1370,22 @@ struct PartitionedDataRepository::Impl {
   struct RowSlots {
     std::vector<BufferedRows*> dst;
     std::vector<std::size_t> base;
-    std::vector<uint32_t> gid;    // per row of the batch: its index in `groups`
-    std::vector<uint32_t> rank;   // per row of the batch: its place among its group's rows
-    std::vector<uint64_t> start;  // per row: where its text starts in its arena (text columns)
-    uint64_t grown = 0;           // memory the room took (capacities included)
-    // One write cursor per group, allocated here so that scatter_rows allocates nothing.
-    std::vector<std::byte*> out;
+    std::vector<uint32_t> gid;   // per row of the batch: its index in `groups`
+    std::vector<uint32_t> rank;  // per row of the batch: its place among its group's rows
+    uint64_t grown = 0;          // memory the room took (capacities included)
+    // Per worker of scatter_rows, allocated here so that it allocates nothing: per row, where its
+    // text starts in its arena (text columns); one write cursor per group.
+    std::vector<std::vector<uint64_t>> start;
+    std::vector<std::vector<std::byte*>> out;
+    std::vector<std::size_t> order;  // the columns, costliest copy first
   };
 
   // Makes room for every row of `batch` in its partition's buffered rows (`groups`: the rows of
-  // each partition), text included. Throws (bad_alloc) with the buffer as it was.
+  // each partition), text included, and scratch space for `workers` threads of scatter_rows.
+  // Throws (bad_alloc) with the buffer as it was.
   RowSlots prepare_rows(const Schema& schema, std::map<PartitionKey, BufferedRows>& parts,
                         const ColumnBatch& batch, const std::vector<Group>& groups,
-                        const std::vector<std::vector<duckdb_hugeint>>& uuids) {
+                        const std::vector<std::vector<duckdb_hugeint>>& uuids, unsigned workers) {
     const std::size_t ncols = schema.columns().size();
     RowSlots s;
     s.gid.resize(batch.rows);
@@ -1394,7 +1399,8 @@ struct PartitionedDataRepository::Impl {
     }
     s.dst.reserve(groups.size());
     uint64_t before = 0;
-    s.out.resize(groups.size());
+    s.out.assign(std::max(1u, workers), std::vector<std::byte*>(groups.size()));
+    s.start.resize(s.out.size());
     for (const Group& g : groups) {
       BufferedRows& part = parts[g.key];
       if (part.rows.columns.empty()) {
@@ -1420,11 +1426,20 @@ struct PartitionedDataRepository::Impl {
     std::vector<std::vector<uint64_t>> add(ncols);
     for (std::size_t c = 0; c < ncols; ++c) {
       if (groups.empty() || !s.dst[0]->text[c]) continue;
-      s.start.resize(batch.rows);
+      for (std::vector<uint64_t>& start : s.start) start.resize(batch.rows);
       add[c].assign(groups.size(), 0);
       const auto& in = std::get<std::vector<std::string>>(batch.columns[c].data);
       for (std::size_t r = 0; r < batch.rows; ++r) add[c][s.gid[r]] += in[r].size();
     }
+    // The costliest copies first (text, then UUIDs), so that the workers end together.
+    s.order.resize(ncols);
+    std::iota(s.order.begin(), s.order.end(), std::size_t{0});
+    auto cost_rank = [&](std::size_t c) {
+      if (!groups.empty() && s.dst[0]->text[c]) return 0;
+      return c < uuids.size() && !uuids[c].empty() ? 1 : 2;
+    };
+    std::stable_sort(s.order.begin(), s.order.end(),
+                     [&](std::size_t x, std::size_t y) { return cost_rank(x) < cost_rank(y); });
     auto resize_all = [&](bool grow) {
       for (std::size_t gi = 0; gi < groups.size(); ++gi) {
         BufferedRows& part = *s.dst[gi];
@@ -1486,77 +1501,85 @@ struct PartitionedDataRepository::Impl {
   // of `groups` (write_buffered sorts them by the partition value: one sorted run per partition
   // and call, merged by the drain). One sequential pass per column over the batch, writing each
   // row to its place in its partition's new rows (a counting sort): reading the rows of one
-  // partition after another instead costs a cache miss per cell. Never throws: text goes into
-  // reserved bytes. The rows count once publish_rows has run (after the batch is logged).
-  void scatter_rows(const Schema& schema, RowSlots& s, const ColumnBatch& batch,
-                    const std::vector<Group>& groups,
-                    const std::vector<std::vector<duckdb_hugeint>>& uuids) noexcept {
-    const std::size_t ncols = schema.columns().size();
+  // partition after another instead costs a cache miss per cell. The columns are independent:
+  // prepare_rows' workers copy them in parallel, the costliest first. Never throws: text goes
+  // into reserved bytes. The rows count once publish_rows has run (after the batch is logged).
+  static void scatter_rows(RowSlots& s, const ColumnBatch& batch, const std::vector<Group>& groups,
+                           const std::vector<std::vector<duckdb_hugeint>>& uuids) noexcept {
+    run_parallel_tasks(s.order.size(), static_cast<unsigned>(s.out.size() - 1),
+                       [&](std::size_t t, std::size_t w) {
+                         scatter_column(s, batch, groups, uuids, s.order[t], s.out[w], s.start[w]);
+                       });
+  }
+
+  // scatter_rows' copy of column `c`, with a worker's write cursors and text starts.
+  static void scatter_column(const RowSlots& s, const ColumnBatch& batch,
+                             const std::vector<Group>& groups,
+                             const std::vector<std::vector<duckdb_hugeint>>& uuids, std::size_t c,
+                             std::vector<std::byte*>& out, std::vector<uint64_t>& starts) noexcept {
     const std::size_t n = batch.rows;
     const uint32_t* g = s.gid.data();
     const uint32_t* rank = s.rank.data();
-    // One typed pass writing row r to s.out[its group] + its rank.
+    // One typed pass writing row r to out[its group] + its rank.
     auto copy = [&](const auto* in) {
       constexpr std::size_t w = sizeof(*in);
       for (std::size_t r = 0; r < n; ++r) {
-        std::memcpy(s.out[g[r]] + std::size_t{rank[r]} * w, in + r, w);
+        std::memcpy(out[g[r]] + std::size_t{rank[r]} * w, in + r, w);
       }
     };
-    for (std::size_t c = 0; c < ncols; ++c) {
-      const ColumnVector& src = batch.columns[c];
-      if (!src.valid.empty()) {
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          s.out[gi] =
-              reinterpret_cast<std::byte*>(s.dst[gi]->rows.columns[c].valid.data() + s.base[gi]);
-        }
-        copy(src.valid.data());
+    const ColumnVector& src = batch.columns[c];
+    if (!src.valid.empty()) {
+      for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+        out[gi] =
+            reinterpret_cast<std::byte*>(s.dst[gi]->rows.columns[c].valid.data() + s.base[gi]);
       }
-      if (c < uuids.size() && !uuids[c].empty()) {
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          s.out[gi] = reinterpret_cast<std::byte*>(s.dst[gi]->uuids[c].data() + s.base[gi]);
-        }
-        copy(uuids[c].data());
-        continue;
-      }
-      if (!groups.empty() && s.dst[0]->text[c]) {
-        // Each row's bytes start where the rows before it in its group's order end: lengths
-        // first (in batch order), then the ends and starts in each group's order, then the bytes.
-        const auto& in = std::get<std::vector<std::string>>(src.data);
-        uint64_t* start = s.start.data();
-        for (std::size_t r = 0; r < n; ++r) start[r] = in[r].size();
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-          TextArena& t = *s.dst[gi]->text[c];
-          uint64_t* ends = t.ends.data() + s.base[gi];
-          uint64_t at = t.bytes.size();
-          const std::vector<uint32_t>& rows = groups[gi].rows;
-          for (std::size_t i = 0; i < rows.size(); ++i) {
-            const uint64_t len = start[rows[i]];
-            start[rows[i]] = at;
-            at += len;
-            ends[i] = at;
-          }
-          t.bytes.resize(at);  // within the capacity prepare_rows reserved
-          s.out[gi] = reinterpret_cast<std::byte*>(t.bytes.data());
-        }
-        for (std::size_t r = 0; r < n; ++r) {
-          if (!in[r].empty()) std::memcpy(s.out[g[r]] + start[r], in[r].data(), in[r].size());
-        }
-        continue;
-      }
-      std::visit(
-          [&](const auto& in) {
-            using V = std::decay_t<decltype(in)>;
-            using T = typename V::value_type;
-            if constexpr (!std::is_same_v<T, std::string>) {
-              for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-                s.out[gi] = reinterpret_cast<std::byte*>(
-                    std::get<V>(s.dst[gi]->rows.columns[c].data).data() + s.base[gi]);
-              }
-              copy(in.data());
-            }
-          },
-          src.data);
+      copy(src.valid.data());
     }
+    if (c < uuids.size() && !uuids[c].empty()) {
+      for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+        out[gi] = reinterpret_cast<std::byte*>(s.dst[gi]->uuids[c].data() + s.base[gi]);
+      }
+      copy(uuids[c].data());
+      return;
+    }
+    if (!groups.empty() && s.dst[0]->text[c]) {
+      // Each row's bytes start where the rows before it in its group's order end: lengths
+      // first (in batch order), then the ends and starts in each group's order, then the bytes.
+      const auto& in = std::get<std::vector<std::string>>(src.data);
+      uint64_t* start = starts.data();
+      for (std::size_t r = 0; r < n; ++r) start[r] = in[r].size();
+      for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+        TextArena& t = *s.dst[gi]->text[c];
+        uint64_t* ends = t.ends.data() + s.base[gi];
+        uint64_t at = t.bytes.size();
+        const std::vector<uint32_t>& rows = groups[gi].rows;
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+          const uint64_t len = start[rows[i]];
+          start[rows[i]] = at;
+          at += len;
+          ends[i] = at;
+        }
+        t.bytes.resize(at);  // within the capacity prepare_rows reserved
+        out[gi] = reinterpret_cast<std::byte*>(t.bytes.data());
+      }
+      for (std::size_t r = 0; r < n; ++r) {
+        if (!in[r].empty()) std::memcpy(out[g[r]] + start[r], in[r].data(), in[r].size());
+      }
+      return;
+    }
+    std::visit(
+        [&](const auto& in) {
+          using V = std::decay_t<decltype(in)>;
+          using T = typename V::value_type;
+          if constexpr (!std::is_same_v<T, std::string>) {
+            for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+              out[gi] = reinterpret_cast<std::byte*>(
+                  std::get<V>(s.dst[gi]->rows.columns[c].data).data() + s.base[gi]);
+            }
+            copy(in.data());
+          }
+        },
+        src.data);
   }
 
   // The rows scatter_rows copied become part of their partitions' buffered rows, one more sorted
@@ -1738,6 +1761,17 @@ struct PartitionedDataRepository::Impl {
   // its rows are copied into the buffer (write_buffered).
   static constexpr std::size_t kAsyncLogRows = 16'384;
 
+  // A buffered batch of at least this many rows is validated, sorted and copied into the buffer
+  // on every core (run_parallel_tasks); the ids and UUIDs in ranges of this many rows.
+  static constexpr std::size_t kParallelIntakeRows = 65'536;
+  static constexpr std::size_t kIntakeRangeRows = 32'768;
+
+  // Threads started beside the caller's for the intake of a buffered batch of `rows` rows.
+  static unsigned intake_helpers(std::size_t rows) {
+    if (rows < kParallelIntakeRows) return 0;
+    return std::min(std::max(1u, std::thread::hardware_concurrency()), 4u) - 1;
+  }
+
   // A buffered create_batch: validates and routes like write_to (a bad row fails the call with
   // nothing logged), assigns missing ids, appends the batch to the filling set's ingest log
   // (synced), keeps it in memory and hands the set to a background drain when it holds half the
@@ -1755,12 +1789,24 @@ struct PartitionedDataRepository::Impl {
     }
     std::vector<Group> groups = route(schema, batch);
     res.ids_generated = assign_missing_ids(schema, batch);
-    normalize_ids(schema, batch);
-    // Each partition's rows go into the buffer as one run sorted by the partition value (the
-    // drain merges the runs: merge_sorted_runs).
-    for (Group& g : groups) sort_by_partition_value(batch, schema.partition_index(), g.rows);
-    // Validates, and the log stores UUIDs as 16 bytes (the drain parses the whole buffer again).
-    const std::vector<std::vector<duckdb_hugeint>> uuids = parse_uuids(schema, batch);
+    // Ids made canonical and UUIDs parsed (validates; the log and the buffer hold UUIDs as 16
+    // bytes), in ranges of rows; each partition's rows sorted by the partition value (they go
+    // into the buffer as one run, merged by the drain: merge_sorted_runs). On every core for a
+    // large batch: the caller's thread is the only one busy while the buffer fills. A bad value
+    // fails the call naming the first bad row, with nothing logged.
+    const unsigned helpers = intake_helpers(batch.rows);
+    std::vector<std::vector<duckdb_hugeint>> uuids = uuid_room(schema, batch);
+    const std::size_t ranges = (batch.rows + kIntakeRangeRows - 1) / kIntakeRangeRows;
+    run_parallel_tasks(ranges + groups.size(), helpers, [&](std::size_t t, std::size_t) {
+      if (t < ranges) {
+        const std::size_t from = t * kIntakeRangeRows;
+        const std::size_t to = std::min<std::size_t>(batch.rows, from + kIntakeRangeRows);
+        normalize_ids(schema, batch, from, to);
+        parse_uuids(schema, batch, uuids, from, to);
+      } else {
+        sort_by_partition_value(batch, schema.partition_index(), groups[t - ranges].rows);
+      }
+    });
     {
       std::lock_guard lock(mu);
       for (const Group& g : groups) {
@@ -1828,43 +1874,55 @@ struct PartitionedDataRepository::Impl {
     }
     Store::LiveLog& log = in.logs.at(in.current);
     const uint64_t log_bytes_before = log.log.bytes();
-    RowSlots slots = prepare_rows(schema, in.parts, batch, groups, uuids);
+    // The batch is written to the log (direct I/O: the call waits for the disk) on a second thread
+    // while room is made for its rows and they are copied into it (at ~1 GB/s the write takes as
+    // long as both); the rows count as buffered only once the log holds them (publish_rows). If
+    // the room cannot be made (bad_alloc), the call fails and its record is cut off the log
+    // again. Large batches only: a thread costs ~50 us. Both only read the batch.
+    std::exception_ptr log_error;
+    std::thread writer;
+    if (batch.rows >= kAsyncLogRows) {
+      try {
+        writer = std::thread([&] {
+          try {
+            log.log.append(batch, uuids);
+          } catch (...) {
+            log_error = std::current_exception();
+          }
+        });
+      } catch (const std::system_error&) {  // no thread: written here, below
+      }
+    }
+    auto retract_record = [&]() noexcept {
+      if (!writer.joinable()) return;
+      writer.join();
+      if (!log_error) log.log.retract(log_bytes_before);  // broken() if it cannot be cut back
+    };
+    RowSlots slots;
+    try {
+      slots = prepare_rows(schema, in.parts, batch, groups, uuids, helpers + 1);
+    } catch (...) {
+      retract_record();
+      throw;
+    }
     try {
       for (BufferedRows* part : slots.dst) part->logs.reserve(part->logs.size() + 1);
     } catch (...) {
+      retract_record();
       release_rows(schema, slots);
       in.bytes += slots.grown;  // the capacity stays allocated
       throw;
     }
-    // The batch is written to the log (direct I/O: the call waits for the disk) while its rows are
-    // copied into the room prepare_rows made; they count as buffered only once the log holds them
-    // (publish_rows). Large batches only: a thread costs ~50 us. Both only read the batch.
-    std::exception_ptr log_error;
-    {
-      std::thread writer;
-      if (batch.rows >= kAsyncLogRows) {
-        try {
-          writer = std::thread([&] {
-            try {
-              log.log.append(batch, uuids);
-            } catch (...) {
-              log_error = std::current_exception();
-            }
-          });
-        } catch (const std::system_error&) {  // no thread: written here, below
-        }
+    if (writer.joinable()) {
+      scatter_rows(slots, batch, groups, uuids);
+      writer.join();
+    } else {
+      try {
+        log.log.append(batch, uuids);
+      } catch (...) {
+        log_error = std::current_exception();
       }
-      if (writer.joinable()) {
-        scatter_rows(schema, slots, batch, groups, uuids);
-        writer.join();
-      } else {
-        try {
-          log.log.append(batch, uuids);
-        } catch (...) {
-          log_error = std::current_exception();
-        }
-        if (!log_error) scatter_rows(schema, slots, batch, groups, uuids);
-      }
+      if (!log_error) scatter_rows(slots, batch, groups, uuids);
     }
     if (log_error) {
       unscatter_rows(schema, slots);
@@ -3178,13 +3236,19 @@ struct PartitionedDataRepository::Impl {
 
   // UUID ids in canonical text (lower case, hyphens). Throws naming a value that is not a UUID.
   static void normalize_ids(const Schema& schema, ColumnBatch& batch) {
+    normalize_ids(schema, batch, 0, batch.rows);
+  }
+
+  // The same for rows [from, to).
+  static void normalize_ids(const Schema& schema, ColumnBatch& batch, std::size_t from,
+                            std::size_t to) {
     if (schema.id_index()) {
       // Per-group id ranges are taken on the writer threads (group_id_range).
       ColumnVector& idv = batch.columns[*schema.id_index()];
       if (schema.columns()[*schema.id_index()].type == ColumnType::kUuid) {
         // Canonical text (lower case, hyphens) so that text order is UUID order and lookups match.
         auto& text = std::get<std::vector<std::string>>(idv.data);
-        for (std::size_t r = 0; r < batch.rows; ++r) {
+        for (std::size_t r = from; r < to; ++r) {
           std::string& v = text[r];
           const bool canonical =
               v.size() == 36 && v[8] == '-' && v[13] == '-' && v[18] == '-' && v[23] == '-' &&
@@ -3207,15 +3271,35 @@ struct PartitionedDataRepository::Impl {
   // buffer) — it was ~10% of a 1M-row batch's CPU. A bad value fails the batch untouched.
   static std::vector<std::vector<duckdb_hugeint>> parse_uuids(const Schema& schema,
                                                               const ColumnBatch& batch) {
+    std::vector<std::vector<duckdb_hugeint>> uuids = uuid_room(schema, batch);
+    parse_uuids(schema, batch, uuids, 0, batch.rows);
+    return uuids;
+  }
+
+  // Room for parse_uuids: a value per row for each UUID column, nothing for the others.
+  static std::vector<std::vector<duckdb_hugeint>> uuid_room(const Schema& schema,
+                                                            const ColumnBatch& batch) {
     std::vector<std::vector<duckdb_hugeint>> uuids(schema.columns().size());
+    for (std::size_t c = 0; c < schema.columns().size(); ++c) {
+      if (schema.columns()[c].type == ColumnType::kUuid) uuids[c].resize(batch.rows);
+    }
+    return uuids;
+  }
+
+  // Parses the UUID columns of rows [from, to) into `uuids` (uuid_room); NULLs stay 0.
+  static void parse_uuids(const Schema& schema, const ColumnBatch& batch,
+                          std::vector<std::vector<duckdb_hugeint>>& uuids, std::size_t from,
+                          std::size_t to) {
     for (std::size_t c = 0; c < schema.columns().size(); ++c) {
       if (schema.columns()[c].type != ColumnType::kUuid) continue;
       const ColumnVector& col = batch.columns[c];
       const auto& text = std::get<std::vector<std::string>>(col.data);
-      std::vector<duckdb_hugeint>& out = uuids[c];
-      out.assign(batch.rows, duckdb_hugeint{});
-      for (std::size_t r = 0; r < batch.rows; ++r) {
-        if (!col.is_valid(r)) continue;
+      duckdb_hugeint* out = uuids[c].data();
+      for (std::size_t r = from; r < to; ++r) {
+        if (!col.is_valid(r)) {
+          out[r] = duckdb_hugeint{};
+          continue;
+        }
         if (!duck::uuid_parse(text[r], out[r])) {
           const std::string& t = text[r];
           throw Error(
@@ -3225,7 +3309,6 @@ struct PartitionedDataRepository::Impl {
         }
       }
     }
-    return uuids;
   }
 
   // Writes `batch` to its partitions now: one append and commit per partition, on the write

@@ -3,7 +3,9 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -3118,6 +3120,83 @@ TEST_F(PartitionedTest, WriteBufferDrainsAPartitionPastFourRowGroupsEarly) {
   EXPECT_EQ(repo.counters().batches_committed, 2);
 }
 
+TEST_F(PartitionedTest, LargeBufferedBatchesTakenOnEveryCoreMatchTheSingleFile) {
+  // Batches of 65,536+ rows are validated, sorted and copied into the write buffer on several
+  // threads (ids and UUIDs in ranges of rows, one task per partition's sort, one per column's
+  // copy). Every column type, NULLs, ids in upper case: the rows must match the single file's,
+  // before and after the drain; a batch with bad values in several ranges fails naming the first
+  // bad row in record order, with nothing of it buffered or logged.
+  auto cfg = test_config(path("buf"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 512;  // nothing drains on its own
+  cfg.write_buffer_max_delay_ms = 0;
+  DuckDBDataRepository single(path("single.duckdb"));
+  std::mt19937_64 rng(36);
+  std::vector<DataRecord> all;
+  {
+    PartitionedDataRepository repo(cfg);
+    for (int round = 0; round < 2; ++round) {
+      auto rows = random_wide_rows(rng, 70'000 + 5'000 * static_cast<std::size_t>(round),
+                                   date_from_civil(2023, 1, 1), date_from_civil(2023, 7, 31));
+      for (std::size_t r = 0; r < rows.size(); r += 7) {  // upper case: made canonical
+        std::string id = rows[r].values[0].to_string();
+        std::transform(id.begin(), id.end(), id.begin(),
+                       [](char ch) { return static_cast<char>(std::toupper(ch)); });
+        rows[r].values[0] = Value(id);
+      }
+      const BatchResult res =
+          round == 0 ? repo.create_batch_columnar(schema_, records_to_batch(schema_, rows))
+                     : repo.create_batch(schema_, rows);
+      EXPECT_EQ(res.rows_written, static_cast<int64_t>(rows.size()));
+      EXPECT_EQ(res.partitions_written, 7);
+      single.create_batch(schema_, rows);
+      all.insert(all.end(), rows.begin(), rows.end());
+    }
+    EXPECT_EQ(repo.counters().buffer_drains, 0);
+    EXPECT_EQ(repo.counters().rows_buffered, static_cast<int64_t>(all.size()));
+    // Bad values in three ranges of 32,768 rows (a UUID column, the id, the UUID column again):
+    // the error names record 40,000, the first, whichever thread found which.
+    auto bad =
+        random_wide_rows(rng, 100'000, date_from_civil(2023, 1, 1), date_from_civil(2023, 7, 31));
+    bad[90'000].values[10] = Value("not-a-uuid-90000");
+    bad[70'000].values[0] = Value("not-a-uuid-70000");
+    bad[40'000].values[10] = Value("not-a-uuid-40000");
+    ErrorCode code{};
+    std::string msg = error_of([&] { repo.create_batch(schema_, bad); }, &code);
+    EXPECT_EQ(code, ErrorCode::kInvalidArgument) << msg;
+    EXPECT_NE(msg.find("record 40000"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("not-a-uuid-40000"), std::string::npos) << msg;
+    bad[40'000].values[10] = Value{};
+    msg = error_of([&] { repo.create_batch(schema_, bad); });
+    EXPECT_NE(msg.find("record 70000"), std::string::npos) << msg;
+    EXPECT_EQ(repo.counters().rows_buffered, static_cast<int64_t>(all.size()));
+    DataQueryRequest q;
+    q.limit = 10'000'000;
+    const auto want = sorted_texts(single.get_all(schema_, q).items);
+    const auto got = repo.get_all(schema_, q).items;  // drains first
+    ASSERT_EQ(got.size(), all.size());
+    EXPECT_TRUE(sorted_texts(got) == want);
+    EXPECT_EQ(repo.counters().buffer_drains, 1);
+    for (std::size_t r = 0; r < all.size(); r += 9973) {  // ids found as written (any case)
+      const auto found = repo.get_by_id(schema_, all[r].values[0]);
+      ASSERT_TRUE(found.has_value()) << r;
+      EXPECT_EQ(row_text(*found), row_text(*single.get_by_id(schema_, all[r].values[0]))) << r;
+    }
+  }
+  // Each partition holds its rows in time order (each call's rows of a partition were sorted by
+  // one of the threads, then the two calls' runs merged by the drain).
+  for (unsigned month = 1; month <= 7; ++month) {
+    const PartitionKey key =
+        partition_key_of(PartitionStrategy::kMonthly, date_from_civil(2023, month, 1));
+    duck::Database db = duck::Database::open(path("buf/events/" + key.file_name()), true);
+    duck::Connection c = db.connect();
+    EXPECT_GT(c.query_int("SELECT count(*) FROM events"), 15'000) << key.file_name();
+    EXPECT_EQ(c.query_int("SELECT count(*) FROM (SELECT ts < lag(ts) OVER (ORDER BY rowid) AS bad "
+                          "FROM events) WHERE bad"),
+              0)
+        << key.file_name();
+  }
+}
+
 TEST_F(PartitionedTest, WriteBufferRefusesBadRowsWithoutLosingBufferedOnes) {
   auto cfg = test_config(path("buf"), PartitionStrategy::kMonthly);
   cfg.write_buffer_mb = 64;  // nothing drains on its own
@@ -3274,6 +3353,41 @@ TEST_F(PartitionedTest, IngestLogBufferHandedToTheNextLogKeepsEveryRecordWhole) 
         }
       }
     }
+  }
+}
+
+TEST_F(PartitionedTest, IngestLogRetractCutsItsLastRecordAndLaterAppendsFollowIt) {
+  // A buffered call whose record was written while room was made for its rows fails if the room
+  // cannot be made: its record is cut off the log again (retract), and the next record follows
+  // the one before it. A length past the end changes nothing.
+  std::mt19937_64 rng(37);
+  std::filesystem::create_directories(path("logs"));
+  auto batch_of = [&](int n) {
+    return records_to_batch(schema_, random_wide_rows(rng, n, date_from_civil(2023, 1, 1),
+                                                      date_from_civil(2023, 6, 30)));
+  };
+  const ColumnBatch a = batch_of(700), b = batch_of(900), c = batch_of(300);
+  const std::string file = path("logs/r.log");
+  {
+    IngestLog log = IngestLog::create(file);
+    log.append(a, {});
+    const uint64_t after_a = log.bytes();
+    log.append(b, {});
+    EXPECT_GT(log.bytes(), after_a);
+    log.retract(log.bytes() + 4096);  // not shorter: kept
+    log.retract(after_a);
+    EXPECT_FALSE(log.broken());
+    EXPECT_EQ(log.bytes(), after_a);
+    EXPECT_EQ(std::filesystem::file_size(file), after_a);
+    log.append(c, {});
+  }
+  const IngestLog::Contents got = IngestLog::read(file);
+  EXPECT_EQ(got.ignored_bytes, 0u);
+  ASSERT_EQ(got.batches.size(), 2u);
+  EXPECT_EQ(got.batches[0].rows, a.rows);
+  EXPECT_EQ(got.batches[1].rows, c.rows);
+  for (std::size_t col = 0; col < c.columns.size(); ++col) {
+    EXPECT_TRUE(got.batches[1].columns[col].data == c.columns[col].data) << col;
   }
 }
 
