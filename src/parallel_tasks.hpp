@@ -19,9 +19,13 @@ namespace duckpart {
 // its worker). Each worker takes the next task in order, so tasks of unequal cost balance
 // themselves. If tasks throw, the exception of the lowest-numbered one that threw is
 // rethrown once every thread has ended, and tasks after it that had not started are skipped:
-// with tasks that validate consecutive ranges of rows, the error names the first bad row, as a
-// serial loop would. Without a thread (the system refuses one), the calling thread runs every
+// with tasks that validate consecutive ranges of rows in order, the error is the one a serial
+// loop would throw. Without a thread (the system refuses one), the calling thread runs every
 // task. Starting a thread costs ~50 us: callers use this for work of milliseconds.
+// The helper threads the write buffer's intake of a large batch starts (-1: one fewer than the
+// cores, at most 3). Tests set it to run the threaded paths on any machine.
+inline std::atomic<int> intake_helpers_override{-1};
+
 template <typename Fn>
 void run_parallel_tasks(std::size_t n, unsigned extra_threads, Fn&& fn) {
   std::atomic<std::size_t> next{0};

@@ -1374,7 +1374,8 @@ struct PartitionedDataRepository::Impl {
     std::vector<uint32_t> rank;  // per row of the batch: its place among its group's rows
     uint64_t grown = 0;          // memory the room took (capacities included)
     // Per worker of scatter_rows, allocated here so that it allocates nothing: per row, where its
-    // text starts in its arena (text columns); one write cursor per group.
+    // text starts in its arena (text columns: 8 bytes per row and worker, for the call only, not
+    // counted in the budget); one write cursor per group.
     std::vector<std::vector<uint64_t>> start;
     std::vector<std::vector<std::byte*>> out;
     std::vector<std::size_t> order;  // the columns, costliest copy first
@@ -1762,13 +1763,15 @@ struct PartitionedDataRepository::Impl {
   static constexpr std::size_t kAsyncLogRows = 16'384;
 
   // A buffered batch of at least this many rows is validated, sorted and copied into the buffer
-  // on every core (run_parallel_tasks); the ids and UUIDs in ranges of this many rows.
+  // on up to four threads (run_parallel_tasks, intake_helpers); its ids and UUIDs in ranges of
+  // kIntakeRangeRows rows.
   static constexpr std::size_t kParallelIntakeRows = 65'536;
   static constexpr std::size_t kIntakeRangeRows = 32'768;
 
   // Threads started beside the caller's for the intake of a buffered batch of `rows` rows.
   static unsigned intake_helpers(std::size_t rows) {
     if (rows < kParallelIntakeRows) return 0;
+    if (const int n = intake_helpers_override.load(); n >= 0) return static_cast<unsigned>(n);
     return std::min(std::max(1u, std::thread::hardware_concurrency()), 4u) - 1;
   }
 
@@ -1791,9 +1794,9 @@ struct PartitionedDataRepository::Impl {
     res.ids_generated = assign_missing_ids(schema, batch);
     // Ids made canonical and UUIDs parsed (validates; the log and the buffer hold UUIDs as 16
     // bytes), in ranges of rows; each partition's rows sorted by the partition value (they go
-    // into the buffer as one run, merged by the drain: merge_sorted_runs). On every core for a
-    // large batch: the caller's thread is the only one busy while the buffer fills. A bad value
-    // fails the call naming the first bad row, with nothing logged.
+    // into the buffer as one run, merged by the drain: merge_sorted_runs). On up to four threads
+    // for a large batch: while the buffer fills, the caller's thread is the only busy one. A bad
+    // value fails the call naming the first one in record order, with nothing logged.
     const unsigned helpers = intake_helpers(batch.rows);
     std::vector<std::vector<duckdb_hugeint>> uuids = uuid_room(schema, batch);
     const std::size_t ranges = (batch.rows + kIntakeRangeRows - 1) / kIntakeRangeRows;
@@ -1801,8 +1804,7 @@ struct PartitionedDataRepository::Impl {
       if (t < ranges) {
         const std::size_t from = t * kIntakeRangeRows;
         const std::size_t to = std::min<std::size_t>(batch.rows, from + kIntakeRangeRows);
-        normalize_ids(schema, batch, from, to);
-        parse_uuids(schema, batch, uuids, from, to);
+        canonical_uuids(schema, batch, uuids, from, to);
       } else {
         sort_by_partition_value(batch, schema.partition_index(), groups[t - ranges].rows);
       }
@@ -3234,49 +3236,20 @@ struct PartitionedDataRepository::Impl {
     return groups;
   }
 
-  // UUID ids in canonical text (lower case, hyphens). Throws naming a value that is not a UUID.
-  static void normalize_ids(const Schema& schema, ColumnBatch& batch) {
-    normalize_ids(schema, batch, 0, batch.rows);
-  }
-
-  // The same for rows [from, to).
-  static void normalize_ids(const Schema& schema, ColumnBatch& batch, std::size_t from,
-                            std::size_t to) {
-    if (schema.id_index()) {
-      // Per-group id ranges are taken on the writer threads (group_id_range).
-      ColumnVector& idv = batch.columns[*schema.id_index()];
-      if (schema.columns()[*schema.id_index()].type == ColumnType::kUuid) {
-        // Canonical text (lower case, hyphens) so that text order is UUID order and lookups match.
-        auto& text = std::get<std::vector<std::string>>(idv.data);
-        for (std::size_t r = from; r < to; ++r) {
-          std::string& v = text[r];
-          const bool canonical =
-              v.size() == 36 && v[8] == '-' && v[13] == '-' && v[18] == '-' && v[23] == '-' &&
-              std::none_of(v.begin(), v.end(), [](char ch) { return ch >= 'A' && ch <= 'F'; });
-          if (canonical || !idv.is_valid(r)) continue;
-          std::string fixed;
-          if (!duck::uuid_normalize(v, fixed)) {
-            throw Error(ErrorCode::kInvalidArgument,
-                        fmt::format("record {}: id column '{}' (UUID): value '{}' is not a UUID", r,
-                                    *schema.id_column(), v));
-          }
-          v = std::move(fixed);
-        }
-      }
-    }
-  }
-
-  // UUID columns are parsed here, in row order, once: the writers gather rows in partition order,
-  // and reading each row's text there costs two cache misses per value (the string and its heap
-  // buffer) — it was ~10% of a 1M-row batch's CPU. A bad value fails the batch untouched.
-  static std::vector<std::vector<duckdb_hugeint>> parse_uuids(const Schema& schema,
-                                                              const ColumnBatch& batch) {
+  // UUID ids in canonical text (lower case, hyphens), so that text order is UUID order and
+  // lookups match, and every UUID column parsed, here, in row order, once: the writers gather
+  // rows in partition order, and reading each row's text there costs two cache misses per value
+  // (the string and its heap buffer) — it was ~10% of a 1M-row batch's CPU. Throws naming the
+  // first value that is not a UUID (record order, then column order); the batch is untouched
+  // but for ids made canonical.
+  static std::vector<std::vector<duckdb_hugeint>> canonical_uuids(const Schema& schema,
+                                                                  ColumnBatch& batch) {
     std::vector<std::vector<duckdb_hugeint>> uuids = uuid_room(schema, batch);
-    parse_uuids(schema, batch, uuids, 0, batch.rows);
+    canonical_uuids(schema, batch, uuids, 0, batch.rows);
     return uuids;
   }
 
-  // Room for parse_uuids: a value per row for each UUID column, nothing for the others.
+  // Room for canonical_uuids: a value per row for each UUID column, nothing for the others.
   static std::vector<std::vector<duckdb_hugeint>> uuid_room(const Schema& schema,
                                                             const ColumnBatch& batch) {
     std::vector<std::vector<duckdb_hugeint>> uuids(schema.columns().size());
@@ -3286,26 +3259,41 @@ struct PartitionedDataRepository::Impl {
     return uuids;
   }
 
-  // Parses the UUID columns of rows [from, to) into `uuids` (uuid_room); NULLs stay 0.
-  static void parse_uuids(const Schema& schema, const ColumnBatch& batch,
-                          std::vector<std::vector<duckdb_hugeint>>& uuids, std::size_t from,
-                          std::size_t to) {
-    for (std::size_t c = 0; c < schema.columns().size(); ++c) {
-      if (schema.columns()[c].type != ColumnType::kUuid) continue;
-      const ColumnVector& col = batch.columns[c];
-      const auto& text = std::get<std::vector<std::string>>(col.data);
-      duckdb_hugeint* out = uuids[c].data();
-      for (std::size_t r = from; r < to; ++r) {
-        if (!col.is_valid(r)) {
-          out[r] = duckdb_hugeint{};
-          continue;
+  // The same for rows [from, to), into `uuids` (uuid_room); NULLs stay 0. Tasks on disjoint
+  // ranges may run at once (each touches only its rows' strings and values).
+  static void canonical_uuids(const Schema& schema, ColumnBatch& batch,
+                              std::vector<std::vector<duckdb_hugeint>>& uuids, std::size_t from,
+                              std::size_t to) {
+    const std::size_t ncols = schema.columns().size();
+    const std::optional<std::size_t> id_col =
+        schema.id_index() && schema.columns()[*schema.id_index()].type == ColumnType::kUuid
+            ? schema.id_index()
+            : std::nullopt;
+    for (std::size_t r = from; r < to; ++r) {
+      for (std::size_t c = 0; c < ncols; ++c) {
+        if (uuids[c].empty()) continue;
+        const ColumnVector& col = batch.columns[c];
+        if (!col.is_valid(r)) continue;
+        std::string& v = std::get<std::vector<std::string>>(batch.columns[c].data)[r];
+        if (c == id_col) {
+          const bool canonical =
+              v.size() == 36 && v[8] == '-' && v[13] == '-' && v[18] == '-' && v[23] == '-' &&
+              std::none_of(v.begin(), v.end(), [](char ch) { return ch >= 'A' && ch <= 'F'; });
+          if (!canonical) {
+            std::string fixed;
+            if (!duck::uuid_normalize(v, fixed)) {
+              throw Error(ErrorCode::kInvalidArgument,
+                          fmt::format("record {}: id column '{}' (UUID): value '{}' is not a UUID",
+                                      r, *schema.id_column(), v));
+            }
+            v = std::move(fixed);
+          }
         }
-        if (!duck::uuid_parse(text[r], out[r])) {
-          const std::string& t = text[r];
+        if (!duck::uuid_parse(v, uuids[c][r])) {
           throw Error(
               ErrorCode::kInvalidArgument,
               fmt::format("record {}: column '{}' (UUID): value '{}{}' is not a UUID", r,
-                          schema.columns()[c].name, t.substr(0, 80), t.size() > 80 ? "..." : ""));
+                          schema.columns()[c].name, v.substr(0, 80), v.size() > 80 ? "..." : ""));
         }
       }
     }
@@ -3329,10 +3317,7 @@ struct PartitionedDataRepository::Impl {
     std::vector<Group> groups = route(schema, batch);
     res.ids_generated = assign_missing_ids(schema, batch);
     std::vector<std::vector<duckdb_hugeint>> parsed;
-    if (!preparsed) {
-      normalize_ids(schema, batch);
-      parsed = parse_uuids(schema, batch);
-    }
+    if (!preparsed) parsed = canonical_uuids(schema, batch);
     const std::vector<std::vector<duckdb_hugeint>>& uuids = preparsed ? *preparsed : parsed;
     commit_groups(store, schema, groups, batch.rows, res, check_replay, &batch, &uuids);
     return res;

@@ -22,6 +22,7 @@
 #include "duckpart/utilities.hpp"
 #include "id_map.hpp"
 #include "ingest_log.hpp"
+#include "parallel_tasks.hpp"
 #include "partition_files.hpp"
 #include "process_util.hpp"
 #include "sql_pruning.hpp"
@@ -3120,32 +3121,41 @@ TEST_F(PartitionedTest, WriteBufferDrainsAPartitionPastFourRowGroupsEarly) {
   EXPECT_EQ(repo.counters().batches_committed, 2);
 }
 
-TEST_F(PartitionedTest, LargeBufferedBatchesTakenOnEveryCoreMatchTheSingleFile) {
+TEST_F(PartitionedTest, LargeBufferedBatchesTakenOnSeveralThreadsMatchTheSingleFile) {
   // Batches of 65,536+ rows are validated, sorted and copied into the write buffer on several
-  // threads (ids and UUIDs in ranges of rows, one task per partition's sort, one per column's
-  // copy). Every column type, NULLs, ids in upper case: the rows must match the single file's,
-  // before and after the drain; a batch with bad values in several ranges fails naming the first
-  // bad row in record order, with nothing of it buffered or logged.
+  // threads (ids and UUIDs in ranges of 32,768 rows, one task per partition's sort, one per
+  // column's copy; 3 helper threads forced, whatever the machine). Every column type, NULLs, ids
+  // in upper case written straight into the columns: the rows must match the single file's; a
+  // batch with bad values in several ranges fails naming the first in record order, with nothing
+  // of it buffered.
+  struct Helpers {
+    Helpers() { intake_helpers_override.store(3); }
+    ~Helpers() { intake_helpers_override.store(-1); }
+  } helpers;
   auto cfg = test_config(path("buf"), PartitionStrategy::kMonthly);
   cfg.write_buffer_mb = 512;  // nothing drains on its own
   cfg.write_buffer_max_delay_ms = 0;
   DuckDBDataRepository single(path("single.duckdb"));
   std::mt19937_64 rng(36);
+  const Date from = date_from_civil(2023, 1, 1), to = date_from_civil(2023, 7, 31);
+  auto ids_of = [](ColumnBatch& b) -> std::vector<std::string>& {
+    return std::get<std::vector<std::string>>(b.columns[0].data);
+  };
+  auto refs_of = [](ColumnBatch& b) -> std::vector<std::string>& {
+    return std::get<std::vector<std::string>>(b.columns[10].data);
+  };
   std::vector<DataRecord> all;
   {
     PartitionedDataRepository repo(cfg);
     for (int round = 0; round < 2; ++round) {
-      auto rows = random_wide_rows(rng, 70'000 + 5'000 * static_cast<std::size_t>(round),
-                                   date_from_civil(2023, 1, 1), date_from_civil(2023, 7, 31));
-      for (std::size_t r = 0; r < rows.size(); r += 7) {  // upper case: made canonical
-        std::string id = rows[r].values[0].to_string();
+      auto rows = random_wide_rows(rng, 70'000 + 5'000 * static_cast<std::size_t>(round), from, to);
+      ColumnBatch b = records_to_batch(schema_, rows);
+      for (std::size_t r = 0; r < b.rows; r += 7) {  // upper case: made canonical
+        std::string& id = ids_of(b)[r];
         std::transform(id.begin(), id.end(), id.begin(),
                        [](char ch) { return static_cast<char>(std::toupper(ch)); });
-        rows[r].values[0] = Value(id);
       }
-      const BatchResult res =
-          round == 0 ? repo.create_batch_columnar(schema_, records_to_batch(schema_, rows))
-                     : repo.create_batch(schema_, rows);
+      const BatchResult res = repo.create_batch_columnar(schema_, std::move(b));
       EXPECT_EQ(res.rows_written, static_cast<int64_t>(rows.size()));
       EXPECT_EQ(res.partitions_written, 7);
       single.create_batch(schema_, rows);
@@ -3153,37 +3163,36 @@ TEST_F(PartitionedTest, LargeBufferedBatchesTakenOnEveryCoreMatchTheSingleFile) 
     }
     EXPECT_EQ(repo.counters().buffer_drains, 0);
     EXPECT_EQ(repo.counters().rows_buffered, static_cast<int64_t>(all.size()));
-    // Bad values in three ranges of 32,768 rows (a UUID column, the id, the UUID column again):
-    // the error names record 40,000, the first, whichever thread found which.
-    auto bad =
-        random_wide_rows(rng, 100'000, date_from_civil(2023, 1, 1), date_from_civil(2023, 7, 31));
-    bad[90'000].values[10] = Value("not-a-uuid-90000");
-    bad[70'000].values[0] = Value("not-a-uuid-70000");
-    bad[40'000].values[10] = Value("not-a-uuid-40000");
+    // Bad values in two ranges of 32,768 rows; in the first, a UUID column's value 10 rows before
+    // a bad id: the error names record 40,000 (record order before column order), then, that
+    // one mended, record 40,010.
+    ColumnBatch bad = records_to_batch(schema_, random_wide_rows(rng, 100'000, from, to));
+    refs_of(bad)[90'000] = "not-a-uuid-90000";
+    ids_of(bad)[40'010] = "not-a-uuid-40010";
+    refs_of(bad)[40'000] = "not-a-uuid-40000";
     ErrorCode code{};
-    std::string msg = error_of([&] { repo.create_batch(schema_, bad); }, &code);
+    std::string msg = error_of([&] { repo.create_batch_columnar(schema_, bad); }, &code);
     EXPECT_EQ(code, ErrorCode::kInvalidArgument) << msg;
-    EXPECT_NE(msg.find("record 40000"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("record 40000: column 'ref'"), std::string::npos) << msg;
     EXPECT_NE(msg.find("not-a-uuid-40000"), std::string::npos) << msg;
-    bad[40'000].values[10] = Value{};
-    msg = error_of([&] { repo.create_batch(schema_, bad); });
-    EXPECT_NE(msg.find("record 70000"), std::string::npos) << msg;
+    refs_of(bad)[40'000] = ids_of(bad)[1];
+    msg = error_of([&] { repo.create_batch_columnar(schema_, bad); });
+    EXPECT_NE(msg.find("record 40010: id column 'id'"), std::string::npos) << msg;
     EXPECT_EQ(repo.counters().rows_buffered, static_cast<int64_t>(all.size()));
     DataQueryRequest q;
     q.limit = 10'000'000;
-    const auto want = sorted_texts(single.get_all(schema_, q).items);
     const auto got = repo.get_all(schema_, q).items;  // drains first
     ASSERT_EQ(got.size(), all.size());
-    EXPECT_TRUE(sorted_texts(got) == want);
+    EXPECT_TRUE(sorted_texts(got) == sorted_texts(single.get_all(schema_, q).items));
     EXPECT_EQ(repo.counters().buffer_drains, 1);
-    for (std::size_t r = 0; r < all.size(); r += 9973) {  // ids found as written (any case)
+    for (std::size_t r = 0; r < all.size(); r += 9973) {
       const auto found = repo.get_by_id(schema_, all[r].values[0]);
       ASSERT_TRUE(found.has_value()) << r;
       EXPECT_EQ(row_text(*found), row_text(*single.get_by_id(schema_, all[r].values[0]))) << r;
     }
   }
-  // Each partition holds its rows in time order (each call's rows of a partition were sorted by
-  // one of the threads, then the two calls' runs merged by the drain).
+  // Each partition file holds its rows in time order (what the files hold: the drain would sort
+  // a run it found out of order).
   for (unsigned month = 1; month <= 7; ++month) {
     const PartitionKey key =
         partition_key_of(PartitionStrategy::kMonthly, date_from_civil(2023, month, 1));
