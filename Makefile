@@ -48,7 +48,7 @@ tsan: bootstrap
 	@cmake --build build/tsan -j $(JOBS) --target soak_test partitioned_test
 	@ctest --preset tsan -j 1
 	@TSAN_OPTIONS="halt_on_error=1:detect_deadlocks=0:ignore_noninstrumented_modules=1:suppressions=$(CURDIR)/tests/tsan.supp" \
-	  ./build/tsan/tests/partitioned_test --gtest_filter='*Concurrent*:*Compact*:*WriteBuffer*:*TimedDrain*:*DuckDbExtensions*'
+	  ./build/tsan/tests/partitioned_test --gtest_filter='*Concurrent*:*Compact*:*WriteBuffer*:*TimedDrain*:*DuckDbExtensions*:*LargeBuffered*'
 
 # Crash safety at depth: 100 kill -9 trials per operation (CI runs 20 in `make test`).
 stress: build
