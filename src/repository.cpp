@@ -94,6 +94,7 @@ std::string StorageStatistics::to_json() const {
       {"batches_skipped", counters.batches_skipped},
       {"rows_written", counters.rows_written},
       {"sql_plans_reused", counters.sql_plans_reused},
+      {"sql_partition_terms_removed", counters.sql_partition_terms_removed},
       {"ids_found_by_rowid", counters.ids_found_by_rowid},
       {"id_map_bytes", counters.id_map_bytes},
       {"rows_buffered", counters.rows_buffered},

@@ -246,9 +246,48 @@ std::optional<ValueSet> expr_set(std::string_view s, std::string_view column, bo
   return atom_set(s, column, column_is_date);
 }
 
-void collect_scans(const nlohmann::json& node, std::vector<ExplainedScan>& out) {
+void collect_scans(const nlohmann::json& node, std::vector<ExplainedScan>& out, bool late);
+
+// The child of `node` that only fetches rows another child found, or null. DuckDB's late
+// materialization (1.4: ORDER BY ... LIMIT over a base table, such as query_sql's stand-ins) plans
+// the filtered scan under a TOP_N and joins its row ids back to a second scan of the same table,
+// without filters, that fetches the other columns of the rows it kept: a SEMI join on
+// `rowid = rowid`. That scan reads no row the filtered one did not find, and the statement over
+// query_sql's views (UNION ALLs, which have no rowid) is never planned that way.
+const nlohmann::json* rowid_fetch_scan(const nlohmann::json& node) {
+  const auto info = node.find("extra_info");
+  const auto children = node.find("children");
+  if (info == node.end() || !info->is_object() || children == node.end() || !children->is_array() ||
+      children->size() != 2) {
+    return nullptr;
+  }
+  const auto type = info->find("Join Type");
+  const auto cond = info->find("Conditions");
+  if (type == info->end() || cond == info->end() || *type != "SEMI" || *cond != "rowid = rowid") {
+    return nullptr;
+  }
+  for (std::size_t i = 0; i < 2; ++i) {
+    const nlohmann::json& scan = (*children)[i];
+    const auto scan_info = scan.find("extra_info");
+    if (scan_info == scan.end() || !scan_info->is_object()) continue;
+    const auto table = scan_info->find("Table");
+    const auto kids = scan.find("children");
+    if (table == scan_info->end() || !table->is_string() || scan_info->contains("Filters") ||
+        (kids != scan.end() && !kids->empty())) {
+      continue;
+    }
+    std::vector<ExplainedScan> other;
+    collect_scans((*children)[1 - i], other, true);
+    for (const ExplainedScan& o : other) {
+      if (o.table == *table) return &scan;
+    }
+  }
+  return nullptr;
+}
+
+void collect_scans(const nlohmann::json& node, std::vector<ExplainedScan>& out, bool late) {
   if (node.is_array()) {
-    for (const auto& child : node) collect_scans(child, out);
+    for (const auto& child : node) collect_scans(child, out, late);
     return;
   }
   if (!node.is_object()) return;
@@ -271,7 +310,13 @@ void collect_scans(const nlohmann::json& node, std::vector<ExplainedScan>& out) 
     }
   }
   if (auto children = node.find("children"); children != node.end()) {
-    collect_scans(*children, out);
+    if (const nlohmann::json* fetch = late ? rowid_fetch_scan(node) : nullptr) {
+      for (const auto& child : *children) {
+        if (&child != fetch) collect_scans(child, out, late);
+      }
+      return;
+    }
+    collect_scans(*children, out, late);
   }
 }
 
@@ -369,7 +414,7 @@ bool sql_filters_are_stable(std::string_view sql) {
   return true;
 }
 
-std::vector<ExplainedScan> explained_scans(std::string_view explain_json) {
+std::vector<ExplainedScan> explained_scans(std::string_view explain_json, bool late_materialized) {
   nlohmann::json plan;
   try {
     plan = nlohmann::json::parse(explain_json);
@@ -377,7 +422,7 @@ std::vector<ExplainedScan> explained_scans(std::string_view explain_json) {
     throw Error(ErrorCode::kDuckDb, fmt::format("cannot read DuckDB's query plan: {}", e.what()));
   }
   std::vector<ExplainedScan> scans;
-  collect_scans(plan, scans);
+  collect_scans(plan, scans, late_materialized);
   return scans;
 }
 

@@ -106,7 +106,10 @@ struct RepositoryCounters {
   int64_t batches_committed = 0;  // partition commits of batches
   int64_t batches_skipped = 0;    // partition commits skipped by replay protection
   int64_t rows_written = 0;
-  int64_t sql_plans_reused = 0;      // query_sql statements that skipped their EXPLAIN (plan cache)
+  int64_t sql_plans_reused = 0;  // query_sql statements that skipped their EXPLAIN (plan cache)
+  // query_sql: WHERE terms on the partition column left out of statements because every partition
+  // read satisfies them whole (counted when a statement is prepared for a set of partitions)
+  int64_t sql_partition_terms_removed = 0;
   int64_t ids_found_by_rowid = 0;    // get_by_id answers read by rowid through an id map
   int64_t id_map_bytes = 0;          // memory of the id maps now (id_index_memory_mb bounds it)
   int64_t rows_buffered = 0;         // rows acknowledged through the ingest log (write_buffer_mb)

@@ -8,6 +8,10 @@
 
 #include <duckdb.h>
 
+#include <optional>
+#include <string>
+#include <vector>
+
 namespace duckpart::duck::internal {
 
 // The loaded libduckdb.so is the release whose headers duckpart was compiled with (version and
@@ -23,5 +27,30 @@ bool defer_linked_extensions(duckdb_config cfg) noexcept;
 // Loads every linked extension into `db` (what duckdb_open would have done); idempotent, safe
 // while other connections run. Throws std::exception on failure.
 void load_linked_extensions(duckdb_database db);
+
+// What column_terms finds in a statement.
+struct ColumnTerms {
+  std::string range_name;          // what the statement calls the table: its alias, else its name
+  std::vector<std::string> terms;  // each term, as DuckDB renders it
+};
+
+// For `sql` that is one plain SELECT whose FROM is `table` alone (unqualified, no column aliases,
+// no AT clause) and that has no WITH clause: the top-level AND terms of its WHERE clause that
+// compare `column` with constants: `column OP constant`, `constant OP column` (OP one of =, <, <=,
+// >, >=) and `column BETWEEN constant AND constant`, where a constant is a literal or casts of one
+// to VARCHAR, DATE or a TIMESTAMP type without time zone (column: unqualified or qualified by the
+// range name; names compare case-insensitively, as DuckDB binds them). Each such term keeps exactly
+// the rows whose `column` lies in one interval. nullopt for any other statement, one that does not
+// parse, or a library that is not the headers' release.
+std::optional<ColumnTerms> column_terms(const std::string& sql, const std::string& table,
+                                        const std::string& column) noexcept;
+
+// `sql` as DuckDB renders it after taking out of its WHERE clause the terms column_terms lists at
+// the positions where `drop` is true (same arguments, same order); nullopt when column_terms gives
+// nullopt, `drop` does not match its terms, or the rendered text does not parse back to the same
+// statement (constants compared with their types).
+std::optional<std::string> without_terms(const std::string& sql, const std::string& table,
+                                         const std::string& column,
+                                         const std::vector<bool>& drop) noexcept;
 
 }  // namespace duckpart::duck::internal
