@@ -58,9 +58,9 @@ void PartitionConfig::validate() const {
     bad("memory_limit_mb", std::to_string(memory_limit_mb),
         "must be -1 (automatic), 0 (DuckDB's default) or at least 64");
   }
-  if (id_index_memory_mb < 0 || id_index_memory_mb > 16 * 1024 * 1024) {
+  if (id_index_memory_mb < -1 || id_index_memory_mb > 16 * 1024 * 1024) {
     bad("id_index_memory_mb", std::to_string(id_index_memory_mb),
-        "must be 0 (no id maps) or a size in MB");
+        "must be -1 (automatic), 0 (no id maps) or a size in MB");
   }
   if (write_buffer_mb < -1 || write_buffer_mb > 16 * 1024 * 1024) {
     bad("write_buffer_mb", std::to_string(write_buffer_mb),
@@ -167,6 +167,16 @@ int PartitionConfig::effective_memory_limit_mb() const {
 int PartitionConfig::effective_memory_limit_mb(int64_t usable_mb) const {
   if (memory_limit_mb >= 0) return memory_limit_mb;
   return static_cast<int>(std::clamp<int64_t>(usable_mb / 4, 256, 16 * 1024 * 1024));
+}
+
+int PartitionConfig::effective_id_index_memory_mb() const {
+  return id_index_memory_mb >= 0 ? id_index_memory_mb
+                                 : effective_id_index_memory_mb(usable_memory_mb());
+}
+
+int PartitionConfig::effective_id_index_memory_mb(int64_t usable_mb) const {
+  if (id_index_memory_mb >= 0) return id_index_memory_mb;
+  return static_cast<int>(std::clamp<int64_t>(usable_mb / 8, 128, 16 * 1024 * 1024));
 }
 
 int PartitionConfig::effective_write_buffer_mb() const {

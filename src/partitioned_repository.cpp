@@ -4603,10 +4603,11 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     : impl_(std::make_unique<Impl>()) {
   config.validate();
   // -1 (automatic) resolved once, with one look at the memory this process may use.
-  if (config.write_buffer_mb < 0 || config.memory_limit_mb < 0) {
+  if (config.write_buffer_mb < 0 || config.memory_limit_mb < 0 || config.id_index_memory_mb < 0) {
     const int64_t usable = usable_memory_mb();
     config.write_buffer_mb = config.effective_write_buffer_mb(usable);
     config.memory_limit_mb = config.effective_memory_limit_mb(usable);
+    config.id_index_memory_mb = config.effective_id_index_memory_mb(usable);
   }
   impl_->config = std::move(config);
   impl_->options = options;

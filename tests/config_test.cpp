@@ -59,11 +59,22 @@ TEST(ConfigTest, TomlOverridesPreset) {
   EXPECT_TRUE(w.single_duckdb_thread_while_writing);
   EXPECT_FALSE(parse_partition_config("single_duckdb_thread_while_writing = false\n", "t.toml")
                    .single_duckdb_thread_while_writing);
-  EXPECT_EQ(w.id_index_memory_mb, 1024);
+  EXPECT_EQ(w.id_index_memory_mb, -1);  // automatic: 1/8 of the usable memory, at least 128 MB
+  EXPECT_EQ(w.effective_id_index_memory_mb(),
+            std::clamp<int64_t>(usable_memory_mb() / 8, 128, 16 * 1024 * 1024));
+  EXPECT_EQ(w.effective_id_index_memory_mb(24 * 1024), 3 * 1024);
+  EXPECT_EQ(w.effective_id_index_memory_mb(512), 128);
   EXPECT_EQ(parse_partition_config("id_index_memory_mb = 0\n", "t.toml").id_index_memory_mb, 0);
+  EXPECT_EQ(
+      parse_partition_config("id_index_memory_mb = 0\n", "t.toml").effective_id_index_memory_mb(),
+      0);
+  EXPECT_EQ(parse_partition_config("id_index_memory_mb = 1024\n", "t.toml")
+                .effective_id_index_memory_mb(24 * 1024),
+            1024);
+  EXPECT_EQ(parse_partition_config("id_index_memory_mb = -1\n", "t.toml").id_index_memory_mb, -1);
   EXPECT_NE(error_of([] {
-              parse_partition_config("id_index_memory_mb = -1\n", "cfg.toml");
-            }).find("id_index_memory_mb = -1"),
+              parse_partition_config("id_index_memory_mb = -2\n", "cfg.toml");
+            }).find("id_index_memory_mb = -2"),
             std::string::npos);
   EXPECT_EQ(w.write_buffer_mb, -1);  // automatic
   EXPECT_GE(w.effective_write_buffer_mb(), 16);

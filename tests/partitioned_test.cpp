@@ -3484,6 +3484,10 @@ TEST_F(PartitionedTest, DuckDbMemoryLimitIsAutomaticSetOrDuckDbsOwn) {
     cfg.memory_limit_mb = memory_limit_mb;
     PartitionedDataRepository repo(cfg);
     EXPECT_EQ(repo.config().memory_limit_mb, cfg.effective_memory_limit_mb());
+    // The id maps' budget is resolved with it: 1/8 of the usable memory, at least 128 MB.
+    EXPECT_EQ(cfg.id_index_memory_mb, -1);
+    EXPECT_EQ(repo.config().id_index_memory_mb,
+              std::clamp<int64_t>(usable_memory_mb() / 8, 128, 16 * 1024 * 1024));
     RecordStream s = repo.query_sql(
         "SELECT current_setting('memory_limit'), "
         "(SELECT value FROM duckdb_settings() WHERE name = 'memory_limit')");

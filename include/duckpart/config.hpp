@@ -49,8 +49,15 @@ struct PartitionConfig {
   int effective_memory_limit_mb(int64_t usable_mb) const;  // with usable_memory_mb() given
   // Memory for the id -> rowid maps that let get_by_id read one row instead of scanning a
   // partition's ids (~5 bytes per row of each partition looked up at least twice; least recently
-  // used maps are dropped beyond it), in MB; 0: no maps, every lookup scans its partition.
-  int id_index_memory_mb = 1024;
+  // used maps are dropped beyond it), in MB. -1 (default): automatic, 1/8 of the memory this
+  // process may use (physical memory or a lower cgroup limit), at least 128 MB: 2.9 GB on a 24 GB
+  // machine covers ~550M rows (a fixed 1 GB covered 200M: lookups spread over 300M rows scanned a
+  // third of their partitions, 1.25 ms median instead of 0.77; docs/performance.md, "Session
+  // 38"); 0: no maps, every lookup scans its partition.
+  int id_index_memory_mb = -1;
+  // id_index_memory_mb with -1 resolved (see above).
+  int effective_id_index_memory_mb() const;
+  int effective_id_index_memory_mb(int64_t usable_mb) const;  // with usable_memory_mb() given
   // Write buffering for bulk ingest, in MB of memory; -1 (default): automatic, 1/8 of the memory
   // this process may use (physical memory or a lower cgroup limit), 16 to 4096 MB; 0: off. When
   // on, create_batch and create_batch_columnar without a batch id append the batch to the table's
