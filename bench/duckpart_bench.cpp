@@ -822,8 +822,9 @@ int main(int argc, char** argv) {
     // the figures are recorded afterwards in the order of the table.
     //
     // P2 and P4 run in rounds, one per repetition: each round opens the single file, the sorted
-    // copy and the store in turn and times one warm run of each statement (after an untimed run
-    // that attaches the files and fills DuckDB's cache). Measuring one system's repetitions and
+    // copy and the store in turn (the order rotating) and times one warm run of each statement
+    // (after an untimed run that attaches the files and fills DuckDB's cache); every answer must
+    // equal the first round's. Measuring one system's repetitions and
     // then the other's let the machine's drift between the two blocks decide the ratio: the same
     // build gave P4's filtered count 1.31x in one run and 1.01x in the next (session 38). Each
     // round's ratios are recorded as well. P5 runs after the rounds, one system at a time (the
@@ -846,7 +847,7 @@ int main(int argc, char** argv) {
         std::vector<double> p2, p4, p4g, p4f;
         Stat p5;
         std::string r2, r4, r4g;
-        int64_t n4f = 0;
+        int64_t n4f = -1;
       };
       // One untimed and one timed run of `f`; the time in ms.
       auto warm_ms = [](const std::function<void()>& f) {
@@ -855,17 +856,37 @@ int main(int argc, char** argv) {
         f();
         return (now_s() - t0) * 1e3;
       };
-      auto round = [&](IDataRepository& repo, bool all, Figures& f) {
-        f.p2.push_back(warm_ms([&] { f.r2 = sql_row(repo, p2); }));
-        if (!all) return;
-        f.p4.push_back(warm_ms([&] { f.r4 = sql_row(repo, p4); }));
-        f.p4g.push_back(warm_ms([&] { f.r4g = sql_row(repo, p4g); }));
-        f.p4f.push_back(warm_ms([&] { f.n4f = repo.count_all(schema, filtered); }));
+      // Every answer of every run (the untimed ones too) must equal the first round's.
+      auto same_as_first = [&](const char* what, std::string& first, const std::string& got) {
+        if (first.empty()) {
+          first = got;
+        } else if (!same_answer(first, got)) {
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("{}: answers differ between runs:\n{}{}", what, first, got));
+        }
       };
-      auto p5_of = [&](IDataRepository& repo, int p5_reps) {
-        // duckpart: warm (id maps built by a first pass over the sample).
-        if (p5_reps > 20) {
+      auto round = [&](IDataRepository& repo, bool all, Figures& f) {
+        f.p2.push_back(warm_ms([&] { same_as_first("P2", f.r2, sql_row(repo, p2)); }));
+        if (!all) return;
+        f.p4.push_back(warm_ms([&] { same_as_first("P4", f.r4, sql_row(repo, p4)); }));
+        f.p4g.push_back(warm_ms([&] { same_as_first("P4", f.r4g, sql_row(repo, p4g)); }));
+        f.p4f.push_back(warm_ms([&] {
+          const int64_t n = repo.count_all(schema, filtered);
+          if (f.n4f >= 0 && n != f.n4f) {
+            throw Error(
+                ErrorCode::kCorruption,
+                fmt::format("P4: filtered counts differ between runs: {} and {}", f.n4f, n));
+          }
+          f.n4f = n;
+        }));
+      };
+      // warm: a first pass over the sample (duckpart: builds the id maps); otherwise one untimed
+      // lookup (the first one opens the table).
+      auto p5_of = [&](IDataRepository& repo, int p5_reps, bool warm) {
+        if (warm) {
           for (const auto& id : sample_ids) repo.get_by_id(schema, Value(id));
+        } else {
+          repo.get_by_id(schema, Value(sample_ids.back()));
         }
         std::size_t k = 0;
         return time_reps(
@@ -878,27 +899,35 @@ int main(int argc, char** argv) {
             1e3);
       };
       Figures fs_single, fs_sorted, fs_part;
+      // The order of the systems rotates from round to round, so that none always follows the
+      // same other one (what the page cache holds when it starts).
       for (int r = 0; r < a.reps; ++r) {
-        {
-          DuckDBDataRepository single(single_path, {.read_only = true});
-          round(single, true, fs_single);
-        }
-        {
-          DuckDBDataRepository sorted(sorted_path, {.read_only = true});
-          round(sorted, false, fs_sorted);
-        }
-        {
-          PartitionedDataRepository part(cfg, {.read_only = true});
-          round(part, true, fs_part);
+        for (int k = 0; k < 3; ++k) {
+          switch ((r + k) % 3) {
+            case 0: {
+              DuckDBDataRepository single(single_path, {.read_only = true});
+              round(single, true, fs_single);
+              break;
+            }
+            case 1: {
+              DuckDBDataRepository sorted(sorted_path, {.read_only = true});
+              round(sorted, false, fs_sorted);
+              break;
+            }
+            default: {
+              PartitionedDataRepository part(cfg, {.read_only = true});
+              round(part, true, fs_part);
+            }
+          }
         }
       }
       {
         DuckDBDataRepository single(single_path, {.read_only = true});
-        fs_single.p5 = p5_of(single, std::max(a.reps, 20));
+        fs_single.p5 = p5_of(single, std::max(a.reps, 20), false);
       }
       {
         PartitionedDataRepository part(cfg, {.read_only = true});
-        fs_part.p5 = p5_of(part, std::max(a.reps, 200));
+        fs_part.p5 = p5_of(part, std::max(a.reps, 200), true);
       }
       // duckpart's time over the other system's, round by round.
       auto ratios = [](const std::vector<double>& part, const std::vector<double>& base) {

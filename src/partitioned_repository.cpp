@@ -3635,10 +3635,11 @@ struct PartitionedDataRepository::Impl {
   }
   // The source of `SELECT count(*) ... <q's WHERE>` over these partitions: each branch of the
   // UNION ALL selects only the columns q's filters name (a constant when there are none). Over
-  // `SELECT *` branches DuckDB 1.4 reads every column of every partition for a count(*), whose
-  // aggregate needs no column: the filtered count of the bench loaded 6.3 GB of blocks at 300M rows
-  // instead of the ~1.2 GB of its one column, and ran 2x slower once that exceeded the memory
-  // limit (session 38). A single partition is read directly (DuckDB prunes columns there).
+  // `SELECT *` branches DuckDB 1.4 keeps each branch's first column for a count(*), whose aggregate
+  // needs no column (a set operation keeps at least one): the bench's first column is its UUID id,
+  // over half of the bytes, and its filtered count loaded 6.0 GB of blocks at 300M rows instead of
+  // 1.5 GB, 2x slower once that exceeded DuckDB's memory limit (docs/performance.md, "Session
+  // 38"). A single partition is read directly (DuckDB prunes columns there).
   static std::string count_source(const Store& store, const std::vector<Entry*>& entries,
                                   const CompiledQuery& q) {
     const std::string table = duck::quote_ident(store.schema.name());
