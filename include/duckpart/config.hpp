@@ -50,10 +50,10 @@ struct PartitionConfig {
   // Memory for the id -> rowid maps that let get_by_id read one row instead of scanning a
   // partition's ids (~5 bytes per row of each partition looked up at least twice; least recently
   // used maps are dropped beyond it), in MB. -1 (default): automatic, 1/8 of the memory this
-  // process may use (physical memory or a lower cgroup limit), at least 128 MB: 2.9 GB on a 24 GB
-  // machine covers ~550M rows (a fixed 1 GB covered 200M: lookups spread over 300M rows scanned a
-  // third of their partitions, 1.25 ms median instead of 0.77; docs/performance.md, "Session
-  // 38"); 0: no maps, every lookup scans its partition.
+  // process may use (physical memory or a lower cgroup limit), at least 128 MB: ~3 GB on a 24 GB
+  // machine, where the maps of 300M rows took 1.3 GB (a fixed 1 GB left ~a fifth of lookups spread
+  // over 300M rows scanning their partition: p95 2.2 ms instead of 1.0; docs/performance.md,
+  // "Session 38"); 0: no maps, every lookup scans its partition.
   int id_index_memory_mb = -1;
   // id_index_memory_mb with -1 resolved (see above).
   int effective_id_index_memory_mb() const;
