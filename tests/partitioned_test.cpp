@@ -3711,6 +3711,54 @@ TEST_F(TempDirTest, FilteredCountsOverManyPartitionsReadOnlyTheFilteredColumns) 
     EXPECT_EQ(repo.count_all(schema, none), 0);
     EXPECT_EQ(repo.count_all(schema, mid), expect_mid);  // two partitions: branches of a and ts
   }
+  // query_sql: the view's branches start with a constant it leaves out, so a count(*) reads only
+  // the columns it filters on, and the view still shows the table's columns, in order.
+  auto sql_int = [](PartitionedDataRepository& repo, const std::string& sql) {
+    RecordStream s = repo.query_sql(sql);
+    DataRecord r;
+    EXPECT_TRUE(s.next(r)) << sql;
+    return r.values.at(0).get<int64_t>();
+  };
+  {
+    PartitionedDataRepository repo(cfg, {.read_only = true});
+    EXPECT_EQ(sql_int(repo, "SELECT count(*) FROM wide_rows WHERE a >= 0.25"), expect);
+    const int64_t loaded = table_blocks_loaded(repo);
+    EXPECT_LT(static_cast<double>(loaded), 0.4 * static_cast<double>(file_bytes))
+        << loaded << " of " << file_bytes << " bytes";
+    EXPECT_EQ(sql_int(repo, "SELECT count(*) FROM wide_rows"), 300'000);
+    RecordStream s = repo.query_sql("SELECT * FROM wide_rows ORDER BY id LIMIT 2");
+    EXPECT_EQ(s.columns(), (std::vector<std::string>{"pad", "id", "ts", "a"}));
+    DataRecord r;
+    ASSERT_TRUE(s.next(r));
+    EXPECT_EQ(r.values.at(1).get<int64_t>(), 1);
+  }
+}
+
+// A table with a column named like the view's hidden branch key keeps the plain view: same
+// answers and columns.
+TEST_F(TempDirTest, QuerySqlOverATableWithTheViewsBranchKeyAsAColumn) {
+  const Schema schema("keyed", {{"ts", "TIMESTAMP"}, {"_DuckPart_Branch", "BIGINT"}}, "ts");
+  PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  PartitionedDataRepository repo(cfg);
+  ColumnBatch b = make_column_batch(schema);
+  int64_t sum = 0;
+  for (int i = 0; i < 90; ++i) {
+    std::get<std::vector<int64_t>>(b.columns[0].data)
+        .push_back((date_from_civil(2024, 1, 1).days + i) * kMicrosPerDay);
+    std::get<std::vector<int64_t>>(b.columns[1].data).push_back(i * 7);
+    sum += i * 7;
+    ++b.rows;
+  }
+  repo.create_batch_columnar(schema, std::move(b));
+  repo.flush();
+  RecordStream s = repo.query_sql("SELECT count(*), sum(_duckpart_branch) FROM keyed");
+  EXPECT_EQ(s.columns().size(), 2u);
+  DataRecord r;
+  ASSERT_TRUE(s.next(r));
+  EXPECT_EQ(r.values.at(0).get<int64_t>(), 90);
+  EXPECT_EQ(r.values.at(1).to_string(), std::to_string(sum));
+  RecordStream all = repo.query_sql("SELECT * FROM keyed LIMIT 1");
+  EXPECT_EQ(all.columns(), (std::vector<std::string>{"ts", "_DuckPart_Branch"}));
 }
 
 }  // namespace
