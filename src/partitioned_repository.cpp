@@ -396,6 +396,9 @@ struct Group {
 
 bool id_less(const Value& a, const Value& b) {
   if (a.is<int64_t>() && b.is<int64_t>()) return a.get<int64_t>() < b.get<int64_t>();
+  // No copies for strings (UUIDs): get_by_id compares the id with every partition's range.
+  if (a.is<std::string>() && b.is<std::string>())
+    return a.get<std::string>() < b.get<std::string>();
   return a.to_string() < b.to_string();
 }
 
@@ -4884,11 +4887,14 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
   const Value v = coerce_value(c, id, "get_by_id");
   Store& store = impl_->store_for(schema);
   const std::string key = id_key(v);
-  std::vector<Entry*> candidates;
+  // The partitions whose id range holds the id, with their commit version (metadata is read under
+  // mu, before bloom_mu).
+  std::vector<std::pair<Entry*, int64_t>> candidates;
   std::vector<Entry*> damaged;
   {
     std::lock_guard lock(impl_->mu);
     ++impl_->counters.queries;
+    candidates.reserve(store.entries.size());
     for (auto& [k, e] : store.entries) {
       if (!e->problem.empty()) {
         damaged.push_back(e.get());
@@ -4896,7 +4902,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       }
       if (e->meta.row_count == 0 || e->meta.min_id.is_null()) continue;
       if (id_less(v, e->meta.min_id) || id_less(e->meta.max_id, v)) continue;
-      candidates.push_back(e.get());
+      candidates.emplace_back(e.get(), e->meta.commit_version);
     }
   }
   // A constant (not a parameter) so that DuckDB compares in the scan and skips row groups by their
@@ -4912,13 +4918,16 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
   const std::vector<Value> params = constant ? std::vector<Value>{} : std::vector<Value>{v};
   const std::string id_dir = store.dir + "/" + kIdIndexDir;
   const std::optional<uint32_t> fingerprint = duck::id_value_fingerprint(c.type, v);
-  for (Entry* e : candidates) {
+  // Every candidate's filter block is requested from memory before any is tested: over hundreds
+  // of partitions the misses overlap instead of following one another (the lookup's cost would
+  // otherwise grow with the partition count: 0.3 us per partition here).
+  const IdBloom::Hash key_hash = IdBloom::hash(key);
+  for (auto [e, version] : candidates) {
+    std::lock_guard lock(e->bloom_mu);
+    if (e->bloom) e->bloom->prefetch(key_hash);
+  }
+  for (auto [e, version] : candidates) {
     bool need_build = false;
-    int64_t version = 0;
-    {
-      std::lock_guard meta_lock(impl_->mu);  // metadata is read under mu (before bloom_mu)
-      version = e->meta.commit_version;
-    }
     {
       std::lock_guard lock(e->bloom_mu);
       if (!e->bloom || e->bloom_version != version) {
@@ -4931,7 +4940,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
           need_build = true;
         }
       }
-      if (!need_build && !e->bloom->may_contain(key)) continue;
+      if (!need_build && !e->bloom->may_contain(key_hash)) continue;
     }
     auto pins = impl_->acquire({e}, nullptr);
     if (pins.entries().empty()) continue;
@@ -4956,7 +4965,7 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       e->bloom = std::move(b);
       e->bloom_version = e->meta.commit_version;
       e->bloom_dirty = true;
-      if (!e->bloom->may_contain(key)) continue;
+      if (!e->bloom->may_contain(key_hash)) continue;
     }
     {
       std::lock_guard lock(impl_->mu);

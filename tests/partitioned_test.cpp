@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "batch.hpp"
+#include "bloom.hpp"
 #include "duck/duck.hpp"
 #include "duckpart/utilities.hpp"
 #include "id_map.hpp"
@@ -2432,6 +2433,62 @@ TEST(IdRowMapTest, EdgeEncodingsFindEveryRow) {
       ASSERT_TRUE(found) << fp << " " << rowid;
     }
   }
+}
+
+// The id filters: no false negatives, the false-positive rate they are sized for, and files of
+// another format, stamp or shape are not loaded (the filter is rebuilt from the partition then).
+TEST_F(TempDirTest, IdBloomHasNoFalseNegativesFewFalsePositivesAndLoadsOnlyItsOwnFiles) {
+  constexpr int kIds = 200000;
+  auto id = [](int i) { return fmt::format("{:08x}-0000-7000-8000-{:012x}", i * 2654435761u, i); };
+  IdBloom b(uint64_t{kIds} * 2 + 1024);  // as get_by_id sizes it: ~20 bits per id
+  for (int i = 0; i < kIds; ++i) b.add(id(i));
+  EXPECT_EQ(b.count(), static_cast<uint64_t>(kIds));
+  EXPECT_FALSE(b.full());
+  for (int i = 0; i < kIds; ++i) ASSERT_TRUE(b.may_contain(id(i))) << id(i);
+  int fp = 0;
+  for (int i = kIds; i < 3 * kIds; ++i) fp += b.may_contain(id(i)) ? 1 : 0;
+  EXPECT_LT(fp, 2 * kIds / 200) << "more than 0.5% false positives at 20 bits per id";
+  // The precomputed hash answers like the key.
+  for (int i = 0; i < 1000; ++i) {
+    const std::string k = id(kIds + i);
+    EXPECT_EQ(b.may_contain(IdBloom::hash(k)), b.may_contain(k));
+  }
+  // A full filter (10 bits per id) still has no false negatives.
+  IdBloom small(1000);
+  for (int i = 0; i < 1000; ++i) small.add(id(i));
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(small.may_contain(id(i)));
+  small.add(id(1000));
+  EXPECT_TRUE(small.full());
+
+  const std::string file = path("p.bloom");
+  ASSERT_TRUE(b.save(file, 42));
+  IdBloom loaded;
+  EXPECT_FALSE(loaded.load(file, 41)) << "another commit's filter";
+  ASSERT_TRUE(loaded.load(file, 42));
+  EXPECT_EQ(loaded.count(), b.count());
+  EXPECT_EQ(loaded.capacity(), b.capacity());
+  for (int i = 0; i < kIds; i += 7) ASSERT_TRUE(loaded.may_contain(id(i)));
+  for (int i = kIds; i < kIds + 20000; ++i) {
+    ASSERT_EQ(loaded.may_contain(id(i)), b.may_contain(id(i)));
+  }
+  auto write = [&](uint64_t magic, uint64_t words) {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    const uint64_t header[5] = {magic, 42, 100, 10, words};
+    out.write(reinterpret_cast<const char*>(header), sizeof(header));
+    const std::vector<uint64_t> zeros(words, ~uint64_t{0});
+    out.write(reinterpret_cast<const char*>(zeros.data()),
+              static_cast<std::streamsize>(zeros.size() * sizeof(uint64_t)));
+  };
+  write(0x314d4f4c42504455ULL, 16);  // "UDPBLOM1": the format before split blocks
+  EXPECT_FALSE(IdBloom().load(file, 42));
+  write(0x324d4f4c42504455ULL, 12);  // not whole 512-bit blocks
+  EXPECT_FALSE(IdBloom().load(file, 42));
+  write(0x324d4f4c42504455ULL, 0);
+  EXPECT_FALSE(IdBloom().load(file, 42));
+  write(0x324d4f4c42504455ULL, 16);
+  EXPECT_TRUE(IdBloom().load(file, 42));
+  { std::ofstream(file, std::ios::binary | std::ios::trunc) << "short"; }
+  EXPECT_FALSE(IdBloom().load(file, 42));
 }
 
 // get_by_id through the id maps (from a partition's second lookup: one row read by rowid) gives
