@@ -27,6 +27,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -512,6 +513,168 @@ bool same_answer(const std::string& x, const std::string& y) {
   return i == x.size() && j == y.size();
 }
 
+// P2's statement: 3 months in the middle of the data's span (the same rows at every size when the
+// months grow with the rows).
+std::string p2_sql(const Args& a) {
+  const Date from =
+      date_from_civil(2015 + a.months / 24, 1 + static_cast<unsigned>((a.months / 2) % 12), 1);
+  const Date to = partition_key_of(PartitionStrategy::kMonthly, Date{from.days + 80}).end();
+  return fmt::format(
+      "SELECT count(*), sum(oil), avg(gas) FROM readings WHERE ts >= '{}' AND ts < '{}'",
+      format_date(from), format_date(to));
+}
+
+// The ids P5 looks up: every (batch / 50)th id of the first batches, up to 2,000 (the bench's
+// single-file child collects the same ones while it writes).
+std::vector<std::string> p5_sample_ids(const Schema& schema, const Args& a) {
+  std::vector<std::string> ids;
+  const int64_t nbatches = (a.rows + a.batch - 1) / a.batch;
+  for (int64_t b = 0; b < nbatches && ids.size() < 2000; ++b) {
+    const int64_t n = std::min(a.batch, a.rows - b * a.batch);
+    const ColumnBatch batch = make_batch(schema, a, b, n);
+    const auto& v = std::get<std::vector<std::string>>(batch.columns[0].data);
+    for (int64_t i = 0; i < n && ids.size() < 2000; i += std::max<int64_t>(1, n / 50)) {
+      ids.push_back(v[static_cast<std::size_t>(i)]);
+    }
+  }
+  return ids;
+}
+
+// 300000000 -> "300M", 120000 -> "120K".
+std::string rows_label(int64_t rows) {
+  if (rows >= 1'000'000 && rows % 1'000'000 == 0) return fmt::format("{}M", rows / 1'000'000);
+  if (rows >= 1'000 && rows % 1'000 == 0) return fmt::format("{}K", rows / 1'000);
+  return std::to_string(rows);
+}
+
+// --p10-stores ROWS:MONTHS:DIR,...: P10's query half (P2 and P5) on stores of several sizes,
+// compared in one process, in rounds. Each DIR holds the store of an earlier
+// `duckpart_bench --rows ROWS --months MONTHS --scenarios p2 --dir DIR` (without P6, which drops
+// months). All stores are open read-only at once; each round visits them in turn (the order
+// rotating) and runs P2 once untimed and once timed, then `lookups` timed get_by_id calls. Each
+// size's figures and, round by round, its ratio to the first store's are recorded. Separate runs
+// at each size (minutes or hours apart) compare the machine's state as much as the sizes: the same
+// build's P5 moved by 1.7x between two runs of one size.
+int p10_main(const Args& base, const std::string& spec) {
+  const Schema schema = bench_schema();
+  struct Sized {
+    Args a;
+    std::string dir;
+    std::unique_ptr<PartitionedDataRepository> repo;
+    std::vector<std::string> ids;
+    std::string p2, r2;
+    std::vector<double> p2_ms, p5_ms, p5_round;  // p5_round: each round's median
+  };
+  std::vector<Sized> stores;
+  for (std::size_t at = 0; at < spec.size();) {
+    std::size_t end = spec.find(',', at);
+    if (end == std::string::npos) end = spec.size();
+    const std::string item = spec.substr(at, end - at);
+    at = end + 1;
+    const std::size_t c1 = item.find(':'), c2 = item.find(':', c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--p10-stores: '{}' is not ROWS:MONTHS:DIR", item));
+    }
+    Sized st;
+    st.a = base;
+    st.a.rows = std::atoll(item.substr(0, c1).c_str());
+    st.a.months = std::atoi(item.substr(c1 + 1, c2 - c1 - 1).c_str());
+    st.dir = item.substr(c2 + 1);
+    if (st.a.rows <= 0 || st.a.months <= 0) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--p10-stores: '{}': ROWS and MONTHS must be positive", item));
+    }
+    stores.push_back(std::move(st));
+  }
+  if (stores.size() < 2) {
+    throw Error(ErrorCode::kInvalidArgument, "--p10-stores: give at least two stores");
+  }
+  const int lookups = 200;
+  for (Sized& st : stores) {
+    PartitionConfig cfg;
+    cfg.strategy = PartitionStrategy::kMonthly;
+    cfg.base_partition_path = st.dir + "/partitions";
+    cfg.max_partitions_in_memory = std::max(24, st.a.months + 1);
+    if (!fs::is_directory(cfg.base_partition_path)) {
+      throw Error(ErrorCode::kNotFound,
+                  fmt::format("--p10-stores: no store at '{}'", cfg.base_partition_path));
+    }
+    st.repo = std::make_unique<PartitionedDataRepository>(
+        cfg, PartitionedRepositoryOptions{.read_only = true});
+    const int64_t n = st.repo->count_all(schema);
+    if (n != st.a.rows) {
+      throw Error(
+          ErrorCode::kInvalidArgument,
+          fmt::format("--p10-stores: the store in '{}' holds {} rows, not {}: write it with "
+                      "duckpart_bench --rows {} --months {} --scenarios p2 --dir {}",
+                      st.dir, n, st.a.rows, st.a.rows, st.a.months, st.dir));
+    }
+    st.p2 = p2_sql(st.a);
+    st.ids = p5_sample_ids(schema, st.a);
+    std::fprintf(stderr, "duckpart_bench: P10 store %s: %lld rows, %d months; warming up\n",
+                 st.dir.c_str(), static_cast<long long>(n), st.a.months);
+    for (const auto& id : st.ids) {  // builds the id maps, as P5's warm pass does
+      if (!st.repo->get_by_id(schema, Value(id))) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("P10: sample id {} not found in '{}'", id, st.dir));
+      }
+    }
+  }
+  const std::size_t ns = stores.size();
+  for (int r = 0; r < base.reps; ++r) {
+    for (std::size_t k = 0; k < ns; ++k) {
+      Sized& st = stores[(static_cast<std::size_t>(r) + k) % ns];
+      std::string got = sql_row(*st.repo, st.p2);
+      if (st.r2.empty()) st.r2 = got;
+      double t0 = now_s();
+      got = sql_row(*st.repo, st.p2);
+      st.p2_ms.push_back((now_s() - t0) * 1e3);
+      if (!same_answer(st.r2, got)) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("P10: P2 answers differ between runs in '{}'", st.dir));
+      }
+      std::vector<double> v;
+      for (int i = 0; i < lookups; ++i) {
+        const std::string& id =
+            st.ids[(static_cast<std::size_t>(r) * lookups + static_cast<std::size_t>(i)) %
+                   st.ids.size()];
+        t0 = now_s();
+        if (!st.repo->get_by_id(schema, Value(id))) {
+          throw Error(ErrorCode::kCorruption, fmt::format("P10: id {} not found", id));
+        }
+        v.push_back((now_s() - t0) * 1e3);
+      }
+      st.p5_ms.insert(st.p5_ms.end(), v.begin(), v.end());
+      st.p5_round.push_back(stats_of(v).median);
+    }
+    std::fprintf(stderr, "duckpart_bench: P10 round %d of %d\n", r + 1, base.reps);
+  }
+  // P2 answers at the sizes agree where the data does: the same 3 months hold the same rows only
+  // when the months grow with the rows (constant density), so they are not compared here.
+  auto ratios = [](const std::vector<double>& x, const std::vector<double>& y) {
+    std::vector<double> v;
+    for (std::size_t i = 0; i < x.size(); ++i) v.push_back(x[i] / y[i]);
+    return stats_of(v);
+  };
+  const Sized& first = stores[0];
+  for (const Sized& st : stores) {
+    const std::string size =
+        fmt::format("{} rows over {} months", rows_label(st.a.rows), st.a.months);
+    record("P10", "P2 3-month range aggregate at " + size + " (rounds, one process)", "duckpart",
+           "ms", stats_of(st.p2_ms));
+    record("P10", fmt::format("P5 get_by_id at {} ({} lookups per round)", size, lookups),
+           "duckpart", "ms", stats_of(st.p5_ms));
+    if (&st == &first) continue;
+    const std::string over =
+        fmt::format(" / at {} rows, in the same round", rows_label(first.a.rows));
+    record("P10", "P2 at " + size + over, "duckpart", "ratio", ratios(st.p2_ms, first.p2_ms));
+    record("P10", "P5 median at " + size + over, "duckpart", "ratio",
+           ratios(st.p5_round, first.p5_round));
+  }
+  return 0;
+}
+
 }  // namespace
 
 // Writes the generated table into `path` between the bench markers, keeping the rest of the file
@@ -560,6 +723,7 @@ int main(int argc, char** argv) {
     }
   }
   Args a;
+  std::string p10_stores;
   for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--help" || k == "-h" || i + 1 == argc) {
@@ -569,8 +733,11 @@ int main(int argc, char** argv) {
           "[--ingest-reps N] [--batch N] [--write-buffer-mb N] [--write-buffer-max-delay-ms N]\n"
           "                      [--scenarios p2,p3,p5,p6,p7,p8] [--dir DIR] "
           "[--markdown FILE]\n"
+          "       duckpart_bench --p10-stores ROWS:MONTHS:DIR,ROWS:MONTHS:DIR[,...] [--reps N]\n"
           "Writes one JSON line per figure to stdout. P1 and P9 always run. DIR "
-          "(default build/bench-data) is deleted first.\n");
+          "(default build/bench-data) is deleted first.\n"
+          "--p10-stores compares P2 and P5 on the stores of earlier runs (--scenarios p2, so that "
+          "no months are dropped) in one process, in rounds; nothing is deleted.\n");
       return k == "--help" || k == "-h" ? 0 : 2;
     }
     const std::string v = argv[i + 1];
@@ -596,6 +763,8 @@ int main(int argc, char** argv) {
       a.write_buffer_mb = std::atoi(v.c_str());
     else if (k == "--scenarios")
       a.scenarios = v;
+    else if (k == "--p10-stores")
+      p10_stores = v;
     else {
       std::fprintf(stderr, "duckpart_bench: unknown option %s\n", k.c_str());
       return 2;
@@ -605,6 +774,14 @@ int main(int argc, char** argv) {
   if (a.reps < 1 || a.ingest_reps < 1) {
     std::fprintf(stderr, "duckpart_bench: --reps and --ingest-reps must be at least 1\n");
     return 2;
+  }
+  if (!p10_stores.empty()) {
+    try {
+      return p10_main(a, p10_stores);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "duckpart_bench: %s\n", e.what());
+      return 1;
+    }
   }
   try {
     const Schema schema = bench_schema();
@@ -830,12 +1007,7 @@ int main(int argc, char** argv) {
     // round's ratios are recorded as well. P5 runs after the rounds, one system at a time (the
     // store's id maps are built by its first lookups).
     if (a.on("p2")) {
-      const Date from =
-          date_from_civil(2015 + a.months / 24, 1 + static_cast<unsigned>((a.months / 2) % 12), 1);
-      const Date to = partition_key_of(PartitionStrategy::kMonthly, Date{from.days + 80}).end();
-      const std::string p2 = fmt::format(
-          "SELECT count(*), sum(oil), avg(gas) FROM readings WHERE ts >= '{}' AND ts < '{}'",
-          format_date(from), format_date(to));
+      const std::string p2 = p2_sql(a);
       const std::string p4 = "SELECT count(*), sum(oil), avg(water) FROM readings";
       const std::string p4g =
           "SELECT date_trunc('month', ts) AS m, count(*), sum(oil) FROM readings GROUP BY m ORDER "
