@@ -554,7 +554,8 @@ std::string rows_label(int64_t rows) {
 // rotating) and runs P2 once untimed and once timed, then `lookups` timed get_by_id calls. Each
 // size's figures and, round by round, its ratio to the first store's are recorded. Separate runs
 // at each size (minutes or hours apart) compare the machine's state as much as the sizes: the same
-// build's P5 moved by 1.7x between two runs of one size.
+// build's P5 moved by 1.7x between two runs of one size. A bench run ends by compacting its
+// store (P9), so stores written by it are compacted: compare stores of the same layout.
 int p10_main(const Args& base, const std::string& spec) {
   const Schema schema = bench_schema();
   struct Sized {
@@ -607,8 +608,19 @@ int p10_main(const Args& base, const std::string& spec) {
       throw Error(
           ErrorCode::kInvalidArgument,
           fmt::format("--p10-stores: the store in '{}' holds {} rows, not {}: write it with "
-                      "duckpart_bench --rows {} --months {} --scenarios p2 --dir {}",
-                      st.dir, n, st.a.rows, st.a.rows, st.a.months, st.dir));
+                      "duckpart_bench --rows {} --months {} --batch {} --scenarios p2 --dir {}",
+                      st.dir, n, st.a.rows, st.a.rows, st.a.months, st.a.batch, st.dir));
+    }
+    // The ids do not depend on the months: a wrong MONTHS would pass the checks above and P2
+    // would time a range outside the data.
+    std::size_t parts = 0;
+    for (const auto& sch : st.repo->get_partition_statistics().schemas) {
+      parts += sch.partitions.size();
+    }
+    if (parts != static_cast<std::size_t>(st.a.months)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--p10-stores: the store in '{}' has {} monthly partitions, not {}",
+                              st.dir, parts, st.a.months));
     }
     st.p2 = p2_sql(st.a);
     st.ids = p5_sample_ids(schema, st.a);
@@ -617,7 +629,10 @@ int p10_main(const Args& base, const std::string& spec) {
     for (const auto& id : st.ids) {  // builds the id maps, as P5's warm pass does
       if (!st.repo->get_by_id(schema, Value(id))) {
         throw Error(ErrorCode::kCorruption,
-                    fmt::format("P10: sample id {} not found in '{}'", id, st.dir));
+                    fmt::format("P10: sample id {} not found in '{}' (the ids are made from "
+                                "the batch number and size: was the store written with --batch "
+                                "{}?)",
+                                id, st.dir, st.a.batch));
       }
     }
   }
@@ -626,7 +641,13 @@ int p10_main(const Args& base, const std::string& spec) {
     for (std::size_t k = 0; k < ns; ++k) {
       Sized& st = stores[(static_cast<std::size_t>(r) + k) % ns];
       std::string got = sql_row(*st.repo, st.p2);
-      if (st.r2.empty()) st.r2 = got;
+      if (st.r2.empty()) {
+        if (got.rfind("0|", 0) == 0) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      fmt::format("P10: P2's range holds no rows in '{}': {}", st.dir, st.p2));
+        }
+        st.r2 = got;
+      }
       double t0 = now_s();
       got = sql_row(*st.repo, st.p2);
       st.p2_ms.push_back((now_s() - t0) * 1e3);
@@ -641,7 +662,8 @@ int p10_main(const Args& base, const std::string& spec) {
                    st.ids.size()];
         t0 = now_s();
         if (!st.repo->get_by_id(schema, Value(id))) {
-          throw Error(ErrorCode::kCorruption, fmt::format("P10: id {} not found", id));
+          throw Error(ErrorCode::kCorruption,
+                      fmt::format("P10: id {} not found in '{}'", id, st.dir));
         }
         v.push_back((now_s() - t0) * 1e3);
       }
@@ -737,7 +759,8 @@ int main(int argc, char** argv) {
           "Writes one JSON line per figure to stdout. P1 and P9 always run. DIR "
           "(default build/bench-data) is deleted first.\n"
           "--p10-stores compares P2 and P5 on the stores of earlier runs (--scenarios p2, so that "
-          "no months are dropped) in one process, in rounds; nothing is deleted.\n");
+          "no months are dropped; compacted at the end of those runs) in one process, in rounds; "
+          "nothing is deleted.\n");
       return k == "--help" || k == "-h" ? 0 : 2;
     }
     const std::string v = argv[i + 1];

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <new>
 #include <string>
@@ -33,8 +34,9 @@ class IdBloom {
   }
 
   IdBloom() = default;
-  // Sized for `capacity` ids at about 1-2% false positives when full (10 bits, 7 probes per id;
-  // callers size it for twice the rows they add, ~0.1% then).
+  // Sized for `capacity` ids at about 1% false positives when full (10 bits, 7 probes per id;
+  // get_by_id sizes it for twice the rows it adds: ~0.03% then, against ~0.02% for a filter
+  // that spreads an id's bits over the whole array).
   explicit IdBloom(uint64_t capacity) : capacity_(capacity) {
     const uint64_t bits = std::max<uint64_t>(capacity * 10, 1024);
     words_.assign((bits + kBlockBits - 1) / kBlockBits * kBlockWords, 0);
@@ -95,6 +97,10 @@ class IdBloom {
         header[4] > (1ULL << 32) || header[4] == 0 || header[4] % kBlockWords != 0) {
       return false;
     }
+    // A damaged header must not make it allocate more than the file holds.
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    if (ec || size != sizeof(header) + header[4] * sizeof(uint64_t)) return false;
     Words words(header[4]);
     if (!in.read(reinterpret_cast<char*>(words.data()),
                  static_cast<std::streamsize>(words.size() * sizeof(uint64_t)))) {

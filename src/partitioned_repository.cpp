@@ -4929,7 +4929,18 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
   for (auto [e, version] : candidates) {
     bool need_build = false;
     {
-      std::lock_guard lock(e->bloom_mu);
+      std::unique_lock lock(e->bloom_mu);
+      if (e->bloom && e->bloom_version != version) {
+        // A commit since the candidates were read may have moved the filter on: read the version
+        // again (mu before bloom_mu) rather than replace a newer filter with an older file's or
+        // rebuild it.
+        lock.unlock();
+        {
+          std::lock_guard meta_lock(impl_->mu);
+          version = e->meta.commit_version;
+        }
+        lock.lock();
+      }
       if (!e->bloom || e->bloom_version != version) {
         auto b = std::make_unique<IdBloom>();
         if (b->load(id_dir + "/" + e->name + ".bloom", version)) {

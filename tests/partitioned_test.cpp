@@ -2487,6 +2487,13 @@ TEST_F(TempDirTest, IdBloomHasNoFalseNegativesFewFalsePositivesAndLoadsOnlyItsOw
   EXPECT_FALSE(IdBloom().load(file, 42));
   write(0x324d4f4c42504455ULL, 16);
   EXPECT_TRUE(IdBloom().load(file, 42));
+  {  // a header that claims more words than the file holds
+    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+    const uint64_t words = uint64_t{1} << 30;
+    f.seekp(4 * sizeof(uint64_t));
+    f.write(reinterpret_cast<const char*>(&words), sizeof(words));
+  }
+  EXPECT_FALSE(IdBloom().load(file, 42));
   { std::ofstream(file, std::ios::binary | std::ios::trunc) << "short"; }
   EXPECT_FALSE(IdBloom().load(file, 42));
 }
