@@ -6,6 +6,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -22,6 +23,11 @@ namespace duckpart {
 // candidate partition before it tests any (get_by_id over hundreds of partitions: one miss each,
 // overlapped, instead of up to 7 dependent misses each). The id is hashed once per lookup (Hash),
 // not once per partition.
+//
+// Threads: one writer at a time (add, load) — the caller's lock — while any number of readers
+// test (may_contain, prefetch): the words are read and written as relaxed atomics (plain loads
+// and stores on x86), so a reader sees each word before or after an add, never torn. A reader
+// that must see every id added so far synchronizes with the writer through the caller's lock.
 class IdBloom {
  public:
   struct Hash {
@@ -52,16 +58,21 @@ class IdBloom {
     uint64_t* block = words_.data() + block_of(h) * kBlockWords;
     for (int i = 0; i < kProbes; ++i) {
       const uint64_t bit = (h.bits >> (9 * i)) & (kBlockBits - 1);
-      block[bit >> 6] |= uint64_t{1} << (bit & 63);
+      std::atomic_ref<uint64_t> word(block[bit >> 6]);
+      word.store(word.load(std::memory_order_relaxed) | uint64_t{1} << (bit & 63),
+                 std::memory_order_relaxed);
     }
   }
   bool may_contain(std::string_view key) const noexcept { return may_contain(hash(key)); }
   bool may_contain(const Hash& h) const noexcept {
     if (words_.empty()) return true;
-    const uint64_t* block = words_.data() + block_of(h) * kBlockWords;
+    // atomic_ref<const T> is C++26: the words are only loaded.
+    auto* block = const_cast<uint64_t*>(words_.data() + block_of(h) * kBlockWords);
     for (int i = 0; i < kProbes; ++i) {
       const uint64_t bit = (h.bits >> (9 * i)) & (kBlockBits - 1);
-      if (!((block[bit >> 6] >> (bit & 63)) & 1)) return false;
+      const uint64_t word =
+          std::atomic_ref<uint64_t>(block[bit >> 6]).load(std::memory_order_relaxed);
+      if (!((word >> (bit & 63)) & 1)) return false;
     }
     return true;
   }
@@ -119,7 +130,8 @@ class IdBloom {
   static constexpr std::size_t kBlockWords = kBlockBits / 64;
   static constexpr std::size_t kLine = 64;
 
-  // Blocks start on a cache line.
+  // Blocks start on a cache line. (Transparent huge pages for the filters, to spare a TLB miss
+  // per partition, were measured and made no difference to a lookup over 360 partitions.)
   template <class T>
   struct LineAllocator {
     using value_type = T;
