@@ -24,10 +24,12 @@ namespace duckpart {
 // overlapped, instead of up to 7 dependent misses each). The id is hashed once per lookup (Hash),
 // not once per partition.
 //
-// Threads: one writer at a time (add, load) — the caller's lock — while any number of readers
-// test (may_contain, prefetch): the words are read and written as relaxed atomics (plain loads
-// and stores on x86), so a reader sees each word before or after an add, never torn. A reader
-// that must see every id added so far synchronizes with the writer through the caller's lock.
+// Threads: one writer at a time (add, save; load only before the filter is shared) — the caller's
+// lock — while any number of readers test (may_contain, prefetch): the words are read and written
+// as relaxed atomics (plain loads and stores on x86), so a reader sees each word before or after
+// an add, never torn. Which ids a reader is sure to see is the caller's protocol: get_by_id
+// trusts a filter for the commit version it is stamped with, and the stamp is published under a
+// lock the reader also takes (PartitionedDataRepository: Store::filters_mu).
 class IdBloom {
  public:
   struct Hash {
@@ -90,8 +92,14 @@ class IdBloom {
       const uint64_t header[5] = {kMagic, static_cast<uint64_t>(stamp), capacity_, count_,
                                   words_.size()};
       out.write(reinterpret_cast<const char*>(header), sizeof(header));
-      out.write(reinterpret_cast<const char*>(words_.data()),
-                static_cast<std::streamsize>(words_.size() * sizeof(uint64_t)));
+      // Through atomic loads, like the readers that may be testing it meanwhile.
+      std::vector<uint64_t> copy(words_.size());
+      for (std::size_t i = 0; i < copy.size(); ++i) {
+        copy[i] = std::atomic_ref<uint64_t>(const_cast<uint64_t&>(words_[i]))
+                      .load(std::memory_order_relaxed);
+      }
+      out.write(reinterpret_cast<const char*>(copy.data()),
+                static_cast<std::streamsize>(copy.size() * sizeof(uint64_t)));
       if (!out) return false;
     }
     return std::rename(tmp.c_str(), path.c_str()) == 0;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <condition_variable>
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -2702,6 +2703,158 @@ TEST_F(PartitionedTest, ConcurrentLookupsAndWritesThroughIdMaps) {
   for (auto& r : readers) r.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_GT(parts.counters().ids_found_by_rowid, 0);
+}
+
+// The interleaving that once stamped a filter with a commit whose ids it lacked, forced with the
+// id-filter hook: commit A (version 2) is acknowledged but waits before adding its ids; a lookup
+// rebuilds the filter from the file (stamped 2); commit B (version 3) waits too; then A adds its
+// ids. A must not stamp the filter 3 (it lacks B's ids, and lookups trust a filter of their
+// version): B's ids are found before and after B's own update, and after a reopen.
+TEST_F(PartitionedTest, IdFilterIsNeverStampedWithACommitWhoseIdsItLacks) {
+  const Schema schema("docs", {{"id", "UUID"}, {"ts", "TIMESTAMP"}, {"v", "INTEGER"}}, "ts", "id");
+  const int64_t jan = int64_t{date_from_civil(2023, 1, 1).days} * kMicrosPerDay;
+  std::mt19937_64 rng(5);
+  auto batch = [&](int64_t first_v) {
+    std::vector<DataRecord> rows;
+    for (int64_t i = 0; i < 50; ++i) {
+      rows.push_back(DataRecord{
+          {Value(random_uuid(rng)),
+           Value(Timestamp{jan + static_cast<int64_t>(rng() % (27ull * 86400)) * 1'000'000}),
+           Value(first_v + i)}});
+    }
+    return rows;
+  };
+  const auto first = batch(0), rows_a = batch(1000), rows_b = batch(2000);
+  auto found = [&](PartitionedDataRepository& repo, const std::vector<DataRecord>& rows) {
+    int n = 0;
+    for (const auto& r : rows) {
+      auto got = repo.get_by_id(schema, r.values[0]);
+      if (got && got->values[2].to_string() == r.values[2].to_string()) ++n;
+    }
+    return n;
+  };
+  PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 0;  // each create_batch commits on its own thread
+  {
+    PartitionedDataRepository parts(cfg);
+    parts.create_batch(schema, first);
+    ASSERT_EQ(found(parts, first), 50);  // builds the filter
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<int64_t> waiting;  // commit versions, in the order they reached the hook
+    std::set<int64_t> released;
+    parts.set_id_filter_hook([&](const std::string&, int64_t version) {
+      std::unique_lock lock(mu);
+      waiting.push_back(version);
+      cv.notify_all();
+      cv.wait(lock, [&] { return released.count(version) > 0; });
+    });
+    auto wait_for = [&](std::size_t n) {
+      std::unique_lock lock(mu);
+      return cv.wait_for(lock, std::chrono::seconds(30), [&] { return waiting.size() >= n; });
+    };
+    auto release = [&](int64_t version) {
+      std::lock_guard lock(mu);
+      released.insert(version);
+      cv.notify_all();
+    };
+    std::thread a([&] { parts.create_batch(schema, rows_a); });
+    if (!wait_for(1)) {
+      release(INT64_MAX);
+      a.join();
+      FAIL() << "commit A never reached the id-filter hook";
+    }
+    const int64_t version_a = waiting[0];
+    EXPECT_EQ(found(parts, rows_a), 50);  // the filter is rebuilt from the file: stamped A
+    std::thread b([&] { parts.create_batch(schema, rows_b); });
+    const bool b_waits = wait_for(2);
+    EXPECT_TRUE(b_waits) << "commit B never reached the id-filter hook";
+    release(version_a);
+    a.join();
+    // A's ids were already in the filter; B's update has not run: B's ids must still be found.
+    EXPECT_EQ(found(parts, rows_b), 50);
+    if (b_waits) {
+      EXPECT_EQ(waiting[1], version_a + 1);
+      release(waiting[1]);
+    }
+    b.join();
+    EXPECT_EQ(found(parts, rows_a), 50);
+    EXPECT_EQ(found(parts, rows_b), 50);
+    parts.set_id_filter_hook(nullptr);
+  }
+  PartitionedDataRepository reopened(cfg);
+  EXPECT_EQ(found(reopened, first), 50);
+  EXPECT_EQ(found(reopened, rows_a), 50);
+  EXPECT_EQ(found(reopened, rows_b), 50);
+}
+
+// Two writers commit to one partition while lookups rebuild and test its id filter: a commit's
+// ids are added to the filter after the commit released the partition, so another commit (and a
+// filter rebuilt from the file) can come in between; the filter must never be stamped with a
+// commit whose ids it lacks. Every acknowledged id is found at once, and again after a reopen
+// (filters saved at close are loaded).
+TEST_F(PartitionedTest, ConcurrentWritersToOnePartitionKeepItsIdFilterWhole) {
+  const Schema schema("docs", {{"id", "UUID"}, {"ts", "TIMESTAMP"}, {"v", "INTEGER"}}, "ts", "id");
+  const int64_t jan = int64_t{date_from_civil(2023, 1, 1).days} * kMicrosPerDay;
+  std::mutex mu;
+  std::vector<std::pair<std::string, int64_t>> committed;
+  std::atomic<int> failures{0};
+  {
+    PartitionedDataRepository parts(test_config(path("parts"), PartitionStrategy::kMonthly));
+    std::atomic<int> writing{2};
+    std::vector<std::thread> threads;
+    for (int w = 0; w < 2; ++w) {
+      threads.emplace_back([&, w] {
+        std::mt19937_64 rng(10 + static_cast<uint64_t>(w));
+        for (int b = 0; b < 60; ++b) {
+          std::vector<DataRecord> rows;
+          std::vector<std::pair<std::string, int64_t>> ids;
+          for (int i = 0; i < 20; ++i) {
+            const std::string id = random_uuid(rng);
+            const int64_t v = (w + 1) * 100000 + b * 100 + i;
+            ids.emplace_back(id, v);
+            rows.push_back(DataRecord{
+                {Value(id),
+                 Value(Timestamp{jan + static_cast<int64_t>(rng() % (27ull * 86400)) * 1'000'000}),
+                 Value(v)}});
+          }
+          parts.create_batch(schema, rows);
+          // Right after the acknowledgement, before this writer's next commit.
+          for (const auto& [id, v] : ids) {
+            auto got = parts.get_by_id(schema, Value(id));
+            if (!got || got->values[2].to_string() != std::to_string(v)) ++failures;
+          }
+          std::lock_guard lock(mu);
+          committed.insert(committed.end(), ids.begin(), ids.end());
+        }
+        --writing;
+      });
+    }
+    threads.emplace_back([&] {  // looks up the newest ids and absent ones
+      std::mt19937_64 rng(7);
+      while (writing > 0) {
+        std::pair<std::string, int64_t> pick;
+        {
+          std::lock_guard lock(mu);
+          if (committed.empty()) continue;
+          pick =
+              committed[committed.size() - 1 - rng() % std::min<std::size_t>(committed.size(), 40)];
+        }
+        auto got = parts.get_by_id(schema, Value(pick.first));
+        if (!got || got->values[2].to_string() != std::to_string(pick.second)) ++failures;
+        if (parts.get_by_id(schema, Value(random_uuid(rng)))) ++failures;
+      }
+    });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(failures.load(), 0);
+    ASSERT_EQ(committed.size(), 2u * 60 * 20);
+  }
+  PartitionedDataRepository reopened(test_config(path("parts"), PartitionStrategy::kMonthly));
+  for (const auto& [id, v] : committed) {
+    auto got = reopened.get_by_id(schema, Value(id));
+    ASSERT_TRUE(got) << id;
+    EXPECT_EQ(got->values[2].to_string(), std::to_string(v));
+  }
 }
 
 // Rows that moved (compaction rewrites a partition sorted by time under the same commit version),

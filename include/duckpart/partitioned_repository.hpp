@@ -220,6 +220,11 @@ class PartitionedDataRepository final : public IDataRepository {
   // Test hook: called after each partition commit of a batch with the partition's name. Lets fault
   // tests kill the process between two partition commits. Not for production use.
   void set_commit_hook(std::function<void(const std::string& partition)> hook);
+  // Test hook: called after a record commit, before its ids are added to the partition's id
+  // filter, with the partition's name and the commit version. Lets tests order concurrent
+  // commits and lookups. Not for production use.
+  void set_id_filter_hook(
+      std::function<void(const std::string& partition, int64_t commit_version)> hook);
 
  private:
   struct Impl;
