@@ -57,7 +57,7 @@ class IdBloom {
   void add(const Hash& h) noexcept {
     ++count_;
     if (words_.empty()) return;
-    uint64_t* block = words_.data() + block_of(h) * kBlockWords;
+    uint64_t* block = words_.data() + block_of(h, blocks()) * kBlockWords;
     for (int i = 0; i < kProbes; ++i) {
       const uint64_t bit = (h.bits >> (9 * i)) & (kBlockBits - 1);
       std::atomic_ref<uint64_t> word(block[bit >> 6]);
@@ -67,9 +67,21 @@ class IdBloom {
   }
   bool may_contain(std::string_view key) const noexcept { return may_contain(hash(key)); }
   bool may_contain(const Hash& h) const noexcept {
-    if (words_.empty()) return true;
+    return words_.empty() || may_contain(words_.data(), blocks(), h);
+  }
+  // Starts loading the cache line may_contain(h) will read.
+  void prefetch(const Hash& h) const noexcept {
+    if (!words_.empty()) prefetch(words_.data(), blocks(), h);
+  }
+
+  // The words and their block count, for a caller that keeps them beside other per-partition
+  // state so that testing hundreds of filters reads one line per filter, not the IdBloom object
+  // first (get_by_id). The words never move once the filter is shared (add() does not resize).
+  const uint64_t* words() const noexcept { return words_.data(); }
+  uint64_t blocks() const noexcept { return words_.size() / kBlockWords; }
+  static bool may_contain(const uint64_t* words, uint64_t blocks, const Hash& h) noexcept {
     // atomic_ref<const T> is C++26: the words are only loaded.
-    auto* block = const_cast<uint64_t*>(words_.data() + block_of(h) * kBlockWords);
+    auto* block = const_cast<uint64_t*>(words + block_of(h, blocks) * kBlockWords);
     for (int i = 0; i < kProbes; ++i) {
       const uint64_t bit = (h.bits >> (9 * i)) & (kBlockBits - 1);
       const uint64_t word =
@@ -78,9 +90,8 @@ class IdBloom {
     }
     return true;
   }
-  // Starts loading the cache line may_contain(h) will read.
-  void prefetch(const Hash& h) const noexcept {
-    if (!words_.empty()) __builtin_prefetch(words_.data() + block_of(h) * kBlockWords);
+  static void prefetch(const uint64_t* words, uint64_t blocks, const Hash& h) noexcept {
+    __builtin_prefetch(words + block_of(h, blocks) * kBlockWords);
   }
 
   // File: magic, version stamp, capacity, count, words. `stamp` ties it to the partition's commit.
@@ -155,9 +166,8 @@ class IdBloom {
   using Words = std::vector<uint64_t, LineAllocator<uint64_t>>;
 
   // The block: the high half of h.block * blocks (no division).
-  uint64_t block_of(const Hash& h) const noexcept {
+  static uint64_t block_of(const Hash& h, uint64_t blocks) noexcept {
     __extension__ using U128 = unsigned __int128;
-    const uint64_t blocks = words_.size() / kBlockWords;
     return static_cast<uint64_t>((static_cast<U128>(h.block) * blocks) >> 64);
   }
 
