@@ -27,6 +27,7 @@
 #include <optional>
 #include <set>
 #include <shared_mutex>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -398,8 +399,10 @@ void set_bloom(Store& store, Entry& e, std::unique_ptr<IdBloom> bloom, int64_t v
     std::lock_guard lock(store.filters_mu);
     old = std::exchange(e.bloom, std::move(bloom));
     e.probe.filter_words = e.bloom ? e.bloom->words() : nullptr;
-    e.probe.filter_blocks = e.bloom ? static_cast<uint32_t>(e.bloom->blocks()) : 0;
-    if (e.probe.filter_blocks == 0) e.probe.filter_words = nullptr;  // tests as "may hold any id"
+    const uint64_t blocks = e.bloom ? e.bloom->blocks() : 0;
+    e.probe.filter_blocks = static_cast<uint32_t>(std::min<uint64_t>(blocks, UINT32_MAX));
+    // No words, or more blocks than the probe holds (over 10^10 ids): tested under bloom_mu.
+    if (blocks == 0 || blocks > UINT32_MAX) e.probe.filter_words = nullptr;
     e.probe.filter_version = version;
   }
 }
@@ -5040,6 +5043,16 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
       for (auto& [k, e] : store.entries) store.flat.push_back(e.get());
       store.flat_changes = store.entries.changes();
     }
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(NDEBUG)
+    // Checked builds: a change of `entries` that EntryMap did not count (an entry replaced through
+    // an iterator, say) would leave `flat` stale.
+    if (!std::equal(store.flat.begin(), store.flat.end(), store.entries.begin(),
+                    store.entries.end(),
+                    [](Entry* f, const auto& kv) { return f == kv.second.get(); })) {
+      throw std::logic_error(
+          fmt::format("get_by_id: the flat list of '{}' is stale", store.schema.name()));
+    }
+#endif
     for (Entry* e : store.flat) {
       const Entry::IdProbe& p = e->probe;
       if (!e->problem.empty()) {
