@@ -5,6 +5,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
@@ -149,18 +151,48 @@ class IdBloom {
   static constexpr std::size_t kBlockWords = kBlockBits / 64;
   static constexpr std::size_t kLine = 64;
 
-  // Blocks start on a cache line. (Transparent huge pages for the filters, to spare a TLB miss
-  // per partition, were measured and made no difference to a lookup over 360 partitions.)
+  // Blocks start on a cache line. A filter of 2 MB or more is mapped on its own, 2 MB-aligned,
+  // and its whole 2 MB stretches are advised as transparent huge pages: a lookup over hundreds of
+  // partitions reads one block of each filter, and with 4 KB pages each read also walked the page
+  // tables, whose lines are cold after DuckDB's read of the previous lookup (filter tests over
+  // 360 partitions, found ids: 19-21 us -> 10.4 us; absent ids in a hot loop: no difference).
+  // The tail past the last whole 2 MB stays in 4 KB pages: no memory is added.
   template <class T>
   struct LineAllocator {
     using value_type = T;
+    static constexpr std::size_t kHuge = std::size_t{2} << 20;
+    static constexpr std::size_t kPage = 4096;
     LineAllocator() = default;
     template <class U>
     LineAllocator(const LineAllocator<U>&) noexcept {}  // NOLINT(google-explicit-constructor)
     T* allocate(std::size_t n) {
-      return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{kLine}));
+      const std::size_t bytes = n * sizeof(T);
+      if (bytes < kHuge) {
+        return static_cast<T*>(::operator new (bytes, std::align_val_t{kLine}));
+      }
+      const std::size_t size = (bytes + kPage - 1) / kPage * kPage;
+      void* raw =
+          ::mmap(nullptr, size + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (raw == MAP_FAILED) throw std::bad_alloc();
+      // Keep the 2 MB-aligned stretch of `size` bytes; unmap what lies before and after it.
+      const auto start = reinterpret_cast<std::uintptr_t>(raw);
+      const std::uintptr_t aligned = (start + kHuge - 1) / kHuge * kHuge;
+      if (aligned > start) ::munmap(raw, aligned - start);
+      const std::uintptr_t end = start + size + kHuge;
+      if (end > aligned + size)
+        ::munmap(reinterpret_cast<void*>(aligned + size), end - aligned - size);
+      auto* p = reinterpret_cast<void*>(aligned);
+      ::madvise(p, size / kHuge * kHuge, MADV_HUGEPAGE);  // advice: ignored where THP is off
+      return static_cast<T*>(p);
     }
-    void deallocate(T* p, std::size_t) noexcept { ::operator delete (p, std::align_val_t{kLine}); }
+    void deallocate(T* p, std::size_t n) noexcept {
+      const std::size_t bytes = n * sizeof(T);
+      if (bytes < kHuge) {
+        ::operator delete (p, std::align_val_t{kLine});
+        return;
+      }
+      ::munmap(p, (bytes + kPage - 1) / kPage * kPage);
+    }
     bool operator==(const LineAllocator&) const noexcept { return true; }
   };
   using Words = std::vector<uint64_t, LineAllocator<uint64_t>>;

@@ -2438,6 +2438,46 @@ TEST(IdRowMapTest, EdgeEncodingsFindEveryRow) {
 
 // The id filters: no false negatives, the false-positive rate they are sized for, and files of
 // another format, stamp or shape are not loaded (the filter is rebuilt from the partition then).
+// Filters of 2 MB and more live in their own 2 MB-aligned mappings (huge pages where the kernel
+// gives them): exactly 2 MB, a whole one plus a tail, built, saved, loaded, moved and freed many
+// times over, answer like the small filters.
+TEST_F(TempDirTest, LargeIdBloomsInTheirOwnMappingsAnswerLikeSmallOnes) {
+  auto id = [](int i) { return fmt::format("{:08x}-0000-7000-8000-{:012x}", i * 2654435761u, i); };
+  for (const uint64_t capacity : {uint64_t{1677721}, uint64_t{4000000}}) {
+    SCOPED_TRACE(capacity);
+    std::vector<IdBloom> blooms;
+    for (int round = 0; round < 4; ++round) blooms.emplace_back(capacity);  // moved on growth
+    IdBloom& b = blooms.back();
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b.words()) % (std::uintptr_t{2} << 20), 0U);
+    EXPECT_EQ(b.blocks() * 64, (capacity * 10 + 511) / 512 * 64);  // bytes: 2 MB for the first
+    constexpr int kIds = 300000;
+    for (int i = 0; i < kIds; ++i) b.add(id(i));
+    for (int i = 0; i < kIds; ++i) ASSERT_TRUE(b.may_contain(id(i))) << id(i);
+    int fp = 0;
+    for (int i = kIds; i < 2 * kIds; ++i) fp += b.may_contain(id(i)) ? 1 : 0;
+    EXPECT_LT(fp, kIds / 1000);
+    // The mapping reaches the last word (the tail past the whole 2 MB stretches).
+    IdBloom t(capacity);
+    auto* last = const_cast<uint64_t*>(t.words()) + t.blocks() * 8 - 1;
+    EXPECT_EQ(*last, 0U);
+    *last = 42;
+    EXPECT_EQ(t.words()[t.blocks() * 8 - 1], 42U);
+    const std::string file = path("large.bloom");
+    ASSERT_TRUE(b.save(file, 7));
+    for (int round = 0; round < 3; ++round) {
+      IdBloom loaded;
+      ASSERT_TRUE(loaded.load(file, 7));
+      EXPECT_EQ(loaded.blocks(), b.blocks());
+      for (int i = 0; i < kIds; i += 3) ASSERT_TRUE(loaded.may_contain(id(i)));
+      for (int i = kIds; i < kIds + 20000; ++i) {
+        ASSERT_EQ(loaded.may_contain(id(i)), b.may_contain(id(i)));
+      }
+    }
+    blooms.erase(blooms.begin());  // frees one mapping; the others still answer
+    for (int i = 0; i < kIds; i += 11) ASSERT_TRUE(blooms.back().may_contain(id(i)));
+  }
+}
+
 TEST_F(TempDirTest, IdBloomHasNoFalseNegativesFewFalsePositivesAndLoadsOnlyItsOwnFiles) {
   constexpr int kIds = 200000;
   auto id = [](int i) { return fmt::format("{:08x}-0000-7000-8000-{:012x}", i * 2654435761u, i); };
