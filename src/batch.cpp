@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -297,6 +299,55 @@ ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>
   return b;
 }
 
+namespace {
+
+// The offset of the first byte of `s` that does not begin a well-formed UTF-8 sequence (RFC 3629:
+// no overlong forms, no surrogates, nothing above U+10FFFF), or npos. ASCII is checked 8 bytes
+// at a time.
+std::size_t utf8_error(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    if (i + 8 <= n) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if ((w & 0x8080808080808080ULL) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;  // overlong
+      if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;  // overlong
+      if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (std::size_t k = 2; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
 void check_batch(const Schema& schema, const ColumnBatch& batch) {
   const auto& cols = schema.columns();
   if (batch.columns.size() != cols.size()) {
@@ -317,6 +368,23 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
           ErrorCode::kInvalidArgument,
           fmt::format("column batch: column '{}' has {} values (validity {}), batch has {} rows",
                       cols[i].name, v.size(), v.valid.size(), batch.rows));
+    }
+  }
+  // Text DuckDB would refuse at the append: refused here, before a buffered write accepts it
+  // (a drain that failed on it would fail again at every retry and at every replay of its log).
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    if (cols[i].type != ColumnType::kVarchar) continue;
+    const ColumnVector& v = batch.columns[i];
+    const auto& texts = std::get<std::vector<std::string>>(v.data);
+    for (std::size_t r = 0; r < batch.rows; ++r) {
+      if (!v.is_valid(r)) continue;
+      const std::size_t bad = utf8_error(texts[r]);
+      if (bad == std::string_view::npos) continue;
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("record {}: column '{}' ({}): the text is not valid UTF-8 (byte {} "
+                              "of {} is 0x{:02x})",
+                              r, cols[i].name, cols[i].sql_type, bad, texts[r].size(),
+                              static_cast<unsigned char>(texts[r][bad])));
     }
   }
   const ColumnVector& p = batch.columns[schema.partition_index()];

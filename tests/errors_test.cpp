@@ -460,3 +460,33 @@ TEST_F(ErrorsTest, FullDiskFailsCleanlyAndReplayCompletes) {
 
 }  // namespace
 }  // namespace duckpart::testing
+
+namespace duckpart::testing {
+namespace {
+
+// Text that is not UTF-8 is refused before anything is written or buffered, naming the record and
+// the column (the partitioned store used to buffer it, and then every drain, flush and count
+// failed on it); valid text of one- to four-byte characters is kept as given.
+TEST_F(ErrorsTest, TextThatIsNotUtf8IsRefusedBeforeItIsBufferedAndTheStoreStaysWritable) {
+  for (const std::string bad :
+       {std::string("ab\xff"), std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),
+        std::string("\xf4\x90\x80\x80"), std::string("caf\xc3"), std::string("\x80"),
+        std::string("0123456789abcdef\xe2\x82")}) {
+    SCOPED_TRACE(Value(bad).to_string().size());
+    expect_refused([&](IDataRepository& r) { r.create_batch(schema_, batch_with(8, Value(bad))); },
+                   "record 5: column 'name' (VARCHAR): the text is not valid UTF-8");
+  }
+  parts_->flush();
+  const std::string good = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e 0123456789";
+  for (IDataRepository* repo : {static_cast<IDataRepository*>(single_.get()),
+                                static_cast<IDataRepository*>(parts_.get())}) {
+    repo->create_batch(schema_, batch_with(8, Value(good)));
+    EXPECT_EQ(repo->count_all(schema_), 26);
+    auto page = repo->get_all(schema_, filter("name", FilterOperator::kEq, Value(good)));
+    ASSERT_EQ(page.items.size(), 1U);
+  }
+  parts_->flush();
+}
+
+}  // namespace
+}  // namespace duckpart::testing
