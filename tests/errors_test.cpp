@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include "batch.hpp"
 #include "test_util.hpp"
 
@@ -458,6 +460,79 @@ TEST_F(ErrorsTest, FullDiskFailsCleanlyAndReplayCompletes) {
   EXPECT_EQ(util.health_report(schema_).errors, 0);
 }
 
+// The columnar intake tests blocks of rows for non-ASCII bytes before it validates one row at a
+// time: a bad row far into a large batch — in a block of valid non-ASCII text or of ASCII only,
+// its bad byte at the start, the middle or the end of texts of every length class the fast test
+// reads differently — is still found and named, and invalid bytes under a NULL are ignored; the
+// same batch without the bad row is stored.
+TEST_F(ErrorsTest, TextThatIsNotUtf8IsFoundInAnyBlockOfALargeColumnarBatch) {
+  std::mt19937_64 rng(9);
+  const std::vector<DataRecord> rows =
+      random_wide_rows(rng, 2000, date_from_civil(2023, 1, 1), date_from_civil(2023, 3, 31));
+  ColumnBatch base = records_to_batch(schema_, rows);
+  const std::string cafe = "caf\xc3\xa9 \xf0\x9d\x84\x9e";
+  auto& names = std::get<std::vector<std::string>>(base.columns[8].data);
+  for (std::size_t r = 0; r < names.size(); ++r) {  // non-ASCII in rows < 600 only
+    names[r] = r < 600 && r % 97 == 0
+                   ? cafe
+                   : std::string(r % 41, static_cast<char>('a' + static_cast<int>(r % 26)));
+  }
+  base.columns[8].valid.resize(base.rows, 1);
+  names[300] = "null \xff";  // invalid bytes under a NULL: never stored, not refused
+  base.columns[8].valid[300] = 0;
+  int64_t nulls = 0;  // NULL names: the batch's and the 20 rows written in SetUp
+  int64_t cafes = 0;  // rows that hold the four-byte text
+  for (std::size_t r = 0; r < base.rows; ++r) {
+    nulls += base.columns[8].valid[r] ? 0 : 1;
+    cafes += base.columns[8].valid[r] && names[r] == cafe ? 1 : 0;
+  }
+  for (const DataRecord& r : good_) nulls += r.values[8].is_null() ? 1 : 0;
+  struct Bad {
+    std::size_t at;
+    std::string text;
+    std::size_t byte;
+  };
+  const std::vector<Bad> bads = {
+      {0, "0123456789abcdefgh\xe2\x28\xa1", 18},  // a block with valid non-ASCII text
+      {255,
+       "\xff"
+       "abcdefghijklmnopqrstu",
+       0},
+      {256, "abcdefghijklmnopqrstuvwxyz\xc3", 26},
+      {1000, "0123456789abcdefghijklmnopq\x80rstuvwxyz", 27},  // ASCII-only blocks from here
+      {1500, "abcdefgh\xf5", 8},
+      {1600, "abcd\xc0\xaf", 4},  // 4-7 bytes
+      {1700, "abcde\x80", 5},
+      {1800, "a\xff", 1},  // 1-3 bytes
+      {1900,
+       "a\xff"
+       "b",
+       1},
+      {1999, "\xc3", 0}};
+  for (const Bad& bad : bads) {
+    SCOPED_TRACE(bad.at);
+    ColumnBatch b = base;
+    std::get<std::vector<std::string>>(b.columns[8].data)[bad.at] = bad.text;
+    b.columns[8].valid[bad.at] = 1;
+    EXPECT_THROW(check_batch(schema_, b), Error);
+    expect_refused([&](IDataRepository& r) { r.create_batch_columnar(schema_, b); },
+                   fmt::format("record {}: column 'name' (VARCHAR): the text is not valid UTF-8 "
+                               "(byte {} of {} is 0x{:02x})",
+                               bad.at, bad.byte, bad.text.size(),
+                               static_cast<unsigned char>(bad.text[bad.byte])));
+  }
+  for (IDataRepository* repo : {static_cast<IDataRepository*>(single_.get()),
+                                static_cast<IDataRepository*>(parts_.get())}) {
+    ColumnBatch b = base;
+    repo->create_batch_columnar(schema_, b);
+    EXPECT_EQ(repo->count_all(schema_), 2020);
+    EXPECT_EQ(repo->count_all(schema_, filter("name", FilterOperator::kEq, Value(cafe))), cafes);
+    EXPECT_GT(cafes, 2);
+    EXPECT_EQ(repo->count_all(schema_, filter("name", FilterOperator::kIsNull)), nulls);
+  }
+  parts_->flush();
+}
+
 }  // namespace
 }  // namespace duckpart::testing
 
@@ -468,7 +543,7 @@ namespace {
 // the column (the partitioned store used to buffer it, and then every drain, flush and count
 // failed on it); valid text of one- to four-byte characters is kept as given.
 TEST_F(ErrorsTest, TextThatIsNotUtf8IsRefusedBeforeItIsBufferedAndTheStoreStaysWritable) {
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string("ab\xff"), std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),
         std::string("\xf4\x90\x80\x80"), std::string("caf\xc3"), std::string("\x80"),
         std::string("0123456789abcdef\xe2\x82")}) {
