@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "duck/duck.hpp"
@@ -88,6 +90,49 @@ void range_check(const Column& c, const Value& v, std::string_view context, int6
 
 }  // namespace
 
+// ASCII is checked 8 bytes at a time.
+std::size_t utf8_error(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    if (i + 8 <= n) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if ((w & 0x8080808080808080ULL) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;  // overlong
+      if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;  // overlong
+      if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (std::size_t k = 2; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 Value coerce_value(const Column& c, const Value& v, std::string_view context, bool allow_time) {
   switch (c.type) {
     case ColumnType::kBoolean:
@@ -154,6 +199,17 @@ Value coerce_value(const Column& c, const Value& v, std::string_view context, bo
       wrong(c, v, context, "a decimal number");
     }
     case ColumnType::kVarchar:
+      if (v.is<std::string>()) {
+        const std::string& s = v.get<std::string>();
+        const std::size_t bad = utf8_error(s);
+        if (bad == std::string_view::npos) return v;
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("{}{}column '{}' ({}): the text is not valid UTF-8 (byte {} of {} "
+                                "is 0x{:02x})",
+                                context, context.empty() ? "" : ": ", c.name, c.sql_type, bad,
+                                s.size(), static_cast<unsigned char>(s[bad])));
+      }
+      wrong(c, v, context, "text");
     case ColumnType::kBlob:
       if (v.is<std::string>()) return v;
       wrong(c, v, context, "text");

@@ -16,10 +16,15 @@ namespace duckpart {
 //   canonical text; DATE -> Date, or Timestamp when the value has a time of day (filters only,
 //   `allow_time`); TIMESTAMP(TZ) -> Timestamp.
 // Throws Error(kInvalidArgument) "<context>: column 'x' (TYPE) ...: value 'v' is not ..." on a
-// value of the wrong type, text that does not parse (2023-02-30), or a number out of the column's
-// range.
+// value of the wrong type, text that does not parse (2023-02-30), a number out of the column's
+// range, or VARCHAR text that is not valid UTF-8 ("...: the text is not valid UTF-8 (byte B of L
+// is 0xHH)", without the text itself: a message must stay valid text).
 Value coerce_value(const Column& column, const Value& v, std::string_view context,
                    bool allow_time = false);
+
+// The offset of the first byte of `s` that does not begin a well-formed UTF-8 sequence (RFC 3629:
+// no overlong forms, no surrogates, nothing above U+10FFFF), or npos. DuckDB refuses such text.
+std::size_t utf8_error(std::string_view s);
 
 // SQL type a bound value of `v` (already coerced for `column`) is cast to in generated SQL.
 std::string param_sql_type(const Column& column, const Value& v);

@@ -533,6 +533,56 @@ TEST_F(ErrorsTest, TextThatIsNotUtf8IsFoundInAnyBlockOfALargeColumnarBatch) {
   parts_->flush();
 }
 
+// A filter value or an id that is not valid UTF-8 can match no stored text: refused by both
+// repositories with the filter, the column and the byte named (DuckDB said only "bind failed"),
+// before any partition is pruned or opened, so the answer does not depend on which are.
+TEST_F(ErrorsTest, FilterValuesAndIdsThatAreNotUtf8AreRefusedNamingTheByte) {
+  const std::string bad = "ab\xff";
+  const std::string named =
+      "column 'name' (VARCHAR): the text is not valid UTF-8 (byte 2 of 3 is 0xff)";
+  for (const FilterOperator op : {FilterOperator::kEq, FilterOperator::kNe, FilterOperator::kGt,
+                                  FilterOperator::kLike, FilterOperator::kIn}) {
+    expect_refused([&](IDataRepository& r) { r.get_all(schema_, filter("name", op, Value(bad))); },
+                   "filter 1 (name " + std::string(operator_name(op)) + "): " + named);
+    expect_refused(
+        [&](IDataRepository& r) { r.count_all(schema_, filter("name", op, Value(bad))); }, named);
+  }
+  expect_refused(
+      [&](IDataRepository& r) {
+        DataQueryRequest q = filter("ts", FilterOperator::kGte, Value("2023-01-01"));
+        QueryFilter in("name", FilterOperator::kIn);
+        in.values = {Value("alpha"), Value(bad)};
+        q.filters.push_back(in);
+        r.stream_query_results(schema_, q);
+      },
+      "filter 2 (name in): " + named);
+
+  // Ids: a VARCHAR id column, rows in three months of both stores.
+  const Schema texts("texts", {{"id", "VARCHAR"}, {"ts", "TIMESTAMP"}, {"v", "BIGINT"}}, "ts",
+                     "id");
+  std::vector<DataRecord> rows;
+  for (int m = 1; m <= 3; ++m) {
+    rows.push_back(DataRecord{{Value("id-" + std::to_string(m)),
+                               Value(Timestamp{to_timestamp(date_from_civil(2023, m, 2)).micros}),
+                               Value(int64_t{m})}});
+  }
+  for (IDataRepository* repo : {static_cast<IDataRepository*>(single_.get()),
+                                static_cast<IDataRepository*>(parts_.get())}) {
+    repo->create_batch(texts, rows);
+    for (const std::string& id :
+         {std::string("id-\xff"), std::string("\xc3"), std::string("id-1\xed\xa0\x80")}) {
+      const Outcome o = error_of([&] { repo->get_by_id(texts, Value(id)); });
+      EXPECT_EQ(o.code, ErrorCode::kInvalidArgument) << o.message;
+      EXPECT_NE(o.message.find("get_by_id: column 'id' (VARCHAR): the text is not valid UTF-8"),
+                std::string::npos)
+          << o.message;
+    }
+    ASSERT_TRUE(repo->get_by_id(texts, Value("id-2")).has_value());
+    EXPECT_EQ(repo->count_all(texts), 3);
+  }
+  parts_->flush();
+}
+
 }  // namespace
 }  // namespace duckpart::testing
 
