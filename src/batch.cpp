@@ -2,15 +2,18 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstring>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "coerce.hpp"
 #include "duckpart/error.hpp"
@@ -328,6 +331,27 @@ inline uint64_t non_ascii_bits(const std::string& s) {
   return acc & 0x8080808080808080ULL;
 }
 
+// The values DuckDB accepts in an integer column narrower than BIGINT; INT64_MIN / INT64_MAX for
+// the others.
+std::pair<int64_t, int64_t> integer_range(ColumnType t) {
+  switch (t) {
+    case ColumnType::kTinyint:
+      return {INT8_MIN, INT8_MAX};
+    case ColumnType::kSmallint:
+      return {INT16_MIN, INT16_MAX};
+    case ColumnType::kInteger:
+      return {INT32_MIN, INT32_MAX};
+    case ColumnType::kUtinyint:
+      return {0, UINT8_MAX};
+    case ColumnType::kUsmallint:
+      return {0, UINT16_MAX};
+    case ColumnType::kUinteger:
+      return {0, UINT32_MAX};
+    default:
+      return {INT64_MIN, INT64_MAX};
+  }
+}
+
 }  // namespace
 
 void check_batch(const Schema& schema, const ColumnBatch& batch) {
@@ -373,6 +397,40 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
                                 "{} of {} is 0x{:02x})",
                                 r, cols[i].name, cols[i].sql_type, bad, texts[r].size(),
                                 static_cast<unsigned char>(texts[r][bad])));
+      }
+    }
+  }
+  // Numbers DuckDB would not cast to a narrower column at the append (integers are appended as
+  // BIGINT, FLOAT as DOUBLE): refused here for the same reason. Text stored as another type
+  // (DECIMAL, HUGEINT, INTERVAL, ...) is tried by DuckDB itself: duck::check_casts.
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    const ColumnVector& v = batch.columns[i];
+    if (const auto [lo, hi] = integer_range(cols[i].type); lo != INT64_MIN || hi != INT64_MAX) {
+      const auto& xs = std::get<std::vector<int64_t>>(v.data);
+      int64_t min = INT64_MAX, max = INT64_MIN;  // NULL rows too, then each row if out of range
+      for (const int64_t x : xs) {
+        min = std::min(min, x);
+        max = std::max(max, x);
+      }
+      if (min >= lo && max <= hi) continue;
+      for (std::size_t r = 0; r < batch.rows; ++r) {
+        if (v.is_valid(r) && (xs[r] < lo || xs[r] > hi)) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      fmt::format("record {}: column '{}' ({}): value {} is out of range [{}, {}]",
+                                  r, cols[i].name, cols[i].sql_type, xs[r], lo, hi));
+        }
+      }
+    } else if (cols[i].type == ColumnType::kFloat) {
+      const auto& xs = std::get<std::vector<double>>(v.data);
+      for (std::size_t r = 0; r < batch.rows; ++r) {
+        // Infinities and NaN stay what they are; a finite value past FLOAT's range overflows.
+        if (std::isfinite(xs[r]) && !std::isfinite(static_cast<float>(xs[r])) && v.is_valid(r)) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      fmt::format("record {}: column '{}' ({}): value {} is out of FLOAT's range "
+                                  "(+-{})",
+                                  r, cols[i].name, cols[i].sql_type, xs[r],
+                                  std::numeric_limits<float>::max()));
+        }
       }
     }
   }

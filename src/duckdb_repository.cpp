@@ -96,6 +96,7 @@ struct DuckDBDataRepository::Impl {
                   fmt::format("'{}' is open read-only; writes are refused", path));
     }
     check_batch(schema, batch);
+    duck::check_casts(schema, batch);
     BatchResult res;
     res.batch_id = opts.batch_id.empty() ? new_uuid_v7() : opts.batch_id;
     // Same period bounds as the partitioned store, so both accept exactly the same data.

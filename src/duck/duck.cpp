@@ -888,6 +888,125 @@ void BatchAppender::close() {
   }
 }
 
+namespace {
+
+// The in-memory database check_casts appends into: one per process, opened on first use with the
+// stores' extensions (a JSON column needs its extension to be created).
+const Database& cast_database() {
+  static const Database* db = new Database(Database::open(":memory:", false, {{"threads", "1"}}));
+  return *db;
+}
+
+// Appends rows [from, to) of the text columns `cols` as VARCHAR vectors, as BatchAppender does,
+// into temporary table `table`, whose columns have those columns' types (emptied first); returns
+// DuckDB's error, or "" when every value cast. Nothing is stored but the cast values.
+std::string append_texts(Connection& conn, const std::string& table, const ColumnBatch& batch,
+                         const std::vector<std::size_t>& cols, std::size_t from, std::size_t to) {
+  conn.exec("DELETE FROM " + table, "check_casts");
+  duckdb_appender raw = nullptr;
+  if (duckdb_appender_create_ext(conn.get(), "temp", "main", table.c_str(), &raw) !=
+      DuckDBSuccess) {
+    std::string err = raw && duckdb_appender_error(raw) ? duckdb_appender_error(raw) : "";
+    duckdb_appender_destroy(&raw);
+    fail("check_casts: creating the appender", err);
+  }
+  Owned<duckdb_appender, duckdb_appender_destroy> app(raw);
+  Owned<duckdb_logical_type, duckdb_destroy_logical_type> text(
+      duckdb_create_logical_type(DUCKDB_TYPE_VARCHAR));
+  std::vector<duckdb_logical_type> types(cols.size(), text.get());
+  Owned<duckdb_data_chunk, duckdb_destroy_data_chunk> chunk(
+      duckdb_create_data_chunk(types.data(), types.size()));
+  const idx_t capacity = duckdb_vector_size();
+  for (std::size_t begin = from; begin < to; begin += capacity) {
+    const std::size_t n = std::min<std::size_t>(capacity, to - begin);
+    duckdb_data_chunk_reset(chunk.get());
+    for (std::size_t k = 0; k < cols.size(); ++k) {
+      duckdb_vector v = duckdb_data_chunk_get_vector(chunk.get(), k);
+      const ColumnVector& src = batch.columns[cols[k]];
+      const auto& texts = std::get<std::vector<std::string>>(src.data);
+      if (!src.valid.empty()) {
+        duckdb_vector_ensure_validity_writable(v);
+        uint64_t* validity = duckdb_vector_get_validity(v);
+        for (std::size_t i = 0; i < n; ++i) {
+          duckdb_validity_set_row_validity(validity, i, src.valid[begin + i] != 0);
+        }
+      }
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::string& str = texts[begin + i];
+        duckdb_vector_assign_string_element_len(v, i, str.data(), str.size());
+      }
+    }
+    duckdb_data_chunk_set_size(chunk.get(), n);
+    if (duckdb_append_data_chunk(app.get(), chunk.get()) != DuckDBSuccess) {
+      const char* err = duckdb_appender_error(app.get());
+      return err && *err ? err : "append failed";
+    }
+  }
+  if (duckdb_appender_close(app.get()) != DuckDBSuccess) {
+    const char* err = duckdb_appender_error(app.get());
+    return err && *err ? err : "append failed";
+  }
+  return "";
+}
+
+}  // namespace
+
+void check_casts(const Schema& schema, const ColumnBatch& batch) {
+  std::vector<std::size_t> cols;
+  for (std::size_t c = 0; c < schema.columns().size(); ++c) {
+    const ColumnType t = schema.columns()[c].type;
+    if (chunk_type_for(schema.columns()[c]) == DUCKDB_TYPE_VARCHAR && t != ColumnType::kVarchar) {
+      cols.push_back(c);
+    }
+  }
+  if (cols.empty() || batch.rows == 0) return;
+  Connection conn = cast_database().connect();
+  // Table "casts" has the columns `cols` in order; "cast_<c>" column c alone (made on a failure).
+  auto create = [&](const std::string& table, const std::vector<std::size_t>& which) {
+    std::string ddl = fmt::format("CREATE OR REPLACE TEMP TABLE {} (", table);
+    for (std::size_t k = 0; k < which.size(); ++k) {
+      ddl += fmt::format("{}c{} {}", k ? ", " : "", k, schema.columns()[which[k]].sql_type);
+    }
+    conn.exec(ddl + ")", "check_casts");
+  };
+  create("casts", cols);
+  const std::size_t step = 64 * duckdb_vector_size();  // rows per appender
+  for (std::size_t from = 0; from < batch.rows; from += step) {
+    const std::size_t to = std::min(batch.rows, from + step);
+    const std::string err = append_texts(conn, "casts", batch, cols, from, to);
+    if (err.empty()) continue;
+    // Some value in [from, to) does not cast: the first row, then its first column, that fails.
+    for (std::size_t r = from; r < to; ++r) {
+      if (append_texts(conn, "casts", batch, cols, r, r + 1).empty()) continue;
+      for (const std::size_t c : cols) {
+        const std::string table = fmt::format("cast_{}", c);
+        create(table, {c});
+        const std::string why = append_texts(conn, table, batch, {c}, r, r + 1);
+        if (why.empty()) continue;
+        const Column& col = schema.columns()[c];
+        const std::string& value = std::get<std::vector<std::string>>(batch.columns[c].data)[r];
+        // The appender says only "type mismatch"; the cast itself says why.
+        std::string reason = why;
+        try {
+          conn.exec(fmt::format("SELECT CAST({} AS {})", quote_literal(value), col.sql_type),
+                    "check_casts");
+        } catch (const Error& e) {
+          reason = e.what();
+          const std::size_t at = reason.find("Conversion Error: ");
+          if (at != std::string::npos) reason = reason.substr(at + 18);
+        }
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("record {}: column '{}' ({}): value '{}{}' does not cast to {}: {}",
+                                r, col.name, col.sql_type, value.substr(0, 80),
+                                value.size() > 80 ? "..." : "", col.sql_type, reason));
+      }
+    }
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("records {} to {}: a value does not cast to its column's type: {}",
+                            from, to - 1, err));
+  }
+}
+
 std::optional<uint32_t> id_value_fingerprint(ColumnType type, const Value& id) {
   if (id.is_null()) return std::nullopt;
   switch (type) {

@@ -322,6 +322,14 @@ class BatchAppender {
   std::string context_;
 };
 
+// Refuses a batch holding a value DuckDB's appender would not cast to its column's type, among
+// the columns appended as text but stored as another type (DECIMAL, HUGEINT, and the types
+// duckpart keeps as text: INTERVAL, TIME, ...). Those columns are appended, as BatchAppender
+// appends them, into a temporary table of the same types in an in-memory database of this
+// process, so the check is DuckDB's own cast. Throws Error(kInvalidArgument) "record N: column
+// 'x' (T): value 'v' is not a T: <DuckDB's reason>". Schemas without such columns cost nothing.
+void check_casts(const Schema& schema, const ColumnBatch& batch);
+
 // Canonical text of a UUID stored as DuckDB's hugeint; and back (accepts the forms DuckDB accepts:
 // 32 hex digits with optional hyphens and braces). Returns false on invalid text.
 std::string uuid_to_string(duckdb_hugeint h);
