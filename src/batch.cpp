@@ -379,7 +379,7 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
   // Text DuckDB would refuse at the append: refused here, before a buffered write accepts it
   // (a drain that failed on it would fail again at every retry and at every replay of its log).
   for (std::size_t i = 0; i < cols.size(); ++i) {
-    if (cols[i].type != ColumnType::kVarchar) continue;
+    if (!is_utf8_text(cols[i])) continue;
     const ColumnVector& v = batch.columns[i];
     const auto& texts = std::get<std::vector<std::string>>(v.data);
     constexpr std::size_t kBlock = 256;  // rows tested for non-ASCII bytes at once

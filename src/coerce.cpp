@@ -133,6 +133,28 @@ std::size_t utf8_error(std::string_view s) {
   return std::string_view::npos;
 }
 
+bool is_utf8_text(const Column& c) {
+  switch (c.type) {
+    case ColumnType::kVarchar:
+    case ColumnType::kDecimal:
+    case ColumnType::kHugeint:
+    case ColumnType::kOther:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void check_utf8(const Column& c, std::string_view s, std::string_view context) {
+  const std::size_t bad = utf8_error(s);
+  if (bad == std::string_view::npos) return;
+  throw Error(ErrorCode::kInvalidArgument,
+              fmt::format("{}{}column '{}' ({}): the text is not valid UTF-8 (byte {} of {} is "
+                          "0x{:02x})",
+                          context, context.empty() ? "" : ": ", c.name, c.sql_type, bad, s.size(),
+                          static_cast<unsigned char>(s[bad])));
+}
+
 Value coerce_value(const Column& c, const Value& v, std::string_view context, bool allow_time) {
   switch (c.type) {
     case ColumnType::kBoolean:
@@ -200,14 +222,8 @@ Value coerce_value(const Column& c, const Value& v, std::string_view context, bo
     }
     case ColumnType::kVarchar:
       if (v.is<std::string>()) {
-        const std::string& s = v.get<std::string>();
-        const std::size_t bad = utf8_error(s);
-        if (bad == std::string_view::npos) return v;
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}{}column '{}' ({}): the text is not valid UTF-8 (byte {} of {} "
-                                "is 0x{:02x})",
-                                context, context.empty() ? "" : ": ", c.name, c.sql_type, bad,
-                                s.size(), static_cast<unsigned char>(s[bad])));
+        check_utf8(c, v.get<std::string>(), context);
+        return v;
       }
       wrong(c, v, context, "text");
     case ColumnType::kBlob:
@@ -248,8 +264,11 @@ Value coerce_value(const Column& c, const Value& v, std::string_view context, bo
       wrong(c, v, context,
             "a valid timestamp (YYYY-MM-DD[ HH:MM:SS[.ffffff]], no time zone offset)");
     }
-    case ColumnType::kOther:
-      if (v.is<std::string>()) return v;
+    case ColumnType::kOther:  // text DuckDB casts (JSON, VARCHAR COLLATE, ENUM, INTERVAL, ...)
+      if (v.is<std::string>()) {
+        check_utf8(c, v.get<std::string>(), context);
+        return v;
+      }
       return Value(v.to_string());
   }
   wrong(c, v, context, "supported");

@@ -25,6 +25,12 @@ Value coerce_value(const Column& column, const Value& v, std::string_view contex
 // The offset of the first byte of `s` that does not begin a well-formed UTF-8 sequence (RFC 3629:
 // no overlong forms, no surrogates, nothing above U+10FFFF), or npos. DuckDB refuses such text.
 std::size_t utf8_error(std::string_view s);
+// Throws Error(kInvalidArgument) "<context>: column 'x' (T): the text is not valid UTF-8 (byte B
+// of L is 0xHH)" unless `s` is valid UTF-8.
+void check_utf8(const Column& column, std::string_view s, std::string_view context);
+// Whether `column`'s values are written as text that DuckDB must read as UTF-8 (every text column
+// but BLOB, whose bytes are anything, and UUID, which duckpart parses).
+bool is_utf8_text(const Column& column);
 
 // SQL type a bound value of `v` (already coerced for `column`) is cast to in generated SQL.
 std::string param_sql_type(const Column& column, const Value& v);

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "batch.hpp"
+#include "duck/duck.hpp"
 #include "test_util.hpp"
 
 namespace duckpart::testing {
@@ -512,7 +513,19 @@ TEST_F(ErrorsTest, TextThatIsNotUtf8IsFoundInAnyBlockOfALargeColumnarBatch) {
        "a\xff"
        "b",
        1},
-      {1999, "\xc3", 0}};
+      {1999, "\xc3", 0},
+      {1100,
+       "\xff"
+       "bcdefghi",
+       0},  // caught only by the first word
+      {1200,
+       "\xff"
+       "bcdef",
+       0},  // only by the first 4 bytes
+      {1300,
+       "\xff"
+       "bc",
+       0}};  // only by the first byte
   for (const Bad& bad : bads) {
     SCOPED_TRACE(bad.at);
     ColumnBatch b = base;
@@ -693,6 +706,10 @@ TEST_F(ErrorsTest, ValuesThatDoNotCastToTheirColumnAreRefusedAtIntakeByEveryWrit
       {11, set_text(11, "fortnight"),
        "column 'span' (INTERVAL): value 'fortnight' does not cast to INTERVAL: Could not convert "
        "string 'fortnight' to INTERVAL"},
+      {11, set_text(11, "1 day\xff"),
+       "column 'span' (INTERVAL): the text is not valid UTF-8 (byte 5 of 6 is 0xff)"},
+      {9, set_text(9, "1.5\xc3"),
+       "column 'price' (DECIMAL(6,2)): the text is not valid UTF-8 (byte 3 of 4 is 0xc3)"},
   };
   for (const Bad& bad : bads) {
     SCOPED_TRACE(bad.message);
@@ -715,7 +732,33 @@ TEST_F(ErrorsTest, ValuesThatDoNotCastToTheirColumnAreRefusedAtIntakeByEveryWrit
           o.message.find("record 0: column 'price' (DECIMAL(6,2)): value '123456' does not cast"),
           std::string::npos)
           << o.message;
+      EXPECT_EQ(o.code, ErrorCode::kInvalidArgument) << o.message;
+      EXPECT_EQ(repo->count_all(schema), 0);
     }
+  }
+  // A bad value deep into a batch larger than one trial append (131,072 rows) is found and named.
+  {
+    const std::size_t big = 140000;
+    ColumnBatch b = make_column_batch(schema, big);
+    b.rows = big;
+    for (std::size_t c = 0; c < schema.columns().size(); ++c) {
+      std::visit([&](auto& v) { v.resize(big); }, b.columns[c].data);
+    }
+    auto& prices = std::get<std::vector<std::string>>(b.columns[9].data);
+    auto& hugs = std::get<std::vector<std::string>>(b.columns[10].data);
+    auto& spans = std::get<std::vector<std::string>>(b.columns[11].data);
+    for (std::size_t r = 0; r < big; ++r) {
+      prices[r] = std::to_string(r % 9999) + ".5";
+      hugs[r] = std::to_string(r);
+      spans[r] = "1 day";
+    }
+    EXPECT_NO_THROW(duck::check_casts(schema, b));
+    prices[139998] = "1e9";
+    const Outcome o = error_of([&] { duck::check_casts(schema, b); });
+    EXPECT_NE(o.message.find("record 139998: column 'price' (DECIMAL(6,2)): value '1e9' does not "
+                             "cast to DECIMAL(6,2)"),
+              std::string::npos)
+        << o.message;
   }
   for (IDataRepository* repo : repos) repo->create_batch_columnar(schema, good);
   parts_buffered.flush();

@@ -949,6 +949,14 @@ std::string append_texts(Connection& conn, const std::string& table, const Colum
   return "";
 }
 
+// The first `max` bytes of UTF-8 text `s`, cut at a character's start, with "..." when cut.
+std::string text_head(const std::string& s, std::size_t max) {
+  if (s.size() <= max) return s;
+  std::size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n) + "...";
+}
+
 }  // namespace
 
 void check_casts(const Schema& schema, const ColumnBatch& batch) {
@@ -975,18 +983,29 @@ void check_casts(const Schema& schema, const ColumnBatch& batch) {
     const std::size_t to = std::min(batch.rows, from + step);
     const std::string err = append_texts(conn, "casts", batch, cols, from, to);
     if (err.empty()) continue;
-    // Some value in [from, to) does not cast: the first row, then its first column, that fails.
-    for (std::size_t r = from; r < to; ++r) {
-      if (append_texts(conn, "casts", batch, cols, r, r + 1).empty()) continue;
-      for (const std::size_t c : cols) {
-        const std::string table = fmt::format("cast_{}", c);
-        create(table, {c});
-        const std::string why = append_texts(conn, table, batch, {c}, r, r + 1);
-        if (why.empty()) continue;
-        const Column& col = schema.columns()[c];
-        const std::string& value = std::get<std::vector<std::string>>(batch.columns[c].data)[r];
-        // The appender says only "type mismatch"; the cast itself says why.
-        std::string reason = why;
+    // Some value in [from, to) does not cast: the first row that fails (halving the range: ~17
+    // appends), then its first column that fails alone.
+    std::size_t lo = from, hi = to;
+    while (hi - lo > 1) {
+      const std::size_t mid = lo + (hi - lo) / 2;
+      if (append_texts(conn, "casts", batch, cols, lo, mid).empty()) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    const std::size_t r = lo;
+    for (const std::size_t c : cols) {
+      const std::string table = fmt::format("cast_{}", c);
+      create(table, {c});
+      const std::string why = append_texts(conn, table, batch, {c}, r, r + 1);
+      if (why.empty()) continue;
+      const Column& col = schema.columns()[c];
+      const std::string& value = std::get<std::vector<std::string>>(batch.columns[c].data)[r];
+      // The appender says only "type mismatch"; the cast itself says why (DuckDB's message quotes
+      // the value: kept short).
+      std::string reason = why;
+      if (value.find('\0') == std::string::npos) {
         try {
           conn.exec(fmt::format("SELECT CAST({} AS {})", quote_literal(value), col.sql_type),
                     "check_casts");
@@ -995,11 +1014,11 @@ void check_casts(const Schema& schema, const ColumnBatch& batch) {
           const std::size_t at = reason.find("Conversion Error: ");
           if (at != std::string::npos) reason = reason.substr(at + 18);
         }
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("record {}: column '{}' ({}): value '{}{}' does not cast to {}: {}",
-                                r, col.name, col.sql_type, value.substr(0, 80),
-                                value.size() > 80 ? "..." : "", col.sql_type, reason));
       }
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("record {}: column '{}' ({}): value '{}' does not cast to {}: {}", r,
+                              col.name, col.sql_type, text_head(value, 80), col.sql_type,
+                              text_head(reason, 240)));
     }
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("records {} to {}: a value does not cast to its column's type: {}",
