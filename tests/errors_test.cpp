@@ -719,6 +719,7 @@ TEST_F(ErrorsTest, ValuesThatDoNotCastToTheirColumnAreRefusedAtIntakeByEveryWrit
       const Outcome o = error_of([&] { repo->create_batch_columnar(schema, b); });
       EXPECT_EQ(o.code, ErrorCode::kInvalidArgument) << o.message;
       EXPECT_NE(o.message.find("record 250: " + bad.message), std::string::npos) << o.message;
+      EXPECT_EQ(o.message.find('\n'), std::string::npos) << "one line: " << o.message;
       EXPECT_EQ(repo->count_all(schema), 0) << "nothing may be written";
     }
   }

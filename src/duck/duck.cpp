@@ -902,7 +902,19 @@ const Database& cast_database() {
 // DuckDB's error, or "" when every value cast. Nothing is stored but the cast values.
 std::string append_texts(Connection& conn, const std::string& table, const ColumnBatch& batch,
                          const std::vector<std::size_t>& cols, std::size_t from, std::size_t to) {
-  conn.exec("DELETE FROM " + table, "check_casts");
+  // Appended inside a transaction that is rolled back however this returns: the cast values stay
+  // in the transaction's local storage and are dropped, never stored (a DELETE afterwards doubled
+  // the cost).
+  conn.exec("BEGIN TRANSACTION", "check_casts");
+  struct Rollback {
+    Connection& conn;
+    ~Rollback() {
+      try {
+        conn.exec("ROLLBACK", "check_casts");
+      } catch (...) {  // NOLINT(bugprone-empty-catch): a failed append may have ended it already
+      }
+    }
+  } rollback{conn};
   duckdb_appender raw = nullptr;
   if (duckdb_appender_create_ext(conn.get(), "temp", "main", table.c_str(), &raw) !=
       DuckDBSuccess) {
@@ -968,15 +980,26 @@ void check_casts(const Schema& schema, const ColumnBatch& batch) {
     }
   }
   if (cols.empty() || batch.rows == 0) return;
-  Connection conn = cast_database().connect();
-  // Table "casts" has the columns `cols` in order; "cast_<c>" column c alone (made on a failure).
+  // Per thread: a connection and its table "casts" with the columns `cols` in order, made again
+  // when the columns' types change (a connection and CREATE TABLE cost ~0.4 ms a call).
+  struct Session {
+    Connection conn;
+    std::string ddl;  // of "casts"
+  };
+  thread_local Session session{cast_database().connect(), ""};
+  Connection& conn = session.conn;
   auto create = [&](const std::string& table, const std::vector<std::size_t>& which) {
     std::string ddl = fmt::format("CREATE OR REPLACE TEMP TABLE {} (", table);
     for (std::size_t k = 0; k < which.size(); ++k) {
       ddl += fmt::format("{}c{} {}", k ? ", " : "", k, schema.columns()[which[k]].sql_type);
     }
-    conn.exec(ddl + ")", "check_casts");
+    ddl += ")";
+    if (table == "casts" && ddl == session.ddl) return;
+    if (table == "casts") session.ddl.clear();  // until made
+    conn.exec(ddl, "check_casts");
+    if (table == "casts") session.ddl = ddl;
   };
+  // "cast_<c>": column c alone (made on a failure).
   create("casts", cols);
   const std::size_t step = 64 * duckdb_vector_size();  // rows per appender
   for (std::size_t from = 0; from < batch.rows; from += step) {
@@ -1013,6 +1036,7 @@ void check_casts(const Schema& schema, const ColumnBatch& batch) {
           reason = e.what();
           const std::size_t at = reason.find("Conversion Error: ");
           if (at != std::string::npos) reason = reason.substr(at + 18);
+          reason = reason.substr(0, reason.find('\n'));  // not DuckDB's "LINE 1: SELECT ..."
         }
       }
       throw Error(ErrorCode::kInvalidArgument,
