@@ -16,7 +16,9 @@
 #include <utility>
 
 #include "coerce.hpp"
+#include "duck/duck.hpp"
 #include "duckpart/error.hpp"
+#include "duckpart/period.hpp"
 
 namespace duckpart {
 
@@ -354,7 +356,7 @@ std::pair<int64_t, int64_t> integer_range(ColumnType t) {
 
 }  // namespace
 
-void check_batch(const Schema& schema, const ColumnBatch& batch) {
+std::optional<RefusedRecord> first_refused_record(const Schema& schema, const ColumnBatch& batch) {
   const auto& cols = schema.columns();
   if (batch.columns.size() != cols.size()) {
     throw Error(ErrorCode::kInvalidArgument,
@@ -376,6 +378,13 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
                       cols[i].name, v.size(), v.valid.size(), batch.rows));
     }
   }
+  // Each check below looks only at the records before the first refused one found so far, so the
+  // record reported is the first in the batch whatever the check that refuses it.
+  std::optional<RefusedRecord> first;
+  auto limit = [&] { return first ? first->record : batch.rows; };
+  auto refuse = [&](std::size_t r, std::string message) {
+    if (!first || r < first->record) first = RefusedRecord{r, std::move(message)};
+  };
   // Text DuckDB would refuse at the append: refused here, before a buffered write accepts it
   // (a drain that failed on it would fail again at every retry and at every replay of its log).
   for (std::size_t i = 0; i < cols.size(); ++i) {
@@ -383,8 +392,8 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
     const ColumnVector& v = batch.columns[i];
     const auto& texts = std::get<std::vector<std::string>>(v.data);
     constexpr std::size_t kBlock = 256;  // rows tested for non-ASCII bytes at once
-    for (std::size_t from = 0; from < batch.rows; from += kBlock) {
-      const std::size_t to = std::min(batch.rows, from + kBlock);
+    for (std::size_t from = 0; from < limit(); from += kBlock) {
+      const std::size_t to = std::min(limit(), from + kBlock);
       uint64_t high = 0;  // NULL rows' strings too: harmless, utf8_error skips them
       for (std::size_t r = from; r < to; ++r) high |= non_ascii_bits(texts[r]);
       if (high == 0) continue;
@@ -392,11 +401,11 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
         if (!v.is_valid(r)) continue;
         const std::size_t bad = utf8_error(texts[r]);
         if (bad == std::string_view::npos) continue;
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("record {}: column '{}' ({}): the text is not valid UTF-8 (byte "
-                                "{} of {} is 0x{:02x})",
-                                r, cols[i].name, cols[i].sql_type, bad, texts[r].size(),
-                                static_cast<unsigned char>(texts[r][bad])));
+        refuse(r, fmt::format("record {}: column '{}' ({}): the text is not valid UTF-8 (byte "
+                              "{} of {} is 0x{:02x})",
+                              r, cols[i].name, cols[i].sql_type, bad, texts[r].size(),
+                              static_cast<unsigned char>(texts[r][bad])));
+        break;
       }
     }
   }
@@ -413,36 +422,80 @@ void check_batch(const Schema& schema, const ColumnBatch& batch) {
         max = std::max(max, x);
       }
       if (min >= lo && max <= hi) continue;
-      for (std::size_t r = 0; r < batch.rows; ++r) {
+      for (std::size_t r = 0; r < limit(); ++r) {
         if (v.is_valid(r) && (xs[r] < lo || xs[r] > hi)) {
-          throw Error(ErrorCode::kInvalidArgument,
-                      fmt::format("record {}: column '{}' ({}): value {} is out of range [{}, {}]",
-                                  r, cols[i].name, cols[i].sql_type, xs[r], lo, hi));
+          refuse(r, fmt::format("record {}: column '{}' ({}): value {} is out of range [{}, {}]", r,
+                                cols[i].name, cols[i].sql_type, xs[r], lo, hi));
         }
       }
     } else if (cols[i].type == ColumnType::kFloat) {
       const auto& xs = std::get<std::vector<double>>(v.data);
-      for (std::size_t r = 0; r < batch.rows; ++r) {
+      for (std::size_t r = 0; r < limit(); ++r) {
         // Infinities and NaN stay what they are; a finite value past FLOAT's range overflows.
         if (std::isfinite(xs[r]) && !std::isfinite(static_cast<float>(xs[r])) && v.is_valid(r)) {
-          throw Error(ErrorCode::kInvalidArgument,
-                      fmt::format("record {}: column '{}' ({}): value {} is out of FLOAT's range "
-                                  "(+-{})",
-                                  r, cols[i].name, cols[i].sql_type, xs[r],
-                                  std::numeric_limits<float>::max()));
+          refuse(r, fmt::format("record {}: column '{}' ({}): value {} is out of FLOAT's range "
+                                "(+-{})",
+                                r, cols[i].name, cols[i].sql_type, xs[r],
+                                std::numeric_limits<float>::max()));
         }
       }
     }
   }
-  const ColumnVector& p = batch.columns[schema.partition_index()];
-  for (std::size_t r = 0; r < batch.rows && !p.valid.empty(); ++r) {
+  // The partition column: a value in every row, and in a year a partition can hold (the stores
+  // route and name partitions by it; the single file keeps the same bounds so both accept the
+  // same data).
+  const std::size_t pc = schema.partition_index();
+  const Column& pcol = cols[pc];
+  const ColumnVector& p = batch.columns[pc];
+  for (std::size_t r = 0; r < limit() && !p.valid.empty(); ++r) {
     if (!p.is_valid(r)) {
-      throw Error(
-          ErrorCode::kInvalidArgument,
-          fmt::format("record {}: partition column '{}' is NULL; every row needs a {} value", r,
-                      schema.partition_column(), cols[schema.partition_index()].sql_type));
+      refuse(r, fmt::format("record {}: partition column '{}' is NULL; every row needs a {} value",
+                            r, pcol.name, pcol.sql_type));
     }
   }
+  const bool is_date = pcol.type == ColumnType::kDate;
+  auto micros_of = [&](std::size_t r) {
+    return is_date ? int64_t{std::get<std::vector<int32_t>>(p.data)[r]} * kMicrosPerDay
+                   : std::get<std::vector<int64_t>>(p.data)[r];
+  };
+  const int64_t first_micros = to_timestamp(date_from_civil(kMinPartitionYear, 1, 1)).micros;
+  const int64_t end_micros = to_timestamp(date_from_civil(kMaxPartitionYear + 1, 1, 1)).micros;
+  int64_t min = INT64_MAX, max = INT64_MIN;  // NULL rows too, then each row if out of range
+  for (std::size_t r = 0; r < batch.rows; ++r) {
+    const int64_t m = micros_of(r);
+    min = std::min(min, m);
+    max = std::max(max, m);
+  }
+  if (batch.rows > 0 && (min < first_micros || max >= end_micros)) {
+    for (std::size_t r = 0; r < limit(); ++r) {
+      const int64_t m = micros_of(r);
+      if ((m >= first_micros && m < end_micros) || !p.is_valid(r)) continue;
+      int y = 0;
+      unsigned mo = 0, d = 0;
+      civil_from_date(date_of(Timestamp{m}), y, mo, d);
+      refuse(r, fmt::format("record {}: partition column '{}' value {} falls in year {}, outside "
+                            "the supported partition years {}..{}",
+                            r, pcol.name,
+                            is_date ? format_date(Date{static_cast<int32_t>(m / kMicrosPerDay)})
+                                    : format_timestamp(Timestamp{m}),
+                            y, kMinPartitionYear, kMaxPartitionYear));
+    }
+  }
+  return first;
+}
+
+void check_batch(const Schema& schema, const ColumnBatch& batch) {
+  if (auto refused = first_refused_record(schema, batch)) {
+    throw Error(ErrorCode::kInvalidArgument, std::move(refused->message));
+  }
+}
+
+void check_intake(const Schema& schema, const ColumnBatch& batch) {
+  std::optional<RefusedRecord> refused = first_refused_record(schema, batch);
+  // DuckDB's own casts for the records before it: the first refused record is reported, whatever
+  // refuses it.
+  duck::check_casts(schema, batch, refused ? refused->record : batch.rows);
+  if (refused) throw Error(ErrorCode::kInvalidArgument, std::move(refused->message));
 }
 
 std::string new_uuid_v7() {

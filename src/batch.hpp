@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,8 +16,21 @@ namespace duckpart {
 ColumnBatch records_to_batch(const Schema& schema, const std::vector<DataRecord>& records);
 // A record given as column -> value (the seed's dict form) in schema order; unknown columns throw.
 DataRecord record_from_map(const Schema& schema, const std::map<std::string, Value>& data);
-// Checks shape (column count, vector types and lengths) and that no partition value is NULL.
+// A record a store would refuse, and why (the message names the record, column and value).
+struct RefusedRecord {
+  std::size_t record = 0;
+  std::string message;
+};
+// Checks the batch's shape (column count, vector types and lengths; throws Error(kInvalidArgument))
+// and returns the first record (lowest position) holding a value the stores refuse without asking
+// DuckDB: text that is not UTF-8, an integer outside its column's range, a FLOAT overflow, a NULL
+// partition value or one outside the partition years; nullopt when there is none.
+std::optional<RefusedRecord> first_refused_record(const Schema& schema, const ColumnBatch& batch);
+// Throws the first refused record's error (first_refused_record).
 void check_batch(const Schema& schema, const ColumnBatch& batch);
+// Every check of a write's intake: check_batch, and DuckDB's casts (duck::check_casts) of the
+// records before the first refused one, so the error names the batch's first bad record.
+void check_intake(const Schema& schema, const ColumnBatch& batch);
 // Fills NULL id cells with fresh time-ordered ids; returns how many were generated.
 int64_t assign_missing_ids(const Schema& schema, ColumnBatch& batch);
 // Row `row` of the batch as Values (for returning created records, messages and tests).

@@ -95,28 +95,11 @@ struct DuckDBDataRepository::Impl {
       throw Error(ErrorCode::kInvalidArgument,
                   fmt::format("'{}' is open read-only; writes are refused", path));
     }
-    check_batch(schema, batch);
-    duck::check_casts(schema, batch);
+    check_intake(schema, batch);
     BatchResult res;
     res.batch_id = opts.batch_id.empty() ? new_uuid_v7() : opts.batch_id;
-    // Same period bounds as the partitioned store, so both accept exactly the same data.
-    const ColumnVector& pcol = batch.columns[schema.partition_index()];
-    for (std::size_t r = 0; r < batch.rows; ++r) {
-      const Value v = batch_cell(schema, batch, schema.partition_index(), r);
-      const Date d = v.is<Date>() ? v.get<Date>() : date_of(v.get<Timestamp>());
-      int y = 0;
-      unsigned m = 0, dd = 0;
-      civil_from_date(d, y, m, dd);
-      if (y < kMinPartitionYear || y > kMaxPartitionYear) {
-        throw Error(
-            ErrorCode::kInvalidArgument,
-            fmt::format("record {}: partition column '{}' value {} is outside the supported "
-                        "years {}..{}",
-                        r, schema.partition_column(), v.to_string(), kMinPartitionYear,
-                        kMaxPartitionYear));
-      }
-    }
-    (void)pcol;
+    // (check_intake refused partition values outside the partition store's years, so both
+    // accept exactly the same data.)
     if (batch.rows == 0) return res;
     res.ids_generated = assign_missing_ids(schema, batch);
     auto conn = pool->take();

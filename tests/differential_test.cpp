@@ -539,9 +539,10 @@ TEST_F(TempDirTest, GetByIdAtTheEdgesOfEveryPartitionsIdRangeMatchesTheSingleFil
     std::vector<DataRecord> rows;
     for (std::size_t i = 0; i < stored.size(); ++i) {
       const auto month = static_cast<unsigned>(1 + i * 6 / stored.size());  // a run per month
-      rows.push_back(
-          DataRecord{{stored[i], Value(to_timestamp(date_from_civil(2023, month, 1 + i % 28))),
-                      Value(static_cast<int64_t>(i))}});
+      rows.push_back(DataRecord{
+          {stored[i],
+           Value(to_timestamp(date_from_civil(2023, month, static_cast<unsigned>(1 + i % 28)))),
+           Value(static_cast<int64_t>(i))}});
     }
     const std::string dir = path(std::string("edges_") + id_type);
     DuckDBDataRepository single(path(std::string("edges_single_") + id_type + ".duckdb"));

@@ -781,6 +781,109 @@ TEST_F(ErrorsTest, ValuesThatDoNotCastToTheirColumnAreRefusedAtIntakeByEveryWrit
   }
 }
 
+// A batch with several bad records is refused naming its first one, whichever check refuses
+// each (the checks without DuckDB used to run before DuckDB's casts, column by column, so a later
+// record could be named), on every write path.
+TEST_F(ErrorsTest, TheFirstBadRecordOfABatchIsNamedWhicheverCheckRefusesIt) {
+  const Schema schema("first_bad",
+                      {{"id", "BIGINT"},
+                       {"ts", "TIMESTAMP"},
+                       {"tiny", "TINYINT"},
+                       {"price", "DECIMAL(6,2)"},
+                       {"name", "VARCHAR"},
+                       {"f", "FLOAT"}},
+                      "ts", "id");
+  PartitionConfig buffered = test_config(path("buffered"), PartitionStrategy::kMonthly);
+  buffered.write_buffer_mb = 64;
+  PartitionConfig direct = test_config(path("direct"), PartitionStrategy::kMonthly);
+  direct.write_buffer_mb = 0;
+  DuckDBDataRepository single(path("first_bad.duckdb"));
+  PartitionedDataRepository parts_buffered(buffered), parts_direct(direct);
+  const std::vector<IDataRepository*> repos = {&single, &parts_buffered, &parts_direct};
+
+  const std::size_t n = 200;
+  ColumnBatch good = make_column_batch(schema, n);
+  good.rows = n;
+  for (auto& c : good.columns) {
+    std::visit([&](auto& v) { v.resize(n); }, c.data);
+    c.valid.assign(n, 1);
+  }
+  auto ints = [](ColumnBatch& b, std::size_t c) -> std::vector<int64_t>& {
+    return std::get<std::vector<int64_t>>(b.columns[c].data);
+  };
+  auto texts = [](ColumnBatch& b, std::size_t c) -> std::vector<std::string>& {
+    return std::get<std::vector<std::string>>(b.columns[c].data);
+  };
+  for (std::size_t r = 0; r < n; ++r) {
+    ints(good, 0)[r] = static_cast<int64_t>(r);
+    ints(good, 1)[r] =
+        to_timestamp(date_from_civil(2023, 1 + static_cast<unsigned>(r % 3), 1)).micros;
+    ints(good, 2)[r] = static_cast<int64_t>(r % 100);
+    texts(good, 3)[r] = "12.50";
+    texts(good, 4)[r] = "well " + std::to_string(r);
+    std::get<std::vector<double>>(good.columns[5].data)[r] = 0.5;
+  }
+  struct Bad {
+    std::function<void(ColumnBatch&, std::size_t)> spoil;
+    std::string message;  // after "record N: "
+  };
+  const std::vector<Bad> bads = {
+      {[&](ColumnBatch& b, std::size_t r) { texts(b, 3)[r] = "1e9"; },
+       "column 'price' (DECIMAL(6,2)): value '1e9' does not cast"},
+      {[&](ColumnBatch& b, std::size_t r) { texts(b, 4)[r] = "w\xffll"; },
+       "column 'name' (VARCHAR): the text is not valid UTF-8"},
+      {[&](ColumnBatch& b, std::size_t r) { ints(b, 2)[r] = 300; },
+       "column 'tiny' (TINYINT): value 300 is out of range"},
+      {[&](ColumnBatch& b, std::size_t r) {
+         std::get<std::vector<double>>(b.columns[5].data)[r] = 1e300;
+       },
+       "column 'f' (FLOAT): value 1e+300 is out of FLOAT's range"},
+      {[&](ColumnBatch& b, std::size_t r) { b.columns[1].valid[r] = 0; },
+       "partition column 'ts' is NULL"},
+      {[&](ColumnBatch& b, std::size_t r) {
+         ints(b, 1)[r] = to_timestamp(date_from_civil(10000, 2, 3)).micros;
+       },
+       "partition column 'ts' value"},
+      {[&](ColumnBatch& b, std::size_t r) {
+         ints(b, 1)[r] = to_timestamp(date_from_civil(0, 12, 31)).micros + 1;
+       },
+       "partition column 'ts' value"},
+  };
+  for (std::size_t x = 0; x < bads.size(); ++x) {
+    for (std::size_t y = 0; y < bads.size(); ++y) {
+      if (x == y) continue;
+      SCOPED_TRACE(bads[x].message + " at 40, then " + bads[y].message + " at 120");
+      ColumnBatch b = good;
+      bads[y].spoil(b, 120);
+      bads[x].spoil(b, 40);
+      for (IDataRepository* repo : repos) {
+        const Outcome o = error_of([&] { repo->create_batch_columnar(schema, b); });
+        EXPECT_EQ(o.code, ErrorCode::kInvalidArgument) << o.message;
+        EXPECT_EQ(o.message.find("record 40: " + bads[x].message), 0U) << o.message;
+        EXPECT_EQ(repo->count_all(schema), 0) << "nothing may be written";
+      }
+    }
+  }
+  // The years' edges are kept, and both stores hold the same rows.
+  ColumnBatch edges = good;
+  ints(edges, 1)[0] = to_timestamp(date_from_civil(1, 1, 1)).micros;
+  ints(edges, 1)[1] = to_timestamp(date_from_civil(10000, 1, 1)).micros - 1;
+  for (IDataRepository* repo : repos) {
+    repo->create_batch_columnar(schema, edges);
+    EXPECT_EQ(repo->count_all(schema), static_cast<int64_t>(n));
+  }
+  parts_buffered.flush();
+  DataQueryRequest first_two;
+  first_two.sort = {{"id", SortDirection::kAsc}};
+  first_two.limit = 2;
+  for (IDataRepository* repo : repos) {
+    const PaginatedResponse got = repo->get_all(schema, first_two);
+    ASSERT_EQ(got.items.size(), 2U);
+    EXPECT_EQ(got.items[0].values[1].to_string(), "0001-01-01 00:00:00");
+    EXPECT_EQ(got.items[1].values[1].to_string(), "9999-12-31 23:59:59.999999");
+  }
+}
+
 }  // namespace
 }  // namespace duckpart::testing
 

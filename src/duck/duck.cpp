@@ -971,7 +971,8 @@ std::string text_head(const std::string& s, std::size_t max) {
 
 }  // namespace
 
-void check_casts(const Schema& schema, const ColumnBatch& batch) {
+void check_casts(const Schema& schema, const ColumnBatch& batch, std::size_t rows) {
+  rows = std::min(rows, batch.rows);
   std::vector<std::size_t> cols;
   for (std::size_t c = 0; c < schema.columns().size(); ++c) {
     const ColumnType t = schema.columns()[c].type;
@@ -979,7 +980,7 @@ void check_casts(const Schema& schema, const ColumnBatch& batch) {
       cols.push_back(c);
     }
   }
-  if (cols.empty() || batch.rows == 0) return;
+  if (cols.empty() || rows == 0) return;
   // Per thread: a connection and its table "casts" with the columns `cols` in order, made again
   // when the columns' types change (a connection and CREATE TABLE cost ~0.4 ms a call).
   struct Session {
@@ -1002,8 +1003,8 @@ void check_casts(const Schema& schema, const ColumnBatch& batch) {
   // "cast_<c>": column c alone (made on a failure).
   create("casts", cols);
   const std::size_t step = 64 * duckdb_vector_size();  // rows per appender
-  for (std::size_t from = 0; from < batch.rows; from += step) {
-    const std::size_t to = std::min(batch.rows, from + step);
+  for (std::size_t from = 0; from < rows; from += step) {
+    const std::size_t to = std::min(rows, from + step);
     const std::string err = append_texts(conn, "casts", batch, cols, from, to);
     if (err.empty()) continue;
     // Some value in [from, to) does not cast: the first row that fails (halving the range: ~17

@@ -327,8 +327,9 @@ class BatchAppender {
 // duckpart keeps as text: INTERVAL, TIME, ...). Those columns are appended, as BatchAppender
 // appends them, into a temporary table of the same types in an in-memory database of this
 // process, so the check is DuckDB's own cast. Throws Error(kInvalidArgument) "record N: column
-// 'x' (T): value 'v' is not a T: <DuckDB's reason>". Schemas without such columns cost nothing.
-void check_casts(const Schema& schema, const ColumnBatch& batch);
+// 'x' (T): value 'v' does not cast to T: <DuckDB's reason>". Schemas without such columns cost
+// nothing. Only the first `rows` records are tried (all by default).
+void check_casts(const Schema& schema, const ColumnBatch& batch, std::size_t rows = SIZE_MAX);
 
 // Canonical text of a UUID stored as DuckDB's hugeint; and back (accepts the forms DuckDB accepts:
 // 32 hex digits with optional hyphens and braces). Returns false on invalid text.
