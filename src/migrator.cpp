@@ -27,6 +27,10 @@ namespace duckpart {
 namespace {
 
 constexpr uint64_t kSmallPartitionBytes = 100ULL << 20;
+// Batch ids of a migration's commits ("migrate:<table>:<options>:<window>:<rows>") and of its
+// catch-up copies: partitions holding only these were written by migrations alone.
+constexpr std::string_view kMigrateBatchPrefix = "migrate:";
+constexpr std::string_view kCatchupBatchPrefix = "migrate-catchup:";
 
 std::vector<DataRecord> rows_of(duck::Connection& c, const std::string& sql, std::string_view ctx) {
   duck::Result r = c.query(sql, ctx);
@@ -786,6 +790,12 @@ MigrationResult PartitionMigrator::migrate(
       }
       if (!changed.empty() && !(stop && stop->load())) {
         for (const auto& name : changed) {
+          if (!options_.replace_written) {
+            if (auto why = written_by_others(name)) {
+              res.periods_kept.emplace_back(name, *why);
+              continue;
+            }
+          }
           report(fmt::format("catching up {}", name));
           recopy_period(name);
           res.periods_recopied.push_back(name);
@@ -801,6 +811,34 @@ MigrationResult PartitionMigrator::migrate(
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
+}
+
+std::optional<std::string> PartitionMigrator::written_by_others(const std::string& name) {
+  std::vector<PartitionedDataRepository::CommittedBatch> batches;
+  try {
+    batches = repo_.partition_batches(schema_, name);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kNotFound) return std::nullopt;  // no partition: nothing to lose
+    throw;
+  }
+  int64_t count = 0, rows = 0;
+  const PartitionedDataRepository::CommittedBatch* last = nullptr;
+  for (const auto& b : batches) {
+    if (b.batch_id.starts_with(kMigrateBatchPrefix) ||
+        b.batch_id.starts_with(kCatchupBatchPrefix)) {
+      continue;
+    }
+    ++count;
+    rows += b.rows;
+    last = &b;
+  }
+  if (count == 0) return std::nullopt;
+  return fmt::format(
+      "it differs from the source, and {} batch(es) of {} row(s) were written to it by something "
+      "other than a migration (the latest '{}' at {}): those rows may not be in the source, so "
+      "it was left as it is (run migrate with --replace-written to replace it with the source's "
+      "rows)",
+      count, rows, last->batch_id, format_timestamp(last->committed_at));
 }
 
 void PartitionMigrator::recopy_period(const std::string& name) {
@@ -845,7 +883,8 @@ void PartitionMigrator::recopy_period(const std::string& name) {
         schema_,
         fmt::format("SELECT * FROM dp_catchup_source.main.{} WHERE {}{}",
                     duck::quote_ident(options_.table), where, range_sql()),
-        {}, options_.null_partition);
+        {.batch_id = fmt::format("{}{}:{}", kCatchupBatchPrefix, options_.table, name)},
+        options_.null_partition);
   }
   try {
     repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name());

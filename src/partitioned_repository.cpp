@@ -5016,6 +5016,29 @@ PartitionedDataRepository::checksum_partitions(const Schema& schema, bool keep_g
   return out;
 }
 
+std::vector<PartitionedDataRepository::CommittedBatch> PartitionedDataRepository::partition_batches(
+    const Schema& schema, const std::string& partition_name) {
+  Store& store = impl_->store_for(schema);
+  Entry* e = impl_->entry_named(store, partition_name);
+  std::vector<CommittedBatch> out;
+  auto pins = impl_->acquire({e}, nullptr);
+  if (pins.entries().empty()) return out;  // dropped meanwhile
+  auto conn = impl_->pool().take();
+  for (const DataRecord& r :
+       run_rows(*conn,
+                fmt::format("SELECT batch_id, row_count, committed_at FROM {}.main.{} ORDER BY "
+                            "committed_at, batch_id",
+                            duck::quote_ident(e->alias), kBatchesTable),
+                {})) {
+    CommittedBatch b;
+    b.batch_id = r.values[0].is_null() ? "" : r.values[0].get<std::string>();
+    b.rows = r.values[1].is_null() ? 0 : r.values[1].get<int64_t>();
+    if (!r.values[2].is_null()) b.committed_at = r.values[2].get<Timestamp>();
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
 std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& schema,
                                                                const Value& id) {
   if (!schema.id_index()) {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "duckpart/partitioned_repository.hpp"
@@ -79,6 +80,11 @@ struct MigrationOptions {
   // routed row by row (for shorter runs an INSERT costs more: DuckDB rewrites the small row groups
   // it leaves). 0 routes every row. Found by a probe of the partition column per few batches.
   int64_t direct_copy_rows = 2 * 122'880;
+  // The catch-up after verification replaces a period that differs from the source with the
+  // source's copy (or drops it when the source has none). A partition that also holds batches
+  // written by anything but a migration (the application, an import: rows the source may not
+  // have) is left as it is and reported, unless this is set.
+  bool replace_written = false;
 };
 
 struct MigrationProgress {
@@ -135,6 +141,9 @@ struct MigrationResult {
   std::vector<PeriodCheck> checks;
   std::vector<std::string>
       periods_recopied;  // changed in the source since copied: replaced atomically
+  // Periods that differ from the source but were not replaced (see replace_written): the
+  // partition's name and why.
+  std::vector<std::pair<std::string, std::string>> periods_kept;
   int64_t mismatches = 0;
 };
 
@@ -167,6 +176,9 @@ class PartitionMigrator {
   std::string range_sql() const;
   // Copies one period again into a new file and swaps it in atomically (drops it if now empty).
   void recopy_period(const std::string& name);
+  // Why partition `name` must not be replaced by the catch-up: batches in it that no migration
+  // wrote; nullopt when there are none (or no such partition).
+  std::optional<std::string> written_by_others(const std::string& name);
   PartitionedDataRepository& repo_;
   MigrationOptions options_;
   Schema schema_;

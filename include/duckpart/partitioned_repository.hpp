@@ -154,6 +154,18 @@ class PartitionedDataRepository final : public IDataRepository {
   // The checksum expression over `schema`'s columns (for use on a source table).
   static std::string checksum_sql(const Schema& schema);
 
+  // The batches committed to one partition (each commit records its batch id in the partition's
+  // file, in the same transaction as its rows), oldest first: which writer put rows there, and
+  // when (a migration's ids start with "migrate", an import's with "import-"). Throws
+  // Error(kNotFound) for an unknown partition name.
+  struct CommittedBatch {
+    std::string batch_id;
+    int64_t rows = 0;
+    Timestamp committed_at;
+  };
+  std::vector<CommittedBatch> partition_batches(const Schema& schema,
+                                                const std::string& partition_name);
+
   // ---- lifecycle: exclusive per partition (writers to it wait; refused while a query holds it)
   // ----
 

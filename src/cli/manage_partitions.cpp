@@ -190,6 +190,7 @@ struct MigrateArgs {
   double commit_interval = 30;
   int open_partitions = 128;
   int64_t direct_copy_rows = MigrationOptions{}.direct_copy_rows;
+  bool replace_written = false;
 };
 
 int cmd_repartition(const Common& c, const MigrateArgs& a) {
@@ -263,6 +264,7 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
   o.commit_interval_s = a.commit_interval;
   o.open_partitions = a.open_partitions;
   o.direct_copy_rows = a.direct_copy_rows;
+  o.replace_written = a.replace_written;
   if (a.dry_run) {
     // Read-only: nothing in the partition directory may change.
     const bool exists = fs::exists(cfg.base_partition_path);
@@ -318,6 +320,10 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
     j["verified"] = r.verified;
     j["mismatches"] = r.mismatches;
     j["periods_recopied"] = r.periods_recopied;
+    auto kept = nlohmann::ordered_json::array();
+    for (const auto& [name, why] : r.periods_kept)
+      kept.push_back({{"partition", name}, {"why", why}});
+    j["periods_kept"] = kept;
     auto checks = nlohmann::ordered_json::array();
     for (const auto& ch : r.checks) {
       checks.push_back({{"partition", ch.name},
@@ -347,6 +353,9 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
           "verified %zu periods (row count and checksum over all columns): %lld mismatch(es)\n",
           r.checks.size(), static_cast<long long>(r.mismatches));
     }
+  }
+  for (const auto& [name, why] : r.periods_kept) {
+    std::fprintf(stderr, "manage_partitions: not caught up %s: %s\n", name.c_str(), why.c_str());
   }
   for (const auto& ch : r.checks) {
     if (!ch.ok) {
@@ -922,6 +931,10 @@ int run_manage_partitions(int argc, char** argv) {
                    "every row")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  migrate->add_flag("--replace-written", margs.replace_written,
+                    "let the catch-up replace a period that differs from the source even when "
+                    "the application or an import wrote to its partition since the migration "
+                    "(those rows are lost unless the source has them)");
   migrate->add_flag("--from-partitions", margs.from_partitions,
                     "re-partition the existing partitions into --strategy (e.g. monthly -> "
                     "yearly); verified, then swapped atomically");

@@ -827,6 +827,75 @@ TEST_F(CliTest, ReRunCatchesUpWithSourceChanges) {
                                  PartitionStrategy::kMonthly);
 }
 
+// The catch-up of a re-run replaces only partitions that migrations alone wrote: a partition the
+// application wrote to since the migration (Phase 3 of the seed's plan) keeps its rows and is
+// reported, even when it differs from the source or the source has no rows of its period (it used
+// to be replaced by the source's copy, or dropped, and the run said "changed in the source").
+TEST_F(CliTest, ReRunKeepsPartitionsTheApplicationWroteToAndSaysWhy) {
+  make_source(path("src.duckdb"), 6000);
+  const std::vector<std::string> mig = {"migrate",      "--database",         path("src.duckdb"),
+                                        "--partitions", path("parts"),        "--schema",
+                                        "events",       "--partition-column", "ts"};
+  ASSERT_EQ(run(mig).rc, 0);
+  int64_t app_rows = 0;
+  {
+    PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+    cfg.partition_column = "ts";
+    PartitionedDataRepository repo(cfg);
+    const Schema schema = repo.load_schema("events");
+    std::vector<DataRecord> recs;
+    for (const char* ts : {"2021-03-10 10:00:00", "2024-01-05 00:00:00"}) {  // 2024-01: new period
+      DataRecord r = repo.get_all(schema, {}).items.at(0);
+      r.values[0] = Value(std::string("app-") + ts);
+      r.values[1] = Value(*parse_timestamp(ts));
+      recs.push_back(r);
+    }
+    app_rows = repo.create_batch(schema, recs, {.batch_id = "app-1"}).rows_written;
+    repo.flush();
+  }
+  ASSERT_EQ(app_rows, 2);
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    duck::Connection c = db.connect();
+    c.exec(
+        "UPDATE events SET qty = qty + 1 WHERE ts >= TIMESTAMP '2021-08-01' AND ts < TIMESTAMP "
+        "'2021-08-04'");
+  }
+  const int64_t before = std::stoll(run({"query", "--partitions", path("parts"), "--schema",
+                                         "events", "--partition-column", "ts", "--count"})
+                                        .out);
+  const CliRun r = run(mig);
+  EXPECT_EQ(r.rc, 1) << r.err << r.out;  // the kept periods still differ from the source
+  EXPECT_NE(r.out.find("caught up partition_2021_08"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("caught up partition_2021_03"), std::string::npos) << r.out;
+  for (const char* p : {"partition_2021_03", "partition_2024_01"}) {
+    EXPECT_NE(r.err.find(fmt::format("not caught up {}: it differs from the source, and 1 "
+                                     "batch(es) of 1 row(s) were written to it by something other "
+                                     "than a migration",
+                                     p)),
+              std::string::npos)
+        << r.err;
+  }
+  EXPECT_NE(r.err.find("--replace-written"), std::string::npos) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2024_01.duckdb")));
+  EXPECT_EQ(std::stoll(run({"query", "--partitions", path("parts"), "--schema", "events",
+                            "--partition-column", "ts", "--count"})
+                           .out),
+            before);
+  // Asked to, the catch-up makes the partitions equal the source.
+  std::vector<std::string> replace = mig;
+  replace.push_back("--replace-written");
+  const CliRun again = run(replace);
+  ASSERT_EQ(again.rc, 0) << again.err << again.out;
+  EXPECT_NE(again.out.find("caught up partition_2021_03"), std::string::npos) << again.out;
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2024_01.duckdb")));
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  // A catch-up's copy counts as a migration's: the next re-run has nothing to keep.
+  const CliRun third = run(mig);
+  EXPECT_EQ(third.rc, 0) << third.err << third.out;
+}
+
 }  // namespace
 }  // namespace duckpart::testing
 
