@@ -5464,7 +5464,21 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
     }
     prepare_read_only(*conn, sql);
     const std::string body = strip_statement_end(sql);
-    duck::Result explain = conn->query("EXPLAIN (FORMAT JSON) " + body + "\n", "SQL statement");
+    // Without the statistics propagator: the stand-ins' statistics (no rows, so "no NULLs") would
+    // let DuckDB fold `x IS NULL` to false and `coalesce(ts, c)` to `ts`, and the plan would then
+    // restrict the scans more than the statement does on the real rows (a term on any column:
+    // `qty IS NULL OR ts > c` became `ts > c`). Without it, the scans' filters are the
+    // statement's own, with constants folded.
+    conn->exec("SET disabled_optimizers = 'statistics_propagation'", "SQL statement");
+    std::optional<duck::Result> explained;
+    try {
+      explained.emplace(conn->query("EXPLAIN (FORMAT JSON) " + body + "\n", "SQL statement"));
+    } catch (...) {
+      conn->exec("RESET disabled_optimizers", "SQL statement");
+      throw;
+    }
+    conn->exec("RESET disabled_optimizers", "SQL statement");
+    duck::Result& explain = *explained;
     duck::ChunkDecoder dec(explain);
     std::vector<DataRecord> plan_rows;
     while (auto chunk = explain.fetch()) dec.decode(chunk, plan_rows);
