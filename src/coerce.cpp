@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -294,9 +295,16 @@ std::string param_sql_type(const Column& column, const Value& v) {
     case ColumnType::kFloat:
     case ColumnType::kDouble:
       return "DOUBLE";
-    // Wide enough that comparing with a filter value never rounds it to the column's scale.
-    case ColumnType::kDecimal:
-      return "DECIMAL(38,12)";
+    // Wide enough that comparing with a filter value does not round it to the column's scale (12
+    // digits, or the column's own scale when larger), and holds every value of the column.
+    case ColumnType::kDecimal: {
+      int width = 18, scale = 3;  // DuckDB's DECIMAL without a width
+      if (const auto open = column.sql_type.find('('); open != std::string::npos) {
+        std::sscanf(column.sql_type.c_str() + open, "(%d,%d", &width, &scale);
+      }
+      const int digits = std::clamp(width - scale, 0, 38);  // before the point
+      return fmt::format("DECIMAL(38,{})", std::clamp(std::max(scale, 12), 0, 38 - digits));
+    }
     case ColumnType::kVarchar:
       return "VARCHAR";
     case ColumnType::kUuid:
@@ -349,7 +357,15 @@ std::optional<std::string> constant_sql(const Column& column, const Value& v) {
 }
 
 int64_t temporal_micros(const Value& v) {
-  if (v.is<Date>()) return int64_t{v.get<Date>().days} * kMicrosPerDay;
+  if (v.is<Date>()) {
+    // DuckDB's dates reach +-5.8M years, past int64 microseconds: saturated (no partition holds
+    // such a day, so the comparisons pruning makes come out the same).
+    const int64_t days = v.get<Date>().days;
+    constexpr int64_t kMaxDays = std::numeric_limits<int64_t>::max() / kMicrosPerDay;
+    if (days > kMaxDays) return std::numeric_limits<int64_t>::max();
+    if (days < -kMaxDays) return std::numeric_limits<int64_t>::min();
+    return days * kMicrosPerDay;
+  }
   return v.get<Timestamp>().micros;
 }
 

@@ -19,6 +19,40 @@ namespace fs = std::filesystem;
 namespace duckpart {
 namespace {
 
+// <table dir>/_imports.json: per import id (the file's content hash), the batch size its batches
+// were cut with. A batch's id names its index, so a re-run cut differently would write rows
+// again under other ids: a re-run keeps the recorded size.
+constexpr const char* kImportsFile = "_imports.json";
+
+nlohmann::json read_imports(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return nlohmann::json::object();
+  try {
+    nlohmann::json j = nlohmann::json::parse(in);
+    if (j.is_object()) return j;
+  } catch (const std::exception&) {
+  }
+  throw Error(ErrorCode::kCorruption,
+              fmt::format("'{}' is damaged: it records how earlier imports cut their batches; "
+                          "move it away only if no import of these files was interrupted",
+                          path));
+}
+
+void write_imports(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    out.flush();
+    if (!out) throw Error(ErrorCode::kIo, fmt::format("cannot write '{}' (disk full?)", tmp));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot write '{}': {}", path, ec.message()));
+  }
+}
+
 constexpr const char* kDoneTable = "_duckpart_import_done";
 
 std::string lower(std::string s) {
@@ -146,9 +180,11 @@ ImportResult import_file(PartitionedDataRepository& repo, const std::string& tab
   // line with the wrong number of fields is an error, not a different guess of the sniffer.
   const std::string csv_reader = fmt::format(
       "read_csv({}, header = true, delim = {}, quote = '\"', escape = '\"', "
-      "strict_mode = true, null_padding = false",
+      "strict_mode = true, null_padding = false, hive_partitioning = false",
       quoted_file, duck::quote_literal(std::string(1, header.delimiter)));
-  const std::string parquet_reader = "read_parquet(" + quoted_file + ")";
+  // Not hive partitioning either: a file under `key=value/` folders (an `export`) holds its
+  // columns itself; DuckDB would add `key` as a column.
+  const std::string parquet_reader = "read_parquet(" + quoted_file + ", hive_partitioning = false)";
 
   // The target schema, when the table already has partitions.
   std::optional<Schema> target;
@@ -297,7 +333,26 @@ ImportResult import_file(PartitionedDataRepository& repo, const std::string& tab
     std::string alias;
     ~Detach() { repo.detach_database(alias); }
   } detach{repo, alias};
-  const int64_t batches = (res.rows_in_file + options.batch_size - 1) / options.batch_size;
+  // The batch size this file's batches were cut with before, if any (kept: see kImportsFile).
+  int64_t batch_size = options.batch_size;
+  const std::string table_dir = repo.config().base_partition_path + "/" + table;
+  const std::string imports_path = table_dir + "/" + kImportsFile;
+  nlohmann::json imports = read_imports(imports_path);
+  if (auto it = imports.find(res.import_id); it != imports.end() && it->contains("batch_size") &&
+                                             (*it)["batch_size"].is_number_integer()) {
+    const int64_t recorded = (*it)["batch_size"].get<int64_t>();
+    if (recorded > 0 && recorded != batch_size) {
+      res.batch_size_kept = recorded;
+      batch_size = recorded;
+    }
+  } else {
+    fs::create_directories(table_dir, ec);
+    imports[res.import_id] = {{"file", fs::absolute(file).string()},
+                              {"rows", res.rows_in_file},
+                              {"batch_size", batch_size}};
+    write_imports(imports_path, imports);
+  }
+  const int64_t batches = (res.rows_in_file + batch_size - 1) / batch_size;
   int64_t done = 0;
   for (int64_t b = 0; b < batches; ++b) {
     if (options.stop && options.stop->load()) {
@@ -310,14 +365,13 @@ ImportResult import_file(PartitionedDataRepository& repo, const std::string& tab
     const BatchResult br = repo.create_batch_from_query(
         schema,
         fmt::format("SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}",
-                    duck::quote_ident(alias), qt, b * options.batch_size,
-                    (b + 1) * options.batch_size),
+                    duck::quote_ident(alias), qt, b * batch_size, (b + 1) * batch_size),
         bo, options.null_partition);
     res.rows_written += br.rows_written;
     res.rows_skipped += br.rows_skipped;
     res.partitions_created += br.partitions_created;
     ++res.batches;
-    done = std::min(res.rows_in_file, (b + 1) * options.batch_size);
+    done = std::min(res.rows_in_file, (b + 1) * batch_size);
   }
   report(done, "done");
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -336,11 +390,19 @@ std::string ImportResult::to_text() const {
         "written\n",
         rows_in_file, file, import_id);
   }
-  return fmt::format(
-      "imported {} rows from '{}' in {:.2f} s ({:.0f} rows/s): {} batch(es), {} partition(s) "
-      "created, {} row(s) already present from an earlier run{}\n",
-      rows_written, file, seconds, seconds > 0 ? static_cast<double>(rows_written) / seconds : 0.0,
-      batches, partitions_created, rows_skipped, interrupted ? " — INTERRUPTED" : "");
+  std::string kept;
+  if (batch_size_kept > 0) {
+    kept = fmt::format(
+        "batches of {} rows, as an earlier import of this file cut them (so that no row is "
+        "written twice; --batch-size applies to new files)\n",
+        batch_size_kept);
+  }
+  return kept + fmt::format(
+                    "imported {} rows from '{}' in {:.2f} s ({:.0f} rows/s): {} batch(es), {} "
+                    "partition(s) created, {} row(s) already present from an earlier run{}\n",
+                    rows_written, file, seconds,
+                    seconds > 0 ? static_cast<double>(rows_written) / seconds : 0.0, batches,
+                    partitions_created, rows_skipped, interrupted ? " — INTERRUPTED" : "");
 }
 
 std::string ImportResult::to_json() const {
@@ -351,6 +413,7 @@ std::string ImportResult::to_json() const {
   j["rows_written"] = rows_written;
   j["rows_skipped"] = rows_skipped;
   j["batches"] = batches;
+  if (batch_size_kept > 0) j["batch_size_kept"] = batch_size_kept;
   j["partitions_created"] = partitions_created;
   j["interrupted"] = interrupted;
   j["seconds"] = seconds;

@@ -362,6 +362,8 @@ PartitionMigrator::PartitionMigrator(PartitionedDataRepository& repo, MigrationO
     SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
     schema_ = src.schema;
   }
+  // A table the store already holds with other columns is refused here, dry runs included.
+  repo_.initialize(schema_);
   repo_.attach_database(options_.source_path, alias_, /*read_only=*/true);
 }
 

@@ -421,6 +421,7 @@ struct TableScan {
   };
   bool exists = false;
   std::optional<Catalog> catalog;        // nullopt: missing, unreadable, or of another strategy
+  std::string catalog_strategy;          // the catalog's, when it was readable
   std::vector<std::string> ingest_logs;  // file names
   std::vector<std::string> creating;     // unfinished creations (file names)
   std::vector<File> files;               // "*.duckdb", sorted by name
@@ -489,6 +490,7 @@ TableScan scan_table_dir(const std::string& dir, const std::string& table,
     scan.files.push_back(std::move(f));
   }
   scan.catalog = catalog_read.valid() ? catalog_read.get() : read_catalog(dir, nullptr);
+  if (scan.catalog) scan.catalog_strategy = scan.catalog->strategy;
   if (scan.catalog && scan.catalog->strategy != strategy_name(strategy)) scan.catalog.reset();
   if (scan.catalog) {
     std::unordered_map<std::string_view, int> cached;
@@ -2360,6 +2362,42 @@ struct PartitionedDataRepository::Impl {
       }
       return;
     }
+    // A table partitioned with another strategy is refused before anything is read or written
+    // (loading it flagged every partition, and the next catalog written named the configured
+    // strategy and none of them: every later open failed). Its strategy is the one most of its
+    // partition files are named for, or its catalog's when it has none.
+    {
+      std::map<PartitionStrategy, int> named;
+      for (const TableScan::File& f : scan.files) {
+        if (f.key && !f.key->is_null) ++named[f.key->strategy];
+      }
+      std::optional<PartitionStrategy> stored;
+      int most = 0;
+      for (const auto& [st, n] : named) {
+        if (n > most) {
+          most = n;
+          stored = st;
+        }
+      }
+      if (named.count(config.strategy) && named[config.strategy] == most) stored = config.strategy;
+      if (!stored && !scan.catalog_strategy.empty()) {
+        try {
+          stored = parse_strategy(scan.catalog_strategy);
+        } catch (const Error&) {
+        }
+      }
+      if (stored && *stored != config.strategy) {
+        throw Error(
+            ErrorCode::kConflict,
+            fmt::format("table '{}' in '{}' is partitioned {} ({} partition file(s){}), but it is "
+                        "opened with the {} strategy: open it with strategy {}, or re-partition it "
+                        "(manage_partitions migrate --from-partitions --strategy {}); nothing was "
+                        "changed",
+                        store.schema.name(), store.dir, strategy_name(*stored), most,
+                        most == 0 ? ", per its catalog" : "", strategy_name(config.strategy),
+                        strategy_name(*stored), strategy_name(config.strategy)));
+      }
+    }
     bool catalog_usable = false;  // its entries describe files of this table's layout
     if (scan.catalog) {
       try {
@@ -2396,6 +2434,21 @@ struct PartitionedDataRepository::Impl {
         verify_entry_locked(store, e);
       }
       store.entries.emplace(*f.key, std::move(f.entry));
+    }
+    // A table stored with another layout is refused as well, when none of its partitions has the
+    // given one (a write would have re-made the catalog for the new layout, leaving every
+    // existing partition unreachable).
+    std::size_t usable = 0;
+    const Entry* other = nullptr;
+    for (const auto& [k, e] : store.entries) {
+      if (e->problem.empty()) ++usable;
+      if (!other && e->problem.starts_with("belongs to another table or layout")) other = e.get();
+    }
+    if (usable == 0 && other) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("table '{}' in '{}' is stored with other columns than those given: "
+                              "partition {} {}; nothing was changed",
+                              store.schema.name(), store.dir, other->name, other->problem));
     }
   }
 
@@ -5804,6 +5857,24 @@ PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_par
     const Schema& schema, const std::string& partition_name, const std::string& dir) {
   Store& store = impl_->store_for(schema);
   Entry* e = impl_->entry_named(store, partition_name);
+  // A backup inside the partition directory would be no copy at all (in the table's own
+  // directory it is the partition file itself, deleted with it by a clean-up), or would replace
+  // another table's partition of the same name.
+  {
+    std::error_code ec1, ec2;
+    const fs::path base = fs::weakly_canonical(impl_->config.base_partition_path, ec1);
+    const fs::path target = fs::weakly_canonical(dir, ec2);
+    if (!ec1 && !ec2) {
+      const fs::path rel = (target / "").lexically_relative(base / "");
+      if (!rel.empty() && *rel.begin() != "..") {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("backup directory '{}' is inside the partition directory '{}': "
+                                "a backup there is not a copy (it can replace a partition file, "
+                                "or be deleted with one); choose a directory outside it",
+                                dir, impl_->config.base_partition_path));
+      }
+    }
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
@@ -5841,115 +5912,118 @@ PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_par
   return b;
 }
 
+PartitionKey PartitionedDataRepository::check_backup(const Schema& schema,
+                                                     const std::string& backup_file) {
+  if (!fs::exists(backup_file)) {
+    throw Error(ErrorCode::kNotFound, fmt::format("backup file '{}' does not exist", backup_file));
+  }
+  PartitionKey key;
+  std::vector<DataRecord> rows;
+  // Without a metadata row (a copy of the template that no commit reached): the table's columns
+  // and rows, checked below.
+  std::vector<DataRecord> cols;
+  int64_t unwritten_rows = 0;
+  try {
+    duck::Database db = duck::Database::open(backup_file, /*read_only=*/true);
+    duck::Connection c = db.connect();
+    duck::Result r =
+        c.query(fmt::format("SELECT schema_json, strategy, period, row_count, min_value, "
+                            "max_value FROM main.{}",
+                            kMetaTable),
+                backup_file);
+    duck::ChunkDecoder dec(r);
+    while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+    if (rows.empty()) {
+      duck::Result cr = c.query(
+          fmt::format("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND "
+                      "table_name = {} ORDER BY column_index",
+                      duck::quote_literal(schema.name())),
+          backup_file);
+      duck::ChunkDecoder cdec(cr);
+      while (auto chunk = cr.fetch()) cdec.decode(chunk, cols);
+      if (!cols.empty()) {
+        unwritten_rows = c.query_int(
+            fmt::format("SELECT count(*) FROM main.{}", duck::quote_ident(schema.name())),
+            backup_file);
+      }
+    }
+  } catch (const Error& err) {
+    throw Error(ErrorCode::kCorruption,
+                fmt::format("backup '{}' is not a readable duckpart partition: {}", backup_file,
+                            err.what()));
+  }
+  if (rows.empty()) {
+    // The empty partition of the file's name (its metadata row is written once it is in
+    // place), if it is one of this table's and holds no rows.
+    bool same = cols.size() == schema.columns().size();
+    for (std::size_t i = 0; same && i < cols.size(); ++i) {
+      same = cols[i].values.at(0).get<std::string>() == schema.columns()[i].name;
+    }
+    auto parsed = parse_partition_name(fs::path(backup_file).filename().string());
+    if (!same || unwritten_rows != 0 || !parsed || parsed->strategy != impl_->config.strategy) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("backup '{}' has no metadata row, and it is not an empty {} "
+                              "partition of table '{}' named for its period ({} rows, {})",
+                              backup_file, strategy_name(impl_->config.strategy), schema.name(),
+                              unwritten_rows, same ? "the table's columns" : "other columns"));
+    }
+    key = *parsed;
+  } else {
+    if (rows.size() != 1) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("backup '{}' has no partition metadata", backup_file));
+    }
+    const Schema stored = Schema::from_json(rows[0].values[0].get<std::string>());
+    if (!stored.same_layout(schema)) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("backup '{}' belongs to another table or layout ({}), not '{}'",
+                              backup_file, stored.name(), schema.name()));
+    }
+    if (rows[0].values[1].get<std::string>() != strategy_name(impl_->config.strategy)) {
+      throw Error(
+          ErrorCode::kConflict,
+          fmt::format("backup '{}' was written with the {} strategy; the store is {}", backup_file,
+                      rows[0].values[1].get<std::string>(), strategy_name(impl_->config.strategy)));
+    }
+    // An empty period: a partition made from the template that was never committed to (empty);
+    // the backup file's name gives its period.
+    const std::string& period = rows[0].values[2].get<std::string>();
+    auto parsed = period.empty() ? parse_partition_name(fs::path(backup_file).filename().string())
+                                 : parse_partition_name("partition_" + period);
+    if (!parsed) {
+      throw Error(ErrorCode::kCorruption,
+                  period.empty() ? fmt::format("backup '{}' has no period in its metadata and its "
+                                               "file name is not a partition's",
+                                               backup_file)
+                                 : fmt::format("backup '{}' names an invalid period", backup_file));
+    }
+    if (period.empty()) {
+      const auto& v = rows[0].values;
+      const bool inside =
+          v[3].get<int64_t>() == 0 || (!v[4].is_null() && !v[5].is_null() && !parsed->is_null &&
+                                       v[4].get<Timestamp>().micros >= parsed->start_ts().micros &&
+                                       v[5].get<Timestamp>().micros < parsed->end_ts().micros);
+      if (parsed->strategy != impl_->config.strategy || !inside) {
+        throw Error(ErrorCode::kCorruption,
+                    fmt::format("backup '{}' has no period in its metadata, and its name is not "
+                                "a {} partition's or its rows lie outside that period",
+                                backup_file, strategy_name(impl_->config.strategy)));
+      }
+    }
+    key = *parsed;
+  }
+  key.strategy = impl_->config.strategy;
+  return key;
+}
+
 void PartitionedDataRepository::restore_partition(const Schema& schema,
                                                   const std::string& backup_file) {
   if (impl_->options.read_only) {
     throw Error(ErrorCode::kInvalidArgument,
                 "the partition store is open read-only; restore is refused");
   }
-  if (!fs::exists(backup_file)) {
-    throw Error(ErrorCode::kNotFound, fmt::format("backup file '{}' does not exist", backup_file));
-  }
   // Check the backup before touching the store.
-  PartitionKey key;
-  {
-    std::vector<DataRecord> rows;
-    // Without a metadata row (a copy of the template that no commit reached): the table's columns
-    // and rows, checked below.
-    std::vector<DataRecord> cols;
-    int64_t unwritten_rows = 0;
-    try {
-      duck::Database db = duck::Database::open(backup_file, /*read_only=*/true);
-      duck::Connection c = db.connect();
-      duck::Result r =
-          c.query(fmt::format("SELECT schema_json, strategy, period, row_count, min_value, "
-                              "max_value FROM main.{}",
-                              kMetaTable),
-                  backup_file);
-      duck::ChunkDecoder dec(r);
-      while (auto chunk = r.fetch()) dec.decode(chunk, rows);
-      if (rows.empty()) {
-        duck::Result cr = c.query(
-            fmt::format("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND "
-                        "table_name = {} ORDER BY column_index",
-                        duck::quote_literal(schema.name())),
-            backup_file);
-        duck::ChunkDecoder cdec(cr);
-        while (auto chunk = cr.fetch()) cdec.decode(chunk, cols);
-        if (!cols.empty()) {
-          unwritten_rows = c.query_int(
-              fmt::format("SELECT count(*) FROM main.{}", duck::quote_ident(schema.name())),
-              backup_file);
-        }
-      }
-    } catch (const Error& err) {
-      throw Error(ErrorCode::kCorruption,
-                  fmt::format("backup '{}' is not a readable duckpart partition: {}", backup_file,
-                              err.what()));
-    }
-    if (rows.empty()) {
-      // The empty partition of the file's name (its metadata row is written once it is in
-      // place), if it is one of this table's and holds no rows.
-      bool same = cols.size() == schema.columns().size();
-      for (std::size_t i = 0; same && i < cols.size(); ++i) {
-        same = cols[i].values.at(0).get<std::string>() == schema.columns()[i].name;
-      }
-      auto parsed = parse_partition_name(fs::path(backup_file).filename().string());
-      if (!same || unwritten_rows != 0 || !parsed || parsed->strategy != impl_->config.strategy) {
-        throw Error(ErrorCode::kCorruption,
-                    fmt::format("backup '{}' has no metadata row, and it is not an empty {} "
-                                "partition of table '{}' named for its period ({} rows, {})",
-                                backup_file, strategy_name(impl_->config.strategy), schema.name(),
-                                unwritten_rows, same ? "the table's columns" : "other columns"));
-      }
-      key = *parsed;
-    } else {
-      if (rows.size() != 1) {
-        throw Error(ErrorCode::kCorruption,
-                    fmt::format("backup '{}' has no partition metadata", backup_file));
-      }
-      const Schema stored = Schema::from_json(rows[0].values[0].get<std::string>());
-      if (!stored.same_layout(schema)) {
-        throw Error(ErrorCode::kConflict,
-                    fmt::format("backup '{}' belongs to another table or layout ({}), not '{}'",
-                                backup_file, stored.name(), schema.name()));
-      }
-      if (rows[0].values[1].get<std::string>() != strategy_name(impl_->config.strategy)) {
-        throw Error(ErrorCode::kConflict,
-                    fmt::format("backup '{}' was written with the {} strategy; the store is {}",
-                                backup_file, rows[0].values[1].get<std::string>(),
-                                strategy_name(impl_->config.strategy)));
-      }
-      // An empty period: a partition made from the template that was never committed to (empty);
-      // the backup file's name gives its period.
-      const std::string& period = rows[0].values[2].get<std::string>();
-      auto parsed = period.empty() ? parse_partition_name(fs::path(backup_file).filename().string())
-                                   : parse_partition_name("partition_" + period);
-      if (!parsed) {
-        throw Error(ErrorCode::kCorruption,
-                    period.empty()
-                        ? fmt::format("backup '{}' has no period in its metadata and its "
-                                      "file name is not a partition's",
-                                      backup_file)
-                        : fmt::format("backup '{}' names an invalid period", backup_file));
-      }
-      if (period.empty()) {
-        const auto& v = rows[0].values;
-        const bool inside = v[3].get<int64_t>() == 0 ||
-                            (!v[4].is_null() && !v[5].is_null() && !parsed->is_null &&
-                             v[4].get<Timestamp>().micros >= parsed->start_ts().micros &&
-                             v[5].get<Timestamp>().micros < parsed->end_ts().micros);
-        if (parsed->strategy != impl_->config.strategy || !inside) {
-          throw Error(ErrorCode::kCorruption,
-                      fmt::format("backup '{}' has no period in its metadata, and its name is not "
-                                  "a {} partition's or its rows lie outside that period",
-                                  backup_file, strategy_name(impl_->config.strategy)));
-        }
-      }
-      key = *parsed;
-    }
-    key.strategy = impl_->config.strategy;
-  }
+  const PartitionKey key = check_backup(schema, backup_file);
   // Not drained first: a restore is how a partition that fails every drain is repaired; buffered
   // rows for it are committed into the restored file afterwards.
   Store& store = impl_->store_for(schema, /*drain=*/false);
@@ -6250,13 +6324,25 @@ RepositoryCounters PartitionedDataRepository::counters() const {
 StorageStatistics PartitionedDataRepository::get_partition_statistics() {
   StorageStatistics s;
   s.kind = "partitioned";
+  // A table that cannot be opened as configured (another strategy or layout) is listed with why.
+  std::vector<SchemaStatistics> refused;
   for (const auto& name : list_schemas()) {
     bool loaded = false;
     {
       std::lock_guard lock(impl_->mu);
       loaded = impl_->stores.count(name) > 0;
     }
-    if (!loaded) impl_->store_for(load_schema(name));
+    if (loaded) continue;
+    try {
+      impl_->store_for(load_schema(name));
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kConflict) throw;
+      SchemaStatistics ss;
+      ss.schema = name;
+      ss.directory = impl_->base_dir + "/" + name;
+      ss.problems.push_back(e.what());
+      refused.push_back(std::move(ss));
+    }
   }
   if (!impl_->options.read_only) impl_->drain_all_ingest();
   std::lock_guard lock(impl_->mu);
@@ -6288,6 +6374,10 @@ StorageStatistics PartitionedDataRepository::get_partition_statistics() {
     }
     s.schemas.push_back(std::move(ss));
   }
+  for (SchemaStatistics& ss : refused) s.schemas.push_back(std::move(ss));
+  std::sort(
+      s.schemas.begin(), s.schemas.end(),
+      [](const SchemaStatistics& a, const SchemaStatistics& b) { return a.schema < b.schema; });
   s.counters = impl_->counters;
   s.counters.id_map_bytes = static_cast<int64_t>(impl_->idmap_total.load());
   return s;

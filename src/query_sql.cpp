@@ -219,8 +219,16 @@ CompiledQuery compile_query(const Schema& schema, const DataQueryRequest& reques
     const SortKey& s = request.sort[si];
     const std::size_t i = schema.index_of(s.field, "sort column");
     q.order_sql += q.order_sql.empty() ? " ORDER BY " : ", ";
-    q.order_sql += fmt::format("{} {} NULLS LAST", duck::quote_ident(schema.columns()[i].name),
-                               s.direction == SortDirection::kAsc ? "ASC" : "DESC");
+    // A column selected as text (select_item) is sorted by its own type: by its bare name
+    // DuckDB would sort the text alias (UBIGINT 10 before 9, INTERVALs as text). Inside an
+    // expression the name means the table's column.
+    const Column& col = schema.columns()[i];
+    const std::string key =
+        decoded_natively(col.type)
+            ? duck::quote_ident(col.name)
+            : fmt::format("CAST({} AS {})", duck::quote_ident(col.name), col.sql_type);
+    q.order_sql +=
+        fmt::format("{} {} NULLS LAST", key, s.direction == SortDirection::kAsc ? "ASC" : "DESC");
   }
   if (request.limit && *request.limit < 0) {
     throw Error(ErrorCode::kInvalidArgument,

@@ -185,10 +185,22 @@ std::string CleanupResult::to_json() const {
 BackupManifestEntry PartitionUtilities::backup_partition(const Schema& schema,
                                                          const std::string& name,
                                                          const std::string& dir) {
+  // The manifest first: a directory holding another table's (or strategy's) backups is refused
+  // before any file in it is replaced (partition files are named by period alone).
+  nlohmann::json j = read_manifest(dir);
+  const std::string strategy(strategy_name(repo_.config().strategy));
+  if ((j.contains("schema") && j["schema"] != schema.name()) ||
+      (j.contains("strategy") && j["strategy"] != strategy)) {
+    throw Error(
+        ErrorCode::kConflict,
+        fmt::format("backup directory '{}' holds backups of table '{}' ({}) ({}); back up "
+                    "table '{}' ({}) to a directory of its own",
+                    dir, j.value("schema", std::string("?")), j.value("strategy", std::string("?")),
+                    kManifest, schema.name(), strategy));
+  }
   const auto b = repo_.backup_partition(schema, name, dir);
   BackupManifestEntry m{fs::path(b.backup_file).filename().string(), b.name, b.bytes, b.xxh3_128,
                         b.rows};
-  nlohmann::json j = read_manifest(dir);
   j["schema"] = schema.name();
   j["strategy"] = strategy_name(repo_.config().strategy);
   j["files"][m.file] = {
@@ -253,6 +265,14 @@ RestoreResult PartitionUtilities::restore(const Schema& schema, const std::strin
     }
     res.verified.push_back(full);
   }
+  // Then that each is a partition of this table, layout and strategy: a mismatched file restores
+  // nothing (not the files before it).
+  if (manifest.contains("schema") && manifest["schema"] != schema.name()) {
+    throw Error(ErrorCode::kConflict,
+                fmt::format("backup directory '{}' holds backups of table '{}' ({}), not '{}'", dir,
+                            manifest.value("schema", std::string("?")), kManifest, schema.name()));
+  }
+  for (const auto& full : res.verified) repo_.check_backup(schema, full);
   if (verify_only) return res;
   for (const auto& full : res.verified) {
     repo_.restore_partition(schema, full);
@@ -343,6 +363,22 @@ void remove_export_files(const std::string& dir, const std::string& name) {
   for (const auto& p : doomed) fs::remove(p, ec);
 }
 
+// The Parquet files a partition's export wrote (<name>_<n>.parquet), sorted.
+std::vector<std::string> export_files(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  std::vector<std::string> out;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string f = it->path().filename().string();
+    if (f.size() <= name.size() + 9 || f.compare(0, name.size() + 1, name + "_") != 0) continue;
+    if (it->path().extension() != ".parquet") continue;
+    const std::string n = f.substr(name.size() + 1, f.size() - name.size() - 9);
+    if (!n.empty() && std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      out.push_back(it->path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 uint64_t export_bytes(const std::string& dir, const std::string& name) {
   std::error_code ec;
   uint64_t n = 0;
@@ -364,6 +400,13 @@ ExportResult PartitionUtilities::export_parquet(
   const auto t0 = std::chrono::steady_clock::now();
   ExportResult res;
   res.dir = dir;
+  // DuckDB's readers expand these in any path (the export is counted back through one).
+  if (dir.find_first_of("[]*?{}") != std::string::npos) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("export directory '{}' has a character DuckDB reads as a file pattern "
+                            "([, ], *, ?, {{ or }}); choose a directory without them",
+                            dir));
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) {
@@ -387,6 +430,14 @@ ExportResult PartitionUtilities::export_parquet(
   }
   if (!manifest.is_object() ||
       manifest.value("strategy", "") != strategy_name(repo_.config().strategy)) {
+    // Re-partitioned since the last export: the old partitions' files go (they were left next to
+    // the new ones, and a read of the export saw every row twice).
+    if (manifest.is_object() && manifest.contains("partitions") &&
+        manifest["partitions"].is_object()) {
+      for (auto it = manifest["partitions"].begin(); it != manifest["partitions"].end(); ++it) {
+        remove_export_files(dir, it.key());
+      }
+    }
     manifest = nlohmann::json::object();
   }
   manifest["table"] = schema.name();
@@ -441,11 +492,19 @@ ExportResult PartitionUtilities::export_parquet(
     save();
     remove_export_files(dir, p.name);
     const int64_t rows = repo_.export_partition_parquet(schema, p.name, dir);
-    const int64_t back =
-        rows == 0
-            ? 0
-            : rc.query_int(fmt::format("SELECT count(*) FROM read_parquet({})",
-                                       duck::quote_literal(dir + "/**/" + p.name + "_*.parquet")));
+    // Counted back from exactly this partition's files (a pattern also matched the files of
+    // the months of a year named like it).
+    int64_t back = 0;
+    if (rows != 0) {
+      std::string list;
+      for (const std::string& f : export_files(dir, p.name)) {
+        list += (list.empty() ? "" : ", ") + duck::quote_literal(f);
+      }
+      back = list.empty()
+                 ? 0
+                 : rc.query_int(fmt::format(
+                       "SELECT count(*) FROM read_parquet([{}], hive_partitioning = false)", list));
+    }
     if (back != rows) {
       throw Error(ErrorCode::kCorruption,
                   fmt::format("export of partition {} to '{}' wrote {} rows but {} read back",
@@ -465,9 +524,10 @@ std::string ExportResult::to_text() const {
   return fmt::format(
       "exported {} partition(s) ({} unchanged since the last export): {} rows in the export, {} "
       "of Parquet written to '{}' in {:.2f} s{}\n"
-      "read it with: SELECT * FROM read_parquet('{}/**/*.parquet', hive_partitioning = true)\n",
+      "read it with: SELECT * FROM read_parquet({}, hive_partitioning = true)\n",
       partitions_exported, partitions_unchanged, rows, human_bytes(bytes), dir, seconds,
-      interrupted ? " — INTERRUPTED (run again to finish)" : "", dir);
+      interrupted ? " — INTERRUPTED (run again to finish)" : "",
+      duck::quote_literal(dir + "/**/*.parquet"));
 }
 
 std::string ExportResult::to_json() const {

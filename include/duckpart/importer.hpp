@@ -42,6 +42,9 @@ struct ImportResult {
   int64_t rows_skipped = 0;  // already imported by an earlier run of the same file
   int64_t batches = 0;
   int64_t partitions_created = 0;
+  // An earlier run of this file cut its batches with this size (not options.batch_size): kept,
+  // so that no row is written twice. 0 when options.batch_size was used.
+  int64_t batch_size_kept = 0;
   bool interrupted = false;
   double seconds = 0;
   std::string to_text() const;

@@ -191,6 +191,9 @@ class PartitionedDataRepository final : public IDataRepository {
   // target and renamed over it, so readers see the old or the new partition, never a mix. Throws
   // Error(kConflict) for another table/strategy, Error(kCorruption) for a file DuckDB cannot open.
   void restore_partition(const Schema& schema, const std::string& backup_file);
+  // The checks restore_partition makes of a backup file, without restoring it: returns the
+  // partition it would replace. Throws as restore_partition does.
+  PartitionKey check_backup(const Schema& schema, const std::string& backup_file);
 
   struct CompactResult {
     std::string name;

@@ -14,6 +14,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <optional>
+#include <set>
 
 #include "duckpart/duckpart.hpp"
 #include "partition_files.hpp"
@@ -76,8 +79,20 @@ void add_common(CLI::App* app, Common& c, bool with_database = true) {
   app->add_option("--config", c.config_file, "TOML configuration file (applied before the flags)");
 }
 
-// The strategy a store was written with, from its catalog or file names; nullopt when empty.
+// The strategy a table was written with, as the store decides it when it opens the table: the one
+// most of its partition files are named for, else its catalog's; nullopt when it has neither.
 std::optional<PartitionStrategy> detect_strategy(const std::string& dir) {
+  std::map<PartitionStrategy, int> named;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (auto k = parse_partition_name(it->path().filename().string()); k && !k->is_null)
+      ++named[k->strategy];
+  }
+  std::optional<PartitionStrategy> most;
+  for (const auto& [st, n] : named) {
+    if (!most || n > named[*most]) most = st;
+  }
+  if (most) return most;
   if (auto cat = read_catalog(dir, nullptr)) {
     try {
       return parse_strategy(cat->strategy);
@@ -90,23 +105,28 @@ std::optional<PartitionStrategy> detect_strategy(const std::string& dir) {
     } catch (const std::exception&) {
     }
   }
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (auto k = parse_partition_name(it->path().filename().string()); k && !k->is_null)
-      return k->strategy;
-  }
   return std::nullopt;
 }
 
-// Preset, then --config, then flags. When no strategy is given, an existing store's own is used.
+// Preset, then --config, then flags. When neither --strategy nor the file names one, an existing
+// table's own is used; one that contradicts the table's is refused when the store is opened.
 PartitionConfig resolve_config(const Common& c) {
   PartitionConfig cfg = production_partition_config();
   if (!c.config_file.empty()) cfg = load_partition_config(c.config_file, cfg);
   if (!c.partitions.empty()) cfg.base_partition_path = c.partitions;
   if (!c.partition_column.empty()) cfg.partition_column = c.partition_column;
+  // A configuration file names a strategy when loading it over two different ones gives the same.
+  bool file_names_strategy = false;
+  if (!c.config_file.empty()) {
+    PartitionConfig a = production_partition_config(), b = a;
+    a.strategy = PartitionStrategy::kYearly;
+    b.strategy = PartitionStrategy::kDaily;
+    file_names_strategy = load_partition_config(c.config_file, a).strategy ==
+                          load_partition_config(c.config_file, b).strategy;
+  }
   if (!c.strategy.empty()) {
     cfg.strategy = parse_strategy(c.strategy);
-  } else if (c.config_file.empty()) {
+  } else if (!file_names_strategy) {
     if (auto s = detect_strategy(cfg.base_partition_path + "/" + c.schema)) cfg.strategy = *s;
   }
   cfg.validate();
@@ -387,13 +407,29 @@ int cmd_stats(const Common& c, bool json, bool all) {
     throw Error(ErrorCode::kNotFound,
                 fmt::format("partition directory '{}' does not exist", cfg.base_partition_path));
   }
-  PartitionedDataRepository repo(cfg, {.read_only = true});
+  auto repo = std::make_unique<PartitionedDataRepository>(
+      cfg, PartitionedRepositoryOptions{.read_only = true});
   StorageStatistics stats;
-  if (all) {
-    stats = repo.get_partition_statistics();
+  if (all && c.strategy.empty()) {
+    // Each table with its own strategy (tables may differ: one re-partitioned yearly), one
+    // repository at a time (a process opens a directory once).
+    stats.kind = "partitioned";
+    const std::vector<std::string> tables = repo->list_schemas();
+    repo.reset();
+    for (const std::string& table : tables) {
+      PartitionConfig tc = cfg;
+      if (auto s = detect_strategy(cfg.base_partition_path + "/" + table)) tc.strategy = *s;
+      PartitionedDataRepository r(tc, {.read_only = true});
+      StorageStatistics one = r.get_partition_statistics();
+      for (SchemaStatistics& s : one.schemas) {
+        if (s.schema == table) stats.schemas.push_back(std::move(s));
+      }
+    }
+  } else if (all) {
+    stats = repo->get_partition_statistics();
   } else {
-    repo.initialize(repo.load_schema(c.schema));
-    stats = repo.get_partition_statistics();
+    repo->initialize(repo->load_schema(c.schema));
+    stats = repo->get_partition_statistics();
     std::erase_if(stats.schemas, [&](const SchemaStatistics& s) { return s.schema != c.schema; });
   }
   if (json) {
@@ -856,7 +892,19 @@ int cmd_selftest(const Common& c) {
     check("a filtered, sorted page matches the single file", same,
           fmt::format("{} rows of {}; partitions scanned {} of {}", b.items.size(), b.total,
                       b.stats.partitions_scanned, b.stats.partitions_total));
-    check("the 3-month query was pruned", b.stats.partitions_scanned == 3);
+    // The partitions holding rows of those three months, under the strategy in use.
+    std::set<std::string> holding;
+    const Date q_from = *parse_date("2022-01-01"), q_to = *parse_date("2022-04-01");
+    for (const DataRecord& r : rows) {
+      const Value& v = r.values[schema.partition_index()];
+      if (v.is_null()) continue;
+      const Date d = v.is<Date>() ? v.get<Date>() : date_of(v.get<Timestamp>());
+      if (d >= q_from && d < q_to) holding.insert(partition_key_of(cfg.strategy, d).name());
+    }
+    check("the 3-month query was pruned",
+          b.stats.partitions_scanned == static_cast<int64_t>(holding.size()),
+          fmt::format("{} partitions scanned, {} hold those months", b.stats.partitions_scanned,
+                      holding.size()));
     const Value id = rows[12'345].values[0];
     auto found = repo.get_by_id(schema, id);
     check("get_by_id finds a row", found.has_value() && found->values[0] == id);

@@ -792,6 +792,170 @@ TEST_F(CliTest, BackupRestoreAndHealthReportRepairADamagedPartition) {
   EXPECT_NE(missing.err.find("no partition 'partition_1999_01'"), std::string::npos) << missing.err;
 }
 
+// Backups go outside the partition directory and one table per directory: a backup into the
+// partition directory replaced another table's partition of the same name (or, into the table's
+// own directory, was the partition itself, deleted by the clean-up that "archived" it), and a
+// second table's backup overwrote the first's files. A restore checks every file before it
+// replaces any partition.
+TEST_F(CliTest, BackupsStayOutsideThePartitionsAndApartPerTable) {
+  make_source(path("src.duckdb"), 4000);
+  for (const char* table : {"events", "other"}) {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    duck::Connection c = db.connect();
+    if (std::string(table) == "other") c.exec("CREATE TABLE other AS SELECT * FROM events");
+  }
+  for (const char* table : {"events", "other"}) {
+    ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                   "--schema", table, "--partition-column", "ts"})
+                  .rc,
+              0);
+  }
+  auto cmd = [&](const char* table, std::vector<std::string> a) {
+    a.insert(a.end(), {"--partitions", path("parts"), "--schema", table});
+    return run(a);
+  };
+  const std::string count_other = cmd("other", {"query", "--count"}).out;
+  for (const std::string& inside :
+       {path("parts/other"), path("parts/events"), path("parts"), path("parts/events/sub")}) {
+    SCOPED_TRACE(inside);
+    const CliRun r = cmd("events", {"backup", "--partition", "partition_2021_01", "--to", inside});
+    EXPECT_EQ(r.rc, 2) << r.err;
+    EXPECT_NE(r.err.find("is inside the partition directory"), std::string::npos) << r.err;
+    const CliRun c = cmd(
+        "events", {"cleanup", "--retention-days", "0", "--now", "2021-03-01", "--archive", inside});
+    EXPECT_EQ(c.rc, 2) << c.err;
+  }
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2021_01.duckdb")));
+  EXPECT_EQ(cmd("other", {"query", "--count"}).out, count_other);
+  EXPECT_EQ(cmd("other", {"health-report"}).rc, 0);
+  // One directory per table.
+  ASSERT_EQ(cmd("events", {"backup", "--all", "--to", path("bk")}).rc, 0);
+  const std::string manifest = [&] {
+    std::ifstream in(path("bk/manifest.json"));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  const CliRun second = cmd("other", {"backup", "--all", "--to", path("bk")});
+  EXPECT_EQ(second.rc, 4) << second.err;
+  EXPECT_NE(second.err.find("holds backups of table 'events'"), std::string::npos) << second.err;
+  const std::string after = [&] {
+    std::ifstream in(path("bk/manifest.json"));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  EXPECT_EQ(after, manifest);
+  ASSERT_EQ(cmd("events", {"restore", "--from", path("bk"), "--verify-only"}).rc, 0);
+  const CliRun wrong_table = cmd("other", {"restore", "--from", path("bk")});
+  EXPECT_EQ(wrong_table.rc, 4) << wrong_table.err;
+  // A directory where one file is another table's partition (copied in by hand): nothing is
+  // restored, not even the files before it.
+  ASSERT_EQ(cmd("other", {"backup", "--all", "--to", path("bk_other")}).rc, 0);
+  std::filesystem::copy_file(path("bk/partition_2021_05.duckdb"),
+                             path("bk_other/partition_2021_05.duckdb"),
+                             std::filesystem::copy_options::overwrite_existing);
+  {
+    // The manifest is made to agree, so only the file's own metadata tells.
+    std::ifstream in(path("bk_other/manifest.json"));
+    nlohmann::json j = nlohmann::json::parse(in);
+    std::ifstream src(path("bk/manifest.json"));
+    nlohmann::json k = nlohmann::json::parse(src);
+    j["files"]["partition_2021_05.duckdb"] = k["files"]["partition_2021_05.duckdb"];
+    std::ofstream(path("bk_other/manifest.json")) << j.dump(2);
+  }
+  const auto stamp = std::filesystem::last_write_time(path("parts/other/partition_2021_01.duckdb"));
+  const CliRun mixed = cmd("other", {"restore", "--from", path("bk_other")});
+  EXPECT_EQ(mixed.rc, 4) << mixed.err;
+  EXPECT_NE(mixed.err.find("partition_2021_05.duckdb' belongs to another table"), std::string::npos)
+      << mixed.err;
+  EXPECT_EQ(std::filesystem::last_write_time(path("parts/other/partition_2021_01.duckdb")), stamp);
+  EXPECT_EQ(cmd("other", {"query", "--count"}).out, count_other);
+}
+
+// A table is opened with its own strategy and layout or not at all: a --strategy (or a
+// configuration file's) that contradicts the table's, or a source whose columns differ, used to
+// rewrite the table's catalog and leave every partition unreachable (exit 0 for compact and
+// cleanup); a configuration file without a strategy turned off detecting the table's own.
+TEST_F(CliTest, AStrategyOrLayoutThatContradictsTheTableIsRefusedAndChangesNothing) {
+  make_source(path("src.duckdb"), 3000);
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    duck::Connection c = db.connect();
+    c.exec("CREATE TABLE other AS SELECT * FROM events");
+  }
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts"})
+                .rc,
+            0);
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "other", "--partition-column", "ts", "--strategy", "yearly"})
+                .rc,
+            0);
+  auto cmd = [&](std::vector<std::string> a, const char* table = "events") {
+    a.insert(a.end(), {"--partitions", path("parts"), "--schema", table});
+    return run(a);
+  };
+  auto catalog = [&] {
+    std::ifstream in(path("parts/events/_catalog.json"));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string count = cmd({"query", "--count"}).out;
+  ASSERT_EQ(std::stoll(count), 3000);
+  const std::string cat = catalog();
+  { std::ofstream(path("one.csv")) << "id_text,ts,qty\nz1,2021-05-05 00:00:00,1\n"; }
+  { std::ofstream(path("yearly.toml")) << "strategy = \"yearly\"\n"; }
+  const std::vector<std::vector<std::string>> wrong = {
+      {"compact", "--strategy", "yearly"},
+      {"cleanup", "--retention-days", "100000", "--strategy", "yearly"},
+      {"import", "--csv", path("one.csv"), "--strategy", "yearly"},
+      {"backup", "--all", "--to", path("bk"), "--strategy", "yearly"},
+      {"compact", "--config", path("yearly.toml")},
+      {"query", "--count", "--strategy", "daily"},
+  };
+  for (const auto& w : wrong) {
+    SCOPED_TRACE(w[0] + " " + w[w.size() - 1]);
+    const CliRun r = cmd(w);
+    EXPECT_EQ(r.rc, 4) << r.out << r.err;
+    EXPECT_NE(r.err.find("table 'events' in '" + path("parts") + "/events' is partitioned monthly"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("nothing was changed"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2021.duckdb")));
+  EXPECT_EQ(catalog(), cat);
+  EXPECT_EQ(cmd({"query", "--count"}).out, count);
+  EXPECT_EQ(cmd({"health-report"}).rc, 0);
+  // A configuration file that names no strategy leaves the table's own in force.
+  { std::ofstream(path("threads.toml")) << "write_threads = 1\n"; }
+  const CliRun yearly = cmd({"query", "--count", "--config", path("threads.toml")}, "other");
+  ASSERT_EQ(yearly.rc, 0) << yearly.err;
+  EXPECT_EQ(yearly.out, count);
+  // Each table with its own strategy in `stats --all`, and `test` prunes by the one in use.
+  const CliRun stats = cmd({"stats", "--all"});
+  ASSERT_EQ(stats.rc, 0) << stats.err;
+  EXPECT_EQ(stats.out.find("PROBLEM"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("partition_2021 "), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("partition_2021_05 "), std::string::npos) << stats.out;
+  const CliRun selftest = cmd({"test"}, "other");
+  EXPECT_EQ(selftest.rc, 0) << selftest.out;
+  // A source whose columns differ from the table's: refused, dry run included.
+  {
+    duck::Database db = duck::Database::open(path("src2.duckdb"));
+    duck::Connection c = db.connect();
+    c.exec(
+        "CREATE TABLE events AS SELECT id_text, ts, qty * 2 AS doubled FROM "
+        "(SELECT 'a' AS id_text, TIMESTAMP '2021-03-03' AS ts, 1 AS qty)");
+  }
+  for (const bool dry : {true, false}) {
+    std::vector<std::string> m = {"migrate", "--database", path("src2.duckdb"),
+                                  "--partition-column", "ts"};
+    if (dry) m.push_back("--dry-run");
+    const CliRun r = cmd(m);
+    EXPECT_EQ(r.rc, 4) << r.out << r.err;
+    EXPECT_NE(r.err.find("is stored with other columns than those given"), std::string::npos)
+        << r.err;
+  }
+  EXPECT_EQ(catalog(), cat);
+  EXPECT_EQ(cmd({"query", "--count"}).out, count);
+}
+
 TEST_F(CliTest, ReRunCatchesUpWithSourceChanges) {
   make_source(path("src.duckdb"), 8000);
   const std::vector<std::string> mig = {
@@ -991,12 +1155,31 @@ TEST_F(CliTest, ImportCsvAndParquetIntoTheRightPartitionsAllOrNothing) {
   EXPECT_NE(b.out.find("imported"), std::string::npos) << b.out;
   const CliRun c = import("--parquet", path("c.parquet"));
   ASSERT_EQ(c.rc, 0) << c.err;
+  // A file under hive-style folders (as `export` writes them) holds its columns itself: DuckDB
+  // added `region` as a column and the import was refused.
+  std::filesystem::create_directories(path("hive/region=tx"));
+  std::filesystem::copy_file(path("c.parquet"), path("hive/region=tx/c.parquet"));
+  const CliRun hive = import("--parquet", path("hive/region=tx/c.parquet"));
+  ASSERT_EQ(hive.rc, 0) << hive.err;
+  EXPECT_NE(hive.out.find("already imported"), std::string::npos) << hive.out;
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
   // The same file again: nothing is written twice.
   const CliRun again = import("--csv", path("b.csv"));
   ASSERT_EQ(again.rc, 0) << again.err;
   EXPECT_NE(again.out.find("already imported"), std::string::npos) << again.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  // Again with other batch sizes: cut as the first run cut them (a batch's id names its index,
+  // so batches cut otherwise wrote the rows again under other ids).
+  for (const char* size : {"7", "2500000"}) {
+    SCOPED_TRACE(size);
+    const CliRun r = run({"import", "--csv", path("b.csv"), "--batch-size", size, "--json",
+                          "--partitions", path("parts"), "--schema", "events"});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_NE(r.out.find("\"batch_size_kept\": 4000"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\"rows_written\": 0"), std::string::npos) << r.out;
+  }
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
 
@@ -1124,6 +1307,18 @@ TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
     a.insert(a.end(), common.begin(), common.end());
     return run(a);
   };
+  // An export made before each re-partition is mirrored again afterwards (the old partitions'
+  // files used to stay, every re-export failed "wrote N rows but 2N read back", and a read of the
+  // export saw each row twice).
+  auto exported_rows = [&] {
+    const CliRun e = run({"export", "--to", path("exp"), "--partitions", path("parts"), "--schema",
+                          "events", "--partition-column", "ts"});
+    EXPECT_EQ(e.rc, 0) << e.err;
+    duck::Database mem = duck::Database::open(":memory:");
+    return mem.connect().query_int("SELECT count(*) FROM read_parquet(" +
+                                   duck::quote_literal(path("exp") + "/**/*.parquet") + ")");
+  };
+  EXPECT_EQ(exported_rows(), 20000);
   const std::string before = listing();
   const CliRun dry = repart({"--strategy", "yearly", "--dry-run"});
   ASSERT_EQ(dry.rc, 0) << dry.err;
@@ -1140,6 +1335,7 @@ TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kYearly);
   EXPECT_FALSE(std::filesystem::exists(path("parts/_repartition_yearly")));
+  EXPECT_EQ(exported_rows(), 20000);
   // Queries run on the new layout.
   const CliRun q = run({"query", "--partitions", path("parts"), "--schema", "events", "--filter",
                         "ts:between:2021-03-01,2021-03-31 23:59:59", "--count"});
@@ -1154,6 +1350,13 @@ TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
   EXPECT_EQ(nlohmann::json::parse(w.out)["mismatches"].get<int>(), 0);
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kWeekly);
+  EXPECT_EQ(exported_rows(), 20000);
+  // A directory DuckDB would read as a pattern is refused before anything is written.
+  const CliRun glob = run({"export", "--to", path("exp [1]"), "--partitions", path("parts"),
+                           "--schema", "events", "--partition-column", "ts"});
+  EXPECT_EQ(glob.rc, 2) << glob.err;
+  EXPECT_NE(glob.err.find("as a file pattern"), std::string::npos) << glob.err;
+  EXPECT_FALSE(std::filesystem::exists(path("exp [1]")));
   // Running it again is harmless; no strategy is an error.
   const CliRun same = repart({"--strategy", "weekly"});
   EXPECT_EQ(same.rc, 0) << same.err;
