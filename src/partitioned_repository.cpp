@@ -3761,10 +3761,19 @@ struct PartitionedDataRepository::Impl {
       } else if (!e->problem.empty()) {
         keep = set.overlaps(e->range_min(), e->range_max()) ||
                (e->stored_range && set.overlaps(e->stored_range->first, e->stored_range->second));
-      } else if (e->meta().row_count > 0 && e->meta().min_value && e->meta().max_value) {
-        keep = set.overlaps(*e->meta().min_value, *e->meta().max_value);
+      } else if (e->meta().row_count > 0) {
+        // Rows without bounds in the metadata (none are written so): read, not guessed.
+        keep = !e->meta().min_value || !e->meta().max_value ||
+               set.overlaps(*e->meta().min_value, *e->meta().max_value);
       }
       if (keep) out.push_back(e.get());
+    }
+    if (!config.enable_cross_partition_queries && out.size() > 1) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("this statement reads {} partitions of '{}' ({} .. {}) but "
+                              "enable_cross_partition_queries is false; narrow its filter on '{}'",
+                              out.size(), store.schema.name(), out.front()->name, out.back()->name,
+                              store.schema.partition_column()));
     }
     stats.partitions_total += static_cast<int64_t>(store.entries.size());
     stats.partitions_scanned += static_cast<int64_t>(out.size());

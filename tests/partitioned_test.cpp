@@ -1177,6 +1177,20 @@ TEST_F(PartitionedTest, CrossPartitionQueriesCanBeDisabled) {
   const std::string msg = error_of([&] { repo.get_all(schema_, two); });
   EXPECT_NE(msg.find("spans 2 partitions"), std::string::npos) << msg;
   EXPECT_NE(msg.find("enable_cross_partition_queries"), std::string::npos) << msg;
+  // SQL statements too (they read every partition their filters allowed).
+  auto sql_count = [&](const std::string& sql) {
+    RecordStream st = repo.query_sql(sql);
+    DataRecord r;
+    EXPECT_TRUE(st.next(r));
+    return r.values.at(0).get<int64_t>();
+  };
+  EXPECT_EQ(sql_count("SELECT count(*) FROM events WHERE ts >= '2022-02-01' AND ts < '2022-02-20'"),
+            repo.count_all(schema_, one));
+  const std::string sql_msg = error_of([&] {
+    sql_count("SELECT count(*) FROM events WHERE ts >= '2022-02-01' AND ts < '2022-03-20'");
+  });
+  EXPECT_NE(sql_msg.find("reads 2 partitions"), std::string::npos) << sql_msg;
+  EXPECT_NE(sql_msg.find("enable_cross_partition_queries"), std::string::npos) << sql_msg;
 }
 
 TEST_F(PartitionedTest, ForeignAndDamagedFilesAreNamedAndIsolated) {

@@ -57,8 +57,9 @@ struct SortKey {
   SortDirection direction = SortDirection::kAsc;
 };
 
-// A query: filters joined with AND, sort keys in order (NULLs last for asc, first for desc —
-// DuckDB's defaults), pagination and projection (empty: all columns, in schema order).
+// A query: filters joined with AND, sort keys in order (NULLs last in both directions, as
+// DuckDB's default ORDER BY; a column is sorted by its own type), pagination and projection
+// (empty: all columns, in schema order).
 struct DataQueryRequest {
   std::vector<QueryFilter> filters;
   std::vector<SortKey> sort;

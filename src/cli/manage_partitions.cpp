@@ -285,6 +285,10 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
   o.open_partitions = a.open_partitions;
   o.direct_copy_rows = a.direct_copy_rows;
   o.replace_written = a.replace_written;
+  if (std::error_code ec; !fs::exists(o.source_path, ec)) {  // before the store is created
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("source database '{}' does not exist (--database)", o.source_path));
+  }
   if (a.dry_run) {
     // Read-only: nothing in the partition directory may change.
     const bool exists = fs::exists(cfg.base_partition_path);
@@ -1001,7 +1005,7 @@ int run_manage_partitions(int argc, char** argv) {
                     "is_null is_not_null; "
                     "lists comma-separated");
   query->add_option("--sort", qargs.sorts, "FIELD[:asc|desc] (repeatable)");
-  query->add_option("--limit", qargs.limit, "at most N rows");
+  query->add_option("--limit", qargs.limit, "at most N rows")->check(CLI::NonNegativeNumber);
   query->add_option("--offset", qargs.offset, "skip N rows");
   query->add_option("--columns", qargs.columns, "a,b,c");
   query->add_option("--format", qargs.format, "table, csv or json")->capture_default_str();

@@ -580,6 +580,17 @@ TEST_F(CliTest, LockedSourceSaysWhatToDo) {
   EXPECT_NE(r.err.find(path("src.duckdb")), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("another process"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("PartitionMigrator"), std::string::npos) << r.err;
+  // A missing source is named, and no partition directory is made for it.
+  const CliRun missing = run({"migrate", "--database", path("nope.duckdb"), "--partitions",
+                              path("parts2"), "--schema", "events", "--partition-column", "ts"});
+  EXPECT_EQ(missing.rc, 3) << missing.err;
+  EXPECT_NE(missing.err.find("source database '" + path("nope.duckdb") + "' does not exist"),
+            std::string::npos)
+      << missing.err;
+  EXPECT_FALSE(std::filesystem::exists(path("parts2")));
+  // A negative --limit is refused (it was ignored: every row was printed).
+  EXPECT_EQ(run({"query", "--partitions", path("parts"), "--schema", "events", "--limit", "-5"}).rc,
+            2);
 }
 
 TEST_F(CliTest, AnalyzeReportsPeriodsAndRecommends) {
