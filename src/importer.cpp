@@ -307,8 +307,41 @@ ImportResult import_file(PartitionedDataRepository& repo, const std::string& tab
     c.exec(fmt::format("CREATE TABLE main.{} AS SELECT 1 AS done", kDoneTable));
     c.exec("CHECKPOINT");
   }
-  const Schema schema =
-      target ? *target : introspect_schema(staging, table, repo.config().partition_column);
+  // A new table takes the types DuckDB read: a partition column it could not read as dates (one
+  // impossible date makes it text) is named with the file and a value, not the staging file.
+  auto new_schema = [&]() -> Schema {
+    try {
+      return introspect_schema(staging, table, repo.config().partition_column);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kInvalidArgument) throw;
+      std::string example;
+      try {
+        duck::Database db = duck::Database::open(staging, /*read_only=*/true);
+        duck::Connection c = db.connect();
+        const std::string col = duck::quote_ident(repo.config().partition_column);
+        duck::Result r = c.query(
+            fmt::format("SELECT CAST({0} AS VARCHAR) FROM main.{1} WHERE {0} IS NOT NULL AND "
+                        "TRY_CAST(CAST({0} AS VARCHAR) AS TIMESTAMP) IS NULL LIMIT 1",
+                        col, qt));
+        std::vector<DataRecord> rows;
+        duck::ChunkDecoder dec(r);
+        while (auto chunk = r.fetch()) dec.decode(chunk, rows);
+        if (!rows.empty()) example = rows[0].values.at(0).to_string();
+      } catch (const Error&) {  // the message below still names the file and column
+      }
+      fs::remove(staging, ec);
+      fs::remove(staging + ".wal", ec);
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("cannot import '{}' into new table '{}': its column '{}' is not "
+                              "read as dates{}; fix the file (nothing was imported)",
+                              file, table, repo.config().partition_column,
+                              example.empty() ? fmt::format(" ({})", e.what())
+                                              : fmt::format(" ('{}' is not a valid date or "
+                                                            "timestamp)",
+                                                            example)));
+    }
+  };
+  const Schema schema = target ? *target : new_schema();
   {
     duck::Database db = duck::Database::open(staging, /*read_only=*/true);
     duck::Connection c = db.connect();

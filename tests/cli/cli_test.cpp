@@ -1227,6 +1227,17 @@ TEST_F(CliTest, ImportCsvAndParquetIntoTheRightPartitionsAllOrNothing) {
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
   EXPECT_EQ(import("--csv", path("missing.csv")).rc, 3);
+  // Into a new table: an impossible date makes DuckDB read the column as text; the error names the
+  // file and the value (it named the staging file).
+  { std::ofstream(path("newbad.csv")) << "id,ts,qty\n1,2021-02-03,1\n2,2021-02-30,2\n"; }
+  const CliRun newbad = run({"import", "--csv", path("newbad.csv"), "--partitions", path("parts"),
+                             "--schema", "fresh", "--partition-column", "ts"});
+  EXPECT_EQ(newbad.rc, 2) << newbad.err;
+  EXPECT_NE(newbad.err.find("cannot import '" + path("newbad.csv") + "' into new table 'fresh'"),
+            std::string::npos)
+      << newbad.err;
+  EXPECT_NE(newbad.err.find("'2021-02-30' is not a valid date"), std::string::npos) << newbad.err;
+  EXPECT_FALSE(std::filesystem::exists(path("parts/fresh")));
   const CliRun both = run({"import", "--csv", path("b.csv"), "--parquet", path("c.parquet"),
                            "--partitions", path("parts"), "--schema", "events"});
   EXPECT_EQ(both.rc, 2);
