@@ -453,32 +453,35 @@ std::optional<RefusedRecord> first_refused_record(const Schema& schema, const Co
                             r, pcol.name, pcol.sql_type));
     }
   }
+  // Compared as days for DATE (a day far past year 9999 overflows microseconds), as
+  // microseconds for TIMESTAMP.
   const bool is_date = pcol.type == ColumnType::kDate;
-  auto micros_of = [&](std::size_t r) {
-    return is_date ? int64_t{std::get<std::vector<int32_t>>(p.data)[r]} * kMicrosPerDay
+  const int64_t per_day = is_date ? 1 : kMicrosPerDay;
+  auto value_of = [&](std::size_t r) {
+    return is_date ? int64_t{std::get<std::vector<int32_t>>(p.data)[r]}
                    : std::get<std::vector<int64_t>>(p.data)[r];
   };
-  const int64_t first_micros = to_timestamp(date_from_civil(kMinPartitionYear, 1, 1)).micros;
-  const int64_t end_micros = to_timestamp(date_from_civil(kMaxPartitionYear + 1, 1, 1)).micros;
+  const int64_t first_value = date_from_civil(kMinPartitionYear, 1, 1).days * per_day;
+  const int64_t end_value = date_from_civil(kMaxPartitionYear + 1, 1, 1).days * per_day;
   int64_t min = INT64_MAX, max = INT64_MIN;  // NULL rows too, then each row if out of range
   for (std::size_t r = 0; r < batch.rows; ++r) {
-    const int64_t m = micros_of(r);
-    min = std::min(min, m);
-    max = std::max(max, m);
+    const int64_t v = value_of(r);
+    min = std::min(min, v);
+    max = std::max(max, v);
   }
-  if (batch.rows > 0 && (min < first_micros || max >= end_micros)) {
+  if (batch.rows > 0 && (min < first_value || max >= end_value)) {
     for (std::size_t r = 0; r < limit(); ++r) {
-      const int64_t m = micros_of(r);
-      if ((m >= first_micros && m < end_micros) || !p.is_valid(r)) continue;
+      const int64_t v = value_of(r);
+      if ((v >= first_value && v < end_value) || !p.is_valid(r)) continue;
+      const Date day = is_date ? Date{static_cast<int32_t>(v)} : date_of(Timestamp{v});
       int y = 0;
       unsigned mo = 0, d = 0;
-      civil_from_date(date_of(Timestamp{m}), y, mo, d);
-      refuse(r, fmt::format("record {}: partition column '{}' value {} falls in year {}, outside "
-                            "the supported partition years {}..{}",
-                            r, pcol.name,
-                            is_date ? format_date(Date{static_cast<int32_t>(m / kMicrosPerDay)})
-                                    : format_timestamp(Timestamp{m}),
-                            y, kMinPartitionYear, kMaxPartitionYear));
+      civil_from_date(day, y, mo, d);
+      refuse(r,
+             fmt::format("record {}: partition column '{}' value {} falls in year {}, outside "
+                         "the supported partition years {}..{}",
+                         r, pcol.name, is_date ? format_date(day) : format_timestamp(Timestamp{v}),
+                         y, kMinPartitionYear, kMaxPartitionYear));
     }
   }
   return first;

@@ -2,7 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <filesystem>
@@ -39,12 +43,19 @@ nlohmann::json read_imports(const std::string& path) {
 }
 
 void write_imports(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".tmp";
+  // A temporary name of this process and call (two imports into one table never share it), made
+  // durable before it replaces the record.
+  static std::atomic<uint64_t> seq{0};
+  const std::string tmp = fmt::format("{}.{}.{}.tmp", path, ::getpid(), seq++);
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << j.dump(2) << "\n";
     out.flush();
     if (!out) throw Error(ErrorCode::kIo, fmt::format("cannot write '{}' (disk full?)", tmp));
+  }
+  if (const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);

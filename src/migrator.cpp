@@ -27,6 +27,20 @@ namespace duckpart {
 namespace {
 
 constexpr uint64_t kSmallPartitionBytes = 100ULL << 20;
+
+// "key: recorded X, now Y; ..." for each option of `now` that `recorded` holds otherwise.
+[[gnu::noinline]] std::string option_differences(const nlohmann::json& recorded,
+                                                 const nlohmann::json& now) {
+  std::string out;
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    const nlohmann::json was = recorded.value(it.key(), nlohmann::json());
+    if (was != it.value()) {
+      out += fmt::format("{}{}: recorded {}, now {}", out.empty() ? "" : "; ", it.key(), was.dump(),
+                         it.value().dump());
+    }
+  }
+  return out;
+}
 // Batch ids of a migration's commits ("migrate:<table>:<options>:<window>:<rows>") and of its
 // catch-up copies: partitions holding only these were written by migrations alone.
 constexpr std::string_view kMigrateBatchPrefix = "migrate:";
@@ -632,11 +646,13 @@ MigrationResult PartitionMigrator::migrate(
   }
   if (auto old = read_checkpoint(checkpoint_path())) {
     if (old->options != cp.options) {
-      throw Error(
-          ErrorCode::kConflict,
-          fmt::format("a migration with other options is recorded in '{}' ({}); finish it with "
-                      "the same options, or delete that file to start over",
-                      checkpoint_path(), old->options.dump()));
+      const std::string differ = option_differences(old->options, cp.options);
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("a migration with other options is recorded in '{}' ({}); finish "
+                              "it with the same options (a moved source: the recorded path), "
+                              "or delete that file to start over (rows already copied are "
+                              "then copied again unless the partitions are removed first)",
+                              checkpoint_path(), differ.empty() ? old->options.dump() : differ));
     }
     cp.next = old->next;
     cp.intent = old->intent;
@@ -715,7 +731,9 @@ MigrationResult PartitionMigrator::migrate(
       ++progress.batches_done;
       ++i;
     }
-    std::optional<int64_t> replay_to;
+    // The group a killed run was committing (its intent), replayed to the same end: -1 when none
+    // (std::optional here made GCC 12 warn "may be used uninitialized").
+    int64_t replay_to = -1;
     if (cp.intent && (*cp.intent)[0] == static_cast<int64_t>(w) && (*cp.intent)[1] == done_to) {
       replay_to = (*cp.intent)[2];
     }
@@ -730,16 +748,16 @@ MigrationResult PartitionMigrator::migrate(
                            group_from, to);
       };
       auto load = repo_.begin_bulk_load(
-          schema_, {.replay_batch_id = replay_to ? group_id(*replay_to) : std::string(),
+          schema_, {.replay_batch_id = replay_to >= 0 ? group_id(replay_to) : std::string(),
                     .null_partition = options_.null_partition,
                     .single_duckdb_thread = !direct.clustered});
       const auto group_start = std::chrono::steady_clock::now();
       int64_t to = group_from;
       while (i < starts.size()) {
         const int64_t a = starts[i];
-        if (replay_to && a >= *replay_to) break;
+        if (replay_to >= 0 && a >= replay_to) break;
         // A clustered source is copied several batches at a time (longer runs per INSERT).
-        const int64_t end = replay_to.value_or(std::numeric_limits<int64_t>::max());
+        const int64_t end = replay_to >= 0 ? replay_to : std::numeric_limits<int64_t>::max();
         std::size_t k = 1;
         while (direct.clustered && k < kClusteredBatches && i + k < starts.size() &&
                starts[i + k] < end) {
@@ -755,12 +773,12 @@ MigrationResult PartitionMigrator::migrate(
         i += k;
         res.batches_done += static_cast<int64_t>(k);
         progress.batches_done += static_cast<int64_t>(k);
-        if (replay_to) continue;
+        if (replay_to >= 0) continue;
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - group_start).count();
         if (s >= options_.commit_interval_s || (stop && stop->load())) break;
       }
-      if (replay_to) to = *replay_to;
+      if (replay_to >= 0) to = replay_to;
       report(fmt::format("committing source rows {}..{} of periods {}", group_from, to - 1,
                          window_name));
       cp.intent = std::array<int64_t, 3>{static_cast<int64_t>(w), group_from, to};
@@ -772,7 +790,7 @@ MigrationResult PartitionMigrator::migrate(
       cp.next[w] = to;
       cp.intent.reset();
       write_checkpoint(checkpoint_path(), cp);
-      replay_to.reset();
+      replay_to = -1;
     }
   }
   res.rows_by_insert = direct.rows;

@@ -421,7 +421,6 @@ struct TableScan {
   };
   bool exists = false;
   std::optional<Catalog> catalog;        // nullopt: missing, unreadable, or of another strategy
-  std::string catalog_strategy;          // the catalog's, when it was readable
   std::vector<std::string> ingest_logs;  // file names
   std::vector<std::string> creating;     // unfinished creations (file names)
   std::vector<File> files;               // "*.duckdb", sorted by name
@@ -490,7 +489,6 @@ TableScan scan_table_dir(const std::string& dir, const std::string& table,
     scan.files.push_back(std::move(f));
   }
   scan.catalog = catalog_read.valid() ? catalog_read.get() : read_catalog(dir, nullptr);
-  if (scan.catalog) scan.catalog_strategy = scan.catalog->strategy;
   if (scan.catalog && scan.catalog->strategy != strategy_name(strategy)) scan.catalog.reset();
   if (scan.catalog) {
     std::unordered_map<std::string_view, int> cached;
@@ -2365,7 +2363,7 @@ struct PartitionedDataRepository::Impl {
     // A table partitioned with another strategy is refused before anything is read or written
     // (loading it flagged every partition, and the next catalog written named the configured
     // strategy and none of them: every later open failed). Its strategy is the one most of its
-    // partition files are named for, or its catalog's when it has none.
+    // partition files are named for.
     {
       std::map<PartitionStrategy, int> named;
       for (const TableScan::File& f : scan.files) {
@@ -2380,22 +2378,18 @@ struct PartitionedDataRepository::Impl {
         }
       }
       if (named.count(config.strategy) && named[config.strategy] == most) stored = config.strategy;
-      if (!stored && !scan.catalog_strategy.empty()) {
-        try {
-          stored = parse_strategy(scan.catalog_strategy);
-        } catch (const Error&) {
-        }
-      }
+      // (Not the catalog's alone: a table without partition files, say a migration stopped
+      // before its first commit, may be started again with any strategy.)
       if (stored && *stored != config.strategy) {
         throw Error(
             ErrorCode::kConflict,
-            fmt::format("table '{}' in '{}' is partitioned {} ({} partition file(s){}), but it is "
+            fmt::format("table '{}' in '{}' is partitioned {} ({} partition file(s)), but it is "
                         "opened with the {} strategy: open it with strategy {}, or re-partition it "
                         "(manage_partitions migrate --from-partitions --strategy {}); nothing was "
                         "changed",
                         store.schema.name(), store.dir, strategy_name(*stored), most,
-                        most == 0 ? ", per its catalog" : "", strategy_name(config.strategy),
-                        strategy_name(*stored), strategy_name(config.strategy)));
+                        strategy_name(config.strategy), strategy_name(*stored),
+                        strategy_name(config.strategy)));
       }
     }
     bool catalog_usable = false;  // its entries describe files of this table's layout
@@ -2445,6 +2439,8 @@ struct PartitionedDataRepository::Impl {
       if (!other && e->problem.starts_with("belongs to another table or layout")) other = e.get();
     }
     if (usable == 0 && other) {
+      // Verifying attached the files: the store is not kept, so neither are they.
+      for (auto& [k, e] : store.entries) detach_locked(*e);
       throw Error(ErrorCode::kConflict,
                   fmt::format("table '{}' in '{}' is stored with other columns than those given: "
                               "partition {} {}; nothing was changed",
@@ -5348,6 +5344,14 @@ RecordStream PartitionedDataRepository::stream_query_results(const Schema& schem
 
 namespace {
 
+// The in-memory DuckDB that explains query_sql statements over stand-in tables: one per process,
+// without the statistics propagator (query_sql says why).
+const duck::Database& explain_database() {
+  static const duck::Database* db = new duck::Database(duck::Database::open(
+      ":memory:", false, {{"threads", "1"}, {"disabled_optimizers", "statistics_propagation"}}));
+  return *db;
+}
+
 // Whether `sql` contains `name` as a whole word (case-insensitive). False positives (the name in a
 // string literal) only cost a stand-in table.
 bool mentions_identifier(std::string_view sql, std::string_view name) {
@@ -5488,8 +5492,17 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
     for (const auto& [name, store] : impl_->stores) names.insert(name);
   }
   std::vector<Store*> stores;
+  std::string not_opened;  // tables named in the text that cannot be opened as configured
   for (const std::string& t : names) {
-    if (mentions_identifier(sql, t)) stores.push_back(&impl_->store_for(load_schema(t)));
+    if (!mentions_identifier(sql, t)) continue;
+    try {
+      stores.push_back(&impl_->store_for(load_schema(t)));
+    } catch (const Error& e) {
+      // Another strategy (kConflict): the name may be a word in a literal or a column; if the
+      // statement reads the table, DuckDB's "does not exist" comes with the reason.
+      if (e.code() != ErrorCode::kConflict) throw;
+      not_opened += fmt::format("{}{}", not_opened.empty() ? "" : "; ", e.what());
+    }
   }
 
   // Stand-in tables (same columns, no rows) let DuckDB check the statement and tell us, through
@@ -5524,37 +5537,47 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
       conn->exec(ddls[i], "SQL statement");
       stand_in[i] = true;
     }
-    prepare_read_only(*conn, sql);
-    const std::string body = strip_statement_end(sql);
-    // Without the statistics propagator: the stand-ins' statistics (no rows, so "no NULLs") would
-    // let DuckDB fold `x IS NULL` to false and `coalesce(ts, c)` to `ts`, and the plan would then
-    // restrict the scans more than the statement does on the real rows (a term on any column:
-    // `qty IS NULL OR ts > c` became `ts > c`). Without it, the scans' filters are the
-    // statement's own, with constants folded.
-    conn->exec("SET disabled_optimizers = 'statistics_propagation'", "SQL statement");
-    std::optional<duck::Result> explained;
     try {
-      explained.emplace(conn->query("EXPLAIN (FORMAT JSON) " + body + "\n", "SQL statement"));
-    } catch (...) {
-      conn->exec("RESET disabled_optimizers", "SQL statement");
-      throw;
+      prepare_read_only(*conn, sql);
+    } catch (const Error& e) {
+      if (not_opened.empty()) throw;
+      throw Error(e.code(), fmt::format("{} ({})", e.what(), not_opened));
     }
-    conn->exec("RESET disabled_optimizers", "SQL statement");
-    duck::Result& explain = *explained;
-    duck::ChunkDecoder dec(explain);
-    std::vector<DataRecord> plan_rows;
-    while (auto chunk = explain.fetch()) dec.decode(chunk, plan_rows);
+    const std::string body = strip_statement_end(sql);
+    // Explained on a DuckDB of its own, without the statistics propagator: the stand-ins'
+    // statistics (no rows, so "no NULLs") let DuckDB fold `x IS NULL` to false and
+    // `coalesce(ts, c)` to `ts`, and the plan then restricted the scans more than the statement
+    // does on the real rows (`qty IS NULL OR ts > c` became `ts > c`). Without it, the scans'
+    // filters are the statement's own, with constants folded. (The setting is global to an
+    // instance, so not the store's.) A statement that needs what only the store's instance has
+    // (a database attached to it, ...) does not bind there: every partition is read.
     std::string plan;
-    for (const DataRecord& r : plan_rows) {
-      if (r.values.size() >= 2 && r.values[1].is<std::string>())
-        plan += r.values[1].get<std::string>();
+    bool explained = false;
+    try {
+      duck::Connection ex = explain_database().connect();
+      for (const std::string& ddl : ddls) ex.exec(ddl, "SQL statement");
+      duck::Result explain = ex.query("EXPLAIN (FORMAT JSON) " + body + "\n", "SQL statement");
+      duck::ChunkDecoder dec(explain);
+      std::vector<DataRecord> plan_rows;
+      while (auto chunk = explain.fetch()) dec.decode(chunk, plan_rows);
+      for (const DataRecord& r : plan_rows) {
+        if (r.values.size() >= 2 && r.values[1].is<std::string>())
+          plan += r.values[1].get<std::string>();
+      }
+      explained = true;
+    } catch (const Error&) {
     }
     // A statement that names rowid could join on it itself (a table may have such a column).
     const std::vector<ExplainedScan> scans =
-        explained_scans(plan, !mentions_identifier(sql, "rowid"));
+        explained ? explained_scans(plan, !mentions_identifier(sql, "rowid"))
+                  : std::vector<ExplainedScan>{};
     sets.emplace();
     for (Store* s : stores) {
       const auto& col = s->schema.columns()[s->schema.partition_index()];
+      if (!explained) {
+        sets->push_back(ValueSet::all());
+        continue;
+      }
       ValueSet set = ValueSet::none();
       for (const ExplainedScan& scan : scans) {
         const std::string table = unquote_ident(scan.table);
@@ -5871,8 +5894,9 @@ PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_par
   // another table's partition of the same name.
   {
     std::error_code ec1, ec2;
-    const fs::path base = fs::weakly_canonical(impl_->config.base_partition_path, ec1);
-    const fs::path target = fs::weakly_canonical(dir, ec2);
+    const fs::path base =
+        fs::weakly_canonical(fs::absolute(impl_->config.base_partition_path), ec1);
+    const fs::path target = fs::weakly_canonical(fs::absolute(dir), ec2);
     if (!ec1 && !ec2) {
       const fs::path rel = (target / "").lexically_relative(base / "");
       if (!rel.empty() && *rel.begin() != "..") {

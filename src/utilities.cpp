@@ -428,14 +428,15 @@ ExportResult PartitionUtilities::export_parquet(
         fmt::format("'{}' holds an export of table '{}'; export '{}' into another directory", dir,
                     manifest.value("table", ""), schema.name()));
   }
+  std::vector<std::string> old_layout;  // partitions of another strategy the export holds
   if (!manifest.is_object() ||
       manifest.value("strategy", "") != strategy_name(repo_.config().strategy)) {
     // Re-partitioned since the last export: the old partitions' files go (they were left next to
-    // the new ones, and a read of the export saw every row twice).
+    // the new ones, and a read of the export saw every row twice), once the table is read.
     if (manifest.is_object() && manifest.contains("partitions") &&
         manifest["partitions"].is_object()) {
       for (auto it = manifest["partitions"].begin(); it != manifest["partitions"].end(); ++it) {
-        remove_export_files(dir, it.key());
+        old_layout.push_back(it.key());
       }
     }
     manifest = nlohmann::json::object();
@@ -458,6 +459,7 @@ ExportResult PartitionUtilities::export_parquet(
       parts.push_back(p);
     }
   }
+  for (const auto& g : old_layout) remove_export_files(dir, g);
   // Partitions gone from the store: their files go too (the export mirrors the table).
   std::vector<std::string> gone;
   for (auto it = manifest["partitions"].begin(); it != manifest["partitions"].end(); ++it) {

@@ -1193,6 +1193,52 @@ TEST_F(PartitionedTest, CrossPartitionQueriesCanBeDisabled) {
   EXPECT_NE(sql_msg.find("enable_cross_partition_queries"), std::string::npos) << sql_msg;
 }
 
+// A table is opened as it is stored or not at all: with columns none of its partitions has, it is
+// refused every time it is asked (the first refusal left its files attached, and the next load
+// then failed to attach them and flagged them otherwise, so it was not refused again), leaving
+// nothing attached; with another strategy too. A statement that only names such a table in a
+// literal still runs; one that reads it says why it is missing. A DATE far past year 9999 is
+// refused by name (its microseconds overflowed into a valid year).
+TEST_F(PartitionedTest, ATableOfOtherColumnsOrStrategyIsRefusedEveryTimeAndLeavesNothingAttached) {
+  fill_36_months();
+  const Schema other("other", {{"id", "BIGINT"}, {"d", "DATE"}}, "d", "id");
+  {
+    PartitionedDataRepository yearly(test_config(path("parts"), PartitionStrategy::kYearly));
+    yearly.create_batch(other, {DataRecord{{Value(int64_t{1}), Value(*parse_date("2021-03-04"))}}});
+  }
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  const Schema wrong("events", {{"id", "VARCHAR"}, {"ts", "TIMESTAMP"}, {"x", "INTEGER"}}, "ts",
+                     "id");
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    ErrorCode code = ErrorCode::kDuckDb;
+    const std::string msg = error_of([&] { repo.initialize(wrong); }, &code);
+    EXPECT_EQ(code, ErrorCode::kConflict) << msg;
+    EXPECT_NE(msg.find("is stored with other columns than those given"), std::string::npos) << msg;
+    EXPECT_EQ(repo.counters().partitions_attached_now, 0);
+  }
+  EXPECT_EQ(repo.count_all(schema_), 36 * 50);
+  ErrorCode code = ErrorCode::kDuckDb;
+  const std::string strategy = error_of([&] { repo.initialize(other); }, &code);
+  EXPECT_EQ(code, ErrorCode::kConflict) << strategy;
+  EXPECT_NE(strategy.find("is partitioned yearly (1 partition file(s)), but it is opened with the "
+                          "monthly strategy"),
+            std::string::npos)
+      << strategy;
+  {
+    RecordStream st = repo.query_sql("SELECT count(*) FROM events WHERE name <> 'other'");
+    DataRecord r;
+    ASSERT_TRUE(st.next(r));
+  }
+  const std::string reads = error_of([&] { repo.query_sql("SELECT count(*) FROM other"); });
+  EXPECT_NE(reads.find("is partitioned yearly"), std::string::npos) << reads;
+  // A DATE past int64 microseconds (year ~586,000) is refused, not wrapped into a valid year.
+  const Schema dated("dated", {{"id", "BIGINT"}, {"d", "DATE"}}, "d", "id");
+  const std::string far = error_of([&] {
+    repo.create_batch(dated, {DataRecord{{Value(int64_t{1}), Value(Date{213523706})}}});
+  });
+  EXPECT_NE(far.find("outside the supported partition years"), std::string::npos) << far;
+}
+
 TEST_F(PartitionedTest, ForeignAndDamagedFilesAreNamedAndIsolated) {
   fill_36_months();
   // A DuckDB file of another table, named like a partition of 2022-05.

@@ -1000,6 +1000,12 @@ TEST_F(CliTest, ReRunCatchesUpWithSourceChanges) {
   EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2022_02.duckdb")));
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
+  // Other options than the recorded migration's: refused, saying which.
+  std::vector<std::string> other(mig.begin(), mig.end() - 2);  // without --batch-size 3000
+  const CliRun differ = run(other);
+  EXPECT_EQ(differ.rc, 4) << differ.err;
+  EXPECT_NE(differ.err.find("batch_size: recorded 3000, now 1000000"), std::string::npos)
+      << differ.err;
 }
 
 // The catch-up of a re-run replaces only partitions that migrations alone wrote: a partition the
