@@ -5061,14 +5061,15 @@ PartitionedDataRepository::checksum_partitions(const Schema& schema, bool keep_g
                                duck::quote_ident(e->alias), duck::quote_ident(schema.name())),
                    {});
       out.push_back(PartitionChecksum{e->key, e->name, rows.at(0).values[0].get<int64_t>(),
-                                      rows.at(0).values[1].get<std::string>(), ""});
+                                      rows.at(0).values[1].get<std::string>(), "",
+                                      ErrorCode::kDuckDb});
     } catch (const Error& err) {
       const std::string what =
           std::string(err.what()).find(e->file) != std::string::npos
               ? err.what()
               : fmt::format("partition {} ('{}'): {}", e->name, e->file, err.what());
       if (!keep_going) throw Error(err.code(), what);
-      out.push_back(PartitionChecksum{e->key, e->name, 0, "", what});
+      out.push_back(PartitionChecksum{e->key, e->name, 0, "", what, err.code()});
     }
   }
   return out;

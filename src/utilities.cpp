@@ -86,6 +86,18 @@ CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_da
     for (const auto& p : s.partitions) {
       if (!p.period_end) continue;  // partition_null: no period to expire
       if (*p.period_end <= res.cutoff) {
+        // Expired by its name; kept when its file says otherwise or cannot say (a file holding
+        // another period's rows, a damaged or foreign file, rows past the cut-off): deleting it
+        // could delete rows inside the retention window.
+        if (!p.problem.empty()) {
+          res.kept_problems.push_back(fmt::format("{}: {}", p.name, p.problem));
+          continue;
+        }
+        if (p.max_value && p.max_value->micros >= to_timestamp(res.cutoff).micros) {
+          res.kept_problems.push_back(fmt::format("{}: holds rows up to {}, after the cut-off",
+                                                  p.name, format_timestamp(*p.max_value)));
+          continue;
+        }
         res.removed.push_back(CleanupItem{p.name, p.file, p.rows, p.bytes, *p.period_end, ""});
       } else if (*p.period_start < res.cutoff) {
         res.kept_straddling.push_back(p.name);
@@ -157,6 +169,9 @@ std::string CleanupResult::to_text() const {
                      dry_run ? "would be freed; nothing was changed" : "freed");
   for (const auto& k : kept_straddling)
     out += fmt::format("kept {}: its period contains the cut-off\n", k);
+  for (const auto& k : kept_problems) {
+    out += fmt::format("kept {} (expired by its name; see health-report)\n", k);
+  }
   return out;
 }
 
@@ -175,6 +190,7 @@ std::string CleanupResult::to_json() const {
   }
   j["removed"] = arr;
   j["kept_straddling"] = kept_straddling;
+  j["kept_problems"] = kept_problems;
   j["bytes_freed"] = bytes_freed;
   return j.dump(2);
 }
@@ -565,9 +581,13 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
   // counts its rows. A file that fails is reported, and the others are still checked.
   std::map<std::string, int64_t> counted;
   std::map<std::string, std::string> unreadable;
+  std::set<std::string> locked;  // held by another process (a running writer): not damage
   for (const auto& c : repo_.checksum_partitions(schema, /*keep_going=*/true)) {
     if (c.error.empty()) {
       counted[c.name] = c.rows;
+    } else if (c.error_code == ErrorCode::kLocked) {
+      locked.insert(c.name);
+      unreadable[c.name] = c.error;
     } else {
       unreadable[c.name] = c.error;
     }
@@ -583,14 +603,27 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
     rep.rows = s.total_rows;
     rep.bytes = s.total_bytes;
     for (const auto& p : s.problems) {
-      add("warning", "", "", p,
-          "move files that are not partitions out of the partition directory");
+      // A pending ingest log holds acknowledged rows: moving it away would lose them.
+      if (p.find("ingest log") != std::string::npos) {
+        add("warning", "", "", p,
+            "leave it in place: the writer that made it applies it, or any writable open does "
+            "(for example manage_partitions compact); moving or deleting it loses those rows");
+      } else {
+        add("warning", "", "", p,
+            "move files that are not partitions out of the partition directory");
+      }
     }
     for (const auto& p : s.partitions) {
       if (!p.problem.empty()) {
         add("error", p.name, p.file, fmt::format("cannot be used: {}", p.problem),
             "restore it from a backup (manage_partitions restore --from DIR) or migrate its period "
             "again");
+        continue;
+      }
+      if (locked.count(p.name)) {
+        add("warning", p.name, p.file,
+            "in use by another process (its file is locked), so it was not checked",
+            "run health-report again when that process has stopped; this is not damage");
         continue;
       }
       if (auto it = unreadable.find(p.name); it != unreadable.end()) {

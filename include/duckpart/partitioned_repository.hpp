@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "duckpart/config.hpp"
+#include "duckpart/error.hpp"
 #include "duckpart/repository.hpp"
 
 namespace duckpart {
@@ -147,6 +148,7 @@ class PartitionedDataRepository final : public IDataRepository {
     int64_t rows = 0;
     std::string checksum;
     std::string error;  // with keep_going: why this partition could not be read
+    ErrorCode error_code = ErrorCode::kDuckDb;  // and its kind (kLocked: another process holds it)
   };
   // Reads every partition. A partition that cannot be read throws Error naming it, or, with
   // `keep_going`, is returned with `error` set and the others are still read.

@@ -26,6 +26,9 @@ struct CleanupResult {
   bool dry_run = false;
   std::vector<CleanupItem> removed;          // (would be) removed, oldest first
   std::vector<std::string> kept_straddling;  // periods that contain the cut-off: kept
+  // Expired by their name but kept, "<partition>: why": a file with a problem (another period's
+  // rows, damaged, foreign) or rows past the cut-off.
+  std::vector<std::string> kept_problems;
   uint64_t bytes_freed = 0;
   std::string to_text() const;
   std::string to_json() const;

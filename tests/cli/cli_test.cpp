@@ -736,6 +736,55 @@ TEST_F(CliTest, CleanupRemovesWholeExpiredPartitionsAndFreesSpace) {
   EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2021_06.duckdb")));
 }
 
+// `cleanup` removes a partition expired by its name only when its file agrees: a file holding
+// another (newer) period's rows under an old name was deleted with rows inside the retention
+// window. `health-report` calls a partition another process holds "in use", not damaged (it said
+// "restore it from a backup", exit 1, about a live writer's files).
+TEST_F(CliTest, CleanupKeepsFilesItCannotVouchForAndHealthReportToleratesAWriter) {
+  make_source(path("src.duckdb"), 6000);
+  const std::vector<std::string> store = {"--partitions", path("parts"), "--schema", "events"};
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "events", "--partition-column", "ts"})
+                .rc,
+            0);
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), store.begin(), store.end());
+    return run(a);
+  };
+  std::filesystem::rename(path("parts/events/partition_2022_06.duckdb"),
+                          path("parts/events/partition_2019_06.duckdb"));
+  const CliRun r = with({"cleanup", "--retention-days", "60", "--now", "2022-03-16", "--json"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["kept_problems"].size(), 1u) << r.out;
+  EXPECT_EQ(j["kept_problems"][0].get<std::string>().rfind("partition_2019_06: ", 0), 0u) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2019_06.duckdb")));
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2021_06.duckdb")));
+  duck::Database db = duck::Database::open(path("src.duckdb"), true);
+  const int64_t june = db.connect().query_int(
+      "SELECT count(*) FROM events WHERE ts >= TIMESTAMP '2022-06-01' AND ts < TIMESTAMP "
+      "'2022-07-01'");
+  ASSERT_GT(june, 0);
+  // A query that needs it names it (never a silent partial answer); named right again, it holds
+  // every row of its month.
+  const std::vector<std::string> june_count = {
+      "query", "--filter", "ts:between:2022-06-01,2022-06-30 23:59:59", "--count"};
+  const CliRun named = with(june_count);
+  EXPECT_NE(named.rc, 0) << named.out;
+  EXPECT_NE(named.err.find("partition_2019_06"), std::string::npos) << named.err;
+  std::filesystem::rename(path("parts/events/partition_2019_06.duckdb"),
+                          path("parts/events/partition_2022_06.duckdb"));
+  const CliRun still = with(june_count);
+  EXPECT_EQ(still.out, std::to_string(june) + "\n") << still.err;
+  // Another process holds a partition: a warning, not an error.
+  ChildProcess holder({DUCKPART_LOCK_HELPER, path("parts/events/partition_2022_09.duckdb")});
+  ASSERT_EQ(holder.line(), "locked");
+  const CliRun h = with({"health-report"});
+  EXPECT_EQ(h.rc, 0) << h.out << h.err;
+  EXPECT_NE(h.out.find("in use by another process"), std::string::npos) << h.out;
+  EXPECT_EQ(h.out.find("restore it from a backup"), std::string::npos) << h.out;
+}
+
 TEST_F(CliTest, BackupRestoreAndHealthReportRepairADamagedPartition) {
   make_source(path("src.duckdb"), 6000);
   const std::vector<std::string> store = {"--partitions", path("parts"), "--schema", "events"};
