@@ -184,7 +184,33 @@ ImportResult import_file(PartitionedDataRepository& repo, const std::string& tab
   ImportResult res;
   res.file = file;
   res.import_id = file_checksum_xxh3(file).substr(0, 16);
-  const std::string quoted_file = duck::quote_literal(fs::absolute(file).string());
+  // DuckDB's readers take a path with *, ? or [ as a glob pattern: 'wells[2024].csv' would read
+  // wells2.csv and wells0.csv, or nothing. Such a file is read through a link of a plain name.
+  struct ReadPath {
+    std::string path, link;
+    ~ReadPath() {
+      std::error_code ignored;
+      if (!link.empty()) fs::remove(link, ignored);
+    }
+  } read_path{fs::absolute(file).string(), ""};
+  if (read_path.path.find_first_of("*?[]{}") != std::string::npos) {
+    // In the store's staging directory (removed with its other staging files), one per call.
+    static std::atomic<uint64_t> links{0};
+    const std::string link_dir = repo.config().base_partition_path + "/_staging";
+    fs::create_directories(link_dir, ec);
+    read_path.link = fmt::format("{}/link-{}-{}-{}{}", link_dir, res.import_id, ::getpid(),
+                                 links.fetch_add(1), fs::path(file).extension().string());
+    fs::remove(read_path.link, ec);
+    fs::create_symlink(read_path.path, read_path.link, ec);
+    if (ec || read_path.link.find_first_of("*?[]{}") != std::string::npos) {
+      throw Error(ErrorCode::kIo,
+                  fmt::format("import file '{}' has glob characters in its path and no plain-named "
+                              "link to it could be made ({}); rename it",
+                              file, ec ? ec.message() : read_path.link));
+    }
+  }
+  const std::string quoted_file =
+      duck::quote_literal(read_path.link.empty() ? read_path.path : read_path.link);
   CsvHeader header;
   if (format == "csv") header = read_csv_header(file);
   // The dialect is fixed (RFC 4180 quoting, the header's delimiter) so that a broken quote or a

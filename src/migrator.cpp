@@ -475,10 +475,7 @@ MigrationPlan PartitionMigrator::plan() {
     return n > 0 ? static_cast<double>(src.bytes) / static_cast<double>(n) : 0.0;
   }();
   std::map<std::string, bool> existing;
-  for (const auto& s : repo_.get_partition_statistics().schemas) {
-    if (s.schema != options_.table) continue;
-    for (const auto& p : s.partitions) existing[p.name] = p.rows > 0;
-  }
+  for (const auto& p : repo_.table_statistics(schema_).partitions) existing[p.name] = p.rows > 0;
   const PartitionStrategy strategy = repo_.config().strategy;
   for (const auto& r : rows_of(
            src.conn,

@@ -132,6 +132,9 @@ struct Entry {
   // that queries over those values still see it (and fail naming it) instead of missing its rows.
   std::optional<std::pair<int64_t, int64_t>> stored_range;
   bool dropped = false;  // removed by drop_partition (kept alive for requests that still hold it)
+  // Its file was locked by another process (a writer) when its metadata had to be read: `problem`
+  // says so, and the next request that needs it tries again (Impl::retry_locked_locked).
+  bool locked_elsewhere = false;
   // Under write_mu: the file was made from the store's template, whose metadata table is empty;
   // the next commit inserts the metadata row with this statement (record_and_commit).
   bool placeholder_meta = false;
@@ -156,7 +159,8 @@ struct Entry {
   int pins = 0;
   uint64_t last_used = 0;
   std::mutex write_mu;
-  // Held for a whole compact_partition: two compactions of one partition share its staged files.
+  // Held for a whole compact_partition (two compactions of one partition share its staged files),
+  // and by drop_partition and restore_partition (a swap after them would undo them).
   std::mutex compact_mu;
   // Id index. Valid when bloom && probe.filter_version == meta.commit_version. Changed under
   // bloom_mu (one writer: adding ids, loading, building); `bloom` and the probe's filter fields are
@@ -1054,6 +1058,7 @@ struct PartitionedDataRepository::Impl {
       for (Entry* e : entries) {
         pins_cv.wait(lock, [&] { return !e->draining || e == drainer; });
         if (e->dropped) continue;  // dropped after the request chose it: it no longer exists
+        retry_locked_locked(*e);   // throws kLocked while another process holds the file
         if (!e->problem.empty()) {
           throw Error(ErrorCode::kCorruption,
                       fmt::format("partition {} ('{}') is needed by this request but unusable: {}",
@@ -1122,6 +1127,33 @@ struct PartitionedDataRepository::Impl {
 
   std::unique_ptr<Entry> make_entry(const Store& store, const PartitionKey& key) const {
     return make_entry_in(store.dir, store.schema.name(), key);
+  }
+
+  // A partition whose file another process held when its metadata was to be read: read it now,
+  // or throw kLocked again (the entry stays as it was). Under mu.
+  void retry_locked_locked(Entry& e) {
+    if (!e.locked_elsewhere) return;
+    Store* owner = nullptr;
+    for (auto& [name, st] : stores) {
+      auto it = st->entries.find(e.key);
+      if (it != st->entries.end() && it->second.get() == &e) owner = st.get();
+    }
+    if (!owner) return;  // dropped: the caller skips it
+    const std::string before = e.problem;
+    e.problem.clear();
+    e.locked_elsewhere = false;
+    try {
+      verify_entry_locked(*owner, e);
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::kLocked) {
+        e.problem = err.what();
+        e.locked_elsewhere = true;
+      } else if (e.problem.empty()) {
+        e.problem = before;
+        e.locked_elsewhere = true;
+      }
+      throw;
+    }
   }
 
   // Reads (and checks) the metadata of an attached or attachable file. Under mu (and write_mu
@@ -1946,6 +1978,7 @@ struct PartitionedDataRepository::Impl {
       std::lock_guard lock(mu);
       for (const Group& g : groups) {
         auto it = store.entries.find(g.key);
+        if (it != store.entries.end()) retry_locked_locked(*it->second);
         if (it != store.entries.end() && !it->second->problem.empty()) {
           throw Error(ErrorCode::kCorruption,
                       fmt::format("cannot write to partition {} ('{}'): {}", it->second->name,
@@ -2425,7 +2458,16 @@ struct PartitionedDataRepository::Impl {
         e.set_meta(std::move(scan.catalog->entries[static_cast<std::size_t>(f.cached)].meta));
         if (options.read_only) e.meta_stamp = f.stamp;
       } else {
-        verify_entry_locked(store, e);
+        try {
+          verify_entry_locked(store, e);
+        } catch (const Error& err) {
+          // Another process holds the file (a writer that committed to it since the catalog was
+          // written): the table stays usable; requests that need this partition try it again
+          // and fail with "locked" while it is held.
+          if (err.code() != ErrorCode::kLocked) throw;
+          e.problem = err.what();
+          e.locked_elsewhere = true;
+        }
       }
       store.entries.emplace(*f.key, std::move(f.entry));
     }
@@ -3587,6 +3629,7 @@ struct PartitionedDataRepository::Impl {
       // A damaged partition fails the batch before any new file is created for it.
       for (const Group& g : groups) {
         auto it = store.entries.find(g.key);
+        if (it != store.entries.end()) retry_locked_locked(*it->second);
         if (it != store.entries.end() && !it->second->problem.empty()) {
           throw Error(ErrorCode::kCorruption,
                       fmt::format("cannot write to partition {} ('{}'): {}", it->second->name,
@@ -3600,6 +3643,7 @@ struct PartitionedDataRepository::Impl {
         g.entry = &ensure_partition_locked(store, g.key, g.created);
         g.created = g.created || fresh.count(g.key) > 0;
         if (g.created) ++res.partitions_created;
+        retry_locked_locked(*g.entry);
         if (!g.entry->problem.empty()) {
           throw Error(ErrorCode::kCorruption,
                       fmt::format("cannot write to partition {} ('{}'): {}", g.entry->name,
@@ -5098,6 +5142,46 @@ std::vector<PartitionedDataRepository::CommittedBatch> PartitionedDataRepository
   return out;
 }
 
+void PartitionedDataRepository::record_batch_ids(const Schema& schema,
+                                                 const std::string& partition_name,
+                                                 const std::vector<CommittedBatch>& batches) {
+  if (impl_->options.read_only) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "the partition store is open read-only; recording batch ids is refused");
+  }
+  if (batches.empty()) return;
+  Store& store = impl_->store_for(schema);
+  Entry* e = impl_->entry_named(store, partition_name);
+  auto pins = impl_->acquire({e}, nullptr);
+  if (pins.entries().empty()) {
+    throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
+  }
+  auto conn = impl_->pool().take();
+  LogIds missing;
+  struct NothingNew {};
+  try {
+    impl_->commit_partition(
+        *e, batches.front().batch_id, /*check_replay=*/false, *conn,
+        [&](duck::Connection& c, const std::string& ctx) {
+          std::set<std::string> held;
+          for (const DataRecord& r :
+               run_rows(c,
+                        fmt::format("SELECT batch_id FROM {}.main.{}", duck::quote_ident(e->alias),
+                                    kBatchesTable),
+                        {})) {
+            if (!r.values[0].is_null()) held.insert(r.values[0].get<std::string>());
+          }
+          (void)ctx;
+          for (const CommittedBatch& b : batches) {
+            if (held.insert(b.batch_id).second) missing.emplace_back(b.batch_id, b.rows);
+          }
+          if (missing.empty()) throw NothingNew{};  // rolled back: nothing to record
+        },
+        [](duck::Connection&, const PartitionMeta& old) { return old; }, &missing);
+  } catch (const NothingNew&) {
+  }
+}
+
 std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& schema,
                                                                const Value& id) {
   if (!schema.id_index()) {
@@ -5850,6 +5934,8 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
   }
   Store& store = impl_->store_for(schema);
   Entry* e = impl_->entry_named(store, partition_name);
+  // After a compaction of the partition that runs: its swap would bring the file back.
+  std::lock_guard compacting(e->compact_mu);
   std::lock_guard wlock(e->write_mu);
   {
     std::lock_guard lock(impl_->mu);
@@ -6074,9 +6160,20 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   }
   // Stage next to the target (same file system), then swap under the partition's exclusive lock.
   const std::string staged = store.dir + "/." + key.file_name() + ".restore";
+  // After a compaction of the partition that runs: its swap would put the old rows back over
+  // the restored file.
+  std::lock_guard compacting(e->compact_mu);
   copy_file_atomically(backup_file, staged);
   std::lock_guard wlock(e->write_mu);
   std::lock_guard lock(impl_->mu);
+  if (e->dropped) {  // dropped while this restore waited: its entry is no longer the partition's
+    std::error_code ec;
+    fs::remove(staged, ec);
+    throw Error(ErrorCode::kConflict,
+                fmt::format("partition {} was dropped while this restore waited for it; run the "
+                            "restore again (nothing was changed)",
+                            e->name));
+  }
   if (e->pins > 0) {
     std::error_code ec;
     fs::remove(staged, ec);
@@ -6147,21 +6244,27 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
   // commit version it copied. Holds write_mu (no commit during the copy). `drained`: the caller
   // holds the partition drained (no new request may pin it) and this copy may still pin it.
   // Into `path`, with blocks of `kb` KB.
+  // The partition's commit version and file (a restore replaces it) that a copy was made of.
+  struct Copied {
+    int64_t version = 0;
+    uint64_t epoch = 0;
+  };
   auto remove_staged = [&](const std::string& path) {
     fs::remove(path, ec);
     fs::remove(path + ".wal", ec);
   };
-  auto copy = [&](bool drained, int kb, const std::string& path) -> int64_t {
+  auto copy = [&](bool drained, int kb, const std::string& path) -> Copied {
     std::lock_guard wlock(e->write_mu);
     remove_staged(path);
     auto pins = impl_->acquire({e}, nullptr, drained ? e : nullptr);
     if (pins.entries().empty()) {
       throw Error(ErrorCode::kNotFound, fmt::format("partition {} was dropped", partition_name));
     }
-    int64_t version = 0;
+    Copied made;
     {
       std::lock_guard lock(impl_->mu);
-      version = e->meta().commit_version;
+      made.version = e->meta().commit_version;
+      made.epoch = e->file_epoch;
     }
     {
       // A new, empty database file with the block size asked for, made outside mu by an
@@ -6220,25 +6323,25 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
                       context, before, after));
     }
     res.rows = std::stoll(before.substr(0, before.find('/')));
-    return version;
+    return made;
   };  // the staged file is checkpointed and closed when `detach` goes
 
   // 1. Copy while readers and writers go on. Automatic block size: a small partition is copied
   //    with 256 KB and with 16 KB blocks and the smaller file kept.
   int kb = block_size_kb != 0 ? block_size_kb : 256;
-  int64_t copied_version = 0;
+  Copied copied;
   const std::string small = staged + "16";
   try {
-    copied_version = copy(false, kb, staged);
+    copied = copy(false, kb, staged);
     if (block_size_kb == 0 && file_bytes(staged) <= 4 * 1024 * 1024) {
-      const int64_t small_version = copy(false, 16, small);
+      const Copied small_copy = copy(false, 16, small);
       if (file_bytes(small) < file_bytes(staged)) {
         if (std::rename(small.c_str(), staged.c_str()) != 0) {
           throw Error(ErrorCode::kIo, fmt::format("cannot rename '{}' to '{}': {}", small, staged,
                                                   std::strerror(errno)));
         }
         kb = 16;
-        copied_version = small_version;
+        copied = small_copy;
       }
       remove_staged(small);
     }
@@ -6276,11 +6379,25 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
       std::lock_guard lock(impl_->mu);
       version_now = e->meta().commit_version;
     }
-    if (version_now != copied_version) copied_version = copy(true, kb, staged);
+    if (version_now != copied.version) copied = copy(true, kb, staged);
     fsync_path(staged, false);
     // 4. Swap.
     std::lock_guard wlock(e->write_mu);
     std::lock_guard lock(impl_->mu);
+    // Dropped or restored since the copy (drop and restore wait for compact_mu; this guards any
+    // other path): the copy is of a file that is no longer the partition.
+    if (e->dropped) {
+      throw Error(ErrorCode::kNotFound,
+                  fmt::format("partition {} was dropped while it was being compacted; the "
+                              "compacted copy was discarded",
+                              e->name));
+    }
+    if (e->file_epoch != copied.epoch) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} was replaced (restored) while it was being "
+                              "compacted; it was left as it is now: compact it again",
+                              e->name));
+    }
     impl_->detach_locked(*e);
     if (e->attached || fs::exists(e->file + ".wal")) {
       throw Error(
@@ -6346,6 +6463,8 @@ int64_t PartitionedDataRepository::export_partition_parquet(const Schema& schema
       context);
 }
 
+bool PartitionedDataRepository::read_only() const noexcept { return impl_->options.read_only; }
+
 RepositoryCounters PartitionedDataRepository::counters() const {
   std::lock_guard lock(impl_->mu);
   RepositoryCounters c = impl_->counters;
@@ -6353,6 +6472,53 @@ RepositoryCounters PartitionedDataRepository::counters() const {
   c.duckdb_started = impl_->duck_started.load(std::memory_order_acquire);
   c.duckdb_extensions_loaded = c.duckdb_started && impl_->hub_.extensions_loaded();
   return c;
+}
+
+namespace {
+
+// A loaded table's statistics from its entries (under Impl::mu).
+SchemaStatistics statistics_of_locked(const std::string& name, const Store& store) {
+  SchemaStatistics ss;
+  ss.schema = name;
+  ss.directory = store.dir;
+  ss.problems = store.problems;
+  for (const auto& [key, e] : store.entries) {
+    PartitionStatistics p;
+    p.name = e->name;
+    p.file = e->file;
+    if (!key.is_null) {
+      p.period_start = key.start();
+      p.period_end = key.end();
+    }
+    p.rows = e->meta().row_count;
+    const FileStamp st = stamp_of(e->file);
+    p.bytes =
+        static_cast<uint64_t>(std::max<int64_t>(st.size, 0) + std::max<int64_t>(st.wal_size, 0));
+    p.modified_unix = st.mtime_ns / 1'000'000'000;
+    if (e->meta().min_value) p.min_value = Timestamp{*e->meta().min_value};
+    if (e->meta().max_value) p.max_value = Timestamp{*e->meta().max_value};
+    p.attached = e->attached;
+    p.problem = e->problem;
+    ss.total_rows += p.rows;
+    ss.total_bytes += p.bytes;
+    ss.partitions.push_back(std::move(p));
+  }
+  return ss;
+}
+
+}  // namespace
+
+SchemaStatistics PartitionedDataRepository::table_statistics(const Schema& schema) {
+  // This table alone: another table's state (locked or damaged files, pending logs) is not this
+  // command's concern.
+  Store& store = impl_->store_for(schema, /*drain=*/false);
+  if (!impl_->options.read_only) {
+    if (store.ingest.replay_pending.load()) impl_->replay_ingest(store);
+    if (store.ingest.rows.load() > 0) impl_->drain_ingest(store);
+    Impl::settle_reaper(store);
+  }
+  std::lock_guard lock(impl_->mu);
+  return statistics_of_locked(schema.name(), store);
 }
 
 StorageStatistics PartitionedDataRepository::get_partition_statistics() {
@@ -6380,34 +6546,7 @@ StorageStatistics PartitionedDataRepository::get_partition_statistics() {
   }
   if (!impl_->options.read_only) impl_->drain_all_ingest();
   std::lock_guard lock(impl_->mu);
-  for (auto& [name, store] : impl_->stores) {
-    SchemaStatistics ss;
-    ss.schema = name;
-    ss.directory = store->dir;
-    ss.problems = store->problems;
-    for (auto& [key, e] : store->entries) {
-      PartitionStatistics p;
-      p.name = e->name;
-      p.file = e->file;
-      if (!key.is_null) {
-        p.period_start = key.start();
-        p.period_end = key.end();
-      }
-      p.rows = e->meta().row_count;
-      const FileStamp st = stamp_of(e->file);
-      p.bytes =
-          static_cast<uint64_t>(std::max<int64_t>(st.size, 0) + std::max<int64_t>(st.wal_size, 0));
-      p.modified_unix = st.mtime_ns / 1'000'000'000;
-      if (e->meta().min_value) p.min_value = Timestamp{*e->meta().min_value};
-      if (e->meta().max_value) p.max_value = Timestamp{*e->meta().max_value};
-      p.attached = e->attached;
-      p.problem = e->problem;
-      ss.total_rows += p.rows;
-      ss.total_bytes += p.bytes;
-      ss.partitions.push_back(std::move(p));
-    }
-    s.schemas.push_back(std::move(ss));
-  }
+  for (auto& [name, store] : impl_->stores) s.schemas.push_back(statistics_of_locked(name, *store));
   for (SchemaStatistics& ss : refused) s.schemas.push_back(std::move(ss));
   std::sort(
       s.schemas.begin(), s.schemas.end(),

@@ -129,8 +129,8 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     PartitionedDataRepository old_repo(old_cfg, {.read_only = true});
     schema = old_repo.load_schema(table);
     old_repo.initialize(schema);
-    for (const auto& s : old_repo.get_partition_statistics().schemas) {
-      if (s.schema != table) continue;
+    {
+      const SchemaStatistics s = old_repo.table_statistics(schema);
       for (const auto& p : s.partitions) {
         if (!p.problem.empty()) {
           throw Error(ErrorCode::kCorruption,
@@ -150,6 +150,8 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   const std::string qt = duck::quote_ident(table);
   std::map<PartitionKey, std::pair<int64_t, std::string>> expected;
   std::vector<int64_t> rowid_end(olds.size(), 0);
+  // Each old partition's batch ids with their rows (not an earlier re-partition's own).
+  std::vector<std::map<std::string, int64_t>> old_batches(olds.size());
   {
     duck::Database mem = duck::Database::open(":memory:");
     duck::Connection c = mem.connect();
@@ -166,6 +168,20 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
              ctx);
       rowid_end[i] =
           c.query_int(fmt::format("SELECT coalesce(max(rowid) + 1, 0) FROM old.main.{}", qt), ctx);
+      {
+        duck::Result br = c.query(
+            fmt::format("SELECT batch_id, sum(row_count)::BIGINT FROM old.main.{} WHERE batch_id "
+                        "IS NOT NULL AND NOT starts_with(batch_id, 'repartition-') GROUP BY 1",
+                        kBatchesTable),
+            ctx);
+        duck::ChunkDecoder bdec(br);
+        std::vector<DataRecord> ids;
+        while (auto chunk = br.fetch()) bdec.decode(chunk, ids);
+        for (const auto& r : ids) {
+          old_batches[i][r.values[0].get<std::string>()] =
+              r.values[1].is_null() ? 0 : r.values[1].get<int64_t>();
+        }
+      }
       c.exec("DETACH old", ctx);
     }
     duck::Result r = c.query(
@@ -267,6 +283,38 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
       res.seconds = elapsed();
       return res;
     }
+    // 3b. Carry the batch ids (an application's retries, imports, migrations): a new partition
+    //     records an id when every old partition its period overlaps holds it, so that a retried
+    //     batch is skipped there exactly as before. Exact when periods split (yearly -> monthly:
+    //     each month had the year's ids); when they merge, an id some of the merged periods lack
+    //     stays behind (it may stand for rows of those periods that were never committed).
+    for (const auto& [key, want] : expected) {
+      std::optional<std::map<std::string, int64_t>> common;
+      for (std::size_t i = 0; i < olds.size(); ++i) {
+        const bool overlaps = key.is_null ? !olds[i].period_start
+                                          : olds[i].period_start &&
+                                                olds[i].period_start->days < key.end().days &&
+                                                olds[i].period_end->days > key.start().days;
+        if (!overlaps) continue;
+        if (!common) {
+          common = old_batches[i];
+          continue;
+        }
+        for (auto it = common->begin(); it != common->end();) {
+          auto found = old_batches[i].find(it->first);
+          if (found == old_batches[i].end()) {
+            it = common->erase(it);
+          } else {
+            it->second += found->second;
+            ++it;
+          }
+        }
+      }
+      if (!common || common->empty()) continue;
+      std::vector<PartitionedDataRepository::CommittedBatch> ids;
+      for (const auto& [id, n] : *common) ids.push_back({id, n, Timestamp{}});
+      repo.record_batch_ids(schema, key.name(), ids);
+    }
     // 4. Verify every new period against what the old partitions hold for it.
     if (options.verify) {
       if (progress) {
@@ -309,6 +357,15 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     return res;
   }
 
+  // The table's record of imported files (how each file's batches were cut) goes with it.
+  if (fs::exists(live + "/_imports.json", ec)) {
+    fs::copy_file(live + "/_imports.json", staging + "/_imports.json",
+                  fs::copy_options::overwrite_existing, ec);
+    if (ec) {
+      throw Error(ErrorCode::kIo, fmt::format("cannot copy '{}' to '{}': {}",
+                                              live + "/_imports.json", staging, ec.message()));
+    }
+  }
   // 5. Exchange the directories in one atomic rename, then remove the old partitions.
   write_state(state_file, {{"table", table},
                            {"from", strategy_name(*from)},

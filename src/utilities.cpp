@@ -81,8 +81,16 @@ CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_da
   res.cutoff = Date{today.days - retention_days};
   res.dry_run = dry_run;
   repo_.initialize(schema);
-  for (const auto& s : repo_.get_partition_statistics().schemas) {
-    if (s.schema != schema.name()) continue;
+  {
+    const SchemaStatistics s = repo_.table_statistics(schema);
+    for (const auto& problem : s.problems) {
+      if (problem.find("ingest log") == std::string::npos) continue;
+      res.notes.push_back(
+          dry_run ? problem +
+                        "; the real run commits those rows first, so it may keep a "
+                        "partition listed here (one that then holds rows past the cut-off)"
+                  : problem);
+    }
     for (const auto& p : s.partitions) {
       if (!p.period_end) continue;  // partition_null: no period to expire
       if (*p.period_end <= res.cutoff) {
@@ -106,11 +114,42 @@ CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_da
   }
   for (const auto& item : res.removed) res.bytes_freed += item.bytes;
   if (dry_run) return res;
+  // Which partitions were removed when one could not be: the error says, so that the operator
+  // knows what is gone and what a second run will do.
+  std::vector<char> done(res.removed.size(), 0);
+  auto stopped = [&](const std::exception_ptr& failure) {
+    ErrorCode code = ErrorCode::kIo;
+    std::string what;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const Error& e) {
+      code = e.code();
+      what = e.what();
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    std::vector<std::string> gone, left;
+    for (std::size_t i = 0; i < res.removed.size(); ++i) {
+      (done[i] ? gone : left).push_back(res.removed[i].name);
+    }
+    auto list = [](const std::vector<std::string>& v) {
+      return v.empty() ? std::string("none") : fmt::format("{}", fmt::join(v, ", "));
+    };
+    return Error(code, fmt::format("{}; clean-up stopped: removed {} of {} expired partition(s) "
+                                   "({}); not removed: {}; run it again to remove the rest",
+                                   what, gone.size(), res.removed.size(), list(gone), list(left)));
+  };
   if (!archive_dir.empty()) {
     // One after another: each archive adds to the same manifest.
-    for (auto& item : res.removed) {
-      item.archived_to = backup_partition(schema, item.name, archive_dir).file;
-      repo_.drop_partition(schema, item.name);
+    for (std::size_t i = 0; i < res.removed.size(); ++i) {
+      auto& item = res.removed[i];
+      try {
+        item.archived_to = backup_partition(schema, item.name, archive_dir).file;
+        repo_.drop_partition(schema, item.name);
+      } catch (...) {
+        throw stopped(std::current_exception());
+      }
+      done[i] = 1;
     }
   } else {
     // Deleting a file is the kernel's work (freeing its extents and cached pages; on ext4 without
@@ -133,6 +172,7 @@ CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_da
         if (i >= n) return;
         try {
           repo_.drop_partition(schema, res.removed[i].name);
+          done[i] = 1;  // each index is written by one thread, read after the joins
         } catch (...) {
           std::lock_guard lock(mu);
           if (!failure) failure = std::current_exception();
@@ -151,7 +191,7 @@ CleanupResult PartitionUtilities::cleanup(const Schema& schema, int retention_da
     }
     work();
     for (auto& h : helpers) h.join();
-    if (failure) std::rethrow_exception(failure);
+    if (failure) throw stopped(failure);
   }
   repo_.flush();
   return res;
@@ -172,6 +212,7 @@ std::string CleanupResult::to_text() const {
   for (const auto& k : kept_problems) {
     out += fmt::format("kept {} (expired by its name; see health-report)\n", k);
   }
+  for (const auto& n : notes) out += fmt::format("note: {}\n", n);
   return out;
 }
 
@@ -191,6 +232,7 @@ std::string CleanupResult::to_json() const {
   j["removed"] = arr;
   j["kept_straddling"] = kept_straddling;
   j["kept_problems"] = kept_problems;
+  j["notes"] = notes;
   j["bytes_freed"] = bytes_freed;
   return j.dump(2);
 }
@@ -229,8 +271,8 @@ std::vector<BackupManifestEntry> PartitionUtilities::backup_all(const Schema& sc
                                                                 const std::string& dir) {
   std::vector<BackupManifestEntry> out;
   repo_.initialize(schema);
-  for (const auto& s : repo_.get_partition_statistics().schemas) {
-    if (s.schema != schema.name()) continue;
+  {
+    const SchemaStatistics s = repo_.table_statistics(schema);
     for (const auto& p : s.partitions) {
       if (!p.problem.empty()) {
         throw Error(
@@ -311,8 +353,8 @@ CompactReport PartitionUtilities::compact(
   if (!name.empty()) {
     names.push_back(name);
   } else {
-    for (const auto& s : repo_.get_partition_statistics().schemas) {
-      if (s.schema != schema.name()) continue;
+    {
+      const SchemaStatistics s = repo_.table_statistics(schema);
       for (const auto& p : s.partitions) {
         if (p.problem.empty()) names.push_back(p.name);
       }
@@ -464,8 +506,8 @@ ExportResult PartitionUtilities::export_parquet(
 
   repo_.initialize(schema);
   std::vector<PartitionStatistics> parts;
-  for (const auto& s : repo_.get_partition_statistics().schemas) {
-    if (s.schema != schema.name()) continue;
+  {
+    const SchemaStatistics s = repo_.table_statistics(schema);
     for (const auto& p : s.partitions) {
       if (!p.problem.empty()) {
         throw Error(ErrorCode::kCorruption,
@@ -592,12 +634,11 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
       unreadable[c.name] = c.error;
     }
   }
-  const auto stats = repo_.get_partition_statistics();
+  const std::vector<SchemaStatistics> stats{repo_.table_statistics(schema)};
   std::vector<int64_t> sizes;
   std::vector<std::string> small, coarse_blocks;
   uint64_t coarse_bytes = 0;
-  for (const auto& s : stats.schemas) {
-    if (s.schema != schema.name()) continue;
+  for (const auto& s : stats) {
     rep.directory = s.directory;
     rep.partitions = static_cast<int64_t>(s.partitions.size());
     rep.rows = s.total_rows;
@@ -614,16 +655,16 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
       }
     }
     for (const auto& p : s.partitions) {
+      if (locked.count(p.name)) {  // (its problem, if any, is that lock)
+        add("warning", p.name, p.file,
+            "in use by another process (its file is locked), so it was not checked",
+            "run health-report again when that process has stopped; this is not damage");
+        continue;
+      }
       if (!p.problem.empty()) {
         add("error", p.name, p.file, fmt::format("cannot be used: {}", p.problem),
             "restore it from a backup (manage_partitions restore --from DIR) or migrate its period "
             "again");
-        continue;
-      }
-      if (locked.count(p.name)) {
-        add("warning", p.name, p.file,
-            "in use by another process (its file is locked), so it was not checked",
-            "run health-report again when that process has stopped; this is not damage");
         continue;
       }
       if (auto it = unreadable.find(p.name); it != unreadable.end()) {
@@ -721,12 +762,25 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
     }
   }
   // Leftovers: write-ahead logs of closed partitions (an interrupted process) and temporary files.
+  // A partition open for writing (attached by this writable repository, or held by another
+  // process) has a live one; a read-only attach (this report's own checks) does not.
+  std::set<std::string> open_files;
+  for (const auto& s : stats) {
+    for (const auto& p : s.partitions) {
+      if ((p.attached && !repo_.read_only()) || locked.count(p.name)) {
+        open_files.insert(fs::path(p.file).filename().string());
+      }
+    }
+  }
   std::error_code ec;
   for (fs::directory_iterator it(rep.directory, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     const std::string ext = it->path().extension().string();
     const bool temporary =
         name.find(".restore") != std::string::npos || name.find(".compact") != std::string::npos;
+    if (ext == ".wal" && !temporary && open_files.count(it->path().stem().string())) {
+      continue;  // in use: not left over
+    }
     if (ext == ".wal" && !temporary) {
       add("warning", "", it->path().string(),
           "write-ahead log left by a process that did not close the partition cleanly",
@@ -738,12 +792,6 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
           "delete it once no duckpart process is running");
     }
   }
-  // Most severe first: an operator reads the top of the report.
-  auto rank = [](const std::string& sev) { return sev == "error" ? 0 : sev == "warning" ? 1 : 2; };
-  std::stable_sort(rep.findings.begin(), rep.findings.end(),
-                   [&](const HealthFinding& a, const HealthFinding& b) {
-                     return rank(a.severity) < rank(b.severity);
-                   });
   // Catalog drift: missing, or entries whose file changed since (or files it does not list).
   const std::string catalog_path = rep.directory + "/" + kCatalogFile;
   if (!fs::exists(catalog_path)) {
@@ -760,8 +808,7 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
         stale.push_back(ce.file_name);
       }
     }
-    for (const auto& s : stats.schemas) {
-      if (s.schema != schema.name()) continue;
+    for (const auto& s : stats) {
       for (const auto& p : s.partitions) {
         const std::string f = fs::path(p.file).filename().string();
         if (!listed.count(f)) stale.push_back(f);
@@ -778,6 +825,12 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
     add("warning", "", catalog_path, "catalog unreadable or of another table/strategy",
         "it is rebuilt from the partition files when the store is opened for writing");
   }
+  // Most severe first: an operator reads the top of the report.
+  auto rank = [](const std::string& sev) { return sev == "error" ? 0 : sev == "warning" ? 1 : 2; };
+  std::stable_sort(rep.findings.begin(), rep.findings.end(),
+                   [&](const HealthFinding& a, const HealthFinding& b) {
+                     return rank(a.severity) < rank(b.severity);
+                   });
   return rep;
 }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -1324,6 +1325,57 @@ TEST_F(PartitionedTest, FileLockedByAnotherProcessIsNamed) {
   EXPECT_EQ(repo.count_all(schema_, q), 50) << "usable again once the other process is gone";
 }
 
+// A writer in another process holds a partition it changed since the catalog was written: the
+// table must still open (it failed with "locked" for every request), requests that do not need
+// that partition answer, those that need it fail naming it, and it is read once it is free.
+TEST_F(PartitionedTest, APartitionLockedAndChangedSinceTheCatalogFailsOnlyRequestsThatNeedIt) {
+  fill_36_months();
+  const std::string file = path("parts/events/partition_2022_07.duckdb");
+  ChildProcess holder({DUCKPART_LOCK_HELPER, file});
+  ASSERT_EQ(holder.line(), "locked");
+  std::filesystem::last_write_time(file, std::filesystem::file_time_type::clock::now() +
+                                             std::chrono::seconds(5));  // changed since
+  auto month = [](const char* from, const char* to) {
+    return where(
+        {{"ts", FilterOperator::kGte, Value(from)}, {"ts", FilterOperator::kLt, Value(to)}});
+  };
+  for (const bool read_only : {true, false}) {
+    SCOPED_TRACE(read_only ? "read-only" : "writable");
+    PartitionedRepositoryOptions o;
+    o.read_only = read_only;
+    PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly), o);
+    EXPECT_EQ(repo.count_all(schema_, month("2022-06-01", "2022-07-01")), 50);
+    EXPECT_EQ(repo.get_all(schema_, month("2023-01-01", "2023-02-01")).total, 50);
+    ErrorCode code{};
+    const std::string msg =
+        error_of([&] { repo.count_all(schema_, month("2022-07-01", "2022-08-01")); }, &code);
+    EXPECT_EQ(code, ErrorCode::kLocked) << msg;
+    EXPECT_NE(msg.find(file), std::string::npos) << msg;
+    code = {};
+    error_of([&] { repo.count_all(schema_); }, &code);
+    EXPECT_EQ(code, ErrorCode::kLocked) << "the whole table needs it";
+    const SchemaStatistics st = repo.table_statistics(schema_);
+    EXPECT_EQ(st.partitions.size(), 36u);
+    if (!read_only) {
+      std::mt19937_64 rng(5);
+      auto rows =
+          random_wide_rows(rng, 3, date_from_civil(2022, 7, 1), date_from_civil(2022, 7, 28));
+      code = {};
+      const std::string w = error_of(
+          [&] {
+            repo.create_batch(schema_, rows);
+            repo.flush();
+          },
+          &code);
+      EXPECT_EQ(code, ErrorCode::kLocked) << w;
+    }
+  }
+  holder.kill();
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  EXPECT_EQ(repo.count_all(schema_, month("2022-07-01", "2022-08-01")), 50);
+  EXPECT_EQ(repo.count_all(schema_), 36 * 50);
+}
+
 TEST_F(PartitionedTest, OneDirectoryOneRepositoryPerProcess) {
   PartitionedDataRepository a = open();
   ErrorCode code{};
@@ -1634,6 +1686,17 @@ TEST_F(PartitionedTest, CleanupOnThreadsStopsAtAPinnedPartitionAndLeavesEveryFil
     EXPECT_EQ(code, ErrorCode::kConflict) << err;
     EXPECT_NE(err.find("partition_2022_06"), std::string::npos) << err;
     EXPECT_TRUE(std::filesystem::exists(dir + "partition_2022_06.duckdb"));
+    // The error says which partitions are gone and which are left.
+    EXPECT_NE(err.find(" of 24 expired partition(s) ("), std::string::npos) << err;
+    const std::size_t left_at = err.find("not removed: ");
+    ASSERT_NE(left_at, std::string::npos) << err;
+    for (const auto& [name, rows] : rows_of) {
+      if (name >= "partition_2023") continue;
+      const std::size_t at = err.rfind(name);
+      ASSERT_NE(at, std::string::npos) << name << ": " << err;
+      EXPECT_EQ(at > left_at, std::filesystem::exists(dir + name + ".duckdb"))
+          << name << ": " << err;
+    }
     while (pinning.next(r)) {
     }
   }
@@ -1725,6 +1788,80 @@ TEST_F(PartitionedTest, CompactSortsAtomicallyAndKeepsEveryRow) {
                 .find("partition_1999_01"),
             std::string::npos);
   EXPECT_EQ(code, ErrorCode::kNotFound);
+}
+
+// A drop or a restore that comes while a compaction of the same partition waits for its readers
+// must not be undone by the compaction's swap: the dropped rows came back on the next open (the
+// compacted copy was renamed over the deleted file), the restored rows were replaced by the old.
+TEST_F(PartitionedTest, DropAndRestoreAreNotUndoneByACompactionThatWaitedForReaders) {
+  fill_36_months();
+  const std::string name = "partition_2022_07";
+  const std::string file = path("parts/events/" + name + ".duckdb");
+  auto month = [] {
+    return where({{"ts", FilterOperator::kGte, Value("2022-07-01")},
+                  {"ts", FilterOperator::kLt, Value("2022-08-01")}});
+  };
+  std::string backup;
+  {
+    PartitionedDataRepository repo = open_direct();
+    backup = repo.backup_partition(schema_, name, path("bk")).backup_file;
+  }
+  for (const bool restore : {false, true}) {
+    SCOPED_TRACE(restore ? "restore" : "drop");
+    const int64_t want = restore ? 50 : 0;
+    const std::string staged = path("parts/events/." + name + ".duckdb.compact");
+    {
+      PartitionedDataRepository repo = open_direct();
+      const int64_t before = repo.count_all(schema_, month());
+      std::mt19937_64 rng(11);
+      auto more =
+          random_wide_rows(rng, 30, date_from_civil(2022, 7, 1), date_from_civil(2022, 7, 31));
+      for (auto& r : more) r.values[0] = Value{};
+      repo.create_batch(schema_, more);
+      ASSERT_EQ(repo.count_all(schema_, month()), before + 30);
+      // A stream holds the partition: the compaction copies it, then waits for the stream to end.
+      std::optional<RecordStream> s(repo.stream_query_results(schema_, month()));
+      DataRecord r;
+      ASSERT_TRUE(s->next(r));
+      std::atomic<bool> done{false};
+      std::string compact_error;
+      std::thread compactor([&] {
+        compact_error = error_of([&] { repo.compact_partition(schema_, name); });
+        done = true;
+      });
+      for (int i = 0; i < 3000 &&
+                      !(std::filesystem::exists(staged) && !std::filesystem::exists(staged + "16"));
+           ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // into its wait for readers
+      EXPECT_FALSE(done.load());
+      // The drop or restore comes while the compaction waits: it waits for the compaction (it
+      // was refused at once before, the stream holding the partition, or undone by the swap
+      // when it came just after the stream ended).
+      std::string change_error;
+      std::thread changer([&] {
+        change_error = error_of([&] {
+          if (restore) {
+            repo.restore_partition(schema_, backup);
+          } else {
+            repo.drop_partition(schema_, name);
+          }
+        });
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      s.reset();  // the stream ends: the compaction swaps, then the drop or restore runs
+      changer.join();
+      compactor.join();
+      EXPECT_EQ(change_error, "");
+      EXPECT_EQ(compact_error, "");
+      EXPECT_EQ(repo.count_all(schema_, month()), want) << compact_error;
+      EXPECT_EQ(std::filesystem::exists(file), restore);
+      EXPECT_FALSE(std::filesystem::exists(staged));
+    }
+    PartitionedDataRepository again = open_direct();
+    EXPECT_EQ(again.count_all(schema_, month()), want) << "after reopening";
+  }
 }
 
 // The SQL bulk path keeps each partition's metadata (count, min/max of time and id, used for
@@ -3621,6 +3758,14 @@ TEST_F(PartitionedTest, IngestLogIsReplayedExactlyOnceAndItsTornTailIgnored) {
     std::string problems = fmt::format("{}", fmt::join(st.schemas[0].problems, "\n"));
     EXPECT_NE(problems.find("ingest log"), std::string::npos) << problems;
     EXPECT_EQ(repo.count_all(schema_), static_cast<int64_t>(march.size()));
+    // A clean-up's dry run (what the CLI opens read-only) says the real run may differ.
+    PartitionUtilities util(repo);
+    const CleanupResult dry = util.cleanup(schema_, 0, date_from_civil(2024, 1, 1), true);
+    EXPECT_EQ(dry.removed.size(), 1u);  // 2023_03, the only partition written
+    ASSERT_EQ(dry.notes.size(), 1u);
+    EXPECT_NE(dry.notes[0].find(id), std::string::npos) << dry.notes[0];
+    EXPECT_NE(dry.to_text().find("the real run commits those rows first"), std::string::npos)
+        << dry.to_text();
   }
   DuckDBDataRepository oracle(path("oracle.duckdb"));
   oracle.create_batch(schema_, rows);

@@ -69,6 +69,9 @@ class PartitionedDataRepository final : public IDataRepository {
   RecordStream stream_query_results(const Schema& schema, const DataQueryRequest& request) override;
   int64_t count_all(const Schema& schema, const DataQueryRequest& request = {}) override;
   StorageStatistics get_partition_statistics() override;
+  // One table's partitions (loads that table alone; its buffered rows are committed first, as
+  // get_partition_statistics does for every table).
+  SchemaStatistics table_statistics(const Schema& schema);
   RecordStream query_sql(const std::string& sql) override;
   // The SQL bulk path (migration, import, re-partitioning): one BulkLoad of `select_sql`, committed
   // with options.batch_id (checked for replay when given, like create_batch).
@@ -167,6 +170,11 @@ class PartitionedDataRepository final : public IDataRepository {
   };
   std::vector<CommittedBatch> partition_batches(const Schema& schema,
                                                 const std::string& partition_name);
+  // Records batch ids as committed in a partition without adding rows (ids it holds already are
+  // left): re-partitioning carries the ids of the partitions a new one was made from, so that a
+  // retried batch or a re-run import is still skipped. One transaction.
+  void record_batch_ids(const Schema& schema, const std::string& partition_name,
+                        const std::vector<CommittedBatch>& batches);
 
   // ---- lifecycle: exclusive per partition (writers to it wait; refused while a query holds it)
   // ----
@@ -231,6 +239,8 @@ class PartitionedDataRepository final : public IDataRepository {
 
   // Counters only (cheap).
   RepositoryCounters counters() const;
+  // Opened read-only (PartitionedRepositoryOptions::read_only).
+  bool read_only() const noexcept;
   // Detaches every unpinned partition and writes catalogs (DuckDB checkpoints on detach).
   void flush();
 

@@ -29,6 +29,9 @@ struct CleanupResult {
   // Expired by their name but kept, "<partition>: why": a file with a problem (another period's
   // rows, damaged, foreign) or rows past the cut-off.
   std::vector<std::string> kept_problems;
+  // What a dry run (a read-only open) could not take into account: pending ingest logs, whose
+  // rows the real run commits first (a partition listed here may then be kept).
+  std::vector<std::string> notes;
   uint64_t bytes_freed = 0;
   std::string to_text() const;
   std::string to_json() const;

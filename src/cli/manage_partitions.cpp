@@ -30,6 +30,24 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
+// Whole numbers in decimal digits only: CLI11 would also read 0x10, 0o20 and 0b10000 as 16, and
+// 010 as 8 (octal), so a mistyped retention period or batch size would be taken as another
+// number.
+const CLI::Validator kWholeNumber(
+    [](std::string& text) -> std::string {
+      const std::size_t sign = !text.empty() && (text[0] == '-' || text[0] == '+') ? 1 : 0;
+      bool digits = sign < text.size();
+      for (std::size_t i = sign; i < text.size(); ++i) {
+        digits = digits && text[i] >= '0' && text[i] <= '9';
+      }
+      if (!digits) return "'" + text + "' is not a whole number in decimal digits";
+      if (text.size() > sign + 1 && text[sign] == '0') {
+        return "'" + text + "' starts with 0, which would be read as octal; write it without";
+      }
+      return {};
+    },
+    "", "whole number");
+
 // The first SIGINT / SIGTERM asks the running operation to stop at its next safe point (a batch
 // boundary); a second one quits at once, which leaves what a kill -9 leaves (every write is
 // crash-safe). Only async-signal-safe calls here.
@@ -424,17 +442,24 @@ int cmd_stats(const Common& c, bool json, bool all) {
       PartitionConfig tc = cfg;
       if (auto s = detect_strategy(cfg.base_partition_path + "/" + table)) tc.strategy = *s;
       PartitionedDataRepository r(tc, {.read_only = true});
-      StorageStatistics one = r.get_partition_statistics();
-      for (SchemaStatistics& s : one.schemas) {
-        if (s.schema == table) stats.schemas.push_back(std::move(s));
+      try {
+        stats.schemas.push_back(r.table_statistics(r.load_schema(table)));
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kConflict) throw;
+        SchemaStatistics ss;  // listed with why, as get_partition_statistics does
+        ss.schema = table;
+        ss.directory = tc.base_partition_path + "/" + table;
+        ss.problems.push_back(e.what());
+        stats.schemas.push_back(std::move(ss));
       }
     }
   } else if (all) {
     stats = repo->get_partition_statistics();
   } else {
-    repo->initialize(repo->load_schema(c.schema));
-    stats = repo->get_partition_statistics();
-    std::erase_if(stats.schemas, [&](const SchemaStatistics& s) { return s.schema != c.schema; });
+    // The table asked for alone: another table's state (a locked or damaged file) is not its.
+    stats.kind = "partitioned";
+    stats.schemas.push_back(repo->table_statistics(repo->load_schema(c.schema)));
+    stats.counters = repo->counters();
   }
   if (json) {
     std::printf("%s\n", stats.to_json().c_str());
@@ -953,6 +978,7 @@ int run_manage_partitions(int argc, char** argv) {
   add_common(migrate, common);
   migrate->add_option("--batch-size", margs.batch_size, "source rows per batch")
       ->capture_default_str()
+      ->check(kWholeNumber)
       ->check(CLI::PositiveNumber);
   migrate->add_flag("--dry-run", margs.dry_run, "print the plan, write nothing");
   migrate->add_flag("--resume", margs.resume,
@@ -961,7 +987,8 @@ int run_manage_partitions(int argc, char** argv) {
                     "skip the per-period count and checksum verification");
   migrate->add_flag("--null-partition", margs.null_partition,
                     "route NULL partition values to partition_null.duckdb");
-  migrate->add_option("--jobs", margs.jobs, "parallel partition writers (default: one per core)");
+  migrate->add_option("--jobs", margs.jobs, "parallel partition writers (default: one per core)")
+      ->check(kWholeNumber);
   migrate->add_option("--from", margs.from, "only rows with partition value >= DATE");
   migrate->add_option("--to", margs.to, "only rows with partition value < DATE");
   migrate->add_flag("--json", margs.json, "machine-readable summary");
@@ -975,6 +1002,7 @@ int run_manage_partitions(int argc, char** argv) {
       ->add_option("--open-partitions", margs.open_partitions,
                    "periods written at once (the source is scanned once per group)")
       ->capture_default_str()
+      ->check(kWholeNumber)
       ->check(CLI::Range(1, 100000));
   migrate
       ->add_option("--direct-copy-rows", margs.direct_copy_rows,
@@ -982,6 +1010,7 @@ int run_manage_partitions(int argc, char** argv) {
                    "sorted by time) are copied by one INSERT ... SELECT on all cores; 0 routes "
                    "every row")
       ->capture_default_str()
+      ->check(kWholeNumber)
       ->check(CLI::NonNegativeNumber);
   migrate->add_flag("--replace-written", margs.replace_written,
                     "let the catch-up replace a period that differs from the source even when "
@@ -1005,8 +1034,10 @@ int run_manage_partitions(int argc, char** argv) {
                     "is_null is_not_null; "
                     "lists comma-separated");
   query->add_option("--sort", qargs.sorts, "FIELD[:asc|desc] (repeatable)");
-  query->add_option("--limit", qargs.limit, "at most N rows")->check(CLI::NonNegativeNumber);
-  query->add_option("--offset", qargs.offset, "skip N rows");
+  query->add_option("--limit", qargs.limit, "at most N rows")
+      ->check(kWholeNumber)
+      ->check(CLI::NonNegativeNumber);
+  query->add_option("--offset", qargs.offset, "skip N rows")->check(kWholeNumber);
   query->add_option("--columns", qargs.columns, "a,b,c");
   query->add_option("--format", qargs.format, "table, csv or json")->capture_default_str();
   query->add_flag("--count", qargs.count, "print only the number of matching rows");
@@ -1032,9 +1063,12 @@ int run_manage_partitions(int argc, char** argv) {
   cleanup
       ->add_option("--retention-days", retention_days,
                    "keep periods that ended less than N days ago")
+      ->check(kWholeNumber)
       ->required();
   cleanup->add_flag("--dry-run", cleanup_dry_run, "list what would be removed, change nothing");
-  cleanup->add_option("--now", now, "today's date for the cut-off (default: the system date)");
+  cleanup->add_option("--now", now,
+                      "today's date for the cut-off (default: today in UTC; partition periods are "
+                      "the stored timestamps' own dates)");
   cleanup->add_option("--archive", archive, "back each partition up into DIR before removing it");
   cleanup->add_flag("--json", json, "machine-readable output");
 
@@ -1069,10 +1103,12 @@ int run_manage_partitions(int argc, char** argv) {
   compact->add_option("--partition", compact_partition,
                       "one partition, e.g. partition_2023_12 (default: every partition)");
   int compact_block_kb = 0;
-  compact->add_option("--block-size-kb", compact_block_kb,
-                      "DuckDB block size of the rewritten files: 16, 32, 64, 128 or 256; 0 "
-                      "(default): automatic, 16 KB for a small partition when that makes its file "
-                      "smaller, else 256 KB");
+  compact
+      ->add_option("--block-size-kb", compact_block_kb,
+                   "DuckDB block size of the rewritten files: 16, 32, 64, 128 or 256; 0 "
+                   "(default): automatic, 16 KB for a small partition when that makes its file "
+                   "smaller, else 256 KB")
+      ->check(kWholeNumber);
   compact->add_flag("--json", json, "machine-readable output");
 
   std::string import_csv, import_parquet;
@@ -1087,6 +1123,7 @@ int run_manage_partitions(int argc, char** argv) {
   import->add_option("--parquet", import_parquet, "Parquet file");
   import->add_option("--batch-size", import_batch, "rows per batch")
       ->capture_default_str()
+      ->check(kWholeNumber)
       ->check(CLI::PositiveNumber);
   import->add_flag("--null-partition", import_null_partition,
                    "route NULL partition values to partition_null.duckdb");

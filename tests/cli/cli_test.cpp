@@ -591,6 +591,13 @@ TEST_F(CliTest, LockedSourceSaysWhatToDo) {
   // A negative --limit is refused (it was ignored: every row was printed).
   EXPECT_EQ(run({"query", "--partitions", path("parts"), "--schema", "events", "--limit", "-5"}).rc,
             2);
+  // Numbers in decimal digits only (CLI11 reads 0x10 as 16): nothing is removed.
+  const CliRun hex = run({"cleanup", "--partitions", path("parts"), "--schema", "events",
+                          "--retention-days", "0x10", "--now", "2030-01-01"});
+  EXPECT_EQ(hex.rc, 2) << hex.err;
+  EXPECT_NE(hex.err.find("'0x10' is not a whole number"), std::string::npos) << hex.err;
+  EXPECT_EQ(
+      run({"query", "--partitions", path("parts"), "--schema", "events", "--limit", "0x10"}).rc, 2);
 }
 
 TEST_F(CliTest, AnalyzeReportsPeriodsAndRecommends) {
@@ -783,6 +790,75 @@ TEST_F(CliTest, CleanupKeepsFilesItCannotVouchForAndHealthReportToleratesAWriter
   EXPECT_EQ(h.rc, 0) << h.out << h.err;
   EXPECT_NE(h.out.find("in use by another process"), std::string::npos) << h.out;
   EXPECT_EQ(h.out.find("restore it from a backup"), std::string::npos) << h.out;
+  // The same when the holder changed the file since the catalog was written (a writer does):
+  // the table opens; only requests that need that partition fail, naming it.
+  std::filesystem::last_write_time(
+      path("parts/events/partition_2022_09.duckdb"),
+      std::filesystem::file_time_type::clock::now() + std::chrono::seconds(5));
+  const CliRun changed = with({"health-report"});
+  EXPECT_EQ(changed.rc, 0) << changed.out << changed.err;
+  EXPECT_NE(changed.out.find("in use by another process"), std::string::npos) << changed.out;
+  EXPECT_EQ(changed.out.find("restore it from a backup"), std::string::npos) << changed.out;
+  const CliRun stats = with({"stats"});
+  EXPECT_EQ(stats.rc, 0) << stats.err;
+  const CliRun other_month = with(june_count);
+  EXPECT_EQ(other_month.out, std::to_string(june) + "\n") << other_month.err;
+  const CliRun september =
+      with({"query", "--filter", "ts:between:2022-09-01,2022-09-30 23:59:59", "--count"});
+  EXPECT_EQ(september.rc, 7) << september.out;
+  EXPECT_NE(september.err.find("partition_2022_09.duckdb"), std::string::npos) << september.err;
+}
+
+// A command on one table neither reads nor changes another: a table another process holds (its
+// catalog gone, so its files must be opened to be listed) made every command on this table fail.
+TEST_F(CliTest, ACommandOnOneTableIsNotStoppedByAnotherTablesLockedFiles) {
+  make_source(path("src.duckdb"), 6000);
+  std::filesystem::copy_file(path("src.duckdb"), path("other.duckdb"));
+  {
+    duck::Database db = duck::Database::open(path("other.duckdb"));
+    db.connect().exec("ALTER TABLE events RENAME TO other");
+  }
+  for (const char* t : {"events", "other"}) {
+    const std::string src = std::string(t) == "events" ? "src.duckdb" : "other.duckdb";
+    ASSERT_EQ(run({"migrate", "--database", path(src), "--partitions", path("parts"), "--schema", t,
+                   "--partition-column", "ts"})
+                  .rc,
+              0)
+        << t;
+  }
+  std::filesystem::remove(path("parts/other/_catalog.json"));
+  ChildProcess holder({DUCKPART_LOCK_HELPER, path("parts/other/partition_2022_09.duckdb")});
+  ASSERT_EQ(holder.line(), "locked");
+  const std::vector<std::string> store = {"--partitions", path("parts"), "--schema", "events"};
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), store.begin(), store.end());
+    return run(a);
+  };
+  const CliRun stats = with({"stats", "--json"});
+  EXPECT_EQ(stats.rc, 0) << stats.err;
+  // A leading zero is refused (CLI11 reads 010 as 8, octal); 10 is ten rows.
+  const CliRun octal = with({"query", "--limit", "010", "--format", "csv"});
+  EXPECT_EQ(octal.rc, 2) << octal.out;
+  EXPECT_NE(octal.err.find("'010' starts with 0"), std::string::npos) << octal.err;
+  const CliRun ten = with({"query", "--limit", "10", "--format", "csv"});
+  ASSERT_EQ(ten.rc, 0) << ten.err;
+  EXPECT_EQ(std::count(ten.out.begin(), ten.out.end(), '\n'), 11) << ten.out;
+  const CliRun health = with({"health-report"});
+  EXPECT_EQ(health.rc, 0) << health.out << health.err;
+  EXPECT_EQ(health.out.find("parts/other"), std::string::npos) << health.out;
+  const CliRun dry =
+      with({"cleanup", "--retention-days", "60", "--now", "2022-03-16", "--dry-run"});
+  EXPECT_EQ(dry.rc, 0) << dry.err;
+  const CliRun backup = with({"backup", "--all", "--to", path("bk")});
+  EXPECT_EQ(backup.rc, 0) << backup.err;
+  const CliRun compact = with({"compact"});
+  EXPECT_EQ(compact.rc, 0) << compact.err;
+  const CliRun cleanup = with({"cleanup", "--retention-days", "60", "--now", "2022-03-16"});
+  EXPECT_EQ(cleanup.rc, 0) << cleanup.err;
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2021_06.duckdb")));
+  // The other table was left as it was: no catalog written while its file was held.
+  EXPECT_FALSE(std::filesystem::exists(path("parts/other/_catalog.json")));
+  EXPECT_TRUE(std::filesystem::exists(path("parts/other/partition_2021_06.duckdb")));
 }
 
 TEST_F(CliTest, BackupRestoreAndHealthReportRepairADamagedPartition) {
@@ -1228,6 +1304,19 @@ TEST_F(CliTest, ImportCsvAndParquetIntoTheRightPartitionsAllOrNothing) {
   const CliRun hive = import("--parquet", path("hive/region=tx/c.parquet"));
   ASSERT_EQ(hive.rc, 0) << hive.err;
   EXPECT_NE(hive.out.find("already imported"), std::string::npos) << hive.out;
+  // A name with glob characters is the file itself: DuckDB read 'b[1].csv' as a pattern, which
+  // matches b1.csv (rows of 2030 here) and not the file named.
+  std::filesystem::copy_file(path("b.csv"), path("b[1].csv"));
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    db.connect().exec(fmt::format(
+        "COPY (SELECT * REPLACE (TIMESTAMP '2030-01-15' AS ts) FROM events LIMIT 3) TO {} (HEADER)",
+        duck::quote_literal(path("b1.csv"))));
+  }
+  const CliRun globbed = import("--csv", path("b[1].csv"));
+  ASSERT_EQ(globbed.rc, 0) << globbed.err;
+  EXPECT_NE(globbed.out.find("already imported"), std::string::npos) << globbed.out;
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2030_01.duckdb")));
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
   // The same file again: nothing is written twice.
@@ -1361,6 +1450,41 @@ TEST_F(CliTest, CompactAndExportKeepEveryRow) {
   ASSERT_EQ(cmd({"export", "--to", path("out")}).rc, 0);
   EXPECT_EQ(exported(), source_digest(path("src.duckdb"), "ts >= '2022-01-01'"));
   EXPECT_EQ(cmd({"export", "--to", path("out"), "--format", "csv"}).rc, 2);
+}
+
+// Re-partitioning keeps what makes a retry safe: a file imported before a yearly -> monthly
+// re-partition and imported again after it is not written twice (the new partitions held only the
+// re-partition's batch ids, so every row of the file was written again).
+TEST_F(CliTest, AnImportAgainAfterARepartitionWritesNothingTwice) {
+  make_source(path("src.duckdb"), 12000);
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    db.connect().exec(
+        fmt::format("COPY (SELECT * FROM events WHERE ts >= '2021-06-01') TO {} (HEADER)",
+                    duck::quote_literal(path("late.csv"))));
+  }
+  const std::vector<std::string> store = {"--partitions", path("parts"),        "--schema",
+                                          "events",       "--partition-column", "ts"};
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), store.begin(), store.end());
+    return run(a);
+  };
+  ASSERT_EQ(with({"migrate", "--database", path("src.duckdb"), "--strategy", "yearly", "--to",
+                  "2021-06-01"})
+                .rc,
+            0);
+  const CliRun first = with({"import", "--csv", path("late.csv"), "--batch-size", "1000"});
+  ASSERT_EQ(first.rc, 0) << first.err;
+  const CliRun split = with({"migrate", "--from-partitions", "--strategy", "monthly"});
+  ASSERT_EQ(split.rc, 0) << split.err;
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/_imports.json")));
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  const CliRun again = with({"import", "--csv", path("late.csv"), "--batch-size", "5000"});
+  ASSERT_EQ(again.rc, 0) << again.err;
+  EXPECT_NE(again.out.find("already imported"), std::string::npos) << again.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
 }
 
 TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
