@@ -1143,6 +1143,7 @@ struct PartitionedDataRepository::Impl {
     e.problem.clear();
     e.locked_elsewhere = false;
     try {
+      make_room_locked();  // verify attaches it
       verify_entry_locked(*owner, e);
     } catch (const Error& err) {
       if (err.code() == ErrorCode::kLocked) {
@@ -4103,6 +4104,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
     {
       std::lock_guard lock(impl.mu);
       slot->entry = &impl.ensure_partition_locked(store, slot->key, created);
+      impl.retry_locked_locked(*slot->entry);  // throws kLocked while another process holds it
       if (!slot->entry->problem.empty()) {
         throw Error(ErrorCode::kCorruption,
                     fmt::format("cannot write to partition {} ('{}'): {}", slot->entry->name,
@@ -5221,6 +5223,12 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
 #endif
     for (Entry* e : store.flat) {
       const Entry::IdProbe& p = e->probe;
+      if (e->locked_elsewhere) {
+        try {
+          impl_->retry_locked_locked(*e);  // readable again once the other process let it go
+        } catch (const Error&) {
+        }
+      }
       if (!e->problem.empty()) {
         damaged.push_back(e);
         continue;
@@ -5351,8 +5359,13 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
     if (!rows.empty()) return std::move(rows[0]);
   }
   if (!damaged.empty()) {
+    bool all_locked = true;
+    {
+      std::lock_guard lock(impl_->mu);
+      for (const Entry* e : damaged) all_locked = all_locked && e->locked_elsewhere;
+    }
     throw Error(
-        ErrorCode::kCorruption,
+        all_locked ? ErrorCode::kLocked : ErrorCode::kCorruption,
         fmt::format("id {} was not found in the readable partitions of '{}', but {} "
                     "partition(s) cannot be read and may hold it: {} ({})",
                     key, schema.name(), damaged.size(), damaged[0]->file, damaged[0]->problem));
@@ -5940,6 +5953,7 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
   {
     std::lock_guard lock(impl_->mu);
     if (e->dropped) return;
+    impl_->retry_locked_locked(*e);  // another process holds the file: kLocked, nothing deleted
     if (e->pins > 0) {
       throw Error(ErrorCode::kConflict,
                   fmt::format("partition {} is in use by a running query or stream; retry when it "
@@ -6174,6 +6188,17 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
                             "restore again (nothing was changed)",
                             e->name));
   }
+  if (e->locked_elsewhere) {
+    // Another process held its file when it was loaded: replacing the file (and its write-ahead
+    // log) under that process would corrupt it. Refused while it is held.
+    try {
+      impl_->retry_locked_locked(*e);
+    } catch (...) {
+      std::error_code ec;
+      fs::remove(staged, ec);
+      throw;
+    }
+  }
   if (e->pins > 0) {
     std::error_code ec;
     fs::remove(staged, ec);
@@ -6201,8 +6226,16 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   }
   ++e->file_epoch;
   e->problem.clear();
+  e->locked_elsewhere = false;
   e->set_meta(PartitionMeta{});
-  impl_->verify_entry_locked(store, *e);
+  try {
+    impl_->verify_entry_locked(store, *e);
+  } catch (const Error& err) {
+    // (Another process opened the restored file at once.) Not usable until it is read.
+    e->problem = err.what();
+    e->locked_elsewhere = err.code() == ErrorCode::kLocked;
+    throw;
+  }
   impl_->trim_locked();
 }
 
@@ -6499,6 +6532,7 @@ SchemaStatistics statistics_of_locked(const std::string& name, const Store& stor
     if (e->meta().max_value) p.max_value = Timestamp{*e->meta().max_value};
     p.attached = e->attached;
     p.problem = e->problem;
+    p.locked = e->locked_elsewhere;
     ss.total_rows += p.rows;
     ss.total_bytes += p.bytes;
     ss.partitions.push_back(std::move(p));

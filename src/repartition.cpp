@@ -131,7 +131,25 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     old_repo.initialize(schema);
     {
       const SchemaStatistics s = old_repo.table_statistics(schema);
+      // Acknowledged rows still in ingest logs would be left behind with the old directory (and
+      // their batch ids could be carried without their rows): they are applied first.
+      for (const std::string& problem : s.problems) {
+        if (problem.find("ingest log") != std::string::npos) {
+          throw Error(
+              ErrorCode::kConflict,
+              fmt::format("table '{}' has buffered rows not yet in its partitions: {}; open "
+                          "it for writing once so that they are applied (for example "
+                          "manage_partitions compact), then re-partition",
+                          table, problem));
+        }
+      }
       for (const auto& p : s.partitions) {
+        if (p.locked) {
+          throw Error(ErrorCode::kLocked,
+                      fmt::format("partition {} ('{}') is held by another process: {}; stop that "
+                                  "process, then re-partition",
+                                  p.name, p.file, p.problem));
+        }
         if (!p.problem.empty()) {
           throw Error(ErrorCode::kCorruption,
                       fmt::format("partition {} ('{}') cannot be read: {}; restore it first",
@@ -283,38 +301,6 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
       res.seconds = elapsed();
       return res;
     }
-    // 3b. Carry the batch ids (an application's retries, imports, migrations): a new partition
-    //     records an id when every old partition its period overlaps holds it, so that a retried
-    //     batch is skipped there exactly as before. Exact when periods split (yearly -> monthly:
-    //     each month had the year's ids); when they merge, an id some of the merged periods lack
-    //     stays behind (it may stand for rows of those periods that were never committed).
-    for (const auto& [key, want] : expected) {
-      std::optional<std::map<std::string, int64_t>> common;
-      for (std::size_t i = 0; i < olds.size(); ++i) {
-        const bool overlaps = key.is_null ? !olds[i].period_start
-                                          : olds[i].period_start &&
-                                                olds[i].period_start->days < key.end().days &&
-                                                olds[i].period_end->days > key.start().days;
-        if (!overlaps) continue;
-        if (!common) {
-          common = old_batches[i];
-          continue;
-        }
-        for (auto it = common->begin(); it != common->end();) {
-          auto found = old_batches[i].find(it->first);
-          if (found == old_batches[i].end()) {
-            it = common->erase(it);
-          } else {
-            it->second += found->second;
-            ++it;
-          }
-        }
-      }
-      if (!common || common->empty()) continue;
-      std::vector<PartitionedDataRepository::CommittedBatch> ids;
-      for (const auto& [id, n] : *common) ids.push_back({id, n, Timestamp{}});
-      repo.record_batch_ids(schema, key.name(), ids);
-    }
     // 4. Verify every new period against what the old partitions hold for it.
     if (options.verify) {
       if (progress) {
@@ -348,6 +334,45 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
       }
       res.verified = true;
     }
+    if (res.mismatches == 0) {
+      // 4b. Carry the batch ids (an application's retries, imports, migrations) once the copy is
+      //     verified: a new partition records an id when every old partition its period overlaps
+      //     holds it, so that a retried batch is skipped there exactly as before. Exact when
+      //     periods split (yearly -> monthly: each month had the year's ids); when they merge, an
+      //     id some of the merged periods lack stays behind (it may stand for rows of those
+      //     periods that were never committed).
+      for (const auto& [key, want] : expected) {
+        std::optional<std::map<std::string, int64_t>> common;
+        for (std::size_t i = 0; i < olds.size(); ++i) {
+          const bool overlaps = key.is_null ? !olds[i].period_start
+                                            : olds[i].period_start &&
+                                                  olds[i].period_start->days < key.end().days &&
+                                                  olds[i].period_end->days > key.start().days;
+          if (!overlaps) continue;
+          if (!common) {
+            common = old_batches[i];
+            continue;
+          }
+          for (auto it = common->begin(); it != common->end();) {
+            auto found = old_batches[i].find(it->first);
+            if (found == old_batches[i].end()) {
+              it = common->erase(it);
+            } else {
+              ++it;
+            }
+          }
+        }
+        if (!common || common->empty()) continue;
+        std::vector<PartitionedDataRepository::CommittedBatch> ids;
+        // (Rows 0: the new partition holds the batch's rows of its own period, not counted here.)
+        for (const auto& kv : *common) ids.push_back({kv.first, 0, Timestamp{}});
+        try {
+          repo.record_batch_ids(schema, key.name(), ids);
+        } catch (const Error& e) {
+          if (e.code() != ErrorCode::kNotFound) throw;  // a period without rows: no partition
+        }
+      }
+    }
     repo.flush();
   }
   if (res.mismatches > 0) {
@@ -357,14 +382,25 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     return res;
   }
 
-  // The table's record of imported files (how each file's batches were cut) goes with it.
+  // The table's record of imported files (how each file's batches were cut) goes with it,
+  // synced before the exchange (the old directory is deleted right after it).
   if (fs::exists(live + "/_imports.json", ec)) {
-    fs::copy_file(live + "/_imports.json", staging + "/_imports.json",
-                  fs::copy_options::overwrite_existing, ec);
-    if (ec) {
-      throw Error(ErrorCode::kIo, fmt::format("cannot copy '{}' to '{}': {}",
-                                              live + "/_imports.json", staging, ec.message()));
+    std::ifstream in(live + "/_imports.json", std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string target = staging + "/_imports.json";
+    const std::string tmp = target + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool ok = in.good() || in.eof();
+    ok = ok && fd >= 0 &&
+         ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+         ::fsync(fd) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!ok || std::rename(tmp.c_str(), target.c_str()) != 0) {
+      fs::remove(tmp, ec);
+      throw Error(ErrorCode::kIo, fmt::format("cannot copy '{}' to '{}' (disk full?)",
+                                              live + "/_imports.json", target));
     }
+    fsync_dir(staging);
   }
   // 5. Exchange the directories in one atomic rename, then remove the old partitions.
   write_state(state_file, {{"table", table},

@@ -73,6 +73,7 @@ std::string StorageStatistics::to_json() const {
       pj["modified_unix"] = p.modified_unix;
       pj["attached"] = p.attached;
       if (!p.problem.empty()) pj["problem"] = p.problem;
+      if (p.locked) pj["locked"] = true;
       parts.push_back(std::move(pj));
     }
     sj["partitions"] = std::move(parts);

@@ -274,7 +274,8 @@ std::vector<BackupManifestEntry> PartitionUtilities::backup_all(const Schema& sc
   {
     const SchemaStatistics s = repo_.table_statistics(schema);
     for (const auto& p : s.partitions) {
-      if (!p.problem.empty()) {
+      // (A partition another process held is tried again: kLocked while it is held.)
+      if (!p.problem.empty() && !p.locked) {
         throw Error(
             ErrorCode::kCorruption,
             fmt::format("partition {} ('{}') cannot be backed up: {}", p.name, p.file, p.problem));
@@ -509,7 +510,7 @@ ExportResult PartitionUtilities::export_parquet(
   {
     const SchemaStatistics s = repo_.table_statistics(schema);
     for (const auto& p : s.partitions) {
-      if (!p.problem.empty()) {
+      if (!p.problem.empty() && !p.locked) {  // (a held one is tried again: kLocked)
         throw Error(ErrorCode::kCorruption,
                     fmt::format("partition {} ('{}') cannot be exported: {}; restore it first",
                                 p.name, p.file, p.problem));
@@ -655,7 +656,7 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
       }
     }
     for (const auto& p : s.partitions) {
-      if (locked.count(p.name)) {  // (its problem, if any, is that lock)
+      if (locked.count(p.name) || p.locked) {  // (its problem, if any, is that lock)
         add("warning", p.name, p.file,
             "in use by another process (its file is locked), so it was not checked",
             "run health-report again when that process has stopped; this is not damage");

@@ -1331,10 +1331,16 @@ TEST_F(PartitionedTest, FileLockedByAnotherProcessIsNamed) {
 TEST_F(PartitionedTest, APartitionLockedAndChangedSinceTheCatalogFailsOnlyRequestsThatNeedIt) {
   fill_36_months();
   const std::string file = path("parts/events/partition_2022_07.duckdb");
+  std::string backup;
+  {
+    PartitionedDataRepository repo = open_direct();
+    backup = repo.backup_partition(schema_, "partition_2022_07", path("bk")).backup_file;
+  }
   ChildProcess holder({DUCKPART_LOCK_HELPER, file});
   ASSERT_EQ(holder.line(), "locked");
   std::filesystem::last_write_time(file, std::filesystem::file_time_type::clock::now() +
                                              std::chrono::seconds(5));  // changed since
+  const Value absent("018f0000-0000-7000-8000-000000000000");
   auto month = [](const char* from, const char* to) {
     return where(
         {{"ts", FilterOperator::kGte, Value(from)}, {"ts", FilterOperator::kLt, Value(to)}});
@@ -1356,7 +1362,21 @@ TEST_F(PartitionedTest, APartitionLockedAndChangedSinceTheCatalogFailsOnlyReques
     EXPECT_EQ(code, ErrorCode::kLocked) << "the whole table needs it";
     const SchemaStatistics st = repo.table_statistics(schema_);
     EXPECT_EQ(st.partitions.size(), 36u);
+    for (const auto& p : st.partitions)
+      EXPECT_EQ(p.locked, p.name == "partition_2022_07") << p.name;
+    // An id lookup cannot rule the held partition out: "locked", not "damaged".
+    code = {};
+    error_of([&] { repo.get_by_id(schema_, absent); }, &code);
+    EXPECT_EQ(code, ErrorCode::kLocked);
     if (!read_only) {
+      // Nothing replaces or deletes a file another process holds.
+      code = {};
+      error_of([&] { repo.restore_partition(schema_, backup); }, &code);
+      EXPECT_EQ(code, ErrorCode::kLocked);
+      code = {};
+      error_of([&] { repo.drop_partition(schema_, "partition_2022_07"); }, &code);
+      EXPECT_EQ(code, ErrorCode::kLocked);
+      EXPECT_TRUE(std::filesystem::exists(file));
       std::mt19937_64 rng(5);
       auto rows =
           random_wide_rows(rng, 3, date_from_civil(2022, 7, 1), date_from_civil(2022, 7, 28));
@@ -1370,8 +1390,15 @@ TEST_F(PartitionedTest, APartitionLockedAndChangedSinceTheCatalogFailsOnlyReques
       EXPECT_EQ(code, ErrorCode::kLocked) << w;
     }
   }
+  // One instance that loaded the table while the file was held reads it once it is free.
+  PartitionedRepositoryOptions ro;
+  ro.read_only = true;
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly), ro);
+  ErrorCode code{};
+  error_of([&] { repo.get_by_id(schema_, absent); }, &code);
+  EXPECT_EQ(code, ErrorCode::kLocked);
   holder.kill();
-  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+  EXPECT_FALSE(repo.get_by_id(schema_, absent).has_value());
   EXPECT_EQ(repo.count_all(schema_, month("2022-07-01", "2022-08-01")), 50);
   EXPECT_EQ(repo.count_all(schema_), 36 * 50);
 }

@@ -88,6 +88,9 @@ struct PartitionStatistics {
   int64_t modified_unix = 0;  // file mtime, seconds
   bool attached = false;      // currently open in this repository
   std::string problem;        // non-empty when the file cannot be used (damaged, foreign, ...)
+  // The problem is only that another process held the file when it had to be read (a writer):
+  // not damage; requests that need it try it again.
+  bool locked = false;
 };
 
 // Counters since the repository was opened.
