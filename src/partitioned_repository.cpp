@@ -135,6 +135,7 @@ struct Entry {
   // Its file was locked by another process (a writer) when its metadata had to be read: `problem`
   // says so, and the next request that needs it tries again (Impl::retry_locked_locked).
   bool locked_elsewhere = false;
+  std::chrono::steady_clock::time_point locked_tried{};  // its last attempt (under Impl::mu)
   // Under write_mu: the file was made from the store's template, whose metadata table is empty;
   // the next commit inserts the metadata row with this statement (record_and_commit).
   bool placeholder_meta = false;
@@ -1130,9 +1131,16 @@ struct PartitionedDataRepository::Impl {
   }
 
   // A partition whose file another process held when its metadata was to be read: read it now,
-  // or throw kLocked again (the entry stays as it was). Under mu.
+  // or throw kLocked again (the entry stays as it was). Tried at most once per
+  // kLockedRetryInterval (a held file fails its ATTACH under mu; lookups would queue on it).
+  // Under mu.
+  static constexpr std::chrono::milliseconds kLockedRetryInterval{100};
   void retry_locked_locked(Entry& e) {
     if (!e.locked_elsewhere) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - e.locked_tried < kLockedRetryInterval) {
+      throw Error(ErrorCode::kLocked, e.problem);
+    }
     Store* owner = nullptr;
     for (auto& [name, st] : stores) {
       auto it = st->entries.find(e.key);
@@ -1143,18 +1151,19 @@ struct PartitionedDataRepository::Impl {
     e.problem.clear();
     e.locked_elsewhere = false;
     try {
-      make_room_locked();  // verify attaches it
       verify_entry_locked(*owner, e);
     } catch (const Error& err) {
-      if (err.code() == ErrorCode::kLocked) {
-        e.problem = err.what();
+      e.locked_tried = std::chrono::steady_clock::now();
+      if (err.code() == ErrorCode::kLocked || !e.attached) {
+        // Still held (or not opened at all): as it was.
+        e.problem = err.code() == ErrorCode::kLocked ? err.what() : before;
         e.locked_elsewhere = true;
       } else if (e.problem.empty()) {
-        e.problem = before;
-        e.locked_elsewhere = true;
+        e.problem = err.what();  // it opened, then failed: the file's problem, not a lock
       }
       throw;
     }
+    trim_locked();  // verify attached it (the most recently used: not the one trimmed)
   }
 
   // Reads (and checks) the metadata of an attached or attachable file. Under mu (and write_mu
@@ -2468,6 +2477,7 @@ struct PartitionedDataRepository::Impl {
           if (err.code() != ErrorCode::kLocked) throw;
           e.problem = err.what();
           e.locked_elsewhere = true;
+          e.locked_tried = std::chrono::steady_clock::now();
         }
       }
       store.entries.emplace(*f.key, std::move(f.entry));
@@ -5199,6 +5209,8 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
   // mu, before bloom_mu).
   std::vector<std::pair<Entry*, int64_t>> candidates;
   std::vector<Entry*> damaged;
+  std::string damaged_problem;  // the first one's
+  bool damaged_locked = true;   // every one is held by another process
   {
     // Compared in compact form (Entry::IdProbe): the ids themselves only when the bounds tie.
     const IdForm form = id_form(v);
@@ -5223,13 +5235,18 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
 #endif
     for (Entry* e : store.flat) {
       const Entry::IdProbe& p = e->probe;
-      if (e->locked_elsewhere) {
-        try {
-          impl_->retry_locked_locked(*e);  // readable again once the other process let it go
-        } catch (const Error&) {
+      if (!e->problem.empty()) {
+        if (e->locked_elsewhere) {
+          try {
+            impl_->retry_locked_locked(*e);  // readable again once the other process let it go
+          } catch (const Error&) {
+          }
         }
       }
       if (!e->problem.empty()) {
+        // What the error says is taken here, under mu (a retry elsewhere may change it).
+        if (damaged.empty()) damaged_problem = e->problem;
+        damaged_locked = damaged_locked && e->locked_elsewhere;
         damaged.push_back(e);
         continue;
       }
@@ -5359,16 +5376,10 @@ std::optional<DataRecord> PartitionedDataRepository::get_by_id(const Schema& sch
     if (!rows.empty()) return std::move(rows[0]);
   }
   if (!damaged.empty()) {
-    bool all_locked = true;
-    {
-      std::lock_guard lock(impl_->mu);
-      for (const Entry* e : damaged) all_locked = all_locked && e->locked_elsewhere;
-    }
-    throw Error(
-        all_locked ? ErrorCode::kLocked : ErrorCode::kCorruption,
-        fmt::format("id {} was not found in the readable partitions of '{}', but {} "
-                    "partition(s) cannot be read and may hold it: {} ({})",
-                    key, schema.name(), damaged.size(), damaged[0]->file, damaged[0]->problem));
+    throw Error(damaged_locked ? ErrorCode::kLocked : ErrorCode::kCorruption,
+                fmt::format("id {} was not found in the readable partitions of '{}', but {} "
+                            "partition(s) cannot be read and may hold it: {} ({})",
+                            key, schema.name(), damaged.size(), damaged[0]->file, damaged_problem));
   }
   return std::nullopt;
 }
@@ -5953,7 +5964,11 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
   {
     std::lock_guard lock(impl_->mu);
     if (e->dropped) return;
-    impl_->retry_locked_locked(*e);  // another process holds the file: kLocked, nothing deleted
+    try {
+      impl_->retry_locked_locked(*e);  // another process holds the file: kLocked, nothing deleted
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::kLocked) throw;  // (a damaged file may be dropped)
+    }
     if (e->pins > 0) {
       throw Error(ErrorCode::kConflict,
                   fmt::format("partition {} is in use by a running query or stream; retry when it "
@@ -6190,13 +6205,16 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   }
   if (e->locked_elsewhere) {
     // Another process held its file when it was loaded: replacing the file (and its write-ahead
-    // log) under that process would corrupt it. Refused while it is held.
+    // log) under that process would corrupt it. Refused while it is held; a file that opens but
+    // is damaged is what a restore repairs.
     try {
       impl_->retry_locked_locked(*e);
-    } catch (...) {
-      std::error_code ec;
-      fs::remove(staged, ec);
-      throw;
+    } catch (const Error& err) {
+      if (err.code() == ErrorCode::kLocked) {
+        std::error_code ec;
+        fs::remove(staged, ec);
+        throw;
+      }
     }
   }
   if (e->pins > 0) {
@@ -6231,9 +6249,11 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   try {
     impl_->verify_entry_locked(store, *e);
   } catch (const Error& err) {
-    // (Another process opened the restored file at once.) Not usable until it is read.
-    e->problem = err.what();
-    e->locked_elsewhere = err.code() == ErrorCode::kLocked;
+    // Another process opened the restored file at once: not usable until it is read.
+    if (err.code() == ErrorCode::kLocked) {
+      e->problem = err.what();
+      e->locked_elsewhere = true;
+    }
     throw;
   }
   impl_->trim_locked();

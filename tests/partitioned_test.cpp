@@ -1398,6 +1398,8 @@ TEST_F(PartitionedTest, APartitionLockedAndChangedSinceTheCatalogFailsOnlyReques
   error_of([&] { repo.get_by_id(schema_, absent); }, &code);
   EXPECT_EQ(code, ErrorCode::kLocked);
   holder.kill();
+  // (A held file is tried at most every 100 ms.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
   EXPECT_FALSE(repo.get_by_id(schema_, absent).has_value());
   EXPECT_EQ(repo.count_all(schema_, month("2022-07-01", "2022-08-01")), 50);
   EXPECT_EQ(repo.count_all(schema_), 36 * 50);
