@@ -125,39 +125,57 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   old_cfg.strategy = *from;
   Schema schema;
   std::vector<PartitionStatistics> olds;
-  {
-    PartitionedDataRepository old_repo(old_cfg, {.read_only = true});
-    schema = old_repo.load_schema(table);
-    old_repo.initialize(schema);
+  // Acknowledged rows still in ingest logs would be left behind with the old directory (and their
+  // batch ids could be carried without their rows): a real run applies them first, by one
+  // writable open of the old layout (writers are stopped; a running one holds its log, and that
+  // open fails with kLocked naming it). A dry run notes them.
+  for (int attempt = 0;; ++attempt) {
+    std::vector<std::string> pending;
     {
+      PartitionedDataRepository old_repo(old_cfg, {.read_only = true});
+      schema = old_repo.load_schema(table);
+      old_repo.initialize(schema);
       const SchemaStatistics s = old_repo.table_statistics(schema);
-      // Acknowledged rows still in ingest logs would be left behind with the old directory (and
-      // their batch ids could be carried without their rows): they are applied first.
       for (const std::string& problem : s.problems) {
-        if (problem.find("ingest log") != std::string::npos) {
-          throw Error(
-              ErrorCode::kConflict,
-              fmt::format("table '{}' has buffered rows not yet in its partitions: {}; open "
-                          "it for writing once so that they are applied (for example "
-                          "manage_partitions compact), then re-partition",
-                          table, problem));
-        }
+        if (problem.find("ingest log") != std::string::npos) pending.push_back(problem);
       }
-      for (const auto& p : s.partitions) {
-        if (p.locked) {
-          throw Error(ErrorCode::kLocked,
-                      fmt::format("partition {} ('{}') is held by another process: {}; stop that "
-                                  "process, then re-partition",
-                                  p.name, p.file, p.problem));
+      if (pending.empty() || options.dry_run) {
+        for (const auto& p : s.partitions) {
+          if (p.locked) {
+            throw Error(ErrorCode::kLocked,
+                        fmt::format("partition {} ('{}') is held by another process: {}; stop "
+                                    "that process, then re-partition",
+                                    p.name, p.file, p.problem));
+          }
+          if (!p.problem.empty()) {
+            throw Error(ErrorCode::kCorruption,
+                        fmt::format("partition {} ('{}') cannot be read: {}; restore it first",
+                                    p.name, p.file, p.problem));
+          }
+          olds.push_back(p);
         }
-        if (!p.problem.empty()) {
-          throw Error(ErrorCode::kCorruption,
-                      fmt::format("partition {} ('{}') cannot be read: {}; restore it first",
-                                  p.name, p.file, p.problem));
-        }
-        olds.push_back(p);
       }
     }
+    if (pending.empty()) break;
+    if (options.dry_run) {
+      for (const std::string& p : pending) {
+        res.notes.push_back(
+            fmt::format("{} (the plan leaves these rows out; the real run commits them first)", p));
+      }
+      break;
+    }
+    if (attempt > 0) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("table '{}' still has buffered rows not in its partitions after "
+                              "applying them: {}; nothing was changed",
+                              table, pending.front()));
+    }
+    PartitionedDataRepository writer(old_cfg);
+    writer.initialize(schema);
+    writer.table_statistics(schema);  // replays the table's logs, then commits their rows
+    res.notes.push_back(
+        fmt::format("committed the buffered rows of {} ingest log(s) to the old partitions first",
+                    pending.size()));
   }
   res.partitions_before = static_cast<int64_t>(olds.size());
 
@@ -436,12 +454,14 @@ std::string RepartitionResult::to_text() const {
                        rows);
     for (const auto& [name, n] : planned)
       out += fmt::format("  create {:<28} {:>12} rows\n", name, n);
+    for (const auto& n : notes) out += "note: " + n + "\n";
     out += "dry run: nothing was written\n";
     return out;
   }
   if (from == to) {
     return fmt::format("the table is already partitioned {}: nothing to do\n", strategy_name(to));
   }
+  for (const auto& n : notes) out += "note: " + n + "\n";
   if (swapped && partitions_before == 0 && rows == 0) {
     return fmt::format("finished an interrupted re-partitioning: the table is now partitioned {}\n",
                        strategy_name(to));
@@ -494,6 +514,7 @@ std::string RepartitionResult::to_json() const {
                         {"ok", ch.ok}});
   }
   j["checks"] = checks_j;
+  j["notes"] = notes;
   return j.dump(2);
 }
 

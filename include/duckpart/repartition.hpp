@@ -46,6 +46,7 @@ struct RepartitionResult {
   bool dry_run = false;
   double seconds = 0;
   std::vector<std::pair<std::string, int64_t>> planned;  // new partition -> rows (exact)
+  std::vector<std::string> notes;  // buffered rows committed first (or, in a dry run, left out)
   std::string to_text() const;
   std::string to_json() const;
 };
