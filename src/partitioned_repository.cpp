@@ -309,6 +309,9 @@ class EntryMap : public std::map<PartitionKey, std::unique_ptr<Entry>> {
 struct Store {
   Schema schema;
   std::string dir;
+  // The strategy its partitions are read and written with: config.strategy, or (read-only, with
+  // tables_keep_their_strategy) the one the table's files are named for.
+  PartitionStrategy strategy = PartitionStrategy::kMonthly;
   EntryMap entries;
   // Under Impl::mu: `entries` in key order as of entries.changes() == flat_changes, for loops
   // over every partition that read only the entries (get_by_id: independent loads instead of a
@@ -1223,9 +1226,9 @@ struct PartitionedDataRepository::Impl {
       if (!v[5].is_null() && !v[6].is_null()) {
         e.stored_range.emplace(v[5].get<Timestamp>().micros, v[6].get<Timestamp>().micros);
       }
-      if (v[2].get<std::string>() != strategy_name(config.strategy)) {
+      if (v[2].get<std::string>() != strategy_name(store.strategy)) {
         e.problem = fmt::format("was written with the {} strategy, the store is {}",
-                                v[2].get<std::string>(), strategy_name(config.strategy));
+                                v[2].get<std::string>(), strategy_name(store.strategy));
         return;
       }
       if (v[3].get<std::string>().empty()) {
@@ -1309,7 +1312,7 @@ struct PartitionedDataRepository::Impl {
         return;
       }
       if (!options.read_only) {
-        admin().exec(partition_init_sql(e.alias, schema, config.strategy, e.key).back(), e.file);
+        admin().exec(partition_init_sql(e.alias, schema, store.strategy, e.key).back(), e.file);
       }
     } catch (const std::exception& ex) {
       e.problem = fmt::format("unreadable metadata: {}", ex.what());
@@ -1334,7 +1337,7 @@ struct PartitionedDataRepository::Impl {
     conn.exec("BEGIN TRANSACTION");
     try {
       conn.exec(create_table_sql(e.alias, store.schema, false), e.file);
-      for (const auto& sql : partition_init_sql(e.alias, store.schema, config.strategy, e.key)) {
+      for (const auto& sql : partition_init_sql(e.alias, store.schema, store.strategy, e.key)) {
         conn.exec(sql, e.file);
       }
       conn.exec("COMMIT", e.file);
@@ -2297,6 +2300,7 @@ struct PartitionedDataRepository::Impl {
     auto store = std::make_unique<Store>();
     store->schema = schema;
     store->dir = base_dir + "/" + schema.name();
+    store->strategy = config.strategy;
     load_store_locked(*store);
     if (!store->ingest.replay.empty()) {
       if (options.read_only) {
@@ -2392,7 +2396,7 @@ struct PartitionedDataRepository::Impl {
     std::optional<TableScan> prefetched_scan = take_prefetched(store.schema.name());
     TableScan scan = prefetched_scan
                          ? std::move(*prefetched_scan)
-                         : scan_table_dir(store.dir, store.schema.name(), config.strategy);
+                         : scan_table_dir(store.dir, store.schema.name(), store.strategy);
     if (!scan.exists) {
       if (options.read_only) return;
       std::error_code ec;
@@ -2420,10 +2424,14 @@ struct PartitionedDataRepository::Impl {
           stored = st;
         }
       }
-      if (named.count(config.strategy) && named[config.strategy] == most) stored = config.strategy;
+      if (named.count(store.strategy) && named[store.strategy] == most) stored = store.strategy;
       // (Not the catalog's alone: a table without partition files, say a migration stopped
       // before its first commit, may be started again with any strategy.)
-      if (stored && *stored != config.strategy) {
+      if (stored && *stored != store.strategy && options.read_only &&
+          options.tables_keep_their_strategy) {
+        store.strategy = *stored;
+        scan = scan_table_dir(store.dir, store.schema.name(), store.strategy);
+      } else if (stored && *stored != store.strategy) {
         throw Error(
             ErrorCode::kConflict,
             fmt::format("table '{}' in '{}' is partitioned {} ({} partition file(s)), but it is "
@@ -2460,9 +2468,9 @@ struct PartitionedDataRepository::Impl {
         continue;
       }
       Entry& e = *f.entry;
-      if (f.key->strategy != config.strategy) {
+      if (f.key->strategy != store.strategy) {
         e.problem = fmt::format("is named for the {} strategy, but the store is {}",
-                                strategy_name(f.key->strategy), strategy_name(config.strategy));
+                                strategy_name(f.key->strategy), strategy_name(store.strategy));
       } else if (catalog_usable && f.cached >= 0 &&
                  scan.catalog->entries[static_cast<std::size_t>(f.cached)].stamp == f.stamp) {
         e.set_meta(std::move(scan.catalog->entries[static_cast<std::size_t>(f.cached)].meta));
@@ -2543,7 +2551,7 @@ struct PartitionedDataRepository::Impl {
       e.set_meta(PartitionMeta{});
       e.placeholder_meta = true;
       e.placeholder_insert =
-          partition_init_sql(e.alias, store.schema, config.strategy, e.key).back();
+          partition_init_sql(e.alias, store.schema, store.strategy, e.key).back();
       return;
     }
     bool attached = false;
@@ -4888,6 +4896,11 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     config.memory_limit_mb = config.effective_memory_limit_mb(usable);
     config.id_index_memory_mb = config.effective_id_index_memory_mb(usable);
   }
+  if (options.tables_keep_their_strategy && !options.read_only) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "tables_keep_their_strategy is for read-only repositories (writes route by the "
+                "configured strategy)");
+  }
   impl_->config = std::move(config);
   impl_->options = options;
   std::error_code ec;
@@ -5650,7 +5663,10 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
       prepare_read_only(*conn, sql);
     } catch (const Error& e) {
       if (not_opened.empty()) throw;
-      throw Error(e.code(), fmt::format("{} ({})", e.what(), not_opened));
+      // A table it reads but could not open: that is the reason (exit 4, like other commands).
+      const bool missing = std::string_view(e.what()).find("does not exist") != std::string::npos;
+      throw Error(missing ? ErrorCode::kConflict : e.code(),
+                  fmt::format("{} ({})", e.what(), not_opened));
     }
     const std::string body = strip_statement_end(sql);
     // Explained on a DuckDB of its own, without the statistics propagator: the stand-ins'
@@ -6498,11 +6514,11 @@ int64_t PartitionedDataRepository::export_partition_parquet(const Schema& schema
   const std::string col = duck::quote_ident(schema.partition_column());
   std::string parts = fmt::format("strftime({}, '%Y') AS year", col);
   std::string by = "year";
-  if (impl_->config.strategy != PartitionStrategy::kYearly) {
+  if (e->key.strategy != PartitionStrategy::kYearly) {
     parts += fmt::format(", strftime({}, '%m') AS month", col);
     by += ", month";
   }
-  if (impl_->config.strategy == PartitionStrategy::kDaily) {
+  if (e->key.strategy == PartitionStrategy::kDaily) {
     parts += fmt::format(", strftime({}, '%d') AS day", col);
     by += ", day";
   }

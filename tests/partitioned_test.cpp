@@ -1493,6 +1493,74 @@ TEST_F(PartitionedTest, SqlIsReadOnlyAndPrunes) {
   EXPECT_LE(groups, 1);
 }
 
+TEST_F(PartitionedTest, ReadOnlySqlJoinsTablesOfDifferentStrategies) {
+  fill_36_months();  // events, monthly, ids assigned by the store
+  std::vector<DataRecord> all;
+  {
+    PartitionedDataRepository repo = open();
+    DataQueryRequest q;
+    q.limit = 100000;
+    all = repo.get_all(schema_, q).items;
+  }
+  ASSERT_EQ(all.size(), 36u * 50);
+  const Schema yearly_schema("yearly_events",
+                             {{"id", "UUID"}, {"ts", "TIMESTAMP"}, {"qty", "INTEGER"}}, "ts", "id");
+  std::vector<DataRecord> yearly_rows;
+  for (const auto& r : all) {
+    yearly_rows.push_back(DataRecord{{r.values[0], r.values[1], r.values[4]}});
+  }
+  {
+    PartitionedDataRepository y(test_config(path("parts"), PartitionStrategy::kYearly));
+    y.create_batch(yearly_schema, yearly_rows);
+  }
+  const std::string join =
+      "SELECT count(*), sum(y.qty) FROM events e JOIN yearly_events y USING (id) WHERE e.ts >= "
+      "'2022-01-01' AND y.ts >= '2022-01-01'";
+  int64_t want_n = 0, want_q = 0;
+  for (const auto& r : all) {
+    if (r.values[1].to_string() >= "2022-01-01" && !r.values[4].is_null()) {
+      ++want_n;
+      want_q += r.values[4].get<int64_t>();
+    } else if (r.values[1].to_string() >= "2022-01-01") {
+      ++want_n;
+    }
+  }
+  ASSERT_GT(want_n, 100);
+  PartitionedRepositoryOptions o;
+  o.read_only = true;
+  o.tables_keep_their_strategy = true;
+  {
+    PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly), o);
+    RecordStream q = repo.query_sql(join);
+    DataRecord r;
+    ASSERT_TRUE(q.next(r));
+    EXPECT_EQ(r.values[0].get<int64_t>(), want_n);
+    EXPECT_EQ(r.values[1].to_string(), std::to_string(want_q));
+    EXPECT_EQ(repo.count_all(yearly_schema), static_cast<int64_t>(all.size()));
+    EXPECT_EQ(repo.table_statistics(yearly_schema).partitions.size(), 3u);  // 2021..2023
+    EXPECT_EQ(repo.count_all(schema_), static_cast<int64_t>(all.size()));
+  }
+  {
+    // Without the option the yearly table is refused, and a statement reading it says why.
+    PartitionedRepositoryOptions strict;
+    strict.read_only = true;
+    PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly), strict);
+    ErrorCode code{};
+    const std::string msg = error_of([&] { repo.query_sql(join); }, &code);
+    EXPECT_EQ(code, ErrorCode::kConflict) << msg;
+    EXPECT_NE(msg.find("partitioned yearly"), std::string::npos) << msg;
+  }
+  // Writes route by the configured strategy: a writable repository cannot take the option.
+  o.read_only = false;
+  ErrorCode code{};
+  error_of(
+      [&] {
+        PartitionedDataRepository w(test_config(path("parts"), PartitionStrategy::kMonthly), o);
+      },
+      &code);
+  EXPECT_EQ(code, ErrorCode::kInvalidArgument);
+}
+
 TEST_F(PartitionedTest, RepeatedSqlReusesItsAnalysisAndSeesNewData) {
   const auto all = fill_36_months();
   PartitionedDataRepository repo = open();

@@ -27,6 +27,11 @@ namespace duckpart {
 struct PartitionedRepositoryOptions {
   // Open partition files read-only; every write is then an error.
   bool read_only = false;
+  // Read-only repositories only: a table whose partitions were written with another strategy than
+  // config.strategy (one re-partitioned yearly, say) is read with its own instead of being
+  // refused, so one query_sql statement can join tables of different strategies. A writable
+  // repository with it set is refused (Error kInvalidArgument): writes route by config.strategy.
+  bool tables_keep_their_strategy = false;
 };
 
 class PartitionedDataRepository final : public IDataRepository {

@@ -690,7 +690,10 @@ int cmd_sql(const Common& c, const std::string& sql, const std::string& format) 
     throw Error(ErrorCode::kNotFound,
                 fmt::format("partition directory '{}' does not exist", cfg.base_partition_path));
   }
-  PartitionedDataRepository repo(cfg, {.read_only = true});
+  // Each table with the strategy it is stored with (one statement may join a monthly table and
+  // one re-partitioned yearly), unless --strategy names one.
+  PartitionedDataRepository repo(
+      cfg, {.read_only = true, .tables_keep_their_strategy = c.strategy.empty()});
   RecordStream stream = repo.query_sql(sql);
   return print_stream(stream, format);
 }

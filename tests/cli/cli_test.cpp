@@ -1266,6 +1266,48 @@ TEST_F(CliTest, SqlAnswersLikeDuckDBPrunesAndRefusesWrites) {
   const CliRun typo = run({"sql", "--partitions", path("parts"), "SELECT nope FROM events"});
   EXPECT_EQ(typo.rc, 2);
   EXPECT_NE(typo.err.find("nope"), std::string::npos) << typo.err;
+
+  // One statement over two tables of different strategies: events monthly, readings yearly.
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec(
+        "CREATE TABLE readings AS SELECT id_text, ts, qty FROM events WHERE qty % 3 = 0");
+  }
+  ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
+                 "--schema", "readings", "--partition-column", "ts", "--strategy", "yearly"})
+                .rc,
+            0);
+  const std::string join =
+      "SELECT strftime(date_trunc('month', e.ts), '%Y-%m') AS m, count(*) AS n, sum(r.qty) AS q "
+      "FROM events e JOIN readings r USING (id_text) WHERE e.ts >= '2022-01-01' AND r.ts >= "
+      "'2022-01-01' GROUP BY m ORDER BY m";
+  std::string want = "m,n,q\n";
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    duck::Connection c = db.connect();
+    duck::Result res = c.query(join);
+    std::vector<DataRecord> rows;
+    duck::ChunkDecoder d(res);
+    while (auto ch = res.fetch()) d.decode(ch, rows);
+    ASSERT_GT(rows.size(), 6u);
+    for (const auto& row : rows) {
+      want += fmt::format("{},{},{}\n", row.values[0].to_string(), row.values[1].to_string(),
+                          row.values[2].to_string());
+    }
+  }
+  for (const std::string& schema : {"events", "readings"}) {
+    // (--schema only says which table's strategy a configuration would take.)
+    const CliRun mixed =
+        run({"sql", "--partitions", path("parts"), "--schema", schema, join, "--format", "csv"});
+    ASSERT_EQ(mixed.rc, 0) << schema << ": " << mixed.err;
+    EXPECT_EQ(mixed.out, want) << schema;
+  }
+  // A strategy named on the command line is held to: the yearly table is refused, and says how.
+  const CliRun strict =
+      run({"sql", "--partitions", path("parts"), "--strategy", "monthly", join, "--format", "csv"});
+  EXPECT_EQ(strict.rc, 4) << strict.err;
+  EXPECT_NE(strict.err.find("'readings'"), std::string::npos) << strict.err;
+  EXPECT_NE(strict.err.find("partitioned yearly"), std::string::npos) << strict.err;
 }
 
 TEST_F(CliTest, ImportCsvAndParquetIntoTheRightPartitionsAllOrNothing) {
