@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -55,6 +57,66 @@ void write_state(const std::string& path, const nlohmann::json& j) {
   fsync_dir(fs::path(path).parent_path().string());
 }
 
+// What a writer changes in a table's directory: every partition file, write-ahead log and
+// ingest log, with its size and modification time. Taken before the old partitions are read and
+// again just before the exchange: rows written meanwhile (a writer that was not stopped) would be
+// left behind with the old directory.
+std::map<std::string, std::pair<uintmax_t, int64_t>> table_fingerprint(const std::string& dir) {
+  std::map<std::string, std::pair<uintmax_t, int64_t>> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.ends_with(".duckdb") && !name.ends_with(".wal") && !name.starts_with("_ingest_")) {
+      continue;
+    }
+    std::error_code fe;
+    const uintmax_t size = fs::file_size(it->path(), fe);
+    const auto mtime = fs::last_write_time(it->path(), fe);
+    if (fe) continue;  // gone meanwhile: its absence is the difference
+    out[name] = {size, static_cast<int64_t>(mtime.time_since_epoch().count())};
+  }
+  return out;
+}
+
+std::string first_difference(const std::map<std::string, std::pair<uintmax_t, int64_t>>& before,
+                             const std::map<std::string, std::pair<uintmax_t, int64_t>>& now) {
+  for (const auto& [name, st] : now) {
+    auto it = before.find(name);
+    if (it == before.end()) return fmt::format("'{}' appeared", name);
+    if (it->second != st) return fmt::format("'{}' changed", name);
+  }
+  for (const auto& [name, st] : before) {
+    if (!now.count(name)) return fmt::format("'{}' disappeared", name);
+  }
+  return {};
+}
+
+// An exclusive lock for one table's re-partitioning, held until destruction: a second run of the
+// same table (two operators, a cron job) is refused instead of deleting the first one's work.
+class RunLock {
+ public:
+  RunLock(const std::string& file, const std::string& table) {
+    fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+      throw Error(ErrorCode::kIo,
+                  fmt::format("cannot create lock file '{}': {}", file, std::strerror(errno)));
+    }
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw Error(ErrorCode::kLocked,
+                  fmt::format("another re-partitioning of table '{}' is running (it holds '{}'); "
+                              "wait for it to finish",
+                              table, file));
+    }
+  }
+  ~RunLock() { ::close(fd_); }
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace
 
 RepartitionResult repartition(const PartitionConfig& config, const RepartitionOptions& options,
@@ -74,38 +136,96 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   const std::string base = config.base_partition_path;
   const std::string table = options.table;
   const std::string live = base + "/" + table;
-  const std::string staging_base = base + "/_repartition_" + std::string(strategy_name(options.to));
+  // Each table stages in its own directory (a shared one was deleted by another table's run).
+  auto staging_base_for = [&](PartitionStrategy to) {
+    return fmt::format("{}/_repartition_{}_of_{}", base, strategy_name(to), table);
+  };
+  const std::string staging_base = staging_base_for(options.to);
   const std::string staging = staging_base + "/" + table;
   const std::string old_aside = base + "/_repartition_old_" + table;
   const std::string state_file = base + "/_repartition_" + table + ".json";
   std::error_code ec;
+  std::optional<RunLock> run_lock;
+  if (!options.dry_run) run_lock.emplace(base + "/_repartition_" + table + ".lock", table);
 
   // 0. A run that died after the exchange (or between the two renames of the fallback) is
-  //    finished first.
-  if (fs::exists(state_file) && !options.dry_run) {
+  //    finished first — the run the state file describes, whatever this one asks for.
+  if (fs::exists(state_file) && options.dry_run) {
+    res.notes.push_back(fmt::format(
+        "an interrupted re-partitioning of this table ('{}') is finished first by the real run",
+        state_file));
+  } else if (fs::exists(state_file)) {
+    nlohmann::json st;
+    try {
+      std::ifstream in(state_file);
+      st = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("cannot read '{}' ({}): it records an interrupted re-partitioning of "
+                              "table '{}'; look at '{}' and '{}' before removing it",
+                              state_file, e.what(), table, live, old_aside));
+    }
+    std::optional<PartitionStrategy> st_to;
+    try {
+      st_to = parse_strategy(st.value("to", std::string()));
+    } catch (const Error&) {
+      throw Error(ErrorCode::kCorruption,
+                  fmt::format("'{}' names no strategy to finish re-partitioning into", state_file));
+    }
+    // Runs before session 45 staged in "_repartition_<strategy>" (shared by every table).
+    const std::string st_staging_base =
+        st.value("staging_base", fmt::format("{}/_repartition_{}", base, strategy_name(*st_to)));
+    const std::string st_staging = st_staging_base + "/" + table;
     const bool live_exists = fs::exists(live);
-    if (live_exists && dir_strategy(live) == options.to) {
-      fs::remove_all(staging_base, ec);
+    bool finished = false;
+    if (live_exists && dir_strategy(live) == st_to) {
+      finished = true;  // exchanged: the staging directory holds the old files
+    } else if (!live_exists && fs::exists(st_staging) && dir_strategy(st_staging) == st_to) {
+      // The fallback died between its two renames: the new layout goes in.
+      if (std::rename(st_staging.c_str(), live.c_str()) != 0) {
+        throw Error(ErrorCode::kIo, fmt::format("cannot move '{}' to '{}': {}", st_staging, live,
+                                                std::strerror(errno)));
+      }
+      fsync_dir(base);
+      finished = true;
+    } else if (!live_exists && fs::exists(old_aside)) {
+      // Moved aside and never replaced: the old layout goes back.
+      if (std::rename(old_aside.c_str(), live.c_str()) != 0) {
+        throw Error(ErrorCode::kIo, fmt::format("cannot move '{}' back to '{}': {}", old_aside,
+                                                live, std::strerror(errno)));
+      }
+      fsync_dir(base);
+    } else if (!live_exists) {
+      throw Error(ErrorCode::kNotFound,
+                  fmt::format("table '{}' is in neither '{}', '{}' nor '{}' although '{}' records "
+                              "a re-partitioning in progress; nothing was changed",
+                              table, live, st_staging, old_aside, state_file));
+    }
+    if (finished) {
+      if (st_staging_base.find("_of_") != std::string::npos) {
+        fs::remove_all(st_staging_base, ec);
+      } else {
+        fs::remove_all(st_staging, ec);   // the shared directory of an older version: ours only
+        fs::remove(st_staging_base, ec);  // (removed when empty)
+      }
       fs::remove_all(old_aside, ec);
-      fs::remove(state_file, ec);
+    }
+    fs::remove(state_file, ec);
+    fsync_dir(base);
+    if (finished && *st_to == options.to) {
       res.from = options.to;
       res.swapped = true;
       res.seconds = elapsed();
       return res;
     }
-    if (!live_exists && fs::exists(staging)) {
-      if (std::rename(staging.c_str(), live.c_str()) != 0) {
-        throw Error(ErrorCode::kIo, fmt::format("cannot move '{}' to '{}'", staging, live));
-      }
-      fsync_dir(base);
-      fs::remove_all(staging_base, ec);
-      fs::remove_all(old_aside, ec);
-      fs::remove(state_file, ec);
-      res.swapped = true;
-      res.seconds = elapsed();
-      return res;
+  }
+  if (!options.dry_run) {
+    // An older version's interrupted staging for this table (the shared directory): started over.
+    const std::string legacy = fmt::format("{}/_repartition_{}", base, strategy_name(options.to));
+    if (fs::exists(legacy + "/" + table)) {
+      fs::remove_all(legacy + "/" + table, ec);
+      fs::remove(legacy, ec);
     }
-    fs::remove(state_file, ec);  // the exchange never happened
   }
 
   // 1. The old partitions.
@@ -117,7 +237,7 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   res.from = *from;
   if (*from == options.to) {
     // Already done (perhaps by a run that was killed just before reporting): nothing to do.
-    fs::remove_all(staging_base, ec);
+    if (!options.dry_run) fs::remove_all(staging_base, ec);
     res.seconds = elapsed();
     return res;
   }
@@ -166,18 +286,27 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     }
     if (attempt > 0) {
       throw Error(ErrorCode::kConflict,
-                  fmt::format("table '{}' still has buffered rows not in its partitions after "
-                              "applying them: {}; nothing was changed",
+                  fmt::format("table '{}' has new buffered rows not in its partitions after its "
+                              "earlier ones were committed (a writer is running?): {}; stop the "
+                              "writers, then re-partition (nothing was re-partitioned)",
                               table, pending.front()));
     }
-    PartitionedDataRepository writer(old_cfg);
-    writer.initialize(schema);
-    writer.table_statistics(schema);  // replays the table's logs, then commits their rows
+    try {
+      PartitionedDataRepository writer(old_cfg);
+      writer.initialize(schema);
+      writer.table_statistics(schema);  // replays the table's logs, then commits their rows
+    } catch (const Error& e) {
+      throw Error(e.code(),
+                  fmt::format("committing the buffered rows of table '{}' before re-partitioning "
+                              "it: {}; nothing was re-partitioned",
+                              table, e.what()));
+    }
     res.notes.push_back(
         fmt::format("committed the buffered rows of {} ingest log(s) to the old partitions first",
                     pending.size()));
   }
   res.partitions_before = static_cast<int64_t>(olds.size());
+  const auto fingerprint = table_fingerprint(live);
 
   // 2. Exact rows and checksums per new period, and each old file's rowid extent, in one pass.
   std::string cols;
@@ -246,7 +375,36 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     return res;
   }
 
-  // 3. Copy into the staging store; batch ids make a re-run skip what committed.
+  // 3. Copy into the staging store; batch ids make a re-run skip what committed. A re-run cuts
+  //    the old partitions' rows into the batches the interrupted run cut (recorded in the staging
+  //    directory), whatever --batch-size it is given: other cuts would overlap committed ones.
+  int64_t batch_size = options.batch_size;
+  const std::string run_file = staging_base + "/_run.json";
+  if (fs::exists(staging_base)) {
+    int64_t recorded = 0;
+    try {
+      std::ifstream in(run_file);
+      const nlohmann::json j = nlohmann::json::parse(in);
+      recorded = j.at("batch_size").get<int64_t>();
+    } catch (const std::exception&) {
+      recorded = 0;
+    }
+    if (recorded <= 0) {
+      fs::remove_all(staging_base, ec);  // not a run this version can resume: start over
+    } else if (recorded != batch_size) {
+      res.notes.push_back(
+          fmt::format("resumed with the interrupted run's batch size {} (not {}): the batches "
+                      "it committed are skipped by their ids",
+                      recorded, batch_size));
+      batch_size = recorded;
+    }
+  }
+  fs::create_directories(staging_base, ec);
+  if (ec) {
+    throw Error(ErrorCode::kIo, fmt::format("cannot create '{}': {}", staging_base, ec.message()));
+  }
+  write_state(run_file,
+              {{"table", table}, {"to", strategy_name(options.to)}, {"batch_size", batch_size}});
   PartitionConfig new_cfg = config;
   new_cfg.base_partition_path = staging_base;
   new_cfg.strategy = options.to;
@@ -254,7 +412,7 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   {
     PartitionedDataRepository repo(new_cfg);
     int64_t batches_total = 0;
-    for (int64_t e : rowid_end) batches_total += (e + options.batch_size - 1) / options.batch_size;
+    for (int64_t e : rowid_end) batches_total += (e + batch_size - 1) / batch_size;
     MigrationProgress p;
     p.rows_total = res.rows;
     p.batches_total = batches_total;
@@ -278,15 +436,18 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
           target = first;
         }
       }
-      for (int64_t k = 0; k * options.batch_size < rowid_end[i]; ++k) {
+      for (int64_t k = 0; k * batch_size < rowid_end[i]; ++k) {
         if (stop && stop->load()) {
           res.interrupted = true;
           break;
         }
-        const std::string batch_id = fmt::format("repartition-{}-{}", olds[i].name, k);
-        const std::string select_sql = fmt::format(
-            "SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}", duck::quote_ident(alias),
-            qt, k * options.batch_size, (k + 1) * options.batch_size);
+        // The id names the rowid range it copies: a re-run with another --batch-size copies
+        // its ranges afresh instead of taking another range's id for its own.
+        const std::string batch_id =
+            fmt::format("repartition-{}-{}-{}", olds[i].name, k * batch_size, (k + 1) * batch_size);
+        const std::string select_sql =
+            fmt::format("SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}",
+                        duck::quote_ident(alias), qt, k * batch_size, (k + 1) * batch_size);
         auto load = repo.begin_bulk_load(
             schema,
             {.replay_batch_id = batch_id, .null_partition = true, .single_duckdb_thread = false});
@@ -420,20 +581,57 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     }
     fsync_dir(staging);
   }
-  // 5. Exchange the directories in one atomic rename, then remove the old partitions.
+  // 5. Nothing may have changed in the old partitions since they were read (a writer that was not
+  //    stopped): their new rows would be deleted with the old directory.
+  if (const std::string diff = first_difference(fingerprint, table_fingerprint(live));
+      !diff.empty()) {
+    fs::remove_all(staging_base, ec);
+    throw Error(ErrorCode::kConflict,
+                fmt::format("table '{}' changed while it was being re-partitioned ({} in '{}'): "
+                            "nothing was swapped, the old partitions are unchanged and in use; "
+                            "stop the writers, then run again",
+                            table, diff, live));
+  }
+  if (!fs::is_directory(staging, ec)) {
+    throw Error(ErrorCode::kIo, fmt::format("the new partitions of table '{}' are missing from "
+                                            "'{}'; nothing was swapped, run again",
+                                            table, staging));
+  }
+  // 6. Exchange the directories in one atomic rename, then remove the old partitions.
   write_state(state_file, {{"table", table},
                            {"from", strategy_name(*from)},
                            {"to", strategy_name(options.to)},
+                           {"staging_base", staging_base},
                            {"phase", "exchanging"}});
   if (::renameat2(AT_FDCWD, live.c_str(), AT_FDCWD, staging.c_str(), RENAME_EXCHANGE) != 0) {
-    // File systems without RENAME_EXCHANGE: two renames; step 0 above finishes a crash between.
-    fs::remove_all(old_aside, ec);
-    if (std::rename(live.c_str(), old_aside.c_str()) != 0 ||
-        std::rename(staging.c_str(), live.c_str()) != 0) {
+    const int err = errno;
+    if (err != EINVAL && err != ENOSYS && err != ENOTSUP) {
+      fs::remove(state_file, ec);
       throw Error(ErrorCode::kIo,
-                  fmt::format("cannot move the new partitions from '{}' to '{}'; run the same "
-                              "command again to finish",
-                              staging, live));
+                  fmt::format("cannot exchange '{}' and '{}': {}; nothing was swapped", live,
+                              staging, std::strerror(err)));
+    }
+    // File systems without RENAME_EXCHANGE: two renames; step 0 above finishes a crash between.
+    // (A directory left aside here without a state file is what a finished run had started to
+    // delete.)
+    fs::remove_all(old_aside, ec);
+    if (std::rename(live.c_str(), old_aside.c_str()) != 0) {
+      const int e1 = errno;
+      fs::remove(state_file, ec);
+      throw Error(ErrorCode::kIo, fmt::format("cannot move '{}' to '{}': {}; nothing was swapped",
+                                              live, old_aside, std::strerror(e1)));
+    }
+    if (std::rename(staging.c_str(), live.c_str()) != 0) {
+      const int e2 = errno;
+      if (std::rename(old_aside.c_str(), live.c_str()) == 0) {
+        fs::remove(state_file, ec);
+        throw Error(ErrorCode::kIo, fmt::format("cannot move '{}' to '{}': {}; nothing was swapped",
+                                                staging, live, std::strerror(e2)));
+      }
+      throw Error(ErrorCode::kIo,
+                  fmt::format("cannot move the new partitions from '{}' to '{}' ({}), and the old "
+                              "ones are in '{}'; run the same command again to finish",
+                              staging, live, std::strerror(e2), old_aside));
     }
   }
   fsync_dir(base);
