@@ -4099,6 +4099,50 @@ TEST_F(PartitionedTest, RepartitionSurvivesOtherTablesRunsABatchSizeChangeAndAWr
   }
 }
 
+TEST_F(PartitionedTest, RepartitionFinishesTheRunItsStateFileNamesWhateverItIsAsked) {
+  // A run to yearly killed right after its exchange leaves the state file and the old (monthly)
+  // files in its staging directory. The next run, to weekly, finishes that one first (the old
+  // files go), then re-partitions yearly -> weekly. It used to read "the exchange never happened"
+  // (the table was not weekly), drop the state file and leave the old files behind for good.
+  std::mt19937_64 rng(46);
+  const auto rows =
+      random_wide_rows(rng, 1200, date_from_civil(2022, 12, 1), date_from_civil(2023, 3, 31));
+  const PartitionConfig monthly = test_config(path("parts"), PartitionStrategy::kMonthly);
+  {
+    PartitionedDataRepository repo(monthly);
+    repo.create_batch(schema_, rows);
+  }
+  std::filesystem::copy(path("parts/events"), path("old_events"),
+                        std::filesystem::copy_options::recursive);
+  RepartitionOptions o;
+  o.table = "events";
+  o.to = PartitionStrategy::kYearly;
+  ASSERT_TRUE(repartition(monthly, o).swapped);
+  // What the kill left (as an older version named it: the shared "_repartition_yearly").
+  std::filesystem::create_directories(path("parts/_repartition_yearly"));
+  std::filesystem::rename(path("old_events"), path("parts/_repartition_yearly/events"));
+  {
+    std::ofstream(path("parts/_repartition_events.json"))
+        << R"({"table": "events", "from": "monthly", "to": "yearly", "phase": "exchanging"})";
+  }
+  o.to = PartitionStrategy::kWeekly;
+  const RepartitionResult r = repartition(monthly, o);
+  EXPECT_TRUE(r.swapped) << r.to_text();
+  EXPECT_EQ(r.from, PartitionStrategy::kYearly);
+  EXPECT_EQ(r.mismatches, 0);
+  for (const auto& f : std::filesystem::directory_iterator(path("parts"))) {
+    const std::string name = f.path().filename().string();
+    EXPECT_TRUE(name == "events" || name == "_repartition_events.lock") << "left behind: " << name;
+  }
+  DuckDBDataRepository oracle(path("oracle.duckdb"));
+  oracle.create_batch(schema_, rows);
+  DataQueryRequest all;
+  all.limit = 1000000;
+  PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kWeekly));
+  EXPECT_TRUE(sorted_texts(repo.get_all(schema_, all).items) ==
+              sorted_texts(oracle.get_all(schema_, all).items));
+}
+
 TEST_F(PartitionedTest, IngestLogBufferHandedToTheNextLogKeepsEveryRecordWhole) {
   // The write buffer hands a closed log's record buffer to the next log. Records written through
   // a handed-over buffer (smaller and larger than it) and by the log that gave it away (which

@@ -1,14 +1,16 @@
 // duckpart — re-partitioning: rewriting a table's partitions into another strategy (monthly ->
 // yearly roll-up of old data, daily -> monthly, yearly -> weekly, ...).
 //
-// The new partitions are built next to the old ones, in <partitions>/_repartition_<strategy>/, by
-// the SQL bulk path (one scan per batch of an old partition's rows, committed once per new
-// partition with a batch id: a re-run after Ctrl-C or kill -9 finishes with every row once). Then
-// every new period's row count and checksum over all columns is compared with what the old
-// partitions hold for it, and only then the two directories are exchanged in one atomic rename
-// (renameat2 RENAME_EXCHANGE) and the old files removed. A crash after the exchange is finished by
-// the next run. Writers must be stopped while it runs: rows written to the old partitions during
-// the copy make the verification fail (nothing is swapped).
+// The new partitions are built next to the old ones, in <partitions>/_repartition_<strategy>_of_
+// <table>/ (one per table, under the lock file <partitions>/_repartition_<table>.lock), by the SQL
+// bulk path (one scan per batch of an old partition's rows, committed once per new partition with
+// a batch id: a re-run after Ctrl-C or kill -9 finishes with every row once, cutting the batches
+// the interrupted run cut). Then every new period's row count and checksum over all columns is
+// compared with what the old partitions hold for it, and only then the two directories are
+// exchanged in one atomic rename (renameat2 RENAME_EXCHANGE) and the old files removed. A crash
+// after the exchange is finished by the next run. Pending ingest logs (rows a stopped writer had
+// acknowledged) are committed to the old partitions first. Writers must be stopped while it runs:
+// a table whose files changed since they were read is not swapped (Error kConflict).
 #pragma once
 
 #include <atomic>
