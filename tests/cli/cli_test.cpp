@@ -1577,6 +1577,7 @@ TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
   EXPECT_NE(y.out.find("0 mismatch(es)"), std::string::npos) << y.out;
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kYearly);
+  EXPECT_FALSE(std::filesystem::exists(path("parts/_repartition_yearly_of_events")));
   EXPECT_FALSE(std::filesystem::exists(path("parts/_repartition_yearly")));
   EXPECT_EQ(exported_rows(), 20000);
   // Queries run on the new layout.
