@@ -5615,6 +5615,7 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
   }
   std::vector<Store*> stores;
   std::string not_opened;  // tables named in the text that cannot be opened as configured
+  std::vector<std::string> not_opened_names;
   for (const std::string& t : names) {
     if (!mentions_identifier(sql, t)) continue;
     try {
@@ -5624,6 +5625,7 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
       // statement reads the table, DuckDB's "does not exist" comes with the reason.
       if (e.code() != ErrorCode::kConflict) throw;
       not_opened += fmt::format("{}{}", not_opened.empty() ? "" : "; ", e.what());
+      not_opened_names.push_back(t);
     }
   }
 
@@ -5664,7 +5666,11 @@ RecordStream PartitionedDataRepository::query_sql(const std::string& sql) {
     } catch (const Error& e) {
       if (not_opened.empty()) throw;
       // A table it reads but could not open: that is the reason (exit 4, like other commands).
-      const bool missing = std::string_view(e.what()).find("does not exist") != std::string::npos;
+      bool missing = false;
+      for (const std::string& t : not_opened_names) {
+        missing = missing || std::string_view(e.what()).find(fmt::format(
+                                 "Table with name {} does not exist", t)) != std::string::npos;
+      }
       throw Error(missing ? ErrorCode::kConflict : e.code(),
                   fmt::format("{} ({})", e.what(), not_opened));
     }
@@ -6577,6 +6583,10 @@ SchemaStatistics statistics_of_locked(const std::string& name, const Store& stor
 }
 
 }  // namespace
+
+PartitionStrategy PartitionedDataRepository::strategy_of(const Schema& schema) {
+  return impl_->store_for(schema, /*drain=*/false).strategy;
+}
 
 SchemaStatistics PartitionedDataRepository::table_statistics(const Schema& schema) {
   // This table alone: another table's state (locked or damaged files, pending logs) is not this

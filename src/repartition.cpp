@@ -13,6 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "duck/duck.hpp"
 #include "duckpart/error.hpp"
@@ -145,6 +146,13 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   const std::string old_aside = base + "/_repartition_old_" + table;
   const std::string state_file = base + "/_repartition_" + table + ".json";
   std::error_code ec;
+  if (!fs::is_directory(base, ec)) {
+    throw Error(ErrorCode::kNotFound, fmt::format("partition directory '{}' does not exist", base));
+  }
+  if (!fs::exists(live, ec) && !fs::exists(state_file, ec)) {
+    throw Error(ErrorCode::kNotFound,
+                fmt::format("no partitions of table '{}' under '{}'", table, base));
+  }
   std::optional<RunLock> run_lock;
   if (!options.dry_run) run_lock.emplace(base + "/_repartition_" + table + ".lock", table);
 
@@ -159,6 +167,7 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     try {
       std::ifstream in(state_file);
       st = nlohmann::json::parse(in);
+      if (!st.is_object()) throw std::runtime_error("not a JSON object");
     } catch (const std::exception& e) {
       throw Error(ErrorCode::kCorruption,
                   fmt::format("cannot read '{}' ({}): it records an interrupted re-partitioning of "
@@ -172,9 +181,13 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
       throw Error(ErrorCode::kCorruption,
                   fmt::format("'{}' names no strategy to finish re-partitioning into", state_file));
     }
-    // Runs before session 45 staged in "_repartition_<strategy>" (shared by every table).
-    const std::string st_staging_base =
-        st.value("staging_base", fmt::format("{}/_repartition_{}", base, strategy_name(*st_to)));
+    // Runs before session 45 staged in "_repartition_<strategy>" (shared by every table) and
+    // recorded no "staging_base"; later ones record staging_base_for(to). Nothing else is taken
+    // from the file (it names what gets deleted).
+    const std::string legacy_base = fmt::format("{}/_repartition_{}", base, strategy_name(*st_to));
+    const bool legacy = !(st.contains("staging_base") && st["staging_base"].is_string() &&
+                          st["staging_base"].get<std::string>() == staging_base_for(*st_to));
+    const std::string st_staging_base = legacy ? legacy_base : staging_base_for(*st_to);
     const std::string st_staging = st_staging_base + "/" + table;
     const bool live_exists = fs::exists(live);
     bool finished = false;
@@ -202,7 +215,7 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
                               table, live, st_staging, old_aside, state_file));
     }
     if (finished) {
-      if (st_staging_base.find("_of_") != std::string::npos) {
+      if (!legacy) {
         fs::remove_all(st_staging_base, ec);
       } else {
         fs::remove_all(st_staging, ec);   // the shared directory of an older version: ours only
@@ -220,11 +233,16 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     }
   }
   if (!options.dry_run) {
-    // An older version's interrupted staging for this table (the shared directory): started over.
-    const std::string legacy = fmt::format("{}/_repartition_{}", base, strategy_name(options.to));
-    if (fs::exists(legacy + "/" + table)) {
-      fs::remove_all(legacy + "/" + table, ec);
-      fs::remove(legacy, ec);
+    // Staging this run cannot resume (an interrupted run into another strategy, or an older
+    // version's in the shared directory) is a whole copy of the table left on disk: it goes.
+    for (PartitionStrategy s : {PartitionStrategy::kYearly, PartitionStrategy::kMonthly,
+                                PartitionStrategy::kWeekly, PartitionStrategy::kDaily}) {
+      if (s != options.to) fs::remove_all(staging_base_for(s), ec);
+      const std::string legacy = fmt::format("{}/_repartition_{}", base, strategy_name(s));
+      if (fs::exists(legacy + "/" + table, ec)) {
+        fs::remove_all(legacy + "/" + table, ec);
+        fs::remove(legacy, ec);  // (when empty)
+      }
     }
   }
 
@@ -249,8 +267,11 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   // batch ids could be carried without their rows): a real run applies them first, by one
   // writable open of the old layout (writers are stopped; a running one holds its log, and that
   // open fails with kLocked naming it). A dry run notes them.
+  std::map<std::string, std::pair<uintmax_t, int64_t>> fingerprint;
   for (int attempt = 0;; ++attempt) {
     std::vector<std::string> pending;
+    olds.clear();
+    fingerprint = table_fingerprint(live);  // before the listing: anything later is a change
     {
       PartitionedDataRepository old_repo(old_cfg, {.read_only = true});
       schema = old_repo.load_schema(table);
@@ -279,8 +300,10 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     if (pending.empty()) break;
     if (options.dry_run) {
       for (const std::string& p : pending) {
-        res.notes.push_back(
-            fmt::format("{} (the plan leaves these rows out; the real run commits them first)", p));
+        res.notes.push_back(fmt::format(
+            "{} (the plan leaves these rows out; the real run commits them first, or fails "
+            "\"locked\" while a running writer holds the log)",
+            p));
       }
       break;
     }
@@ -306,7 +329,22 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
                     pending.size()));
   }
   res.partitions_before = static_cast<int64_t>(olds.size());
-  const auto fingerprint = table_fingerprint(live);
+  {
+    // The partitions listed are the partition files the fingerprint saw (one created between the
+    // two would be neither copied nor verified, and deleted with the old directory).
+    std::set<std::string> listed, seen;
+    for (const auto& p : olds) listed.insert(fs::path(p.file).filename().string());
+    for (const auto& [name, st] : fingerprint) {
+      if (name.ends_with(".duckdb") && parse_partition_name(name)) seen.insert(name);
+    }
+    if (listed != seen && !options.dry_run) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("table '{}' changed while it was being listed ({} partition files "
+                              "on disk, {} listed): nothing was re-partitioned; stop the writers, "
+                              "then run again",
+                              table, seen.size(), listed.size()));
+    }
+  }
 
   // 2. Exact rows and checksums per new period, and each old file's rowid extent, in one pass.
   std::string cols;
@@ -382,15 +420,25 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   const std::string run_file = staging_base + "/_run.json";
   if (fs::exists(staging_base)) {
     int64_t recorded = 0;
+    bool same_source = false;
     try {
       std::ifstream in(run_file);
       const nlohmann::json j = nlohmann::json::parse(in);
       recorded = j.at("batch_size").get<int64_t>();
+      same_source = j.at("from").get<std::string>() == strategy_name(*from) &&
+                    j.at("source") == nlohmann::json(fingerprint);
     } catch (const std::exception&) {
       recorded = 0;
     }
-    if (recorded <= 0) {
-      fs::remove_all(staging_base, ec);  // not a run this version can resume: start over
+    if (recorded > 0 && !same_source) {
+      // The old partitions changed since the interrupted run copied them (its batches would be
+      // skipped by their ids with rows they never held): copied again from the start.
+      res.notes.push_back(
+          "the table changed since the interrupted run: its copy was discarded and the table "
+          "copied again");
+    }
+    if (recorded <= 0 || !same_source) {
+      fs::remove_all(staging_base, ec);  // not a run this one can resume: start over
     } else if (recorded != batch_size) {
       res.notes.push_back(
           fmt::format("resumed with the interrupted run's batch size {} (not {}): the batches "
@@ -403,8 +451,11 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   if (ec) {
     throw Error(ErrorCode::kIo, fmt::format("cannot create '{}': {}", staging_base, ec.message()));
   }
-  write_state(run_file,
-              {{"table", table}, {"to", strategy_name(options.to)}, {"batch_size", batch_size}});
+  write_state(run_file, {{"table", table},
+                         {"from", strategy_name(*from)},
+                         {"to", strategy_name(options.to)},
+                         {"batch_size", batch_size},
+                         {"source", fingerprint}});
   PartitionConfig new_cfg = config;
   new_cfg.base_partition_path = staging_base;
   new_cfg.strategy = options.to;
@@ -656,14 +707,14 @@ std::string RepartitionResult::to_text() const {
     out += "dry run: nothing was written\n";
     return out;
   }
-  if (from == to) {
-    return fmt::format("the table is already partitioned {}: nothing to do\n", strategy_name(to));
-  }
-  for (const auto& n : notes) out += "note: " + n + "\n";
   if (swapped && partitions_before == 0 && rows == 0) {
     return fmt::format("finished an interrupted re-partitioning: the table is now partitioned {}\n",
                        strategy_name(to));
   }
+  if (from == to) {
+    return fmt::format("the table is already partitioned {}: nothing to do\n", strategy_name(to));
+  }
+  for (const auto& n : notes) out += "note: " + n + "\n";
   out += fmt::format(
       "re-partitioned {} -> {}: {} partitions -> {}, {} rows ({} copied by this run, {} by an "
       "earlier run) in {:.2f} s\n",

@@ -246,7 +246,7 @@ BackupManifestEntry PartitionUtilities::backup_partition(const Schema& schema,
   // The manifest first: a directory holding another table's (or strategy's) backups is refused
   // before any file in it is replaced (partition files are named by period alone).
   nlohmann::json j = read_manifest(dir);
-  const std::string strategy(strategy_name(repo_.config().strategy));
+  const std::string strategy(strategy_name(repo_.strategy_of(schema)));
   if ((j.contains("schema") && j["schema"] != schema.name()) ||
       (j.contains("strategy") && j["strategy"] != strategy)) {
     throw Error(
@@ -260,7 +260,7 @@ BackupManifestEntry PartitionUtilities::backup_partition(const Schema& schema,
   BackupManifestEntry m{fs::path(b.backup_file).filename().string(), b.name, b.bytes, b.xxh3_128,
                         b.rows};
   j["schema"] = schema.name();
-  j["strategy"] = strategy_name(repo_.config().strategy);
+  j["strategy"] = strategy;
   j["files"][m.file] = {
       {"partition", m.partition}, {"bytes", m.bytes}, {"xxh3_128", m.xxh3_128}, {"rows", m.rows}};
   write_manifest(dir, j);
@@ -489,7 +489,7 @@ ExportResult PartitionUtilities::export_parquet(
   }
   std::vector<std::string> old_layout;  // partitions of another strategy the export holds
   if (!manifest.is_object() ||
-      manifest.value("strategy", "") != strategy_name(repo_.config().strategy)) {
+      manifest.value("strategy", "") != strategy_name(repo_.strategy_of(schema))) {
     // Re-partitioned since the last export: the old partitions' files go (they were left next to
     // the new ones, and a read of the export saw every row twice), once the table is read.
     if (manifest.is_object() && manifest.contains("partitions") &&
@@ -501,7 +501,7 @@ ExportResult PartitionUtilities::export_parquet(
     manifest = nlohmann::json::object();
   }
   manifest["table"] = schema.name();
-  manifest["strategy"] = strategy_name(repo_.config().strategy);
+  manifest["strategy"] = strategy_name(repo_.strategy_of(schema));
   if (!manifest.contains("partitions")) manifest["partitions"] = nlohmann::json::object();
   auto save = [&] { write_file_atomically(manifest_path, manifest.dump(2)); };
 
@@ -609,7 +609,7 @@ std::string ExportResult::to_json() const {
 HealthReport PartitionUtilities::health_report(const Schema& schema) {
   HealthReport rep;
   rep.schema = schema.name();
-  rep.strategy = strategy_name(repo_.config().strategy);
+  rep.strategy = strategy_name(repo_.strategy_of(schema));
   const uint64_t threshold = static_cast<uint64_t>(repo_.config().partition_size_threshold_mb)
                              << 20;
   auto add = [&](std::string sev, std::string part, std::string file, std::string problem,

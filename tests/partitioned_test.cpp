@@ -4090,6 +4090,41 @@ TEST_F(PartitionedTest, RepartitionSurvivesOtherTablesRunsABatchSizeChangeAndAWr
   const RepartitionResult r4 = repartition(monthly, o);
   EXPECT_TRUE(r4.swapped) << r4.to_text();
   expect_events(yearly);
+
+  // 4. Rows committed between an interrupted run and its re-run, into a partition that run had
+  //    copied: its batches would be skipped by their ids without those rows. The copy is
+  //    discarded and made again.
+  o.to = PartitionStrategy::kMonthly;
+  o.batch_size = 1000;  // partition_2022 (~860 rows) in one batch, then stopped
+  stop = false;
+  calls = 0;
+  const RepartitionResult r5 = repartition(
+      yearly, o,
+      [&](const MigrationProgress&) {
+        if (++calls == 1) stop = true;
+      },
+      &stop);
+  ASSERT_TRUE(r5.interrupted);
+  auto later =
+      random_wide_rows(rng, 3, date_from_civil(2022, 11, 3), date_from_civil(2022, 11, 20));
+  {
+    PartitionedDataRepository writer(yearly);
+    writer.create_batch(schema_, later);
+  }
+  oracle.create_batch(schema_, later);
+  const RepartitionResult r6 = repartition(yearly, o);
+  EXPECT_TRUE(r6.swapped) << r6.to_text();
+  EXPECT_EQ(r6.rows_skipped, 0);
+  EXPECT_NE(r6.to_text().find("the table changed since the interrupted run"), std::string::npos)
+      << r6.to_text();
+  expect_events(monthly);
+
+  // A table that is not there leaves nothing behind (no lock file).
+  o.table = "nope";
+  ErrorCode missing{};
+  error_of([&] { repartition(monthly, o); }, &missing);
+  EXPECT_EQ(missing, ErrorCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(path("parts/_repartition_nope.lock")));
   for (const auto& f : std::filesystem::directory_iterator(path("parts"))) {
     const std::string name = f.path().filename().string();
     // (Each table's lock file stays: removing it would race with a run that opened it.)

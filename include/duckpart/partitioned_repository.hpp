@@ -47,6 +47,9 @@ class PartitionedDataRepository final : public IDataRepository {
   PartitionedDataRepository& operator=(const PartitionedDataRepository&) = delete;
 
   const PartitionConfig& config() const noexcept;
+  // The strategy `schema`'s partitions are stored with: config().strategy, or, in a read-only
+  // repository with tables_keep_their_strategy, the table's own (loads the table).
+  PartitionStrategy strategy_of(const Schema& schema);
 
   // Loads the catalog of `schema` (the seed's initialize()). Called implicitly on first use;
   // calling it explicitly surfaces damaged or foreign files early. Throws Error(kConflict) if files
