@@ -185,8 +185,10 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     // recorded no "staging_base"; later ones record staging_base_for(to). Nothing else is taken
     // from the file (it names what gets deleted).
     const std::string legacy_base = fmt::format("{}/_repartition_{}", base, strategy_name(*st_to));
+    // (By name: the base may be spelled differently this time, "parts" or "parts/".)
     const bool legacy = !(st.contains("staging_base") && st["staging_base"].is_string() &&
-                          st["staging_base"].get<std::string>() == staging_base_for(*st_to));
+                          fs::path(st["staging_base"].get<std::string>()).filename() ==
+                              fs::path(staging_base_for(*st_to)).filename());
     const std::string st_staging_base = legacy ? legacy_base : staging_base_for(*st_to);
     const std::string st_staging = st_staging_base + "/" + table;
     const bool live_exists = fs::exists(live);
@@ -248,6 +250,10 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
 
   // 1. The old partitions.
   const auto from = dir_strategy(live);
+  if (!from && options.dry_run && fs::exists(state_file, ec)) {
+    res.seconds = elapsed();  // (the note says the real run finishes the interrupted one)
+    return res;
+  }
   if (!from) {
     throw Error(ErrorCode::kNotFound,
                 fmt::format("no partitions of table '{}' under '{}'", table, base));
@@ -256,8 +262,31 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   if (*from == options.to) {
     // Already done (perhaps by a run that was killed just before reporting): nothing to do.
     if (!options.dry_run) fs::remove_all(staging_base, ec);
+    res.already_done = true;
     res.seconds = elapsed();
     return res;
+  }
+  {
+    // A migration into this table that has not finished: its re-run resumes by the old layout's
+    // periods and batch ids, so it is finished first.
+    const std::string migration = live + "/_migration.json";
+    bool unfinished = false;
+    if (fs::exists(migration, ec)) {
+      try {
+        std::ifstream in(migration);
+        const nlohmann::json j = nlohmann::json::parse(in);
+        unfinished = !j.value("completed", false);
+      } catch (const std::exception&) {
+        unfinished = true;
+      }
+    }
+    if (unfinished) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("a migration into table '{}' is not finished ('{}'): run the same "
+                              "migrate command again to finish it, then re-partition (nothing "
+                              "was re-partitioned)",
+                              table, migration));
+    }
   }
   PartitionConfig old_cfg = config;
   old_cfg.strategy = *from;
@@ -408,11 +437,21 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     }
   }
   res.partitions_after = static_cast<int64_t>(expected.size());
+  if (res.rows == 0 && !options.dry_run) {
+    // Its partitions' batch ids would go with them, and nothing would take their place.
+    res.notes.push_back(fmt::format(
+        "the table's {} partition(s) hold no rows: nothing was re-partitioned (drop them, or write "
+        "rows first)",
+        olds.size()));
+    res.seconds = elapsed();
+    return res;
+  }
   if (options.dry_run) {
     res.seconds = elapsed();
     return res;
   }
 
+  std::set<std::string> left_behind_ids;  // batch ids not carried (merged periods)
   // 3. Copy into the staging store; batch ids make a re-run skip what committed. A re-run cuts
   //    the old partitions' rows into the batches the interrupted run cut (recorded in the staging
   //    directory), whatever --batch-size it is given: other cuts would overlap committed ones.
@@ -571,14 +610,50 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
       //     periods split (yearly -> monthly: each month had the year's ids); when they merge, an
       //     id some of the merged periods lack stays behind (it may stand for rows of those
       //     periods that were never committed).
+      // An import's batch (import-<file id>-<n>) is whole when the old partitions together hold
+      // all its rows (the file's row count and batch size are in _imports.json): carried to
+      // every new period that overlaps a partition holding it, however the periods merge.
+      std::set<std::string> whole;
+      {
+        nlohmann::json imports;
+        try {
+          std::ifstream in(live + "/_imports.json");
+          if (in) imports = nlohmann::json::parse(in);
+        } catch (const std::exception&) {
+          imports = nullptr;
+        }
+        std::map<std::string, int64_t> held;
+        for (const auto& b : old_batches) {
+          for (const auto& [id, n] : b) held[id] += n;
+        }
+        for (const auto& [id, n] : held) {
+          const std::size_t dash = id.rfind('-');
+          if (!id.starts_with("import-") || dash == std::string::npos || dash <= 7 ||
+              !imports.is_object()) {
+            continue;
+          }
+          const std::string file_id = id.substr(7, dash - 7);
+          const auto it = imports.find(file_id);
+          if (it == imports.end() || !it->is_object()) continue;
+          try {
+            const int64_t rows = it->at("rows").get<int64_t>();
+            const int64_t size = it->at("batch_size").get<int64_t>();
+            const int64_t b = std::stoll(id.substr(dash + 1));
+            if (size > 0 && b >= 0 && n == std::min(size, rows - b * size)) whole.insert(id);
+          } catch (const std::exception&) {
+          }
+        }
+      }
       for (const auto& [key, want] : expected) {
         std::optional<std::map<std::string, int64_t>> common;
+        std::set<std::string> any;  // ids some overlapping old partition holds
         for (std::size_t i = 0; i < olds.size(); ++i) {
           const bool overlaps = key.is_null ? !olds[i].period_start
                                             : olds[i].period_start &&
                                                   olds[i].period_start->days < key.end().days &&
                                                   olds[i].period_end->days > key.start().days;
           if (!overlaps) continue;
+          for (const auto& kv : old_batches[i]) any.insert(kv.first);
           if (!common) {
             common = old_batches[i];
             continue;
@@ -592,10 +667,18 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
             }
           }
         }
-        if (!common || common->empty()) continue;
+        std::set<std::string> carried;
+        if (common) {
+          for (const auto& kv : *common) carried.insert(kv.first);
+        }
+        for (const std::string& id : any) {
+          if (whole.count(id)) carried.insert(id);
+          if (!carried.count(id)) left_behind_ids.insert(id);
+        }
+        if (carried.empty()) continue;
         std::vector<PartitionedDataRepository::CommittedBatch> ids;
         // (Rows 0: the new partition holds the batch's rows of its own period, not counted here.)
-        for (const auto& kv : *common) ids.push_back({kv.first, 0, Timestamp{}});
+        for (const auto& id : carried) ids.push_back({id, 0, Timestamp{}});
         try {
           repo.record_batch_ids(schema, key.name(), ids);
         } catch (const Error& e) {
@@ -605,6 +688,12 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     }
     repo.flush();
   }
+  if (res.mismatches == 0 && !left_behind_ids.empty()) {
+    res.notes.push_back(fmt::format(
+        "{} batch id(s) held by only some of the merged periods were not carried (for example "
+        "'{}'): a retry of such a batch writes its rows again",
+        left_behind_ids.size(), *left_behind_ids.begin()));
+  }
   if (res.mismatches > 0) {
     // The old partitions changed during the copy (or the copy is wrong): start over next time.
     fs::remove_all(staging_base, ec);
@@ -612,12 +701,16 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     return res;
   }
 
-  // The table's record of imported files (how each file's batches were cut) goes with it,
-  // synced before the exchange (the old directory is deleted right after it).
-  if (fs::exists(live + "/_imports.json", ec)) {
-    std::ifstream in(live + "/_imports.json", std::ios::binary);
+  // The table's record of imported files (how each file's batches were cut) and of its finished
+  // migration go with it, synced before the exchange (the old directory is deleted right after
+  // it). (Without the migration's record, `migrate` run again took the table for a new one and
+  // copied every row a second time.)
+  for (const char* name : {"_imports.json", "_migration.json"}) {
+    const std::string source = live + "/" + name;
+    if (!fs::exists(source, ec)) continue;
+    std::ifstream in(source, std::ios::binary);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::string target = staging + "/_imports.json";
+    const std::string target = staging + "/" + name;
     const std::string tmp = target + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     bool ok = in.good() || in.eof();
@@ -627,8 +720,8 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     if (fd >= 0) ::close(fd);
     if (!ok || std::rename(tmp.c_str(), target.c_str()) != 0) {
       fs::remove(tmp, ec);
-      throw Error(ErrorCode::kIo, fmt::format("cannot copy '{}' to '{}' (disk full?)",
-                                              live + "/_imports.json", target));
+      throw Error(ErrorCode::kIo,
+                  fmt::format("cannot copy '{}' to '{}' (disk full?)", source, target));
     }
     fsync_dir(staging);
   }
@@ -640,7 +733,8 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     throw Error(ErrorCode::kConflict,
                 fmt::format("table '{}' changed while it was being re-partitioned ({} in '{}'): "
                             "nothing was swapped, the old partitions are unchanged and in use; "
-                            "stop the writers, then run again",
+                            "stop the writers (and backups, which checkpoint partitions), then "
+                            "run again",
                             table, diff, live));
   }
   if (!fs::is_directory(staging, ec)) {
@@ -697,6 +791,13 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
 
 std::string RepartitionResult::to_text() const {
   std::string out;
+  if (already_done) {
+    return fmt::format("the table is already partitioned {}: nothing to do\n", strategy_name(to));
+  }
+  if (dry_run && partitions_before == 0 && planned.empty() && !notes.empty()) {
+    for (const auto& n : notes) out += "note: " + n + "\n";
+    return out + "dry run: nothing was written\n";
+  }
   if (dry_run) {
     out += fmt::format("plan: re-partition {} partitions ({}) into {} partitions ({}), {} rows\n",
                        partitions_before, strategy_name(from), partitions_after, strategy_name(to),
@@ -715,6 +816,7 @@ std::string RepartitionResult::to_text() const {
     return fmt::format("the table is already partitioned {}: nothing to do\n", strategy_name(to));
   }
   for (const auto& n : notes) out += "note: " + n + "\n";
+  if (rows == 0 && !swapped && !interrupted && mismatches == 0) return out;  // nothing to copy
   out += fmt::format(
       "re-partitioned {} -> {}: {} partitions -> {}, {} rows ({} copied by this run, {} by an "
       "earlier run) in {:.2f} s\n",
@@ -751,6 +853,7 @@ std::string RepartitionResult::to_json() const {
   j["swapped"] = swapped;
   j["interrupted"] = interrupted;
   j["dry_run"] = dry_run;
+  j["already_done"] = already_done;
   j["seconds"] = seconds;
   auto plan = nlohmann::ordered_json::array();
   for (const auto& [name, n] : planned) plan.push_back({{"partition", name}, {"rows", n}});

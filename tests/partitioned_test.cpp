@@ -3956,7 +3956,7 @@ TEST_F(PartitionedTest, RepartitionCommitsPendingIngestLogsFirstAndADryRunSaysSo
   EXPECT_TRUE(r.swapped) << r.to_text();
   EXPECT_EQ(r.mismatches, 0);
   EXPECT_EQ(r.rows, static_cast<int64_t>(committed.size() + buffered.size()));
-  ASSERT_EQ(r.notes.size(), 1u);
+  ASSERT_GE(r.notes.size(), 1u);  // (and ids a merge could not carry)
   EXPECT_NE(r.to_text().find("committed the buffered rows of 1 ingest log(s)"), std::string::npos)
       << r.to_text();
   EXPECT_FALSE(std::filesystem::exists(log_file));

@@ -46,6 +46,7 @@ struct RepartitionResult {
   bool swapped = false;
   bool interrupted = false;
   bool dry_run = false;
+  bool already_done = false;  // the table already uses `to`: nothing to do
   double seconds = 0;
   std::vector<std::pair<std::string, int64_t>> planned;  // new partition -> rows (exact)
   std::vector<std::string> notes;  // buffered rows committed first (or, in a dry run, left out)

@@ -1527,6 +1527,69 @@ TEST_F(CliTest, AnImportAgainAfterARepartitionWritesNothingTwice) {
   EXPECT_NE(again.out.find("already imported"), std::string::npos) << again.out;
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
+
+  // Merged back (monthly -> yearly): an import batch spans months, so no single month held all
+  // of its ids; the ids of batches the old partitions hold whole are carried all the same.
+  const CliRun merge = with({"migrate", "--from-partitions", "--strategy", "yearly"});
+  ASSERT_EQ(merge.rc, 0) << merge.err;
+  const CliRun third = with({"import", "--csv", path("late.csv"), "--batch-size", "5000"});
+  ASSERT_EQ(third.rc, 0) << third.err;
+  EXPECT_NE(third.out.find("already imported"), std::string::npos) << third.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kYearly);
+
+  // The migration's record went with the table: `migrate` again (yearly, as it ran) does not take
+  // the table for a new one (it copied every row a second time). It writes nothing; the period
+  // the import added rows to differs from the source's range and is reported (exit 1).
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/_migration.json")));
+  const CliRun remigrate = with(
+      {"migrate", "--database", path("src.duckdb"), "--strategy", "yearly", "--to", "2021-06-01"});
+  EXPECT_EQ(remigrate.rc, 1) << remigrate.out << remigrate.err;
+  EXPECT_NE(remigrate.out.find("migrated 0 rows"), std::string::npos) << remigrate.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kYearly);
+  // An unfinished migration is finished before a re-partitioning, which refuses meanwhile.
+  {
+    std::ifstream in(path("parts/events/_migration.json"));
+    nlohmann::json j = nlohmann::json::parse(in);
+    j["completed"] = false;
+    std::ofstream(path("parts/events/_migration.json")) << j.dump();
+  }
+  const CliRun unfinished = with({"migrate", "--from-partitions", "--strategy", "monthly"});
+  EXPECT_EQ(unfinished.rc, 4) << unfinished.err;
+  EXPECT_NE(unfinished.err.find("is not finished"), std::string::npos) << unfinished.err;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kYearly);
+}
+
+TEST_F(CliTest, AnImportIntoMonthsMergedIntoAYearWritesNothingTwice) {
+  // Each import batch spans several months, so no single month holds all of a batch's rows: the
+  // ids of batches the old partitions hold whole are carried into the merged year anyway.
+  make_source(path("src.duckdb"), 6000);
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    db.connect().exec(
+        fmt::format("COPY (SELECT * FROM events WHERE ts >= '2021-06-01') TO {} (HEADER)",
+                    duck::quote_literal(path("late.csv"))));
+  }
+  const std::vector<std::string> store = {"--partitions", path("parts"),        "--schema",
+                                          "events",       "--partition-column", "ts"};
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), store.begin(), store.end());
+    return run(a);
+  };
+  ASSERT_EQ(with({"migrate", "--database", path("src.duckdb"), "--strategy", "monthly", "--to",
+                  "2021-06-01"})
+                .rc,
+            0);
+  ASSERT_EQ(with({"import", "--csv", path("late.csv"), "--batch-size", "700"}).rc, 0);
+  const CliRun merge = with({"migrate", "--from-partitions", "--strategy", "yearly"});
+  ASSERT_EQ(merge.rc, 0) << merge.err;
+  const CliRun again = with({"import", "--csv", path("late.csv")});
+  ASSERT_EQ(again.rc, 0) << again.err;
+  EXPECT_NE(again.out.find("already imported"), std::string::npos) << again.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kYearly);
 }
 
 TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
@@ -1605,6 +1668,9 @@ TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
   const CliRun same = repart({"--strategy", "weekly"});
   EXPECT_EQ(same.rc, 0) << same.err;
   EXPECT_NE(same.out.find("nothing to do"), std::string::npos) << same.out;
+  const CliRun same_dry = repart({"--strategy", "weekly", "--dry-run"});
+  EXPECT_EQ(same_dry.rc, 0) << same_dry.err;
+  EXPECT_NE(same_dry.out.find("nothing to do"), std::string::npos) << same_dry.out;
   EXPECT_EQ(repart({}).rc, 2);
 }
 
