@@ -267,24 +267,27 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     return res;
   }
   {
-    // A migration into this table that has not finished: its re-run resumes by the old layout's
-    // periods and batch ids, so it is finished first.
+    // A migration into this table stopped inside a commit group (its "intent"): its re-run
+    // loads that group again under the same batch id, which partitions that committed it skip
+    // — by the old layout's partitions and ids — so it is finished first. (A migration that
+    // finished with periods it kept, "completed": false, or that was stopped between groups is
+    // not: its record goes with the table, and `migrate` resumes or checks from it.)
     const std::string migration = live + "/_migration.json";
-    bool unfinished = false;
+    bool in_group = false;
     if (fs::exists(migration, ec)) {
       try {
         std::ifstream in(migration);
         const nlohmann::json j = nlohmann::json::parse(in);
-        unfinished = !j.value("completed", false);
+        in_group = j.is_object() && j.contains("intent") && !j["intent"].is_null();
       } catch (const std::exception&) {
-        unfinished = true;
+        in_group = false;  // damaged: carried as it is; `migrate` names it
       }
     }
-    if (unfinished) {
+    if (in_group) {
       throw Error(ErrorCode::kConflict,
-                  fmt::format("a migration into table '{}' is not finished ('{}'): run the same "
-                              "migrate command again to finish it, then re-partition (nothing "
-                              "was re-partitioned)",
+                  fmt::format("a migration into table '{}' stopped in the middle of a commit "
+                              "('{}'): run the same migrate command again to finish it, then "
+                              "re-partition (nothing was re-partitioned)",
                               table, migration));
     }
   }
@@ -438,6 +441,7 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   }
   res.partitions_after = static_cast<int64_t>(expected.size());
   if (res.rows == 0 && !options.dry_run) {
+    fs::remove_all(staging_base, ec);  // an interrupted run's, if any
     // Its partitions' batch ids would go with them, and nothing would take their place.
     res.notes.push_back(fmt::format(
         "the table's {} partition(s) hold no rows: nothing was re-partitioned (drop them, or write "
@@ -673,7 +677,8 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
         }
         for (const std::string& id : any) {
           if (whole.count(id)) carried.insert(id);
-          if (!carried.count(id)) left_behind_ids.insert(id);
+          // (A migration's ids are not retried: `migrate` resumes from its record.)
+          if (!carried.count(id) && !id.starts_with("migrate:")) left_behind_ids.insert(id);
         }
         if (carried.empty()) continue;
         std::vector<PartitionedDataRepository::CommittedBatch> ids;

@@ -1295,7 +1295,7 @@ TEST_F(CliTest, SqlAnswersLikeDuckDBPrunesAndRefusesWrites) {
                           row.values[2].to_string());
     }
   }
-  for (const std::string& schema : {"events", "readings"}) {
+  for (const char* schema : {"events", "readings"}) {
     // (--schema only says which table's strategy a configuration would take.)
     const CliRun mixed =
         run({"sql", "--partitions", path("parts"), "--schema", schema, join, "--format", "csv"});
@@ -1548,18 +1548,30 @@ TEST_F(CliTest, AnImportAgainAfterARepartitionWritesNothingTwice) {
   EXPECT_NE(remigrate.out.find("migrated 0 rows"), std::string::npos) << remigrate.out;
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kYearly);
-  // An unfinished migration is finished before a re-partitioning, which refuses meanwhile.
+  // A migration stopped inside a commit group is finished before a re-partitioning, which refuses
+  // meanwhile; one that finished with periods it kept ("completed": false, as the run above left
+  // it) does not stop a re-partitioning.
+  nlohmann::json record;
   {
     std::ifstream in(path("parts/events/_migration.json"));
-    nlohmann::json j = nlohmann::json::parse(in);
-    j["completed"] = false;
-    std::ofstream(path("parts/events/_migration.json")) << j.dump();
+    record = nlohmann::json::parse(in);
   }
-  const CliRun unfinished = with({"migrate", "--from-partitions", "--strategy", "monthly"});
-  EXPECT_EQ(unfinished.rc, 4) << unfinished.err;
-  EXPECT_NE(unfinished.err.find("is not finished"), std::string::npos) << unfinished.err;
+  EXPECT_FALSE(record["completed"].get<bool>());
+  record["intent"] = nlohmann::json::array({0, 0, 1000});
+  { std::ofstream(path("parts/events/_migration.json")) << record.dump(); }
+  const CliRun in_group = with({"migrate", "--from-partitions", "--strategy", "monthly"});
+  EXPECT_EQ(in_group.rc, 4) << in_group.err;
+  EXPECT_NE(in_group.err.find("stopped in the middle of a commit"), std::string::npos)
+      << in_group.err;
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kYearly);
+  record["intent"] = nullptr;
+  { std::ofstream(path("parts/events/_migration.json")) << record.dump(); }
+  const CliRun kept = with({"migrate", "--from-partitions", "--strategy", "monthly"});
+  EXPECT_EQ(kept.rc, 0) << kept.err;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/_migration.json")));
 }
 
 TEST_F(CliTest, AnImportIntoMonthsMergedIntoAYearWritesNothingTwice) {
