@@ -18,6 +18,7 @@
 
 #include "duck/duck.hpp"
 #include "duckpart/error.hpp"
+#include "partition_files.hpp"
 #include "text_util.hpp"
 
 namespace fs = std::filesystem;
@@ -406,6 +407,9 @@ struct Checkpoint {
   // A commit group whose per-partition commits had started: [window, first rowid, end rowid).
   // A resumed run loads exactly these rows again under the same batch id first.
   std::optional<std::array<int64_t, 3>> intent;
+  // Every batch of every window copied (the checks that follow may still keep periods): a
+  // re-partitioning carries only such a record (restated for its strategy).
+  bool copied = false;
   bool completed = false;
 };
 
@@ -448,6 +452,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
   for (const auto& [w, n] : c.next) next[std::to_string(w)] = n;
   j["next"] = next;
   j["intent"] = c.intent ? nlohmann::json(*c.intent) : nlohmann::json(nullptr);
+  j["copied"] = c.copied;
   j["completed"] = c.completed;
   const std::string tmp = path + ".tmp";
   const std::string text = j.dump();
@@ -793,6 +798,7 @@ MigrationResult PartitionMigrator::migrate(
   res.rows_by_insert = direct.rows;
   repo_.flush();
   if (!res.interrupted) {
+    cp.copied = true;
     progress.rows_done = progress.rows_total;
     report("verifying");
     if (options_.verify) {
@@ -841,8 +847,10 @@ std::optional<std::string> PartitionMigrator::written_by_others(const std::strin
   int64_t count = 0, rows = 0;
   const PartitionedDataRepository::CommittedBatch* last = nullptr;
   for (const auto& b : batches) {
+    // A re-partitioning's copy batches hold rows of the ids it carried or marked (merged:).
     if (b.batch_id.starts_with(kMigrateBatchPrefix) ||
-        b.batch_id.starts_with(kCatchupBatchPrefix)) {
+        b.batch_id.starts_with(kCatchupBatchPrefix) ||
+        b.batch_id.starts_with(kRepartitionBatchPrefix)) {
       continue;
     }
     ++count;
@@ -938,7 +946,14 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
     c.partition_checksum.assign(1, '0');
   }
   for (const auto& p : repo_.checksum_partitions(schema_)) {
-    if (!checks.count(p.name) && (options_.from || options_.to)) continue;  // outside the range
+    if (!checks.count(p.name) && (options_.from || options_.to)) {
+      // A period the source has no rows of in the range: checked (so that its partition is
+      // dropped or kept, as for a migration without a range) when it overlaps the range.
+      const auto key = parse_partition_name(p.name);
+      if (!key || key->is_null) continue;
+      if (options_.from && key->end() <= *options_.from) continue;
+      if (options_.to && key->start() >= *options_.to) continue;
+    }
     PeriodCheck& c = checks[p.name];
     c.name = p.name;
     c.partition_rows = p.rows;

@@ -23,6 +23,12 @@ inline constexpr const char* kCreatingSuffix = ".creating";
 // An empty partition file of the table, made once per store and process under this name (plus
 // kCreatingSuffix) and copied to create partitions; deleted once read.
 inline constexpr const char* kTemplateFile = "_template.duckdb";
+// Batch ids a re-partitioning (migrate --from-partitions) records in the partitions it writes:
+// its own copy batches, and in a new partition that received rows of batches whose ids it could
+// not carry (held by only some of the merged periods) one marker of those rows, so that
+// `migrate`'s catch-up still sees that something other than a migration wrote there.
+inline constexpr const char* kRepartitionBatchPrefix = "repartition-";
+inline constexpr const char* kMergedBatchesPrefix = "merged: ";
 // Ingest logs of buffered writes: <table dir>/_ingest_<drain id>.log (src/ingest_log.hpp).
 inline constexpr const char* kIngestPrefix = "_ingest_";
 

@@ -37,6 +37,74 @@ std::optional<PartitionStrategy> dir_strategy(const std::string& dir) {
   return std::nullopt;
 }
 
+// How far the migration a table's record (_migration.json) describes got.
+enum class MigrationRecord {
+  kUnreadable,  // damaged or of another format: carried as it is, `migrate` names it
+  kInGroup,     // stopped inside a commit group (an "intent")
+  kUnfinished,  // stopped between groups: some window has batches left
+  kCopied,      // every window copied to the same source rowid (checks may have kept periods)
+};
+
+MigrationRecord migration_record_state(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("options") || !j.contains("windows") ||
+      !j["windows"].is_array()) {
+    return MigrationRecord::kUnreadable;
+  }
+  if (j.contains("intent") && !j["intent"].is_null()) return MigrationRecord::kInGroup;
+  if (j.contains("copied") && j["copied"].is_boolean()) {
+    return j["copied"].get<bool>() ? MigrationRecord::kCopied : MigrationRecord::kUnfinished;
+  }
+  // (A record written before "copied": every window copied to the same rowid.)
+  const nlohmann::json next = j.value("next", nlohmann::json::object());
+  if (!next.is_object()) return MigrationRecord::kUnreadable;
+  std::optional<int64_t> to;
+  for (std::size_t w = 0; w < j["windows"].size(); ++w) {
+    const auto it = next.find(std::to_string(w));
+    if (it == next.end() || !it->is_number_integer()) return MigrationRecord::kUnfinished;
+    if (to && *to != it->get<int64_t>()) return MigrationRecord::kUnfinished;
+    to = it->get<int64_t>();
+  }
+  return MigrationRecord::kCopied;
+}
+
+// A copied migration's record restated for the table re-partitioned from `from` into `to`: its
+// windows (period codes of `from`) become one window of `to`'s codes over the same dates (and
+// the NULL period's, if it had one), each copied to the same source rowid, and its strategy
+// becomes `to`. `migrate` run with the new strategy then resumes from it as from its own: it
+// copies the source's rows added since and checks every period (before, it was refused, and
+// deleting the record, as the refusal suggested, copied every row a second time).
+std::string restated_migration(nlohmann::json j, PartitionStrategy from, PartitionStrategy to) {
+  std::optional<int64_t> first, last;
+  bool null_window = false;
+  for (const auto& w : j["windows"]) {
+    if (w.is_null()) {
+      null_window = true;
+      continue;
+    }
+    const int64_t a = w.at(0).get<int64_t>(), b = w.at(1).get<int64_t>();
+    if (!first || a < *first) first = a;
+    if (!last || b > *last) last = b;
+  }
+  const nlohmann::json next = j.value("next", nlohmann::json::object());
+  const nlohmann::json done = next.empty() ? nlohmann::json() : next.begin().value();
+  nlohmann::json windows = nlohmann::json::array();
+  if (first) {
+    const Date start = partition_key_from_code(from, *first).start();
+    const Date end{partition_key_from_code(from, *last).end().days - 1};
+    windows.push_back(nlohmann::json::array({partition_code_of(partition_key_of(to, start)),
+                                             partition_code_of(partition_key_of(to, end))}));
+  }
+  if (null_window) windows.push_back(nullptr);
+  nlohmann::json restated_next = nlohmann::json::object();
+  if (!done.is_null()) {
+    for (std::size_t w = 0; w < windows.size(); ++w) restated_next[std::to_string(w)] = done;
+  }
+  j["windows"] = windows;
+  j["next"] = restated_next;
+  j["options"]["strategy"] = std::string(strategy_name(to));
+  return j.dump();
+}
+
 void fsync_dir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
@@ -273,21 +341,30 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     // finished with periods it kept, "completed": false, or that was stopped between groups is
     // not: its record goes with the table, and `migrate` resumes or checks from it.)
     const std::string migration = live + "/_migration.json";
-    bool in_group = false;
+    MigrationRecord state = MigrationRecord::kUnreadable;
     if (fs::exists(migration, ec)) {
       try {
         std::ifstream in(migration);
-        const nlohmann::json j = nlohmann::json::parse(in);
-        in_group = j.is_object() && j.contains("intent") && !j["intent"].is_null();
+        state = migration_record_state(nlohmann::json::parse(in));
       } catch (const std::exception&) {
-        in_group = false;  // damaged: carried as it is; `migrate` names it
+        state = MigrationRecord::kUnreadable;  // damaged: carried as it is; `migrate` names it
       }
     }
-    if (in_group) {
+    if (state == MigrationRecord::kInGroup) {
       throw Error(ErrorCode::kConflict,
                   fmt::format("a migration into table '{}' stopped in the middle of a commit "
                               "('{}'): run the same migrate command again to finish it, then "
                               "re-partition (nothing was re-partitioned)",
+                              table, migration));
+    }
+    // Its record counts copied rows per window of the old strategy's periods: a migration that
+    // has batches left could not be resumed in the new layout (and started over, it would copy
+    // the rows already copied a second time).
+    if (state == MigrationRecord::kUnfinished) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("a migration into table '{}' was stopped before it copied every "
+                              "batch ('{}'): run the same migrate command with --resume to "
+                              "finish it, then re-partition (nothing was re-partitioned)",
                               table, migration));
     }
   }
@@ -538,7 +615,8 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
         // The id names the rowid range it copies: a re-run with another --batch-size copies
         // its ranges afresh instead of taking another range's id for its own.
         const std::string batch_id =
-            fmt::format("repartition-{}-{}-{}", olds[i].name, k * batch_size, (k + 1) * batch_size);
+            fmt::format("{}{}-{}-{}", kRepartitionBatchPrefix, olds[i].name, k * batch_size,
+                        (k + 1) * batch_size);
         const std::string select_sql =
             fmt::format("SELECT * FROM {}.main.{} WHERE rowid >= {} AND rowid < {}",
                         duck::quote_ident(alias), qt, k * batch_size, (k + 1) * batch_size);
@@ -648,15 +726,22 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
           }
         }
       }
+      // Each old partition's rows of an id go to one new partition (the first, in time, that
+      // records the id), so that the new partitions together hold the same count as the old
+      // ones: an import batch held whole stays whole for the next re-partitioning (daily ->
+      // monthly -> yearly).
+      std::set<std::pair<std::size_t, std::string>> counted;
       for (const auto& [key, want] : expected) {
         std::optional<std::map<std::string, int64_t>> common;
         std::set<std::string> any;  // ids some overlapping old partition holds
+        std::vector<std::size_t> overlapping;
         for (std::size_t i = 0; i < olds.size(); ++i) {
           const bool overlaps = key.is_null ? !olds[i].period_start
                                             : olds[i].period_start &&
                                                   olds[i].period_start->days < key.end().days &&
                                                   olds[i].period_end->days > key.start().days;
           if (!overlaps) continue;
+          overlapping.push_back(i);
           for (const auto& kv : old_batches[i]) any.insert(kv.first);
           if (!common) {
             common = old_batches[i];
@@ -675,15 +760,37 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
         if (common) {
           for (const auto& kv : *common) carried.insert(kv.first);
         }
+        std::vector<std::string> left_here;
         for (const std::string& id : any) {
           if (whole.count(id)) carried.insert(id);
-          // (A migration's ids are not retried: `migrate` resumes from its record.)
-          if (!carried.count(id) && !id.starts_with("migrate:")) left_behind_ids.insert(id);
+          // (A migration's ids, migrate: and migrate-catchup:, are not retried: `migrate`
+          // resumes from its record.)
+          if (!carried.count(id) && !id.starts_with("migrate")) {
+            if (!id.starts_with(kMergedBatchesPrefix)) left_behind_ids.insert(id);
+            left_here.push_back(id);
+          }
         }
-        if (carried.empty()) continue;
+        auto take_rows = [&](const std::string& id) {
+          int64_t rows = 0;
+          for (const std::size_t i : overlapping) {
+            const auto it = old_batches[i].find(id);
+            if (it != old_batches[i].end() && counted.insert({i, id}).second) rows += it->second;
+          }
+          return rows;
+        };
         std::vector<PartitionedDataRepository::CommittedBatch> ids;
-        // (Rows 0: the new partition holds the batch's rows of its own period, not counted here.)
-        for (const auto& id : carried) ids.push_back({id, 0, Timestamp{}});
+        for (const auto& id : carried) ids.push_back({id, take_rows(id), Timestamp{}});
+        if (!left_here.empty()) {
+          // The rows of ids not carried are in this partition all the same: a marker says that
+          // something other than a migration wrote here, so that `migrate`'s catch-up keeps the
+          // period instead of replacing it with the source's rows.
+          int64_t rows = 0;
+          for (const auto& id : left_here) rows += take_rows(id);
+          ids.push_back({fmt::format("{}{} batch id(s) such as '{}'", kMergedBatchesPrefix,
+                                     left_here.size(), left_here.front()),
+                         rows, Timestamp{}});
+        }
+        if (ids.empty()) continue;
         try {
           repo.record_batch_ids(schema, key.name(), ids);
         } catch (const Error& e) {
@@ -714,7 +821,17 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     const std::string source = live + "/" + name;
     if (!fs::exists(source, ec)) continue;
     std::ifstream in(source, std::ios::binary);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (std::string_view(name) == "_migration.json") {
+      try {
+        const nlohmann::json j = nlohmann::json::parse(text);
+        if (migration_record_state(j) == MigrationRecord::kCopied) {
+          text = restated_migration(j, *from, options.to);
+        }
+      } catch (const std::exception&) {
+        // damaged: carried as it is; `migrate` names it
+      }
+    }
     const std::string target = staging + "/" + name;
     const std::string tmp = target + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -3976,6 +3976,71 @@ TEST_F(PartitionedTest, RepartitionCommitsPendingIngestLogsFirstAndADryRunSaysSo
       << fmt::format("{}", fmt::join(st.schemas[0].problems, "\n"));
 }
 
+TEST_F(PartitionedTest, RepartitionCarriesBatchIdsWithTheirRowsAndMarksTheOnesItCannot) {
+  // Monthly partitions: batch A spans 2022-11 and 2022-12, D is only in 2022-05, B only in
+  // 2023-01. Merged into years, 2022's months do not all hold A or D: those ids are not carried,
+  // but a marker with their rows says that something other than a migration wrote 2022 (so that
+  // `migrate`'s catch-up keeps it). B is carried with its rows; split into months again, its
+  // rows go to one month only, so that the months together still hold B whole.
+  std::mt19937_64 rng(47);
+  const auto a =
+      random_wide_rows(rng, 300, date_from_civil(2022, 11, 1), date_from_civil(2022, 12, 31));
+  const auto d =
+      random_wide_rows(rng, 200, date_from_civil(2022, 5, 1), date_from_civil(2022, 5, 31));
+  const auto b =
+      random_wide_rows(rng, 100, date_from_civil(2023, 1, 1), date_from_civil(2023, 1, 31));
+  const PartitionConfig monthly = test_config(path("parts"), PartitionStrategy::kMonthly);
+  const PartitionConfig yearly = test_config(path("parts"), PartitionStrategy::kYearly);
+  {
+    PartitionedDataRepository repo(monthly);
+    repo.create_batch(schema_, a, {.batch_id = "app-A"});
+    repo.create_batch(schema_, d, {.batch_id = "app-D"});
+    repo.create_batch(schema_, b, {.batch_id = "app-B"});
+  }
+  auto batches = [&](const PartitionConfig& cfg, const std::string& name) {
+    PartitionedDataRepository repo(cfg);
+    std::map<std::string, int64_t> out;
+    for (const auto& x : repo.partition_batches(schema_, name)) {
+      if (!x.batch_id.starts_with("repartition-")) out[x.batch_id] += x.rows;
+    }
+    return out;
+  };
+  RepartitionOptions o;
+  o.table = schema_.name();
+  o.to = PartitionStrategy::kYearly;
+  const RepartitionResult merged = repartition(monthly, o);
+  ASSERT_TRUE(merged.swapped) << merged.to_text();
+  ASSERT_EQ(merged.notes.size(), 1u) << merged.to_text();
+  EXPECT_NE(merged.notes[0].find("2 batch id(s) held by only some"), std::string::npos)
+      << merged.notes[0];
+  const std::map<std::string, int64_t> y2022 = {{"merged: 2 batch id(s) such as 'app-A'", 500}};
+  EXPECT_EQ(batches(yearly, "partition_2022"), y2022);
+  const std::map<std::string, int64_t> y2023 = {{"app-B", 100}};
+  EXPECT_EQ(batches(yearly, "partition_2023"), y2023);
+
+  o.to = PartitionStrategy::kMonthly;
+  const RepartitionResult split = repartition(yearly, o);
+  ASSERT_TRUE(split.swapped) << split.to_text();
+  EXPECT_TRUE(split.notes.empty()) << split.to_text();
+  EXPECT_EQ(batches(monthly, "partition_2023_01"), y2023);
+  // Every month of 2022 with rows has the marker; its rows are counted once, in the first.
+  const std::map<std::string, int64_t> may = y2022;
+  EXPECT_EQ(batches(monthly, "partition_2022_05"), may);
+  const std::map<std::string, int64_t> nov = {{"merged: 2 batch id(s) such as 'app-A'", 0}};
+  EXPECT_EQ(batches(monthly, "partition_2022_11"), nov);
+  // Merged again: B is held whole by its months (rows counted once), and carried again.
+  o.to = PartitionStrategy::kYearly;
+  ASSERT_TRUE(repartition(monthly, o).swapped);
+  EXPECT_EQ(batches(yearly, "partition_2023"), y2023);
+  EXPECT_EQ(batches(yearly, "partition_2022"), y2022);
+  {
+    PartitionedDataRepository repo(yearly);
+    const BatchResult again = repo.create_batch(schema_, b, {.batch_id = "app-B"});
+    EXPECT_EQ(again.rows_written, 0) << "a retried batch whose id was carried writes nothing";
+    EXPECT_EQ(repo.count_all(schema_), 600);
+  }
+}
+
 TEST_F(PartitionedTest, RepartitionSurvivesOtherTablesRunsABatchSizeChangeAndAWriter) {
   std::mt19937_64 rng(45);
   const auto rows =

@@ -1578,6 +1578,37 @@ TEST_F(CliTest, AnImportAgainAfterARepartitionWritesNothingTwice) {
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
   EXPECT_TRUE(std::filesystem::exists(path("parts/events/_migration.json")));
+
+  // The record was restated for the new strategy: `migrate` with it resumes from the record and
+  // checks every period (it was refused, and deleting the record, as the refusal said, copied
+  // every row again).
+  const CliRun monthly = with(
+      {"migrate", "--database", path("src.duckdb"), "--strategy", "monthly", "--to", "2021-06-01"});
+  EXPECT_EQ(monthly.rc, 0) << monthly.out << monthly.err;
+  EXPECT_NE(monthly.out.find("migrated 0 rows"), std::string::npos) << monthly.out;
+  EXPECT_NE(monthly.out.find(" 0 mismatch(es)"), std::string::npos) << monthly.out;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  // (The old strategy is refused: the table's files are monthly.)
+  EXPECT_NE(with({"migrate", "--database", path("src.duckdb"), "--strategy", "yearly", "--to",
+                  "2021-06-01"})
+                .rc,
+            0);
+
+  // A migration stopped between commit groups is finished before a re-partitioning: its record
+  // counts batches per window of the old periods.
+  {
+    std::ifstream in(path("parts/events/_migration.json"));
+    record = nlohmann::json::parse(in);
+  }
+  EXPECT_TRUE(record["copied"].get<bool>());
+  record["copied"] = false;
+  { std::ofstream(path("parts/events/_migration.json")) << record.dump(); }
+  const CliRun unfinished = with({"migrate", "--from-partitions", "--strategy", "yearly"});
+  EXPECT_EQ(unfinished.rc, 4) << unfinished.err;
+  EXPECT_NE(unfinished.err.find("--resume to finish it"), std::string::npos) << unfinished.err;
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
 }
 
 TEST_F(CliTest, AnImportIntoMonthsMergedIntoAYearWritesNothingTwice) {
@@ -1596,18 +1627,45 @@ TEST_F(CliTest, AnImportIntoMonthsMergedIntoAYearWritesNothingTwice) {
     a.insert(a.end(), store.begin(), store.end());
     return run(a);
   };
-  ASSERT_EQ(with({"migrate", "--database", path("src.duckdb"), "--strategy", "monthly", "--to",
+  ASSERT_EQ(with({"migrate", "--database", path("src.duckdb"), "--strategy", "weekly", "--to",
                   "2021-06-01"})
                 .rc,
             0);
   ASSERT_EQ(with({"import", "--csv", path("late.csv"), "--batch-size", "700"}).rc, 0);
-  const CliRun merge = with({"migrate", "--from-partitions", "--strategy", "yearly"});
-  ASSERT_EQ(merge.rc, 0) << merge.err;
-  const CliRun again = with({"import", "--csv", path("late.csv")});
-  ASSERT_EQ(again.rc, 0) << again.err;
-  EXPECT_NE(again.out.find("already imported"), std::string::npos) << again.out;
+  // Weeks into months (weeks straddle months), then months into years: the carried ids keep
+  // their rows, counted once, so a batch the weeks held whole is still whole in the months.
+  auto repartition_then_import = [&](const char* to, PartitionStrategy strategy) {
+    const CliRun merge = with({"migrate", "--from-partitions", "--strategy", to});
+    ASSERT_EQ(merge.rc, 0) << merge.err;
+    EXPECT_EQ(merge.out.find("not carried"), std::string::npos) << merge.out;
+    const CliRun again = with({"import", "--csv", path("late.csv")});
+    ASSERT_EQ(again.rc, 0) << again.err;
+    EXPECT_NE(again.out.find("already imported"), std::string::npos) << to << "\n" << again.out;
+    expect_partitions_equal_source(path("src.duckdb"), path("parts/events"), strategy);
+  };
+  repartition_then_import("monthly", PartitionStrategy::kMonthly);
+
+  // `migrate` with the new strategy resumes from the migration's record (restated for it). A
+  // period the source changed in is copied again: a re-partitioning's own batches are not
+  // someone else's writes (they were: every period was kept). One the source no longer has rows
+  // of in the range is dropped (a range used to leave it unchecked).
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec(
+        "DELETE FROM events WHERE (ts >= '2021-02-01' AND ts < '2021-03-01' AND qty < 500) OR "
+        "(ts >= '2021-03-01' AND ts < '2021-04-01')");
+  }
+  const CliRun monthly = with(
+      {"migrate", "--database", path("src.duckdb"), "--strategy", "monthly", "--to", "2021-06-01"});
+  EXPECT_EQ(monthly.rc, 0) << monthly.out << monthly.err;
+  EXPECT_NE(monthly.out.find("migrated 0 rows"), std::string::npos) << monthly.out;
+  EXPECT_NE(monthly.out.find("caught up partition_2021_02"), std::string::npos) << monthly.out;
+  EXPECT_NE(monthly.out.find("caught up partition_2021_03"), std::string::npos) << monthly.out;
+  EXPECT_FALSE(std::filesystem::exists(path("parts/events/partition_2021_03.duckdb")));
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
-                                 PartitionStrategy::kYearly);
+                                 PartitionStrategy::kMonthly);
+
+  repartition_then_import("yearly", PartitionStrategy::kYearly);
 }
 
 TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
