@@ -44,8 +44,6 @@ constexpr uint64_t kSmallPartitionBytes = 100ULL << 20;
 }
 // Batch ids of a migration's commits ("migrate:<table>:<options>:<window>:<rows>") and of its
 // catch-up copies: partitions holding only these were written by migrations alone.
-constexpr std::string_view kMigrateBatchPrefix = "migrate:";
-constexpr std::string_view kCatchupBatchPrefix = "migrate-catchup:";
 
 std::vector<DataRecord> rows_of(duck::Connection& c, const std::string& sql, std::string_view ctx) {
   duck::Result r = c.query(sql, ctx);
@@ -819,6 +817,11 @@ MigrationResult PartitionMigrator::migrate(
               continue;
             }
           }
+          // The copy again holds the source's rows of the range only.
+          if (auto why = rows_outside_the_range(name)) {
+            res.periods_kept.emplace_back(name, *why);
+            continue;
+          }
           report(fmt::format("catching up {}", name));
           recopy_period(name);
           res.periods_recopied.push_back(name);
@@ -847,7 +850,8 @@ std::optional<std::string> PartitionMigrator::written_by_others(const std::strin
   int64_t count = 0, rows = 0;
   const PartitionedDataRepository::CommittedBatch* last = nullptr;
   for (const auto& b : batches) {
-    // A re-partitioning's copy batches hold rows of the ids it carried or marked (merged:).
+    // (A re-partitioning's copy batches hold rows of the ids it carried or marked, "merged: ...";
+    // those of versions before session 46, "repartition-...", count: they marked nothing.)
     if (b.batch_id.starts_with(kMigrateBatchPrefix) ||
         b.batch_id.starts_with(kCatchupBatchPrefix) ||
         b.batch_id.starts_with(kRepartitionBatchPrefix)) {
@@ -864,6 +868,38 @@ std::optional<std::string> PartitionMigrator::written_by_others(const std::strin
       "it was left as it is (run migrate with --replace-written to replace it with the source's "
       "rows)",
       count, rows, last->batch_id, format_timestamp(last->committed_at));
+}
+
+std::optional<std::string> PartitionMigrator::rows_outside_the_range(const std::string& name) {
+  const auto key = parse_partition_name(name);
+  if (!key || (!options_.from && !options_.to)) return std::nullopt;
+  if (key->is_null) return std::nullopt;  // (a range leaves NULLs out; not checked)
+  const bool before = options_.from && key->start() < *options_.from;
+  const bool after = options_.to && key->end() > *options_.to;
+  if (!before && !after) return std::nullopt;
+  const std::string col = duck::quote_ident(schema_.partition_column());
+  std::string where;
+  if (before) {
+    where = fmt::format("({0} >= DATE {1} AND {0} < DATE {2})", col,
+                        duck::quote_literal(format_date(key->start())),
+                        duck::quote_literal(format_date(*options_.from)));
+  }
+  if (after) {
+    if (!where.empty()) where += " OR ";
+    where += fmt::format("({0} >= DATE {1} AND {0} < DATE {2})", col,
+                         duck::quote_literal(format_date(*options_.to)),
+                         duck::quote_literal(format_date(key->end())));
+  }
+  RecordStream rows = repo_.query_sql(
+      fmt::format("SELECT count(*) FROM {} WHERE {}", duck::quote_ident(schema_.name()), where));
+  DataRecord r;
+  const int64_t n = rows.next(r) && !r.values.at(0).is_null() ? r.values[0].get<int64_t>() : 0;
+  if (n == 0) return std::nullopt;
+  return fmt::format(
+      "it differs from the source, and it holds {} row(s) outside the migrated range (--from/--to "
+      "cut its period): a copy of the source's rows of the range would lose them, so it was left "
+      "as it is (migrate the whole period, or correct it by hand)",
+      n);
 }
 
 void PartitionMigrator::recopy_period(const std::string& name) {
@@ -949,16 +985,37 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
     if (!checks.count(p.name) && (options_.from || options_.to)) {
       // A period the source has no rows of in the range: checked (so that its partition is
       // dropped or kept, as for a migration without a range) when it overlaps the range.
+      // (Only a period wholly inside the range: one across its edge may hold rows outside it.)
       const auto key = parse_partition_name(p.name);
       if (!key || key->is_null) continue;
-      if (options_.from && key->end() <= *options_.from) continue;
-      if (options_.to && key->start() >= *options_.to) continue;
+      if (options_.from && key->start() < *options_.from) continue;
+      if (options_.to && key->end() > *options_.to) continue;
     }
     PeriodCheck& c = checks[p.name];
     c.name = p.name;
     c.partition_rows = p.rows;
     c.partition_checksum = p.checksum;
     if (c.source_checksum.empty()) c.source_checksum.assign(1, '0');
+  }
+  // A period across the edge of --from/--to is compared on its rows inside the range (the
+  // source's side counts only those): another migration's, or the application's, rows outside it
+  // are not a difference.
+  if (options_.from || options_.to) {
+    for (auto& [name, c] : checks) {
+      const auto key = parse_partition_name(name);
+      if (!key || key->is_null || c.partition_rows == 0) continue;
+      const Date lo = options_.from ? std::max(key->start(), *options_.from) : key->start();
+      const Date hi = options_.to ? std::min(key->end(), *options_.to) : key->end();
+      if (lo == key->start() && hi == key->end()) continue;
+      RecordStream rows = repo_.query_sql(fmt::format(
+          "SELECT count(*), {} FROM {} WHERE {} >= DATE {} AND {} < DATE {}",
+          PartitionedDataRepository::checksum_sql(schema_), duck::quote_ident(schema_.name()), col,
+          duck::quote_literal(format_date(lo)), col, duck::quote_literal(format_date(hi))));
+      DataRecord r;
+      if (!rows.next(r)) continue;
+      c.partition_rows = r.values.at(0).get<int64_t>();
+      c.partition_checksum = r.values.at(1).get<std::string>();
+    }
   }
   std::vector<PeriodCheck> out;
   for (auto& [name, c] : checks) {

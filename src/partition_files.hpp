@@ -24,11 +24,17 @@ inline constexpr const char* kCreatingSuffix = ".creating";
 // kCreatingSuffix) and copied to create partitions; deleted once read.
 inline constexpr const char* kTemplateFile = "_template.duckdb";
 // Batch ids a re-partitioning (migrate --from-partitions) records in the partitions it writes:
-// its own copy batches, and in a new partition that received rows of batches whose ids it could
-// not carry (held by only some of the merged periods) one marker of those rows, so that
-// `migrate`'s catch-up still sees that something other than a migration wrote there.
-inline constexpr const char* kRepartitionBatchPrefix = "repartition-";
+// its own copy batches ("repartition:<old partition>-<first>-<end>"), and in a new partition that
+// received rows of batches whose ids it could not carry (held by only some of the merged periods)
+// one marker of those rows ("merged: ..."), so that `migrate`'s catch-up still sees that
+// something other than a migration wrote there. Copy batches of versions before session 46
+// ("repartition-...") came without markers: they stay a sign of others' writes.
+inline constexpr const char* kRepartitionBatchPrefix = "repartition:";
+inline constexpr const char* kUnmarkedRepartitionBatchPrefix = "repartition-";
 inline constexpr const char* kMergedBatchesPrefix = "merged: ";
+// A migration's commit groups and catch-up copies (src/migrator.cpp).
+inline constexpr const char* kMigrateBatchPrefix = "migrate:";
+inline constexpr const char* kCatchupBatchPrefix = "migrate-catchup:";
 // Ingest logs of buffered writes: <table dir>/_ingest_<drain id>.log (src/ingest_log.hpp).
 inline constexpr const char* kIngestPrefix = "_ingest_";
 

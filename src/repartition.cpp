@@ -483,15 +483,27 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
       {
         duck::Result br = c.query(
             fmt::format("SELECT batch_id, sum(row_count)::BIGINT FROM old.main.{} WHERE batch_id "
-                        "IS NOT NULL AND NOT starts_with(batch_id, 'repartition-') GROUP BY 1",
+                        "IS NOT NULL GROUP BY 1",
                         kBatchesTable),
             ctx);
         duck::ChunkDecoder bdec(br);
         std::vector<DataRecord> ids;
         while (auto chunk = br.fetch()) bdec.decode(chunk, ids);
+        bool unmarked = false;
         for (const auto& r : ids) {
-          old_batches[i][r.values[0].get<std::string>()] =
-              r.values[1].is_null() ? 0 : r.values[1].get<int64_t>();
+          const std::string id = r.values[0].get<std::string>();
+          if (id.starts_with(kRepartitionBatchPrefix)) continue;  // an earlier one's copies
+          if (id.starts_with(kUnmarkedRepartitionBatchPrefix)) {
+            unmarked = true;
+            continue;
+          }
+          old_batches[i][id] = r.values[1].is_null() ? 0 : r.values[1].get<int64_t>();
+        }
+        // Written by a re-partitioning of a version that left ids it could not carry unmarked:
+        // its copies may hold others' rows, which the new partitions are marked as holding.
+        if (unmarked) {
+          old_batches[i][std::string(kMergedBatchesPrefix) +
+                         "an earlier re-partitioning's copies (ids it did not carry unknown)"] = 0;
         }
       }
       c.exec("DETACH old", ctx);
@@ -545,8 +557,10 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
       std::ifstream in(run_file);
       const nlohmann::json j = nlohmann::json::parse(in);
       recorded = j.at("batch_size").get<int64_t>();
+      // (A run of a version before session 46 named its batches otherwise: copied afresh.)
       same_source = j.at("from").get<std::string>() == strategy_name(*from) &&
-                    j.at("source") == nlohmann::json(fingerprint);
+                    j.at("source") == nlohmann::json(fingerprint) &&
+                    j.value("batch_ids", std::string()) == kRepartitionBatchPrefix;
     } catch (const std::exception&) {
       recorded = 0;
     }
@@ -575,6 +589,7 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
                          {"from", strategy_name(*from)},
                          {"to", strategy_name(options.to)},
                          {"batch_size", batch_size},
+                         {"batch_ids", kRepartitionBatchPrefix},
                          {"source", fingerprint}});
   PartitionConfig new_cfg = config;
   new_cfg.base_partition_path = staging_base;
@@ -765,7 +780,8 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
           if (whole.count(id)) carried.insert(id);
           // (A migration's ids, migrate: and migrate-catchup:, are not retried: `migrate`
           // resumes from its record.)
-          if (!carried.count(id) && !id.starts_with("migrate")) {
+          if (!carried.count(id) && !id.starts_with(kMigrateBatchPrefix) &&
+              !id.starts_with(kCatchupBatchPrefix)) {
             if (!id.starts_with(kMergedBatchesPrefix)) left_behind_ids.insert(id);
             left_here.push_back(id);
           }
@@ -825,7 +841,10 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
     if (std::string_view(name) == "_migration.json") {
       try {
         const nlohmann::json j = nlohmann::json::parse(text);
-        if (migration_record_state(j) == MigrationRecord::kCopied) {
+        // (Only a record of the strategy the table had: one carried as it was by an older
+        // version names an earlier strategy, and its codes would be read as the wrong periods.)
+        if (migration_record_state(j) == MigrationRecord::kCopied &&
+            j["options"].value("strategy", std::string()) == strategy_name(*from)) {
           text = restated_migration(j, *from, options.to);
         }
       } catch (const std::exception&) {

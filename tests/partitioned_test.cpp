@@ -4001,7 +4001,7 @@ TEST_F(PartitionedTest, RepartitionCarriesBatchIdsWithTheirRowsAndMarksTheOnesIt
     PartitionedDataRepository repo(cfg);
     std::map<std::string, int64_t> out;
     for (const auto& x : repo.partition_batches(schema_, name)) {
-      if (!x.batch_id.starts_with("repartition-")) out[x.batch_id] += x.rows;
+      if (!x.batch_id.starts_with("repartition:")) out[x.batch_id] += x.rows;
     }
     return out;
   };

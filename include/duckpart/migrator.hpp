@@ -179,6 +179,9 @@ class PartitionMigrator {
   // Why partition `name` must not be replaced by the catch-up: batches in it that no migration
   // wrote; nullopt when there are none (or no such partition).
   std::optional<std::string> written_by_others(const std::string& name);
+  // Why partition `name` must not be replaced by the catch-up: its period crosses the edge of
+  // --from/--to and it holds rows outside the range; nullopt otherwise.
+  std::optional<std::string> rows_outside_the_range(const std::string& name);
   PartitionedDataRepository& repo_;
   MigrationOptions options_;
   Schema schema_;
