@@ -898,7 +898,7 @@ std::optional<std::string> PartitionMigrator::rows_outside_the_range(const std::
   return fmt::format(
       "it differs from the source, and it holds {} row(s) outside the migrated range (--from/--to "
       "cut its period): a copy of the source's rows of the range would lose them, so it was left "
-      "as it is (migrate the whole period, or correct it by hand)",
+      "as it is (only whole periods are copied again: correct its rows of the range by hand)",
       n);
 }
 
@@ -985,11 +985,12 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
     if (!checks.count(p.name) && (options_.from || options_.to)) {
       // A period the source has no rows of in the range: checked (so that its partition is
       // dropped or kept, as for a migration without a range) when it overlaps the range.
-      // (Only a period wholly inside the range: one across its edge may hold rows outside it.)
+      // (One across the range's edge is compared on its rows of the range, below, and kept if
+      // it holds rows outside it.)
       const auto key = parse_partition_name(p.name);
       if (!key || key->is_null) continue;
-      if (options_.from && key->start() < *options_.from) continue;
-      if (options_.to && key->end() > *options_.to) continue;
+      if (options_.from && key->end() <= *options_.from) continue;
+      if (options_.to && key->start() >= *options_.to) continue;
     }
     PeriodCheck& c = checks[p.name];
     c.name = p.name;

@@ -553,18 +553,23 @@ RepartitionResult repartition(const PartitionConfig& config, const RepartitionOp
   if (fs::exists(staging_base)) {
     int64_t recorded = 0;
     bool same_source = false;
+    bool same_ids = true;
     try {
       std::ifstream in(run_file);
       const nlohmann::json j = nlohmann::json::parse(in);
       recorded = j.at("batch_size").get<int64_t>();
       // (A run of a version before session 46 named its batches otherwise: copied afresh.)
+      same_ids = j.value("batch_ids", std::string()) == kRepartitionBatchPrefix;
       same_source = j.at("from").get<std::string>() == strategy_name(*from) &&
-                    j.at("source") == nlohmann::json(fingerprint) &&
-                    j.value("batch_ids", std::string()) == kRepartitionBatchPrefix;
+                    j.at("source") == nlohmann::json(fingerprint) && same_ids;
     } catch (const std::exception&) {
       recorded = 0;
     }
-    if (recorded > 0 && !same_source) {
+    if (recorded > 0 && !same_source && !same_ids) {
+      res.notes.push_back(
+          "the interrupted run was made by an older version (other batch ids): its copy was "
+          "discarded and the table copied again");
+    } else if (recorded > 0 && !same_source) {
       // The old partitions changed since the interrupted run copied them (its batches would be
       // skipped by their ids with rows they never held): copied again from the start.
       res.notes.push_back(

@@ -1710,6 +1710,13 @@ TEST_F(CliTest, CatchUpNeverReplacesRowsItCannotVouchFor) {
   EXPECT_NE(kept.err.find("not caught up partition_2021_06"), std::string::npos) << kept.err;
   EXPECT_NE(kept.err.find("outside the migrated range"), std::string::npos) << kept.err;
   EXPECT_EQ(rows_in("partition_2021_06.duckdb"), june) << "the partition was left as it was";
+  // The source without any rows of June's half in the range: still a difference, still kept
+  // (a period across the range's edge that only the partition had was not checked: exit 0).
+  delete_from_source("ts >= '2021-06-15' AND ts < '2021-07-01'");
+  const CliRun gone = with(second);
+  EXPECT_EQ(gone.rc, 1) << gone.out << gone.err;
+  EXPECT_NE(gone.err.find("not caught up partition_2021_06"), std::string::npos) << gone.err;
+  EXPECT_EQ(rows_in("partition_2021_06.duckdb"), june);
 
   // 2. Re-partitioned by a version that did not mark the ids it could not carry (its copy
   //    batches were "repartition-..."): such a partition counts as written by others, also after
