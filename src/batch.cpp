@@ -19,6 +19,7 @@
 #include "duck/duck.hpp"
 #include "duckpart/error.hpp"
 #include "duckpart/period.hpp"
+#include "partition_files.hpp"
 
 namespace duckpart {
 
@@ -490,6 +491,17 @@ std::optional<RefusedRecord> first_refused_record(const Schema& schema, const Co
 void check_batch(const Schema& schema, const ColumnBatch& batch) {
   if (auto refused = first_refused_record(schema, batch)) {
     throw Error(ErrorCode::kInvalidArgument, std::move(refused->message));
+  }
+}
+
+void check_batch_id(const std::string& batch_id) {
+  for (const char* prefix : {kMigrateBatchPrefix, kCatchupBatchPrefix, kRepartitionBatchPrefix}) {
+    if (batch_id.starts_with(prefix)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("batch id '{}' starts with '{}', which is reserved for the batches "
+                              "of migrate and re-partitioning; choose another id",
+                              batch_id, prefix));
+    }
   }
 }
 

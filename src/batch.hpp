@@ -31,6 +31,13 @@ void check_batch(const Schema& schema, const ColumnBatch& batch);
 // Every check of a write's intake: check_batch, and DuckDB's casts (duck::check_casts) of the
 // records before the first refused one, so the error names the batch's first bad record.
 void check_intake(const Schema& schema, const ColumnBatch& batch);
+// Refuses (Error kInvalidArgument naming the id and the prefix) a batch id an application chose
+// that starts with a prefix reserved for the tools' own batches: "migrate:" and
+// "migrate-catchup:" (a migration's copies) and "repartition:" (a re-partitioning's). `migrate`'s
+// catch-up takes a partition whose batches all carry such ids for one only the tools wrote, and
+// may replace it by a fresh copy of the source: an application batch under such an id would be
+// lost with it.
+void check_batch_id(const std::string& batch_id);
 // Fills NULL id cells with fresh time-ordered ids; returns how many were generated.
 int64_t assign_missing_ids(const Schema& schema, ColumnBatch& batch);
 // Row `row` of the batch as Values (for returning created records, messages and tests).

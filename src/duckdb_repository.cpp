@@ -95,6 +95,7 @@ struct DuckDBDataRepository::Impl {
       throw Error(ErrorCode::kInvalidArgument,
                   fmt::format("'{}' is open read-only; writes are refused", path));
     }
+    check_batch_id(opts.batch_id);
     check_intake(schema, batch);
     BatchResult res;
     res.batch_id = opts.batch_id.empty() ? new_uuid_v7() : opts.batch_id;

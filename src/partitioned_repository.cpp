@@ -3426,6 +3426,7 @@ struct PartitionedDataRepository::Impl {
           ErrorCode::kInvalidArgument,
           fmt::format("the partition store '{}' is open read-only; writes are refused", base_dir));
     }
+    check_batch_id(opts.batch_id);
     check_intake(schema, batch);
     if (config.write_buffer_mb > 0 && config.auto_partition_enabled && opts.batch_id.empty()) {
       return write_buffered(store_for(schema, /*drain=*/false), schema, batch, keep_batch);

@@ -273,6 +273,38 @@ TEST_F(ErrorsTest, EmptyBatchWritesNothingAndSucceeds) {
   EXPECT_EQ(parts_->count_all(schema_), 20);
 }
 
+TEST_F(ErrorsTest, BatchIdsReservedForTheToolsAreRefusedAndOthersAreNot) {
+  // migrate's catch-up takes a partition whose batches all carry these prefixes for one only the
+  // tools wrote (and may replace it by a fresh copy of the source).
+  for (const char* id : {"migrate:t:x", "migrate-catchup:t:2023_01", "repartition:p-0-10"}) {
+    SCOPED_TRACE(id);
+    expect_refused(
+        [&](IDataRepository& r) {
+          r.create_batch(schema_, {good_.begin(), good_.begin() + 2}, {.batch_id = id});
+        },
+        fmt::format("batch id '{}' starts with '", id));
+    expect_refused(
+        [&](IDataRepository& r) {
+          r.create_batch_columnar(schema_, records_to_batch(schema_, {good_[0]}), {.batch_id = id});
+        },
+        "which is reserved for the batches of migrate and re-partitioning");
+  }
+  int64_t expected = 20;
+  for (const char* id :
+       {"migrate", "migrated:x", "repartition-x", "merged: 1 batch id", "import-1"}) {
+    SCOPED_TRACE(id);
+    std::vector<DataRecord> rows(good_.begin(), good_.begin() + 2);
+    for (DataRecord& r : rows) r.values[0] = Value{};
+    for (IDataRepository* repo : {static_cast<IDataRepository*>(single_.get()),
+                                  static_cast<IDataRepository*>(parts_.get())}) {
+      EXPECT_EQ(repo->create_batch(schema_, rows, {.batch_id = id}).rows_written, 2);
+    }
+    expected += 2;
+  }
+  EXPECT_EQ(single_->count_all(schema_), expected);
+  EXPECT_EQ(parts_->count_all(schema_), expected);
+}
+
 TEST_F(ErrorsTest, BadDirectories) {
   PartitionConfig c = test_config("", PartitionStrategy::kMonthly);
   EXPECT_NE(error_of([&] { PartitionedDataRepository r(c); }).message.find("base_partition_path"),

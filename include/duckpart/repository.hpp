@@ -28,7 +28,8 @@ namespace duckpart {
 struct BatchOptions {
   // Identifies the batch for exactly-once replay: writing a batch with an id that a partition
   // already committed skips that partition. Empty: a fresh id is generated (no replay protection
-  // across calls).
+  // across calls). Ids starting "migrate:", "migrate-catchup:" or "repartition:" are reserved for
+  // the batches of migrate and re-partitioning: a write with one is refused (kInvalidArgument).
   std::string batch_id;
 };
 
