@@ -940,12 +940,14 @@ void PartitionMigrator::recopy_period(const std::string& name) {
     cfg.base_partition_path = staging;
     PartitionedDataRepository fresh(cfg);
     fresh.attach_database(options_.source_path, "dp_catchup_source");
-    fresh.create_batch_from_query(
-        schema_,
-        fmt::format("SELECT * FROM dp_catchup_source.main.{} WHERE {}{}",
-                    duck::quote_ident(options_.table), where, range_sql()),
-        {.batch_id = fmt::format("{}{}:{}", kCatchupBatchPrefix, options_.table, name)},
-        options_.null_partition);
+    // A bulk load of its own (create_batch_from_query refuses the tools' reserved batch ids).
+    const std::string batch_id = fmt::format("{}{}:{}", kCatchupBatchPrefix, options_.table, name);
+    auto load = fresh.begin_bulk_load(schema_, {.replay_batch_id = batch_id,
+                                                .null_partition = options_.null_partition,
+                                                .single_duckdb_thread = false});
+    load->load(fmt::format("SELECT * FROM dp_catchup_source.main.{} WHERE {}{}",
+                           duck::quote_ident(options_.table), where, range_sql()));
+    load->commit(batch_id);
   }
   try {
     repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name());

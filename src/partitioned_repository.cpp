@@ -5053,6 +5053,7 @@ BatchResult PartitionedDataRepository::create_batch_from_query(const Schema& sch
                                                                const std::string& select_sql,
                                                                const BatchOptions& options,
                                                                bool null_partition) {
+  check_batch_id(options.batch_id);
   auto load = begin_bulk_load(schema, {.replay_batch_id = options.batch_id,
                                        .null_partition = null_partition,
                                        .single_duckdb_thread = false});

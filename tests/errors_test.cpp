@@ -288,6 +288,12 @@ TEST_F(ErrorsTest, BatchIdsReservedForTheToolsAreRefusedAndOthersAreNot) {
           r.create_batch_columnar(schema_, records_to_batch(schema_, {good_[0]}), {.batch_id = id});
         },
         "which is reserved for the batches of migrate and re-partitioning");
+    const Outcome o = error_of([&] {
+      // Refused before the query is run (which would fail on its columns).
+      parts_->create_batch_from_query(schema_, "SELECT 1", {.batch_id = id});
+    });
+    EXPECT_NE(o.message.find("which is reserved"), std::string::npos) << o.message;
+    EXPECT_EQ(o.code, ErrorCode::kInvalidArgument);
   }
   int64_t expected = 20;
   for (const char* id :

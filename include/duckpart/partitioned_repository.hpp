@@ -82,7 +82,8 @@ class PartitionedDataRepository final : public IDataRepository {
   SchemaStatistics table_statistics(const Schema& schema);
   RecordStream query_sql(const std::string& sql) override;
   // The SQL bulk path (migration, import, re-partitioning): one BulkLoad of `select_sql`, committed
-  // with options.batch_id (checked for replay when given, like create_batch).
+  // with options.batch_id (checked for replay when given, like create_batch; the tools' reserved
+  // ids are refused the same way).
   BatchResult create_batch_from_query(const Schema& schema, const std::string& select_sql,
                                       const BatchOptions& options = {},
                                       bool null_partition = false);
