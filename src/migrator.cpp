@@ -817,11 +817,6 @@ MigrationResult PartitionMigrator::migrate(
               continue;
             }
           }
-          // The copy again holds the source's rows of the range only.
-          if (auto why = rows_outside_the_range(name)) {
-            res.periods_kept.emplace_back(name, *why);
-            continue;
-          }
           report(fmt::format("catching up {}", name));
           recopy_period(name);
           res.periods_recopied.push_back(name);
@@ -870,7 +865,7 @@ std::optional<std::string> PartitionMigrator::written_by_others(const std::strin
       count, rows, last->batch_id, format_timestamp(last->committed_at));
 }
 
-std::optional<std::string> PartitionMigrator::rows_outside_the_range(const std::string& name) {
+std::optional<std::string> PartitionMigrator::outside_the_range_sql(const std::string& name) const {
   const auto key = parse_partition_name(name);
   if (!key || (!options_.from && !options_.to)) return std::nullopt;
   if (key->is_null) return std::nullopt;  // (a range leaves NULLs out; not checked)
@@ -890,16 +885,7 @@ std::optional<std::string> PartitionMigrator::rows_outside_the_range(const std::
                          duck::quote_literal(format_date(*options_.to)),
                          duck::quote_literal(format_date(key->end())));
   }
-  RecordStream rows = repo_.query_sql(
-      fmt::format("SELECT count(*) FROM {} WHERE {}", duck::quote_ident(schema_.name()), where));
-  DataRecord r;
-  const int64_t n = rows.next(r) && !r.values.at(0).is_null() ? r.values[0].get<int64_t>() : 0;
-  if (n == 0) return std::nullopt;
-  return fmt::format(
-      "it differs from the source, and it holds {} row(s) outside the migrated range (--from/--to "
-      "cut its period): a copy of the source's rows of the range would lose them, so it was left "
-      "as it is (only whole periods are copied again: correct its rows of the range by hand)",
-      n);
+  return "(" + where + ")";
 }
 
 void PartitionMigrator::recopy_period(const std::string& name) {
@@ -926,15 +912,50 @@ void PartitionMigrator::recopy_period(const std::string& name) {
   const int64_t rows =
       src.conn.query_int(fmt::format("SELECT count(*) FROM main.{} WHERE {}{}",
                                      duck::quote_ident(options_.table), where, range_sql()));
-  if (rows == 0) {
+  // A period across the edge of --from/--to: the partition's rows outside the range are not the
+  // source's to replace (another migration's range, or the application's, brought them); they go
+  // into the new file as they are.
+  const std::optional<std::string> outside = outside_the_range_sql(name);
+  int64_t kept = 0;
+  if (outside) {
+    RecordStream r = repo_.query_sql(fmt::format("SELECT count(*) FROM {} WHERE {}",
+                                                 duck::quote_ident(schema_.name()), *outside));
+    DataRecord row;
+    kept = r.next(row) && !row.values.at(0).is_null() ? row.values[0].get<int64_t>() : 0;
+  }
+  if (rows == 0 && kept == 0) {
     repo_.drop_partition(schema_, name);
     return;
   }
   // Build the new partition beside the store (same file system), then swap it in.
   const std::string staging = repo_.config().base_partition_path + "/." + options_.table +
                               fmt::format(".catchup_{}", ::getpid());
+  // The copy of the partition goes beside the store (backup_partition refuses a directory inside
+  // it): next to the partition directory, or in the temporary directory when that cannot be
+  // written.
+  std::string kept_dir;
+  if (outside) {
+    std::error_code e1;
+    const fs::path base =
+        fs::weakly_canonical(fs::absolute(repo_.config().base_partition_path), e1);
+    const std::string leaf =
+        fmt::format(".{}.{}.catchup_{}_kept", base.filename().string(), options_.table, ::getpid());
+    kept_dir = (base.parent_path() / leaf).string();
+    if (!e1) fs::remove_all(kept_dir, e1);  // (a crashed run's)
+    if (e1 || !fs::create_directories(kept_dir, e1) || e1) {
+      kept_dir = (fs::temp_directory_path() / leaf).string();
+    }
+  }
   std::error_code ec;
   fs::remove_all(staging, ec);
+  struct Cleanup {
+    std::string a, b;
+    ~Cleanup() {
+      std::error_code e;
+      fs::remove_all(a, e);
+      fs::remove_all(b, e);
+    }
+  } cleanup{staging, kept_dir};
   {
     PartitionConfig cfg = repo_.config();
     cfg.base_partition_path = staging;
@@ -947,15 +968,24 @@ void PartitionMigrator::recopy_period(const std::string& name) {
                                                 .single_duckdb_thread = false});
     load->load(fmt::format("SELECT * FROM dp_catchup_source.main.{} WHERE {}{}",
                            duck::quote_ident(options_.table), where, range_sql()));
+    if (kept > 0) {
+      // A consistent image of the partition (checkpointed; its writers wait during the copy).
+      const auto copy = repo_.backup_partition(schema_, name, kept_dir);
+      fresh.attach_database(copy.backup_file, "dp_catchup_kept");
+      const int64_t n = load->load(fmt::format("SELECT * FROM dp_catchup_kept.main.{} WHERE {}",
+                                               duck::quote_ident(schema_.name()), *outside));
+      if (n != kept) {
+        throw Error(ErrorCode::kConflict,
+                    fmt::format("partition {} changed while it was being caught up ({} row(s) "
+                                "outside the migrated range, then {}): left as it is; run the "
+                                "same migrate command again",
+                                name, kept, n));
+      }
+    }
     load->commit(batch_id);
+    fresh.detach_database("dp_catchup_kept");
   }
-  try {
-    repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name());
-  } catch (...) {
-    fs::remove_all(staging, ec);
-    throw;
-  }
-  fs::remove_all(staging, ec);
+  repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name());
 }
 
 std::vector<PeriodCheck> PartitionMigrator::verify() {

@@ -174,14 +174,16 @@ class PartitionMigrator {
 
  private:
   std::string range_sql() const;
-  // Copies one period again into a new file and swaps it in atomically (drops it if now empty).
+  // Copies one period again into a new file and swaps it in atomically (drops it if now empty):
+  // the source's rows of the period inside --from/--to, and, for a period across the range's edge,
+  // the partition's own rows outside the range (read from a consistent copy of the partition).
   void recopy_period(const std::string& name);
   // Why partition `name` must not be replaced by the catch-up: batches in it that no migration
   // wrote; nullopt when there are none (or no such partition).
   std::optional<std::string> written_by_others(const std::string& name);
-  // Why partition `name` must not be replaced by the catch-up: its period crosses the edge of
-  // --from/--to and it holds rows outside the range; nullopt otherwise.
-  std::optional<std::string> rows_outside_the_range(const std::string& name);
+  // The condition (SQL over the partition column) of the rows of period `name` outside
+  // --from/--to; nullopt when the range does not cut the period.
+  std::optional<std::string> outside_the_range_sql(const std::string& name) const;
   PartitionedDataRepository& repo_;
   MigrationOptions options_;
   Schema schema_;

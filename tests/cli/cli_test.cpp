@@ -1691,8 +1691,9 @@ TEST_F(CliTest, CatchUpNeverReplacesRowsItCannotVouchFor) {
   //    of other options allows): partition_2021_06 holds both halves, all migrate: batches. The
   //    second run compares the period on its rows of the range (it saw a mismatch, found no
   //    others' batches and copied the period again from the range: the first half was lost, exit
-  //    0). A change of the source in the second half is not caught up by copying the second half
-  //    alone.
+  //    0). A change of the source in the second half is caught up exactly: the new file holds the
+  //    source's rows of the range and the partition's rows outside it (it used to be kept, exit
+  //    1, for good).
   ASSERT_EQ(with({"migrate", "--database", path("src.duckdb"), "--strategy", "monthly", "--to",
                   "2021-06-15"})
                 .rc,
@@ -1705,18 +1706,36 @@ TEST_F(CliTest, CatchUpNeverReplacesRowsItCannotVouchFor) {
                                  PartitionStrategy::kMonthly);
   const int64_t june = rows_in("partition_2021_06.duckdb");
   delete_from_source("ts >= '2021-06-20' AND ts < '2021-06-25'");
-  const CliRun kept = with(second);
-  EXPECT_EQ(kept.rc, 1) << kept.out << kept.err;
-  EXPECT_NE(kept.err.find("not caught up partition_2021_06"), std::string::npos) << kept.err;
-  EXPECT_NE(kept.err.find("outside the migrated range"), std::string::npos) << kept.err;
-  EXPECT_EQ(rows_in("partition_2021_06.duckdb"), june) << "the partition was left as it was";
-  // The source without any rows of June's half in the range: still a difference, still kept
-  // (a period across the range's edge that only the partition had was not checked: exit 0).
+  const int64_t first_half = [&] {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    return db.connect().query_int(
+        "SELECT count(*) FROM events WHERE ts >= '2021-06-01' AND ts < '2021-06-15'");
+  }();
+  ASSERT_GT(first_half, 0);
+  ASSERT_LT(first_half, june);
+  const CliRun caught = with(second);
+  EXPECT_EQ(caught.rc, 0) << caught.out << caught.err;
+  EXPECT_NE(caught.out.find("partition_2021_06"), std::string::npos) << caught.out;
+  EXPECT_LT(rows_in("partition_2021_06.duckdb"), june);
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  // The source without any rows of June's half in the range: the partition keeps its first half
+  // (a period across the range's edge that only the partition had was not checked: exit 0; a
+  // period the source had no rows of in the range was dropped whole).
   delete_from_source("ts >= '2021-06-15' AND ts < '2021-07-01'");
   const CliRun gone = with(second);
-  EXPECT_EQ(gone.rc, 1) << gone.out << gone.err;
-  EXPECT_NE(gone.err.find("not caught up partition_2021_06"), std::string::npos) << gone.err;
-  EXPECT_EQ(rows_in("partition_2021_06.duckdb"), june);
+  EXPECT_EQ(gone.rc, 0) << gone.out << gone.err;
+  EXPECT_EQ(rows_in("partition_2021_06.duckdb"), first_half);
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+  // (The staging store goes inside the partition directory, the partition's copy beside it.)
+  for (const auto& dir :
+       {std::filesystem::path(path("parts")), std::filesystem::path(path("parts")).parent_path()}) {
+    for (const auto& f : std::filesystem::directory_iterator(dir)) {
+      EXPECT_EQ(f.path().filename().string().find("catchup"), std::string::npos)
+          << "staging left behind: " << f.path();
+    }
+  }
 
   // 2. Re-partitioned by a version that did not mark the ids it could not carry (its copy
   //    batches were "repartition-..."): such a partition counts as written by others, also after
