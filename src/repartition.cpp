@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -162,27 +163,43 @@ std::string first_difference(const std::map<std::string, std::pair<uintmax_t, in
 
 // An exclusive lock for one table's re-partitioning, held until destruction: a second run of the
 // same table (two operators, a cron job) is refused instead of deleting the first one's work.
+// The holder deletes the lock file before it lets go of the lock, so none stays behind; a run that
+// opened the file just before that finds, once it holds the lock, that the path no longer names
+// the file it locked, and starts again with a fresh one.
 class RunLock {
  public:
-  RunLock(const std::string& file, const std::string& table) {
-    fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) {
-      throw Error(ErrorCode::kIo,
-                  fmt::format("cannot create lock file '{}': {}", file, std::strerror(errno)));
-    }
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      ::close(fd_);
-      throw Error(ErrorCode::kLocked,
-                  fmt::format("another re-partitioning of table '{}' is running (it holds '{}'); "
-                              "wait for it to finish",
-                              table, file));
+  RunLock(const std::string& file, const std::string& table) : file_(file) {
+    for (;;) {
+      fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd_ < 0) {
+        throw Error(ErrorCode::kIo,
+                    fmt::format("cannot create lock file '{}': {}", file, std::strerror(errno)));
+      }
+      if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd_);
+        throw Error(ErrorCode::kLocked,
+                    fmt::format("another re-partitioning of table '{}' is running (it holds "
+                                "'{}'); wait for it to finish",
+                                table, file));
+      }
+      struct stat held {};
+      struct stat named {};
+      if (::fstat(fd_, &held) == 0 && ::stat(file.c_str(), &named) == 0 &&
+          held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+        return;
+      }
+      ::close(fd_);  // locked a file its holder had just deleted: again
     }
   }
-  ~RunLock() { ::close(fd_); }
+  ~RunLock() {
+    ::unlink(file_.c_str());  // (still holding the lock: no other run holds this file)
+    ::close(fd_);
+  }
   RunLock(const RunLock&) = delete;
   RunLock& operator=(const RunLock&) = delete;
 
  private:
+  std::string file_;
   int fd_ = -1;
 };
 

@@ -1,6 +1,8 @@
 // PartitionedDataRepository: pruning, LRU, lookups by id, the catalog, damaged and foreign files.
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -4184,6 +4186,27 @@ TEST_F(PartitionedTest, RepartitionSurvivesOtherTablesRunsABatchSizeChangeAndAWr
       << r6.to_text();
   expect_events(monthly);
 
+  // 5. A run while another holds the table's lock is refused (kLocked) and changes nothing; the
+  //    next run takes over the lock file and deletes it when it is done.
+  {
+    const std::string lock_file = path("parts/_repartition_events.lock");
+    const int fd = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+    o.to = PartitionStrategy::kYearly;
+    ErrorCode locked{};
+    const std::string refused = error_of([&] { repartition(monthly, o); }, &locked);
+    EXPECT_EQ(locked, ErrorCode::kLocked) << refused;
+    EXPECT_NE(refused.find("another re-partitioning of table 'events' is running"),
+              std::string::npos)
+        << refused;
+    expect_events(monthly);
+    ::close(fd);
+    EXPECT_TRUE(repartition(monthly, o).swapped);
+    EXPECT_FALSE(std::filesystem::exists(lock_file));
+    expect_events(yearly);
+  }
+
   // A table that is not there leaves nothing behind (no lock file).
   o.table = "nope";
   ErrorCode missing{};
@@ -4192,10 +4215,8 @@ TEST_F(PartitionedTest, RepartitionSurvivesOtherTablesRunsABatchSizeChangeAndAWr
   EXPECT_FALSE(std::filesystem::exists(path("parts/_repartition_nope.lock")));
   for (const auto& f : std::filesystem::directory_iterator(path("parts"))) {
     const std::string name = f.path().filename().string();
-    // (Each table's lock file stays: removing it would race with a run that opened it.)
-    EXPECT_TRUE(name == "events" || name == "others" ||
-                (name.starts_with("_repartition_") && name.ends_with(".lock")))
-        << "left behind: " << name;
+    // (The lock files go too: each run deletes its own before it lets go of the lock.)
+    EXPECT_TRUE(name == "events" || name == "others") << "left behind: " << name;
   }
 }
 
@@ -4232,7 +4253,7 @@ TEST_F(PartitionedTest, RepartitionFinishesTheRunItsStateFileNamesWhateverItIsAs
   EXPECT_EQ(r.mismatches, 0);
   for (const auto& f : std::filesystem::directory_iterator(path("parts"))) {
     const std::string name = f.path().filename().string();
-    EXPECT_TRUE(name == "events" || name == "_repartition_events.lock") << "left behind: " << name;
+    EXPECT_EQ(name, "events") << "left behind: " << name;
   }
   DuckDBDataRepository oracle(path("oracle.duckdb"));
   oracle.create_batch(schema_, rows);
