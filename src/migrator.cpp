@@ -2,12 +2,15 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -479,7 +482,7 @@ MigrationPlan PartitionMigrator::plan() {
   }();
   std::map<std::string, bool> existing;
   for (const auto& p : repo_.table_statistics(schema_).partitions) existing[p.name] = p.rows > 0;
-  const PartitionStrategy strategy = repo_.config().strategy;
+  const PartitionStrategy strategy = repo_.strategy_of(schema_);
   for (const auto& r : rows_of(
            src.conn,
            fmt::format(
@@ -522,6 +525,7 @@ MigrationPlan PartitionMigrator::plan() {
   try {
     PartitionConfig cfg = repo_.config();
     cfg.base_partition_path = tmp.string();
+    cfg.strategy = strategy;
     PartitionedDataRepository sample(cfg);
     sample.attach_database(options_.source_path, "dp_sample_source");
     const int64_t n = std::min<int64_t>(200'000, std::max<int64_t>(plan.rows, 1));
@@ -587,7 +591,7 @@ MigrationResult PartitionMigrator::migrate(
   SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
   const std::string from = "main." + duck::quote_ident(options_.table);
   const std::string col = duck::quote_ident(schema_.partition_column());
-  const PartitionStrategy strategy = repo_.config().strategy;
+  const PartitionStrategy strategy = repo_.strategy_of(schema_);
   auto ids = rows_of(src.conn, fmt::format("SELECT min(rowid), max(rowid) FROM {}", from),
                      options_.source_path);
   // Periods present in the source (one scan), in time order; NULL last.
@@ -818,7 +822,10 @@ MigrationResult PartitionMigrator::migrate(
             }
           }
           report(fmt::format("catching up {}", name));
-          recopy_period(name);
+          if (auto why = recopy_period(name)) {
+            res.periods_kept.emplace_back(name, *why);
+            continue;
+          }
           res.periods_recopied.push_back(name);
         }
         repo_.flush();
@@ -888,11 +895,11 @@ std::optional<std::string> PartitionMigrator::outside_the_range_sql(const std::s
   return "(" + where + ")";
 }
 
-void PartitionMigrator::recopy_period(const std::string& name) {
+std::optional<std::string> PartitionMigrator::recopy_period(const std::string& name) {
   auto key = parse_partition_name(name);
   if (!key)
     throw Error(ErrorCode::kInvalidArgument, fmt::format("'{}' is not a partition name", name));
-  const PartitionStrategy strategy = repo_.config().strategy;
+  const PartitionStrategy strategy = repo_.strategy_of(schema_);
   key->strategy = strategy;
   const std::string col = duck::quote_ident(schema_.partition_column());
   std::string where;
@@ -914,51 +921,81 @@ void PartitionMigrator::recopy_period(const std::string& name) {
                                      duck::quote_ident(options_.table), where, range_sql()));
   // A period across the edge of --from/--to: the partition's rows outside the range are not the
   // source's to replace (another migration's range, or the application's, brought them); they go
-  // into the new file as they are.
+  // into the new file as they are, from a consistent copy of the partition (backup_partition:
+  // checkpointed, its writers wait during the copy), and the new file replaces the partition only
+  // if nothing changed it since that copy (restore_partition's unchanged_since).
   const std::optional<std::string> outside = outside_the_range_sql(name);
+  std::string kept_dir;
+  std::optional<PartitionedDataRepository::PartitionBackup> copy;
+  struct Cleanup {
+    std::vector<std::string> dirs;
+    ~Cleanup() {
+      std::error_code e;
+      for (const auto& d : dirs) fs::remove_all(d, e);
+    }
+  } cleanup;
   int64_t kept = 0;
+  std::vector<PartitionedDataRepository::CommittedBatch> kept_batches;
   if (outside) {
-    RecordStream r = repo_.query_sql(fmt::format("SELECT count(*) FROM {} WHERE {}",
-                                                 duck::quote_ident(schema_.name()), *outside));
-    DataRecord row;
-    kept = r.next(row) && !row.values.at(0).is_null() ? row.values[0].get<int64_t>() : 0;
+    kept_dir = make_copy_dir();
+    cleanup.dirs.push_back(kept_dir);
+    try {
+      copy = repo_.backup_partition(schema_, name, kept_dir);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kNotFound) throw;  // no partition: nothing outside to keep
+    }
+  }
+  if (copy) {
+    duck::Database db = duck::Database::open(copy->backup_file, /*read_only=*/true);
+    duck::Connection c = db.connect();
+    kept = c.query_int(fmt::format("SELECT count(*) FROM main.{} WHERE {}",
+                                   duck::quote_ident(schema_.name()), *outside),
+                       copy->backup_file);
+    // The batches that wrote to it other than the tools' (none, unless --replace-written or one
+    // committed since written_by_others looked): their ids go with the rows kept, so a retried
+    // batch is still skipped and a later catch-up still sees that something else wrote there.
+    // (Each with all its rows, also those of the range that the source's replace.)
+    duck::Result r = c.query(fmt::format("SELECT batch_id, sum(row_count)::BIGINT, "
+                                         "max(committed_at) FROM main.{} WHERE batch_id IS NOT "
+                                         "NULL GROUP BY 1 ORDER BY 3, 1",
+                                         kBatchesTable),
+                             copy->backup_file);
+    duck::ChunkDecoder dec(r);
+    std::vector<DataRecord> ids;
+    while (auto chunk = r.fetch()) dec.decode(chunk, ids);
+    for (const auto& id : ids) {
+      const std::string b = id.values[0].get<std::string>();
+      if (b.starts_with(kMigrateBatchPrefix) || b.starts_with(kCatchupBatchPrefix) ||
+          b.starts_with(kRepartitionBatchPrefix)) {
+        continue;
+      }
+      kept_batches.push_back(
+          {b, id.values[1].is_null() ? 0 : id.values[1].get<int64_t>(), Timestamp{}});
+    }
+  }
+  if (!kept_batches.empty() && !options_.replace_written) {
+    return fmt::format(
+        "it differs from the source, and batch '{}' was written to it by something other than a "
+        "migration while it was being caught up: left as it is (run migrate again, or with "
+        "--replace-written to replace its rows of the range with the source's)",
+        kept_batches.back().batch_id);
   }
   if (rows == 0 && kept == 0) {
+    // (Not guarded against a commit since the copy, as the replacement below is: the same window
+    // as before there was a copy.)
     repo_.drop_partition(schema_, name);
-    return;
+    return std::nullopt;
   }
   // Build the new partition beside the store (same file system), then swap it in.
   const std::string staging = repo_.config().base_partition_path + "/." + options_.table +
                               fmt::format(".catchup_{}", ::getpid());
-  // The copy of the partition goes beside the store (backup_partition refuses a directory inside
-  // it): next to the partition directory, or in the temporary directory when that cannot be
-  // written.
-  std::string kept_dir;
-  if (outside) {
-    std::error_code e1;
-    const fs::path base =
-        fs::weakly_canonical(fs::absolute(repo_.config().base_partition_path), e1);
-    const std::string leaf =
-        fmt::format(".{}.{}.catchup_{}_kept", base.filename().string(), options_.table, ::getpid());
-    kept_dir = (base.parent_path() / leaf).string();
-    if (!e1) fs::remove_all(kept_dir, e1);  // (a crashed run's)
-    if (e1 || !fs::create_directories(kept_dir, e1) || e1) {
-      kept_dir = (fs::temp_directory_path() / leaf).string();
-    }
-  }
   std::error_code ec;
   fs::remove_all(staging, ec);
-  struct Cleanup {
-    std::string a, b;
-    ~Cleanup() {
-      std::error_code e;
-      fs::remove_all(a, e);
-      fs::remove_all(b, e);
-    }
-  } cleanup{staging, kept_dir};
+  cleanup.dirs.push_back(staging);
   {
     PartitionConfig cfg = repo_.config();
     cfg.base_partition_path = staging;
+    cfg.strategy = strategy;
     PartitionedDataRepository fresh(cfg);
     fresh.attach_database(options_.source_path, "dp_catchup_source");
     // A bulk load of its own (create_batch_from_query refuses the tools' reserved batch ids).
@@ -969,23 +1006,63 @@ void PartitionMigrator::recopy_period(const std::string& name) {
     load->load(fmt::format("SELECT * FROM dp_catchup_source.main.{} WHERE {}{}",
                            duck::quote_ident(options_.table), where, range_sql()));
     if (kept > 0) {
-      // A consistent image of the partition (checkpointed; its writers wait during the copy).
-      const auto copy = repo_.backup_partition(schema_, name, kept_dir);
-      fresh.attach_database(copy.backup_file, "dp_catchup_kept");
-      const int64_t n = load->load(fmt::format("SELECT * FROM dp_catchup_kept.main.{} WHERE {}",
-                                               duck::quote_ident(schema_.name()), *outside));
-      if (n != kept) {
-        throw Error(ErrorCode::kConflict,
-                    fmt::format("partition {} changed while it was being caught up ({} row(s) "
-                                "outside the migrated range, then {}): left as it is; run the "
-                                "same migrate command again",
-                                name, kept, n));
-      }
+      fresh.attach_database(copy->backup_file, "dp_catchup_kept");
+      load->load(fmt::format("SELECT * FROM dp_catchup_kept.main.{} WHERE {}",
+                             duck::quote_ident(schema_.name()), *outside));
     }
     load->commit(batch_id);
+    if (!kept_batches.empty()) fresh.record_batch_ids(schema_, key->name(), kept_batches);
     fresh.detach_database("dp_catchup_kept");
   }
-  repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name());
+  try {
+    repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name(),
+                            copy ? &*copy : nullptr);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kConflict || !copy) throw;
+    return fmt::format("it changed while it was being caught up ({}): run migrate again", e.what());
+  }
+  return std::nullopt;
+}
+
+std::string PartitionMigrator::make_copy_dir() const {
+  // Beside the partition directory (backup_partition refuses a directory inside it; the same file
+  // system): ".<dir>.<table>.catchup_<pid>_kept". Copies left by runs that died are deleted first
+  // (their process is gone). When that directory cannot be written: a fresh private directory in
+  // the temporary directory.
+  std::error_code ec;
+  const fs::path base = fs::weakly_canonical(fs::absolute(repo_.config().base_partition_path), ec);
+  if (!ec) {
+    const std::string prefix =
+        fmt::format(".{}.{}.catchup_", base.filename().string(), options_.table);
+    std::error_code it_ec;
+    for (fs::directory_iterator it(base.parent_path(), it_ec), end; !it_ec && it != end;
+         it.increment(it_ec)) {
+      const std::string leaf = it->path().filename().string();
+      if (!leaf.starts_with(prefix) || !leaf.ends_with("_kept")) continue;
+      const std::string pid = leaf.substr(prefix.size(), leaf.size() - prefix.size() - 5);
+      pid_t p = 0;
+      const auto [end_ptr, err] = std::from_chars(pid.data(), pid.data() + pid.size(), p);
+      if (pid.empty() || err != std::errc() || end_ptr != pid.data() + pid.size() || p <= 0) {
+        continue;
+      }
+      // (A process of this pid namespace; a volume shared by containers is not supported.)
+      if (::kill(p, 0) != 0 && errno == ESRCH) {
+        std::error_code rm;
+        fs::remove_all(it->path(), rm);
+      }
+    }
+    const fs::path dir = base.parent_path() / fmt::format("{}{}_kept", prefix, ::getpid());
+    fs::remove_all(dir, ec);
+    if (!ec && fs::create_directory(dir, ec) && !ec) return dir.string();
+  }
+  std::string tmpl = (fs::temp_directory_path(ec) / "duckpart_catchup_XXXXXX").string();
+  if (ec || ::mkdtemp(tmpl.data()) == nullptr) {
+    throw Error(ErrorCode::kIo,
+                fmt::format("cannot create a directory for a copy of a partition beside '{}' or "
+                            "in the temporary directory",
+                            repo_.config().base_partition_path));
+  }
+  return tmpl;
 }
 
 std::vector<PeriodCheck> PartitionMigrator::verify() {
@@ -994,7 +1071,7 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
   if (const int limit = repo_.config().effective_memory_limit_mb(); limit > 0) {
     src.conn.exec(fmt::format("SET memory_limit = '{}MiB'", limit), options_.source_path);
   }
-  const PartitionStrategy strategy = repo_.config().strategy;
+  const PartitionStrategy strategy = repo_.strategy_of(schema_);
   const std::string col = duck::quote_ident(schema_.partition_column());
   std::map<std::string, PeriodCheck> checks;
   for (const auto& r :
@@ -1017,8 +1094,8 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
     if (!checks.count(p.name) && (options_.from || options_.to)) {
       // A period the source has no rows of in the range: checked (so that its partition is
       // dropped or kept, as for a migration without a range) when it overlaps the range.
-      // (One across the range's edge is compared on its rows of the range, below, and kept if
-      // it holds rows outside it.)
+      // (One across the range's edge is compared on its rows of the range, below; a catch-up
+      // keeps its rows outside it.)
       const auto key = parse_partition_name(p.name);
       if (!key || key->is_null) continue;
       if (options_.from && key->end() <= *options_.from) continue;

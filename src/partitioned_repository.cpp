@@ -309,7 +309,7 @@ class EntryMap : public std::map<PartitionKey, std::unique_ptr<Entry>> {
 struct Store {
   Schema schema;
   std::string dir;
-  // The strategy its partitions are read and written with: config.strategy, or (read-only, with
+  // The strategy its partitions are read and written with: config.strategy, or (with
   // tables_keep_their_strategy) the one the table's files are named for.
   PartitionStrategy strategy = PartitionStrategy::kMonthly;
   EntryMap entries;
@@ -382,10 +382,19 @@ std::string partition_alias(const std::string& table, const PartitionKey& key) {
 }
 
 // A new entry for partition `key` of table `table` stored in `dir` (not attached, no metadata).
+// A file epoch never handed out before in this process: entries start with one and every file
+// swap takes a new one, so a partition dropped and made again never repeats an epoch (restore's
+// unchanged_since compares them).
+uint64_t next_file_epoch() {
+  static std::atomic<uint64_t> serial{0};
+  return serial.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
 std::unique_ptr<Entry> make_entry_in(const std::string& dir, const std::string& table,
                                      const PartitionKey& key) {
   auto e = std::make_unique<Entry>();
   e->key = key;
+  e->file_epoch = next_file_epoch();
   // One label and one allocation per string: a cold open makes 1,100 of these while it waits.
   const std::string label = key.label();
   constexpr std::string_view kPrefix = "partition_", kSuffix = ".duckdb";
@@ -1968,7 +1977,7 @@ struct PartitionedDataRepository::Impl {
     if (batch.rows > UINT32_MAX) {
       throw Error(ErrorCode::kInvalidArgument, "a batch holds at most 4294967295 rows");
     }
-    std::vector<Group> groups = route(schema, batch);
+    std::vector<Group> groups = route(schema, batch, store.strategy);
     res.ids_generated = assign_missing_ids(schema, batch);
     // Ids made canonical and UUIDs parsed (validates; the log and the buffer hold UUIDs as 16
     // bytes), in ranges of rows; each partition's rows sorted by the partition value (they go
@@ -2427,8 +2436,7 @@ struct PartitionedDataRepository::Impl {
       if (named.count(store.strategy) && named[store.strategy] == most) stored = store.strategy;
       // (Not the catalog's alone: a table without partition files, say a migration stopped
       // before its first commit, may be started again with any strategy.)
-      if (stored && *stored != store.strategy && options.read_only &&
-          options.tables_keep_their_strategy) {
+      if (stored && *stored != store.strategy && options.tables_keep_their_strategy) {
         store.strategy = *stored;
         scan = scan_table_dir(store.dir, store.schema.name(), store.strategy);
       } else if (stored && *stored != store.strategy) {
@@ -3436,7 +3444,8 @@ struct PartitionedDataRepository::Impl {
 
   // Routes every row to its partition's group (in row order within a group). Throws naming the
   // first row whose partition value has no period.
-  std::vector<Group> route(const Schema& schema, const ColumnBatch& batch) const {
+  std::vector<Group> route(const Schema& schema, const ColumnBatch& batch,
+                           PartitionStrategy strategy) const {
     const std::size_t pcol = schema.partition_index();
     const bool is_date = schema.columns()[pcol].type == ColumnType::kDate;
     std::vector<Group> groups;
@@ -3456,7 +3465,7 @@ struct PartitionedDataRepository::Impl {
         if (it == by_day.end()) {
           PartitionKey key;
           try {
-            key = partition_key_of(config.strategy, Date{static_cast<int32_t>(day)});
+            key = partition_key_of(strategy, Date{static_cast<int32_t>(day)});
           } catch (const Error& err) {
             throw Error(ErrorCode::kInvalidArgument,
                         fmt::format("record {}: partition column '{}' value {}: {}", r,
@@ -3565,7 +3574,7 @@ struct PartitionedDataRepository::Impl {
       throw Error(ErrorCode::kInvalidArgument, "a batch holds at most 4294967295 rows");
     }
     // Route every row before writing anything: a bad value fails the whole batch untouched.
-    std::vector<Group> groups = route(schema, batch);
+    std::vector<Group> groups = route(schema, batch, store.strategy);
     res.ids_generated = assign_missing_ids(schema, batch);
     std::vector<std::vector<duckdb_hugeint>> parsed;
     if (!preparsed) parsed = canonical_uuids(schema, batch);
@@ -4115,7 +4124,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   }
 
   std::size_t new_slot(int64_t code) {
-    const PartitionStrategy strategy = impl.config.strategy;
+    const PartitionStrategy strategy = store.strategy;
     auto slot = std::make_unique<Slot>();
     slot->key =
         code == INT64_MIN ? null_partition_key(strategy) : partition_key_from_code(strategy, code);
@@ -4199,7 +4208,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   int64_t load_into(const PartitionKey& key, const std::string& select_sql) {
     if (finished) throw Error(ErrorCode::kInvalidArgument, "this bulk load was already finished");
     throw_if_failed();
-    const PartitionStrategy strategy = impl.config.strategy;
+    const PartitionStrategy strategy = store.strategy;
     if (key.strategy != strategy) {
       throw Error(ErrorCode::kInvalidArgument,
                   fmt::format("partition {} is {}, the repository is {}", key.name(),
@@ -4300,7 +4309,7 @@ struct PartitionedDataRepository::BulkLoad::Loader {
   static constexpr int64_t kNullCode = INT64_MIN + 1;
   void codes_of(duckdb_data_chunk chunk, idx_t n, bool sql_codes, std::vector<int64_t>& out) {
     const std::size_t ncols = schema.columns().size();
-    const PartitionStrategy strategy = impl.config.strategy;
+    const PartitionStrategy strategy = store.strategy;
     out.resize(n);
     duckdb_vector v =
         duckdb_data_chunk_get_vector(chunk, sql_codes ? ncols : schema.partition_index());
@@ -4354,10 +4363,10 @@ struct PartitionedDataRepository::BulkLoad::Loader {
           got.size() <= pi || (got[pi] != DUCKDB_TYPE_DATE && got[pi] != DUCKDB_TYPE_TIMESTAMP);
       if (sql_codes) {
         st.emplace(conn->prepare(
-            fmt::format("SELECT *, {} AS __dp_code FROM ({}) AS __dp_source",
-                        partition_code_sql(impl.config.strategy,
-                                           duck::quote_ident(schema.partition_column())),
-                        select_sql),
+            fmt::format(
+                "SELECT *, {} AS __dp_code FROM ({}) AS __dp_source",
+                partition_code_sql(store.strategy, duck::quote_ident(schema.partition_column())),
+                select_sql),
             "bulk source query"));
       }
     }
@@ -4896,11 +4905,6 @@ PartitionedDataRepository::PartitionedDataRepository(PartitionConfig config,
     config.write_buffer_mb = config.effective_write_buffer_mb(usable);
     config.memory_limit_mb = config.effective_memory_limit_mb(usable);
     config.id_index_memory_mb = config.effective_id_index_memory_mb(usable);
-  }
-  if (options.tables_keep_their_strategy && !options.read_only) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "tables_keep_their_strategy is for read-only repositories (writes route by the "
-                "configured strategy)");
   }
   impl_->config = std::move(config);
   impl_->options = options;
@@ -6005,7 +6009,7 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
                   fmt::format("partition {} could not be closed", partition_name));
     }
     e->dropped = true;
-    ++e->file_epoch;
+    e->file_epoch = next_file_epoch();
     auto it = store.entries.find(e->key);
     store.graveyard.push_back(std::move(it->second));
     store.entries.erase(it);
@@ -6082,6 +6086,12 @@ PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_par
   b.bytes = fs::file_size(b.backup_file);
   b.xxh3_128 = file_checksum_xxh3(b.backup_file);
   b.rows = e->meta().row_count;
+  {
+    std::lock_guard lock(impl_->mu);
+    b.commit_version = e->meta().commit_version;
+    b.file_epoch = e->file_epoch;
+    b.attach_generation = e->attach_generation;
+  }
   return b;
 }
 
@@ -6090,6 +6100,7 @@ PartitionKey PartitionedDataRepository::check_backup(const Schema& schema,
   if (!fs::exists(backup_file)) {
     throw Error(ErrorCode::kNotFound, fmt::format("backup file '{}' does not exist", backup_file));
   }
+  const PartitionStrategy strategy = strategy_of(schema);
   PartitionKey key;
   std::vector<DataRecord> rows;
   // Without a metadata row (a copy of the template that no commit reached): the table's columns
@@ -6133,12 +6144,12 @@ PartitionKey PartitionedDataRepository::check_backup(const Schema& schema,
       same = cols[i].values.at(0).get<std::string>() == schema.columns()[i].name;
     }
     auto parsed = parse_partition_name(fs::path(backup_file).filename().string());
-    if (!same || unwritten_rows != 0 || !parsed || parsed->strategy != impl_->config.strategy) {
+    if (!same || unwritten_rows != 0 || !parsed || parsed->strategy != strategy) {
       throw Error(ErrorCode::kCorruption,
                   fmt::format("backup '{}' has no metadata row, and it is not an empty {} "
                               "partition of table '{}' named for its period ({} rows, {})",
-                              backup_file, strategy_name(impl_->config.strategy), schema.name(),
-                              unwritten_rows, same ? "the table's columns" : "other columns"));
+                              backup_file, strategy_name(strategy), schema.name(), unwritten_rows,
+                              same ? "the table's columns" : "other columns"));
     }
     key = *parsed;
   } else {
@@ -6152,11 +6163,11 @@ PartitionKey PartitionedDataRepository::check_backup(const Schema& schema,
                   fmt::format("backup '{}' belongs to another table or layout ({}), not '{}'",
                               backup_file, stored.name(), schema.name()));
     }
-    if (rows[0].values[1].get<std::string>() != strategy_name(impl_->config.strategy)) {
+    if (rows[0].values[1].get<std::string>() != strategy_name(strategy)) {
       throw Error(
           ErrorCode::kConflict,
           fmt::format("backup '{}' was written with the {} strategy; the store is {}", backup_file,
-                      rows[0].values[1].get<std::string>(), strategy_name(impl_->config.strategy)));
+                      rows[0].values[1].get<std::string>(), strategy_name(strategy)));
     }
     // An empty period: a partition made from the template that was never committed to (empty);
     // the backup file's name gives its period.
@@ -6176,21 +6187,22 @@ PartitionKey PartitionedDataRepository::check_backup(const Schema& schema,
           v[3].get<int64_t>() == 0 || (!v[4].is_null() && !v[5].is_null() && !parsed->is_null &&
                                        v[4].get<Timestamp>().micros >= parsed->start_ts().micros &&
                                        v[5].get<Timestamp>().micros < parsed->end_ts().micros);
-      if (parsed->strategy != impl_->config.strategy || !inside) {
+      if (parsed->strategy != strategy || !inside) {
         throw Error(ErrorCode::kCorruption,
                     fmt::format("backup '{}' has no period in its metadata, and its name is not "
                                 "a {} partition's or its rows lie outside that period",
-                                backup_file, strategy_name(impl_->config.strategy)));
+                                backup_file, strategy_name(strategy)));
       }
     }
     key = *parsed;
   }
-  key.strategy = impl_->config.strategy;
+  key.strategy = strategy;
   return key;
 }
 
 void PartitionedDataRepository::restore_partition(const Schema& schema,
-                                                  const std::string& backup_file) {
+                                                  const std::string& backup_file,
+                                                  const PartitionBackup* unchanged_since) {
   if (impl_->options.read_only) {
     throw Error(ErrorCode::kInvalidArgument,
                 "the partition store is open read-only; restore is refused");
@@ -6206,6 +6218,12 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
     std::lock_guard lock(impl_->mu);
     auto it = store.entries.find(key);
     if (it == store.entries.end()) {
+      if (unchanged_since) {
+        throw Error(ErrorCode::kConflict,
+                    fmt::format("partition {} was dropped since the copy its replacement was "
+                                "built from: nothing was restored",
+                                key.name()));
+      }
       it = store.entries.emplace(key, impl_->make_entry(store, key)).first;
       it->second->problem = "being restored";
     }
@@ -6226,6 +6244,19 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
                 fmt::format("partition {} was dropped while this restore waited for it; run the "
                             "restore again (nothing was changed)",
                             e->name));
+  }
+  // (Also while it stayed attached since: DuckDB's lock on the file kept other processes out.)
+  if (unchanged_since &&
+      (unchanged_since->name != e->name || unchanged_since->source_file != e->file ||
+       unchanged_since->commit_version != e->meta().commit_version ||
+       unchanged_since->file_epoch != e->file_epoch || !e->attached ||
+       unchanged_since->attach_generation != e->attach_generation)) {
+    std::error_code ec;
+    fs::remove(staged, ec);
+    throw Error(ErrorCode::kConflict,
+                fmt::format("partition {} changed since the copy its replacement was built from "
+                            "(commit version {} then, {} now): it was left unchanged",
+                            e->name, unchanged_since->commit_version, e->meta().commit_version));
   }
   if (e->locked_elsewhere) {
     // Another process held its file when it was loaded: replacing the file (and its write-ahead
@@ -6266,7 +6297,7 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
     std::lock_guard block(e->bloom_mu);
     set_bloom(store, *e, nullptr, -1);
   }
-  ++e->file_epoch;
+  e->file_epoch = next_file_epoch();
   e->problem.clear();
   e->locked_elsewhere = false;
   e->set_meta(PartitionMeta{});
@@ -6484,7 +6515,8 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
     if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
       throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
     }
-    ++e->file_epoch;  // same rows, same commit version, another order: id maps are rebuilt
+    e->file_epoch =
+        next_file_epoch();  // same rows, same commit version, another order: id maps are rebuilt
     fsync_path(store.dir, true);
   } catch (...) {
     remove_staged(staged);
@@ -6699,7 +6731,7 @@ void PartitionedDataRepository::flush() {
       for (auto& [k, e] : s->entries) entries.push_back(e.get());
     }
     Catalog cat;
-    cat.strategy = std::string(strategy_name(impl_->config.strategy));
+    cat.strategy = std::string(strategy_name(s->strategy));
     for (Entry* e : entries) {
       std::lock_guard wlock(e->write_mu);
       {

@@ -1552,15 +1552,47 @@ TEST_F(PartitionedTest, ReadOnlySqlJoinsTablesOfDifferentStrategies) {
     EXPECT_EQ(code, ErrorCode::kConflict) << msg;
     EXPECT_NE(msg.find("partitioned yearly"), std::string::npos) << msg;
   }
-  // Writes route by the configured strategy: a writable repository cannot take the option.
+  // A writable repository with the option writes each table with its own strategy (it used to be
+  // refused: writes routed by the configured one), by every write path, and restores its backups.
   o.read_only = false;
-  ErrorCode code{};
-  error_of(
-      [&] {
-        PartitionedDataRepository w(test_config(path("parts"), PartitionStrategy::kMonthly), o);
-      },
-      &code);
-  EXPECT_EQ(code, ErrorCode::kInvalidArgument);
+  auto at = [](int y, int m, int d) {
+    return Value(Timestamp{int64_t{date_from_civil(y, m, d).days} * kMicrosPerDay});
+  };
+  {
+    PartitionedDataRepository w(test_config(path("parts"), PartitionStrategy::kMonthly), o);
+    EXPECT_EQ(w.strategy_of(yearly_schema), PartitionStrategy::kYearly);
+    EXPECT_EQ(w.strategy_of(schema_), PartitionStrategy::kMonthly);
+    w.create_batch(yearly_schema, {DataRecord{{Value{}, at(2024, 2, 10), Value(int64_t{5})}}});
+    w.create_batch_from_query(
+        yearly_schema,
+        "SELECT uuid() AS id, TIMESTAMP '2024-07-01 12:00:00' AS ts, 9 AS qty "
+        "UNION ALL SELECT uuid(), TIMESTAMP '2025-01-01 00:00:00', 1");
+    std::mt19937_64 rng(5);
+    auto more =
+        random_wide_rows(rng, 10, date_from_civil(2024, 1, 1), date_from_civil(2024, 1, 31));
+    for (auto& r : more) r.values[0] = Value{};
+    w.create_batch(schema_, more);
+    EXPECT_EQ(w.count_all(yearly_schema), static_cast<int64_t>(all.size()) + 3);
+    EXPECT_EQ(w.count_all(schema_), static_cast<int64_t>(all.size()) + 10);
+    const auto b = w.backup_partition(yearly_schema, "partition_2024", path("bk"));
+    EXPECT_EQ(b.rows, 2);
+    w.restore_partition(yearly_schema, b.backup_file);
+    EXPECT_EQ(w.count_all(yearly_schema), static_cast<int64_t>(all.size()) + 3);
+  }
+  EXPECT_TRUE(std::filesystem::exists(path("parts/yearly_events/partition_2024.duckdb")));
+  EXPECT_TRUE(std::filesystem::exists(path("parts/yearly_events/partition_2025.duckdb")));
+  EXPECT_FALSE(std::filesystem::exists(path("parts/yearly_events/partition_2024_02.duckdb")));
+  EXPECT_TRUE(std::filesystem::exists(path("parts/events/partition_2024_01.duckdb")));
+  {
+    // Each table opens as before with its own strategy: its catalog and files agree.
+    PartitionedDataRepository y(test_config(path("parts"), PartitionStrategy::kYearly));
+    EXPECT_EQ(y.count_all(yearly_schema), static_cast<int64_t>(all.size()) + 3);
+    const auto stats = y.table_statistics(yearly_schema);
+    EXPECT_EQ(stats.partitions.size(), 5u);  // 2021..2025
+    for (const auto& p : stats.partitions) EXPECT_TRUE(p.problem.empty()) << p.name << p.problem;
+  }
+  PartitionedDataRepository m = open();
+  EXPECT_EQ(m.count_all(schema_), static_cast<int64_t>(all.size()) + 10);
 }
 
 TEST_F(PartitionedTest, RepeatedSqlReusesItsAnalysisAndSeesNewData) {
@@ -2570,6 +2602,54 @@ TEST_F(PartitionedTest, UuidColumnsAreParsedInRowOrderAndBadValuesNamed) {
       EXPECT_EQ(got->values[10].get<std::string>(), canonical[i]);
     }
   }
+}
+
+TEST_F(PartitionedTest, ARestoreUnchangedSinceABackupIsRefusedOnceThePartitionChanged) {
+  // restore_partition's compare-and-swap (migrate's catch-up builds a partition's replacement
+  // from a copy of it): refused (kConflict, nothing changed) after a commit, a compaction or a
+  // drop since the copy; done when nothing changed.
+  fill_36_months();
+  const std::string name = "partition_2022_07";
+  auto month = [] {
+    return where({{"ts", FilterOperator::kGte, Value("2022-07-01")},
+                  {"ts", FilterOperator::kLt, Value("2022-08-01")}});
+  };
+  PartitionedDataRepository repo = open_direct();
+  const int64_t rows = repo.count_all(schema_, month());
+  std::mt19937_64 rng(12);
+  auto more = random_wide_rows(rng, 7, date_from_civil(2022, 7, 1), date_from_civil(2022, 7, 31));
+  for (auto& r : more) r.values[0] = Value{};
+  auto refused = [&](const std::function<void()>& change, int64_t rows_after) {
+    const auto copy = repo.backup_partition(schema_, name, path("bk"));
+    EXPECT_GE(copy.commit_version, 1);
+    change();
+    ErrorCode code{};
+    const std::string msg =
+        error_of([&] { repo.restore_partition(schema_, copy.backup_file, &copy); }, &code);
+    EXPECT_EQ(code, ErrorCode::kConflict) << msg;
+    EXPECT_NE(msg.find("partition_2022_07"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("since the copy its replacement was built from"), std::string::npos) << msg;
+    EXPECT_EQ(repo.count_all(schema_, month()), rows_after) << "nothing was changed";
+  };
+  refused([&] { repo.create_batch(schema_, more); }, rows + 7);
+  refused([&] { repo.compact_partition(schema_, name); }, rows + 7);
+  // Unchanged: replaced (by a copy of the same state); then the restore itself is a change.
+  const auto copy = repo.backup_partition(schema_, name, path("bk"));
+  const auto same = repo.backup_partition(schema_, name, path("bk2"));
+  repo.restore_partition(schema_, copy.backup_file, &same);
+  EXPECT_EQ(repo.count_all(schema_, month()), rows + 7);
+  refused([&] { repo.restore_partition(schema_, copy.backup_file); }, rows + 7);
+  refused([&] { repo.drop_partition(schema_, name); }, 0);
+  EXPECT_EQ(repo.count_all(schema_, month()), 0) << "the dropped partition stays dropped";
+  // Dropped and made again by one commit, as the copied one was: the same commit version, but
+  // another partition (its file epoch was 0 again, and the restore went through).
+  repo.create_batch(schema_, more);
+  refused(
+      [&] {
+        repo.drop_partition(schema_, name);
+        repo.create_batch(schema_, more);
+      },
+      7);
 }
 
 TEST_F(PartitionedTest, LargeBatchesHoldDuckDBAtOneThreadAndRestoreIt) {

@@ -176,14 +176,18 @@ class PartitionMigrator {
   std::string range_sql() const;
   // Copies one period again into a new file and swaps it in atomically (drops it if now empty):
   // the source's rows of the period inside --from/--to, and, for a period across the range's edge,
-  // the partition's own rows outside the range (read from a consistent copy of the partition).
-  void recopy_period(const std::string& name);
+  // the partition's own rows outside the range (read from a consistent copy of the partition,
+  // replaced only if unchanged since). Returns why it was left as it is instead (another writer
+  // came in meanwhile).
+  std::optional<std::string> recopy_period(const std::string& name);
   // Why partition `name` must not be replaced by the catch-up: batches in it that no migration
   // wrote; nullopt when there are none (or no such partition).
   std::optional<std::string> written_by_others(const std::string& name);
   // The condition (SQL over the partition column) of the rows of period `name` outside
   // --from/--to; nullopt when the range does not cut the period.
   std::optional<std::string> outside_the_range_sql(const std::string& name) const;
+  // A new directory for a copy of a partition, outside the partition directory.
+  std::string make_copy_dir() const;
   PartitionedDataRepository& repo_;
   MigrationOptions options_;
   Schema schema_;

@@ -27,10 +27,12 @@ namespace duckpart {
 struct PartitionedRepositoryOptions {
   // Open partition files read-only; every write is then an error.
   bool read_only = false;
-  // Read-only repositories only: a table whose partitions were written with another strategy than
-  // config.strategy (one re-partitioned yearly, say) is read with its own instead of being
-  // refused, so one query_sql statement can join tables of different strategies. A writable
-  // repository with it set is refused (Error kInvalidArgument): writes route by config.strategy.
+  // A table whose partitions were written with another strategy than config.strategy (one
+  // re-partitioned yearly, say) is read and written with its own instead of being refused: one
+  // repository (one per directory and process) serves tables of different strategies, and one
+  // query_sql statement can join them. Writes to such a table route by its strategy, restores
+  // take backups of it, its catalog names it. A new table (no partition files yet) gets
+  // config.strategy.
   bool tables_keep_their_strategy = false;
 };
 
@@ -47,8 +49,8 @@ class PartitionedDataRepository final : public IDataRepository {
   PartitionedDataRepository& operator=(const PartitionedDataRepository&) = delete;
 
   const PartitionConfig& config() const noexcept;
-  // The strategy `schema`'s partitions are stored with: config().strategy, or, in a read-only
-  // repository with tables_keep_their_strategy, the table's own (loads the table).
+  // The strategy `schema`'s partitions are stored with: config().strategy, or, with
+  // tables_keep_their_strategy, the table's own (loads the table).
   PartitionStrategy strategy_of(const Schema& schema);
 
   // Loads the catalog of `schema` (the seed's initialize()). Called implicitly on first use;
@@ -200,6 +202,12 @@ class PartitionedDataRepository final : public IDataRepository {
     uint64_t bytes = 0;
     std::string xxh3_128;  // hex checksum of the copied file
     int64_t rows = 0;
+    // The state copied: the partition's commit version, which file of this repository's held it
+    // (a restore or compaction replaces the file) and which opening of it (another process may
+    // write it while it is closed here). For restore_partition's `unchanged_since`.
+    int64_t commit_version = -1;
+    uint64_t file_epoch = 0;
+    uint64_t attach_generation = 0;
   };
   // Copies a consistent image of one partition to `dir` (the partition is checkpointed first and
   // its writers wait during the copy; readers go on). Returns what was written.
@@ -209,9 +217,16 @@ class PartitionedDataRepository final : public IDataRepository {
   // this table layout and strategy whose stored period matches its name; it is copied next to the
   // target and renamed over it, so readers see the old or the new partition, never a mix. Throws
   // Error(kConflict) for another table/strategy, Error(kCorruption) for a file DuckDB cannot open.
-  void restore_partition(const Schema& schema, const std::string& backup_file);
+  // With `unchanged_since` (a backup this repository made of the same partition), the partition is
+  // replaced only if nothing changed it since that backup — no commit, restore, compaction or
+  // drop, and it stayed open here (closed, another process could have written it) — and
+  // Error(kConflict) is thrown otherwise, nothing changed: a compare-and-swap for a rewrite built
+  // from that backup.
+  void restore_partition(const Schema& schema, const std::string& backup_file,
+                         const PartitionBackup* unchanged_since = nullptr);
   // The checks restore_partition makes of a backup file, without restoring it: returns the
-  // partition it would replace. Throws as restore_partition does.
+  // partition it would replace. Throws as restore_partition does. Loads the table (in a writable
+  // repository that may create its directory and commit its pending ingest logs).
   PartitionKey check_backup(const Schema& schema, const std::string& backup_file);
 
   struct CompactResult {

@@ -1728,6 +1728,48 @@ TEST_F(CliTest, CatchUpNeverReplacesRowsItCannotVouchFor) {
   EXPECT_EQ(rows_in("partition_2021_06.duckdb"), first_half);
   expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
                                  PartitionStrategy::kMonthly);
+  // An application batch in June's first half (outside the range), then a change of the source
+  // inside it: the period is kept (written by others, exit 1); --replace-written replaces its
+  // rows of the range and keeps the application's row outside it, with its batch id (a retry of
+  // that batch still writes nothing).
+  auto app_retry = [&] {
+    PartitionedDataRepository repo(test_config(path("parts"), PartitionStrategy::kMonthly));
+    const Schema schema = repo.load_schema("events");
+    DataQueryRequest q;
+    q.filters.push_back({"ts", FilterOperator::kLt,
+                         Value(Timestamp{date_from_civil(2021, 6, 15).days * kMicrosPerDay})});
+    q.filters.push_back({"ts", FilterOperator::kGte,
+                         Value(Timestamp{date_from_civil(2021, 6, 1).days * kMicrosPerDay})});
+    q.limit = 1;
+    std::vector<DataRecord> one = repo.get_all(schema, q).items;
+    EXPECT_EQ(one.size(), 1u);
+    one.at(0).values.at(0) = Value(std::string("written-by-the-application"));
+    return repo.create_batch(schema, one, {.batch_id = "app-1"}).rows_written;
+  };
+  EXPECT_EQ(app_retry(), 1);
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec(
+        "INSERT INTO events SELECT * REPLACE (ts + INTERVAL 20 DAY AS ts) FROM events WHERE ts >= "
+        "'2021-06-01' AND ts < '2021-06-02' LIMIT 1");
+  }
+  const CliRun others = with(second);
+  EXPECT_EQ(others.rc, 1) << others.out << others.err;
+  EXPECT_NE(others.err.find("not caught up partition_2021_06"), std::string::npos) << others.err;
+  EXPECT_EQ(rows_in("partition_2021_06.duckdb"), first_half + 1);
+  std::vector<std::string> replace = second;
+  replace.push_back("--replace-written");
+  const CliRun replaced_june = with(replace);
+  EXPECT_EQ(replaced_june.rc, 0) << replaced_june.out << replaced_june.err;
+  EXPECT_EQ(rows_in("partition_2021_06.duckdb"), first_half + 2);
+  EXPECT_EQ(app_retry(), 0) << "the application's batch id went with its row";
+  EXPECT_EQ(rows_in("partition_2021_06.duckdb"), first_half + 2);
+  {
+    duck::Database db = duck::Database::open(path("parts/events/partition_2021_06.duckdb"), true);
+    EXPECT_EQ(db.connect().query_int(
+                  "SELECT count(*) FROM events WHERE id_text = 'written-by-the-application'"),
+              1);
+  }
   // (The staging store goes inside the partition directory, the partition's copy beside it.)
   for (const auto& dir :
        {std::filesystem::path(path("parts")), std::filesystem::path(path("parts")).parent_path()}) {
