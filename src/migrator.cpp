@@ -620,6 +620,7 @@ MigrationResult PartitionMigrator::migrate(
     progress.rows_total += n;
   }
   repo_.initialize(schema_);
+  sweep_dead_staging();  // a catch-up's staging store that a killed run left
   fs::create_directories(fs::path(checkpoint_path()).parent_path());
   Checkpoint cp;
   cp.options = {{"source", fs::absolute(options_.source_path).string()},
@@ -799,11 +800,16 @@ MigrationResult PartitionMigrator::migrate(
   }
   res.rows_by_insert = direct.rows;
   repo_.flush();
+  auto stopped = [&] { return stop && stop->load(); };
   if (!res.interrupted) {
+    // Recorded before the checks (a run killed while it verifies is copied, not unfinished: a
+    // re-partitioning would otherwise ask for --resume).
     cp.copied = true;
+    write_checkpoint(checkpoint_path(), cp);
     progress.rows_done = progress.rows_total;
     report("verifying");
     if (options_.verify) {
+      stop_ = stop;
       res.checks = verify();
       // Incremental catch-up: a period whose rows or checksum differ from the source (the
       // application kept writing to it since the first run) is copied again into a new file and
@@ -813,8 +819,11 @@ MigrationResult PartitionMigrator::migrate(
       for (const auto& c : res.checks) {
         if (!c.ok) changed.push_back(c.name);
       }
-      if (!changed.empty() && !(stop && stop->load())) {
+      if (!changed.empty() && !stopped()) {
         for (const auto& name : changed) {
+          if (stopped()) break;  // (each period is caught up whole or not at all)
+          // Its state before anything looks at it: replaced (or dropped) only if still in it.
+          const auto state = repo_.partition_state(schema_, name);
           if (!options_.replace_written) {
             if (auto why = written_by_others(name)) {
               res.periods_kept.emplace_back(name, *why);
@@ -822,24 +831,58 @@ MigrationResult PartitionMigrator::migrate(
             }
           }
           report(fmt::format("catching up {}", name));
-          if (auto why = recopy_period(name)) {
+          if (auto why = recopy_period(name, state)) {
             res.periods_kept.emplace_back(name, *why);
             continue;
           }
           res.periods_recopied.push_back(name);
         }
         repo_.flush();
-        res.checks = verify();
+        if (!stopped()) res.checks = verify();
       }
-      res.verified = true;
-      for (const auto& c : res.checks) res.mismatches += c.ok ? 0 : 1;
+      stop_ = nullptr;
+      if (stopped()) {
+        // Stopped while verifying or catching up: not verified (the checks may be partial); a
+        // re-run verifies again.
+        res.interrupted = true;
+        res.checks.clear();
+      } else {
+        res.verified = true;
+        for (const auto& c : res.checks) res.mismatches += c.ok ? 0 : 1;
+      }
     }
-    cp.completed = res.mismatches == 0;
+    cp.completed = !res.interrupted && res.mismatches == 0;
     write_checkpoint(checkpoint_path(), cp);
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }
+
+namespace {
+
+// Deletes what runs that died left in `dir`: entries named prefix + <pid> + suffix whose process
+// is gone (a process of this pid namespace; a volume shared by containers is not supported).
+void remove_entries_of_dead_runs(const fs::path& dir, const std::string& prefix,
+                                 const std::string& suffix) {
+  std::error_code it_ec;
+  for (fs::directory_iterator it(dir, it_ec), end; !it_ec && it != end; it.increment(it_ec)) {
+    const std::string leaf = it->path().filename().string();
+    if (leaf.size() <= prefix.size() + suffix.size() || !leaf.starts_with(prefix) ||
+        !leaf.ends_with(suffix)) {
+      continue;
+    }
+    const std::string pid = leaf.substr(prefix.size(), leaf.size() - prefix.size() - suffix.size());
+    pid_t p = 0;
+    const auto [end_ptr, err] = std::from_chars(pid.data(), pid.data() + pid.size(), p);
+    if (err != std::errc() || end_ptr != pid.data() + pid.size() || p <= 0) continue;
+    if (::kill(p, 0) != 0 && errno == ESRCH) {
+      std::error_code rm;
+      fs::remove_all(it->path(), rm);
+    }
+  }
+}
+
+}  // namespace
 
 std::optional<std::string> PartitionMigrator::written_by_others(const std::string& name) {
   std::vector<PartitionedDataRepository::CommittedBatch> batches;
@@ -895,7 +938,8 @@ std::optional<std::string> PartitionMigrator::outside_the_range_sql(const std::s
   return "(" + where + ")";
 }
 
-std::optional<std::string> PartitionMigrator::recopy_period(const std::string& name) {
+std::optional<std::string> PartitionMigrator::recopy_period(
+    const std::string& name, const PartitionedDataRepository::PartitionBackup& state) {
   auto key = parse_partition_name(name);
   if (!key)
     throw Error(ErrorCode::kInvalidArgument, fmt::format("'{}' is not a partition name", name));
@@ -980,10 +1024,20 @@ std::optional<std::string> PartitionMigrator::recopy_period(const std::string& n
         "--replace-written to replace its rows of the range with the source's)",
         kept_batches.back().batch_id);
   }
+  // The compare-and-swap's token: the copy (later than `state`; the batches found in it were
+  // checked above), else the state taken before written_by_others looked.
+  const PartitionedDataRepository::PartitionBackup& token = copy ? *copy : state;
+  const auto changed_meanwhile = [](const Error& e) {
+    return fmt::format("it changed while it was being caught up ({}): run migrate again", e.what());
+  };
   if (rows == 0 && kept == 0) {
-    // (Not guarded against a commit since the copy, as the replacement below is: the same window
-    // as before there was a copy.)
-    repo_.drop_partition(schema_, name);
+    if (token.source_file.empty()) return std::nullopt;  // no partition: nothing to drop
+    try {
+      repo_.drop_partition(schema_, name, &token);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kConflict) throw;
+      return changed_meanwhile(e);
+    }
     return std::nullopt;
   }
   // Build the new partition beside the store (same file system), then swap it in.
@@ -1016,12 +1070,17 @@ std::optional<std::string> PartitionMigrator::recopy_period(const std::string& n
   }
   try {
     repo_.restore_partition(schema_, staging + "/" + options_.table + "/" + key->file_name(),
-                            copy ? &*copy : nullptr);
+                            &token);
   } catch (const Error& e) {
-    if (e.code() != ErrorCode::kConflict || !copy) throw;
-    return fmt::format("it changed while it was being caught up ({}): run migrate again", e.what());
+    if (e.code() != ErrorCode::kConflict) throw;
+    return changed_meanwhile(e);
   }
   return std::nullopt;
+}
+
+void PartitionMigrator::sweep_dead_staging() const {
+  remove_entries_of_dead_runs(repo_.config().base_partition_path,
+                              "." + options_.table + ".catchup_", "");
 }
 
 std::string PartitionMigrator::make_copy_dir() const {
@@ -1034,23 +1093,7 @@ std::string PartitionMigrator::make_copy_dir() const {
   if (!ec) {
     const std::string prefix =
         fmt::format(".{}.{}.catchup_", base.filename().string(), options_.table);
-    std::error_code it_ec;
-    for (fs::directory_iterator it(base.parent_path(), it_ec), end; !it_ec && it != end;
-         it.increment(it_ec)) {
-      const std::string leaf = it->path().filename().string();
-      if (!leaf.starts_with(prefix) || !leaf.ends_with("_kept")) continue;
-      const std::string pid = leaf.substr(prefix.size(), leaf.size() - prefix.size() - 5);
-      pid_t p = 0;
-      const auto [end_ptr, err] = std::from_chars(pid.data(), pid.data() + pid.size(), p);
-      if (pid.empty() || err != std::errc() || end_ptr != pid.data() + pid.size() || p <= 0) {
-        continue;
-      }
-      // (A process of this pid namespace; a volume shared by containers is not supported.)
-      if (::kill(p, 0) != 0 && errno == ESRCH) {
-        std::error_code rm;
-        fs::remove_all(it->path(), rm);
-      }
-    }
+    remove_entries_of_dead_runs(base.parent_path(), prefix, "_kept");
     const fs::path dir = base.parent_path() / fmt::format("{}{}_kept", prefix, ::getpid());
     fs::remove_all(dir, ec);
     if (!ec && fs::create_directory(dir, ec) && !ec) return dir.string();
@@ -1090,6 +1133,7 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
     c.source_checksum = r.values[2].get<std::string>();
     c.partition_checksum.assign(1, '0');
   }
+  if (stop_ && stop_->load()) return {};  // stopped: migrate() reports it, not these checks
   for (const auto& p : repo_.checksum_partitions(schema_)) {
     if (!checks.count(p.name) && (options_.from || options_.to)) {
       // A period the source has no rows of in the range: checked (so that its partition is

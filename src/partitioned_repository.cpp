@@ -5978,8 +5978,24 @@ void copy_file_atomically(const std::string& from, const std::string& to) {
 
 }  // namespace
 
+namespace {
+
+// Whether `e` is no longer the partition state `since` recorded (restore_partition's and
+// drop_partition's compare-and-swap; impl_->mu held): a commit, restore, compaction or drop since,
+// or it was closed here since (another process could have written it then). A token of an absent
+// partition: an entry that is open or was committed to (not the placeholder a restore made).
+bool changed_since(const PartitionedDataRepository::PartitionBackup& since, const Entry& e) {
+  if (since.source_file.empty()) return e.attached || e.meta().commit_version > 0;
+  return since.name != e.name || since.source_file != e.file ||
+         since.commit_version != e.meta().commit_version || since.file_epoch != e.file_epoch ||
+         !e.attached || since.attach_generation != e.attach_generation;
+}
+
+}  // namespace
+
 void PartitionedDataRepository::drop_partition(const Schema& schema,
-                                               const std::string& partition_name) {
+                                               const std::string& partition_name,
+                                               const PartitionBackup* unchanged_since) {
   if (impl_->options.read_only) {
     throw Error(ErrorCode::kInvalidArgument,
                 "the partition store is open read-only; drop is refused");
@@ -5991,7 +6007,19 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
   std::lock_guard wlock(e->write_mu);
   {
     std::lock_guard lock(impl_->mu);
-    if (e->dropped) return;
+    if (e->dropped) {
+      if (unchanged_since) {
+        throw Error(ErrorCode::kConflict,
+                    fmt::format("partition {} was dropped since it was looked at", e->name));
+      }
+      return;
+    }
+    if (unchanged_since && changed_since(*unchanged_since, *e)) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} changed since it was looked at (commit version {} "
+                              "then, {} now): it was not dropped",
+                              e->name, unchanged_since->commit_version, e->meta().commit_version));
+    }
     try {
       impl_->retry_locked_locked(*e);  // another process holds the file: kLocked, nothing deleted
     } catch (const Error& err) {
@@ -6016,12 +6044,14 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
   }
   impl_->drop_idmap(*e);  // its memory (without mu, taken after idmap_mu by lookups)
   std::error_code ec;
+  // The id filter first: left behind by a kill, it could match a partition of the same name made
+  // again later up to the same commit version, and hide that partition's ids from get_by_id.
+  fs::remove(store.dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", ec);
   fs::remove(e->file, ec);
   if (ec) {
     throw Error(ErrorCode::kIo, fmt::format("cannot delete '{}': {}", e->file, ec.message()));
   }
   fs::remove(e->file + ".wal", ec);
-  fs::remove(store.dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", ec);
   const int dfd = ::open(store.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
@@ -6092,6 +6122,30 @@ PartitionedDataRepository::PartitionBackup PartitionedDataRepository::backup_par
     b.file_epoch = e->file_epoch;
     b.attach_generation = e->attach_generation;
   }
+  return b;
+}
+
+PartitionedDataRepository::PartitionBackup PartitionedDataRepository::partition_state(
+    const Schema& schema, const std::string& partition_name) {
+  Store& store = impl_->store_for(schema);
+  PartitionBackup b;
+  b.name = partition_name;
+  Entry* e = nullptr;
+  try {
+    e = impl_->entry_named(store, partition_name);
+  } catch (const Error& err) {
+    if (err.code() == ErrorCode::kNotFound) return b;  // absent (source_file empty)
+    throw;
+  }
+  auto pins = impl_->acquire({e}, nullptr);  // opened: another process cannot write it now
+  if (pins.entries().empty()) return b;      // dropped meanwhile: absent
+  std::lock_guard lock(impl_->mu);
+  b.name = e->name;
+  b.source_file = e->file;
+  b.rows = e->meta().row_count;
+  b.commit_version = e->meta().commit_version;
+  b.file_epoch = e->file_epoch;
+  b.attach_generation = e->attach_generation;
   return b;
 }
 
@@ -6218,7 +6272,7 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
     std::lock_guard lock(impl_->mu);
     auto it = store.entries.find(key);
     if (it == store.entries.end()) {
-      if (unchanged_since) {
+      if (unchanged_since && !unchanged_since->source_file.empty()) {
         throw Error(ErrorCode::kConflict,
                     fmt::format("partition {} was dropped since the copy its replacement was "
                                 "built from: nothing was restored",
@@ -6226,6 +6280,11 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
       }
       it = store.entries.emplace(key, impl_->make_entry(store, key)).first;
       it->second->problem = "being restored";
+    } else if (unchanged_since && unchanged_since->source_file.empty()) {
+      throw Error(ErrorCode::kConflict,
+                  fmt::format("partition {} was created since its replacement was built (it did "
+                              "not exist then): it was left unchanged",
+                              key.name()));
     }
     e = it->second.get();
   }
@@ -6246,17 +6305,18 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
                             e->name));
   }
   // (Also while it stayed attached since: DuckDB's lock on the file kept other processes out.)
-  if (unchanged_since &&
-      (unchanged_since->name != e->name || unchanged_since->source_file != e->file ||
-       unchanged_since->commit_version != e->meta().commit_version ||
-       unchanged_since->file_epoch != e->file_epoch || !e->attached ||
-       unchanged_since->attach_generation != e->attach_generation)) {
+  if (unchanged_since && changed_since(*unchanged_since, *e)) {
     std::error_code ec;
     fs::remove(staged, ec);
-    throw Error(ErrorCode::kConflict,
-                fmt::format("partition {} changed since the copy its replacement was built from "
-                            "(commit version {} then, {} now): it was left unchanged",
-                            e->name, unchanged_since->commit_version, e->meta().commit_version));
+    throw Error(
+        ErrorCode::kConflict,
+        unchanged_since->source_file.empty()
+            ? fmt::format("partition {} was created since its replacement was built "
+                          "(it did not exist then): it was left unchanged",
+                          e->name)
+            : fmt::format("partition {} changed since the copy its replacement was built "
+                          "from (commit version {} then, {} now): it was left unchanged",
+                          e->name, unchanged_since->commit_version, e->meta().commit_version));
   }
   if (e->locked_elsewhere) {
     // Another process held its file when it was loaded: replacing the file (and its write-ahead
@@ -6287,15 +6347,19 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
     throw Error(ErrorCode::kConflict,
                 fmt::format("partition {} could not be closed; it was left unchanged", e->name));
   }
+  // The id filter goes before the file is replaced: it is checked against the commit version
+  // alone, which the restored file may share with the old one, so a kill between the two would
+  // otherwise leave a filter that hides the restored file's ids from get_by_id. (Not saved again
+  // meanwhile: that needs write_mu, held here.)
+  {
+    std::lock_guard block(e->bloom_mu);
+    set_bloom(store, *e, nullptr, -1);
+  }
+  fs::remove(store.dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", ec);
   fs::remove(e->file + ".wal", ec);
   if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
     fs::remove(staged, ec);
     throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
-  }
-  fs::remove(store.dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", ec);
-  {
-    std::lock_guard block(e->bloom_mu);
-    set_bloom(store, *e, nullptr, -1);
   }
   e->file_epoch = next_file_epoch();
   e->problem.clear();
@@ -6738,7 +6802,8 @@ void PartitionedDataRepository::flush() {
         std::lock_guard lock(impl_->mu);
         // A copy of the template not yet committed to stays out: the next open verifies it and
         // writes its period.
-        if (!e->problem.empty() || e->placeholder_meta) continue;
+        // (Nor one dropped since it was listed: its filter would outlive its file.)
+        if (!e->problem.empty() || e->placeholder_meta || e->dropped) continue;
         cat.entries.push_back(CatalogEntry{e->key.file_name(), e->meta(), stamp_of(e->file)});
       }
       std::lock_guard block(e->bloom_mu);

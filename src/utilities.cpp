@@ -793,6 +793,25 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
           "delete it once no duckpart process is running");
     }
   }
+  // Leftovers of migrate's catch-up: its staging store inside the partition directory and its
+  // copies of partitions beside it (the next catch-up of the table deletes those of runs whose
+  // process is gone).
+  {
+    const fs::path base = fs::path(rep.directory).parent_path();
+    const std::pair<fs::path, std::string> places[] = {
+        {base, "." + schema.name() + ".catchup_"},
+        {base.parent_path(), "." + base.filename().string() + "." + schema.name() + ".catchup_"}};
+    for (const auto& [dir, prefix] : places) {
+      std::error_code dec;
+      for (fs::directory_iterator it(dir, dec), end; !dec && it != end; it.increment(dec)) {
+        if (!it->path().filename().string().starts_with(prefix)) continue;
+        add("warning", "", it->path().string(),
+            "staging left by a migrate catch-up that was interrupted (or is running now)",
+            "the next migrate of this table deletes it once the process that made it is gone; or "
+            "delete it once no duckpart process is running");
+      }
+    }
+  }
   // Catalog drift: missing, or entries whose file changed since (or files it does not list).
   const std::string catalog_path = rep.directory + "/" + kCatalogFile;
   if (!fs::exists(catalog_path)) {

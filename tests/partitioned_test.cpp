@@ -2650,6 +2650,39 @@ TEST_F(PartitionedTest, ARestoreUnchangedSinceABackupIsRefusedOnceThePartitionCh
         repo.create_batch(schema_, more);
       },
       7);
+
+  // Tokens without a copy (partition_state, what migrate's catch-up of a whole period takes
+  // before it looks at the partition): drop and restore refused after a commit since, done when
+  // unchanged; a token of an absent partition refuses a restore once the partition was created.
+  const auto state = repo.partition_state(schema_, name);
+  EXPECT_EQ(state.rows, 7);
+  EXPECT_FALSE(state.source_file.empty());
+  EXPECT_TRUE(state.backup_file.empty());
+  repo.create_batch(schema_, more);
+  ErrorCode code{};
+  std::string msg = error_of([&] { repo.drop_partition(schema_, name, &state); }, &code);
+  EXPECT_EQ(code, ErrorCode::kConflict) << msg;
+  EXPECT_NE(msg.find("it was not dropped"), std::string::npos) << msg;
+  EXPECT_EQ(repo.count_all(schema_, month()), 14);
+  const auto fourteen = repo.backup_partition(schema_, name, path("bk3"));
+  code = {};
+  msg = error_of([&] { repo.restore_partition(schema_, fourteen.backup_file, &state); }, &code);
+  EXPECT_EQ(code, ErrorCode::kConflict) << msg;
+  EXPECT_EQ(repo.count_all(schema_, month()), 14);
+  const auto now = repo.partition_state(schema_, name);
+  repo.drop_partition(schema_, name, &now);
+  EXPECT_EQ(repo.count_all(schema_, month()), 0) << "unchanged: dropped";
+  const auto absent = repo.partition_state(schema_, name);
+  EXPECT_TRUE(absent.source_file.empty());
+  repo.create_batch(schema_, more);
+  code = {};
+  msg = error_of([&] { repo.restore_partition(schema_, fourteen.backup_file, &absent); }, &code);
+  EXPECT_EQ(code, ErrorCode::kConflict) << msg;
+  EXPECT_NE(msg.find("was created since"), std::string::npos) << msg;
+  EXPECT_EQ(repo.count_all(schema_, month()), 7) << "nothing was changed";
+  repo.drop_partition(schema_, name);
+  repo.restore_partition(schema_, fourteen.backup_file, &absent);
+  EXPECT_EQ(repo.count_all(schema_, month()), 14) << "still absent: restored";
 }
 
 TEST_F(PartitionedTest, LargeBatchesHoldDuckDBAtOneThreadAndRestoreIt) {

@@ -177,9 +177,11 @@ class PartitionMigrator {
   // Copies one period again into a new file and swaps it in atomically (drops it if now empty):
   // the source's rows of the period inside --from/--to, and, for a period across the range's edge,
   // the partition's own rows outside the range (read from a consistent copy of the partition,
-  // replaced only if unchanged since). Returns why it was left as it is instead (another writer
-  // came in meanwhile).
-  std::optional<std::string> recopy_period(const std::string& name);
+  // replaced only if unchanged since). The partition is replaced (or dropped) only if it is still
+  // in `state` (partition_state, taken before anything looked at it). Returns why it was left as
+  // it is instead (another writer came in meanwhile).
+  std::optional<std::string> recopy_period(const std::string& name,
+                                           const PartitionedDataRepository::PartitionBackup& state);
   // Why partition `name` must not be replaced by the catch-up: batches in it that no migration
   // wrote; nullopt when there are none (or no such partition).
   std::optional<std::string> written_by_others(const std::string& name);
@@ -188,10 +190,14 @@ class PartitionMigrator {
   std::optional<std::string> outside_the_range_sql(const std::string& name) const;
   // A new directory for a copy of a partition, outside the partition directory.
   std::string make_copy_dir() const;
+  // Deletes the catch-up staging stores (".<table>.catchup_<pid>" in the partition directory) of
+  // runs whose process is gone.
+  void sweep_dead_staging() const;
   PartitionedDataRepository& repo_;
   MigrationOptions options_;
   Schema schema_;
   std::string alias_;
+  const std::atomic<bool>* stop_ = nullptr;  // migrate()'s: verify() checks it between its passes
 };
 
 }  // namespace duckpart

@@ -192,8 +192,12 @@ class PartitionedDataRepository final : public IDataRepository {
 
   // Detaches and deletes one partition file (and its write-ahead log and id index): the disk space
   // comes back at once. Throws Error(kNotFound) for an unknown partition name, Error(kConflict)
-  // while a running query or stream uses it.
-  void drop_partition(const Schema& schema, const std::string& partition_name);
+  // while a running query or stream uses it. With `unchanged_since` (a backup or partition_state
+  // of it), dropped only if nothing changed it since, as restore_partition's; Error(kConflict)
+  // otherwise, nothing changed.
+  struct PartitionBackup;
+  void drop_partition(const Schema& schema, const std::string& partition_name,
+                      const PartitionBackup* unchanged_since = nullptr);
 
   struct PartitionBackup {
     std::string name;
@@ -213,6 +217,12 @@ class PartitionedDataRepository final : public IDataRepository {
   // its writers wait during the copy; readers go on). Returns what was written.
   PartitionBackup backup_partition(const Schema& schema, const std::string& partition_name,
                                    const std::string& dir);
+  // The state backup_partition records (commit version, file, opening), without a copy
+  // (backup_file empty): a token for restore_partition's or drop_partition's `unchanged_since`,
+  // taken before looking at the partition. Opens the partition (it must stay open here for the
+  // token to stay valid). For a partition that does not exist: a token with an empty
+  // source_file, with which restore_partition refuses if the partition exists by then.
+  PartitionBackup partition_state(const Schema& schema, const std::string& partition_name);
   // Replaces (or re-creates) the partition a backup file holds. The file must be a partition of
   // this table layout and strategy whose stored period matches its name; it is copied next to the
   // target and renamed over it, so readers see the old or the new partition, never a mix. Throws

@@ -1813,6 +1813,151 @@ TEST_F(CliTest, CatchUpNeverReplacesRowsItCannotVouchFor) {
                                  PartitionStrategy::kMonthly);
 }
 
+TEST_F(CliTest, CatchUpReplacesOnlyWhatItLookedAtAndStopsWhenAsked) {
+  // migrate's catch-up through the library (its progress callback runs between the steps):
+  // stopped while it verifies or catches up, it reports an interruption (not a failed
+  // verification) and leaves the record "copied"; a period committed to after the catch-up looked
+  // at it is neither replaced nor dropped; a staging store left by a killed run is reported by
+  // health-report and deleted by the next run.
+  make_source(path("src.duckdb"), 6000);
+  PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  cfg.write_buffer_mb = 0;  // an application batch commits before create_batch returns
+  MigrationOptions o;
+  o.source_path = path("src.duckdb");
+  o.table = "events";
+  o.partition_column = "ts";
+  o.batch_size = 2000;
+  using Callback = std::function<void(PartitionedDataRepository&, const MigrationProgress&)>;
+  std::atomic<bool> stop{false};
+  auto migrate = [&](const Callback& cb) {
+    stop = false;
+    PartitionedDataRepository repo(cfg);
+    PartitionMigrator m(repo, o);
+    return m.migrate(
+        [&](const MigrationProgress& p) {
+          if (cb) cb(repo, p);
+        },
+        &stop);
+  };
+  auto rows_in = [&](const std::string& partition) {
+    duck::Database db = duck::Database::open(path("parts/events/" + partition + ".duckdb"), true);
+    return db.connect().query_int("SELECT count(*) FROM events");
+  };
+  auto source_rows = [&](const std::string& from, const std::string& to) {
+    duck::Database db = duck::Database::open(path("src.duckdb"), true);
+    return db.connect().query_int(
+        fmt::format("SELECT count(*) FROM events WHERE ts >= '{}' AND ts < '{}'", from, to));
+  };
+  auto record = [&] {
+    std::ifstream in(path("parts/events/_migration.json"));
+    return nlohmann::json::parse(in);
+  };
+  // One application row (an existing row under a new id) in the month starting at `first_day`.
+  auto app_row = [&](PartitionedDataRepository& repo, int month, const std::string& id) {
+    const Schema schema = repo.load_schema("events");
+    DataQueryRequest q;
+    q.filters.push_back({"ts", FilterOperator::kGte,
+                         Value(Timestamp{date_from_civil(2021, month, 1).days * kMicrosPerDay})});
+    q.filters.push_back(
+        {"ts", FilterOperator::kLt,
+         Value(Timestamp{date_from_civil(2021, month + 1, 1).days * kMicrosPerDay})});
+    q.limit = 1;
+    std::vector<DataRecord> one = repo.get_all(schema, q).items;
+    ASSERT_EQ(one.size(), 1u);
+    one.at(0).values.at(0) = Value(id);
+    EXPECT_EQ(repo.create_batch(schema, one, {.batch_id = id}).rows_written, 1);
+  };
+  {
+    const MigrationResult first = migrate({});
+    ASSERT_TRUE(first.verified);
+    ASSERT_EQ(first.mismatches, 0);
+  }
+  const int64_t march = rows_in("partition_2021_03"), may = rows_in("partition_2021_05");
+  ASSERT_GT(may, 0);
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec(
+        "DELETE FROM events WHERE (ts >= '2021-03-01' AND ts < '2021-03-10') OR (ts >= "
+        "'2021-05-01' AND ts < '2021-06-01')");
+  }
+  ASSERT_LT(source_rows("2021-03-01", "2021-04-01"), march);
+
+  // 1. Stopped while it verifies: nothing caught up, no checks reported; copied, not completed.
+  const MigrationResult verifying =
+      migrate([&](PartitionedDataRepository&, const MigrationProgress& p) {
+        if (p.current == "verifying") stop = true;
+      });
+  EXPECT_TRUE(verifying.interrupted);
+  EXPECT_FALSE(verifying.verified);
+  EXPECT_TRUE(verifying.checks.empty());
+  EXPECT_EQ(verifying.mismatches, 0);
+  EXPECT_TRUE(verifying.periods_recopied.empty());
+  EXPECT_EQ(rows_in("partition_2021_03"), march);
+  EXPECT_TRUE(record().value("copied", false)) << record().dump();
+  EXPECT_FALSE(record().value("completed", true)) << record().dump();
+
+  // 2. Stopped in the catch-up: the period under way is finished, the next one is not touched.
+  const MigrationResult catching =
+      migrate([&](PartitionedDataRepository&, const MigrationProgress& p) {
+        if (p.current.starts_with("catching up")) stop = true;
+      });
+  EXPECT_TRUE(catching.interrupted);
+  EXPECT_FALSE(catching.verified);
+  EXPECT_EQ(catching.periods_recopied, std::vector<std::string>{"partition_2021_03"});
+  EXPECT_EQ(rows_in("partition_2021_03"), source_rows("2021-03-01", "2021-04-01"));
+  EXPECT_EQ(rows_in("partition_2021_05"), may);
+  EXPECT_FALSE(record().value("completed", true));
+
+  // 3. The application commits to a period after the catch-up looked at it (its batches: none):
+  //    the period is kept, with the application's row, and reported (a replacement, or the drop
+  //    of May that the source emptied, used to lose it).
+  {
+    duck::Database db = duck::Database::open(path("src.duckdb"));
+    db.connect().exec("DELETE FROM events WHERE ts >= '2021-03-10' AND ts < '2021-03-12'");
+  }
+  const int64_t march_now = rows_in("partition_2021_03");
+  const MigrationResult raced =
+      migrate([&](PartitionedDataRepository& repo, const MigrationProgress& p) {
+        if (p.current == "catching up partition_2021_03") app_row(repo, 3, "app-march");
+        if (p.current == "catching up partition_2021_05") app_row(repo, 5, "app-may");
+      });
+  EXPECT_FALSE(raced.interrupted);
+  EXPECT_TRUE(raced.verified);
+  EXPECT_TRUE(raced.periods_recopied.empty());
+  ASSERT_EQ(raced.periods_kept.size(), 2u);
+  for (const auto& [name, why] : raced.periods_kept) {
+    EXPECT_NE(why.find("changed while it was being caught up"), std::string::npos) << why;
+  }
+  EXPECT_EQ(raced.mismatches, 2);
+  EXPECT_EQ(rows_in("partition_2021_03"), march_now + 1);
+  EXPECT_EQ(rows_in("partition_2021_05"), may + 1);
+  EXPECT_FALSE(record().value("completed", true));
+
+  // 4. A staging store of a run that died: reported, then deleted by the next run (which, with
+  //    --replace-written, takes the source's rows).
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string left = path(fmt::format("parts/.events.catchup_{}", dead));
+  std::filesystem::create_directories(left + "/events");
+  std::ofstream(left + "/events/partition_2021_03.duckdb") << "half written";
+  const CliRun health = run({"health-report", "--partitions", path("parts"), "--schema", "events",
+                             "--partition-column", "ts"});
+  EXPECT_NE(health.out.find(left), std::string::npos) << health.out;
+  EXPECT_NE(health.out.find("migrate catch-up that was interrupted"), std::string::npos)
+      << health.out;
+  o.replace_written = true;
+  const MigrationResult replaced = migrate({});
+  EXPECT_TRUE(replaced.verified);
+  EXPECT_EQ(replaced.mismatches, 0);
+  EXPECT_EQ(replaced.periods_kept.size(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(left));
+  EXPECT_TRUE(record().value("completed", false));
+  expect_partitions_equal_source(path("src.duckdb"), path("parts/events"),
+                                 PartitionStrategy::kMonthly);
+}
+
 TEST_F(CliTest, RepartitionMonthlyToYearlyAndBackEqualsTheSource) {
   make_source(path("src.duckdb"), 20000);
   ASSERT_EQ(run({"migrate", "--database", path("src.duckdb"), "--partitions", path("parts"),
