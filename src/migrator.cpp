@@ -805,12 +805,19 @@ MigrationResult PartitionMigrator::migrate(
     // Recorded before the checks (a run killed while it verifies is copied, not unfinished: a
     // re-partitioning would otherwise ask for --resume).
     cp.copied = true;
+    res.copied = true;
     write_checkpoint(checkpoint_path(), cp);
     progress.rows_done = progress.rows_total;
     report("verifying");
     if (options_.verify) {
+      // verify() looks at the stop between its passes (reset on every path: verify() is public).
+      struct StopScope {
+        const std::atomic<bool>*& p;
+        ~StopScope() { p = nullptr; }
+      } stop_scope{stop_};
       stop_ = stop;
       res.checks = verify();
+      bool cut_short = verify_stopped_;  // a stop that came after the work is done is not one
       // Incremental catch-up: a period whose rows or checksum differ from the source (the
       // application kept writing to it since the first run) is copied again into a new file and
       // swapped in atomically; a period that vanished from the source is dropped. Then verified
@@ -819,9 +826,12 @@ MigrationResult PartitionMigrator::migrate(
       for (const auto& c : res.checks) {
         if (!c.ok) changed.push_back(c.name);
       }
-      if (!changed.empty() && !stopped()) {
+      if (!changed.empty() && !cut_short) {
         for (const auto& name : changed) {
-          if (stopped()) break;  // (each period is caught up whole or not at all)
+          if (stopped()) {  // (each period is caught up whole or not at all)
+            cut_short = true;
+            break;
+          }
           // Its state before anything looks at it: replaced (or dropped) only if still in it.
           const auto state = repo_.partition_state(schema_, name);
           if (!options_.replace_written) {
@@ -838,10 +848,12 @@ MigrationResult PartitionMigrator::migrate(
           res.periods_recopied.push_back(name);
         }
         repo_.flush();
-        if (!stopped()) res.checks = verify();
+        if (!cut_short) {
+          res.checks = verify();
+          cut_short = verify_stopped_;
+        }
       }
-      stop_ = nullptr;
-      if (stopped()) {
+      if (cut_short) {
         // Stopped while verifying or catching up: not verified (the checks may be partial); a
         // re-run verifies again.
         res.interrupted = true;
@@ -1028,7 +1040,8 @@ std::optional<std::string> PartitionMigrator::recopy_period(
   // checked above), else the state taken before written_by_others looked.
   const PartitionedDataRepository::PartitionBackup& token = copy ? *copy : state;
   const auto changed_meanwhile = [](const Error& e) {
-    return fmt::format("it changed while it was being caught up ({}): run migrate again", e.what());
+    return fmt::format("not replaced while it was being caught up: {} (run migrate again)",
+                       e.what());
   };
   if (rows == 0 && kept == 0) {
     if (token.source_file.empty()) return std::nullopt;  // no partition: nothing to drop
@@ -1109,6 +1122,7 @@ std::string PartitionMigrator::make_copy_dir() const {
 }
 
 std::vector<PeriodCheck> PartitionMigrator::verify() {
+  verify_stopped_ = false;
   SourceTable src = open_source(options_.source_path, options_.table, options_.partition_column);
   // The checksum pass reads the whole source: keep its buffer pool within the store's bound.
   if (const int limit = repo_.config().effective_memory_limit_mb(); limit > 0) {
@@ -1133,7 +1147,10 @@ std::vector<PeriodCheck> PartitionMigrator::verify() {
     c.source_checksum = r.values[2].get<std::string>();
     c.partition_checksum.assign(1, '0');
   }
-  if (stop_ && stop_->load()) return {};  // stopped: migrate() reports it, not these checks
+  if (stop_ && stop_->load()) {  // stopped: migrate() reports it, not these checks
+    verify_stopped_ = true;
+    return {};
+  }
   for (const auto& p : repo_.checksum_partitions(schema_)) {
     if (!checks.count(p.name) && (options_.from || options_.to)) {
       // A period the source has no rows of in the range: checked (so that its partition is

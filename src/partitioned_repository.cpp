@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -385,6 +386,38 @@ std::string partition_alias(const std::string& table, const PartitionKey& key) {
 // A file epoch never handed out before in this process: entries start with one and every file
 // swap takes a new one, so a partition dropped and made again never repeats an epoch (restore's
 // unchanged_since compares them).
+// A lock on a partition directory (flock on the directory itself, no file of its own) that marks
+// staging files in use: a restore or compaction holds it shared from before it creates its staging
+// file until that file is renamed or deleted; a writable open deletes leftover staging files only
+// when it gets it exclusively (no process is staging there). Best effort: a directory that cannot
+// be opened or locked is not locked (and nothing is deleted).
+class StagingLock {
+ public:
+  static StagingLock shared(const std::string& dir) {
+    StagingLock l(dir);
+    if (l.fd_ >= 0) {
+      while (::flock(l.fd_, LOCK_SH) != 0 && errno == EINTR) {
+      }
+    }
+    return l;
+  }
+  static std::optional<StagingLock> try_exclusive(const std::string& dir) {
+    StagingLock l(dir);
+    if (l.fd_ < 0 || ::flock(l.fd_, LOCK_EX | LOCK_NB) != 0) return std::nullopt;
+    return l;
+  }
+  StagingLock(StagingLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  StagingLock& operator=(StagingLock&&) = delete;
+  ~StagingLock() {
+    if (fd_ >= 0) ::close(fd_);  // (releases the lock)
+  }
+
+ private:
+  explicit StagingLock(const std::string& dir)
+      : fd_(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {}
+  int fd_ = -1;
+};
+
 uint64_t next_file_epoch() {
   static std::atomic<uint64_t> serial{0};
   return serial.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -440,6 +473,7 @@ struct TableScan {
   std::optional<Catalog> catalog;        // nullopt: missing, unreadable, or of another strategy
   std::vector<std::string> ingest_logs;  // file names
   std::vector<std::string> creating;     // unfinished creations (file names)
+  std::vector<std::string> staged;       // restores' and compactions' staging files (file names)
   std::vector<File> files;               // "*.duckdb", sorted by name
   std::chrono::steady_clock::time_point started;
 };
@@ -486,6 +520,11 @@ TableScan scan_table_dir(const std::string& dir, const std::string& table,
     }
     if (fname.ends_with(creating_suffix) || fname.ends_with(creating_suffix + ".wal")) {
       scan.creating.push_back(std::move(fname));
+      continue;
+    }
+    if (fname.starts_with('.') && (fname.find(".duckdb.restore") != std::string::npos ||
+                                   fname.find(".duckdb.compact") != std::string::npos)) {
+      scan.staged.push_back(std::move(fname));
       continue;
     }
     if (!fname.ends_with(".duckdb") || fname.size() <= 7) continue;
@@ -2461,10 +2500,17 @@ struct PartitionedDataRepository::Impl {
     for (const std::string& log : scan.ingest_logs) {
       store.ingest.replay.push_back(store.dir + "/" + log);
     }
-    if (!options.read_only) {
-      for (const std::string& fname : scan.creating) {
-        std::error_code rm;
-        fs::remove(store.dir + "/" + fname, rm);  // a creation that never finished: no rows
+    // Staging files of creations (no rows yet), restores and compactions that were killed:
+    // deleted when no process is staging in this directory now (each holds a shared lock on it
+    // while it does; another writer process may be creating a partition right now).
+    if (!options.read_only && (!scan.creating.empty() || !scan.staged.empty())) {
+      if (auto lock = StagingLock::try_exclusive(store.dir)) {
+        for (const auto* names : {&scan.creating, &scan.staged}) {
+          for (const std::string& fname : *names) {
+            std::error_code rm;
+            fs::remove(store.dir + "/" + fname, rm);
+          }
+        }
       }
     }
     for (TableScan::File& f : scan.files) {
@@ -2673,6 +2719,8 @@ struct PartitionedDataRepository::Impl {
       todo.push_back(std::move(e));
     }
     if (todo.size() < 2) return {};
+    // (Files under their creating names, the template's too, are staging files.)
+    const StagingLock staging_lock = StagingLock::shared(store.dir);
     if (!store.tmpl_tried) {
       store.tmpl_tried = true;
       store.tmpl = make_template_locked(store, todo.front()->key);
@@ -2761,6 +2809,7 @@ struct PartitionedDataRepository::Impl {
       // never be a partition file. Leftovers are removed when the store is opened.
       const std::string final_file = e->file;
       const std::string tmp = final_file + kCreatingSuffix;
+      const StagingLock staging_lock = StagingLock::shared(store.dir);
       std::error_code rm;
       fs::remove(tmp, rm);
       fs::remove(tmp + ".wal", rm);
@@ -6001,7 +6050,14 @@ void PartitionedDataRepository::drop_partition(const Schema& schema,
                 "the partition store is open read-only; drop is refused");
   }
   Store& store = impl_->store_for(schema);
-  Entry* e = impl_->entry_named(store, partition_name);
+  Entry* e = nullptr;
+  try {
+    e = impl_->entry_named(store, partition_name);
+  } catch (const Error& err) {
+    if (err.code() != ErrorCode::kNotFound || !unchanged_since) throw;
+    throw Error(ErrorCode::kConflict,
+                fmt::format("partition {} was dropped since it was looked at", partition_name));
+  }
   // After a compaction of the partition that runs: its swap would bring the file back.
   std::lock_guard compacting(e->compact_mu);
   std::lock_guard wlock(e->write_mu);
@@ -6278,7 +6334,18 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
                                 "built from: nothing was restored",
                                 key.name()));
       }
-      it = store.entries.emplace(key, impl_->make_entry(store, key)).first;
+      auto made = impl_->make_entry(store, key);
+      std::error_code fec;
+      if (unchanged_since &&
+          (fs::exists(made->file, fec) || fs::exists(made->file + ".wal", fec))) {
+        // (Not loaded here: another process created it since this one listed the directory.)
+        throw Error(ErrorCode::kConflict,
+                    fmt::format("partition {} was created since its replacement was built (its "
+                                "file '{}' appeared, written by another process): it was left "
+                                "unchanged",
+                                key.name(), made->file));
+      }
+      it = store.entries.emplace(key, std::move(made)).first;
       it->second->problem = "being restored";
     } else if (unchanged_since && unchanged_since->source_file.empty()) {
       throw Error(ErrorCode::kConflict,
@@ -6293,6 +6360,7 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   // After a compaction of the partition that runs: its swap would put the old rows back over
   // the restored file.
   std::lock_guard compacting(e->compact_mu);
+  const StagingLock staging_lock = StagingLock::shared(store.dir);
   copy_file_atomically(backup_file, staged);
   std::lock_guard wlock(e->write_mu);
   std::lock_guard lock(impl_->mu);
@@ -6308,15 +6376,18 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
   if (unchanged_since && changed_since(*unchanged_since, *e)) {
     std::error_code ec;
     fs::remove(staged, ec);
-    throw Error(
-        ErrorCode::kConflict,
-        unchanged_since->source_file.empty()
-            ? fmt::format("partition {} was created since its replacement was built "
-                          "(it did not exist then): it was left unchanged",
-                          e->name)
-            : fmt::format("partition {} changed since the copy its replacement was built "
-                          "from (commit version {} then, {} now): it was left unchanged",
-                          e->name, unchanged_since->commit_version, e->meta().commit_version));
+    throw Error(ErrorCode::kConflict,
+                unchanged_since->source_file.empty()
+                    ? fmt::format("partition {} was created since its replacement was built "
+                                  "(it did not exist then): it was left unchanged",
+                                  e->name)
+                    : fmt::format("partition {} changed since {} (commit version {} then, {} now): "
+                                  "it was left unchanged",
+                                  e->name,
+                                  unchanged_since->backup_file.empty()
+                                      ? "it was looked at"
+                                      : "the copy its replacement was built from",
+                                  unchanged_since->commit_version, e->meta().commit_version));
   }
   if (e->locked_elsewhere) {
     // Another process held its file when it was loaded: replacing the file (and its write-ahead
@@ -6407,6 +6478,7 @@ PartitionedDataRepository::CompactResult PartitionedDataRepository::compact_part
   res.file = e->file;
   res.bytes_before = file_bytes(e->file);
   const std::string staged = store.dir + "/." + fs::path(e->file).filename().string() + ".compact";
+  const StagingLock staging_lock = StagingLock::shared(store.dir);
   const std::string staged_alias = "compact_" + e->alias;
   std::error_code ec;
   const std::string table = duck::quote_ident(schema.name());

@@ -788,7 +788,12 @@ HealthReport PartitionUtilities::health_report(const Schema& schema) {
           "it is replayed the next time the partition is opened (any query on it); no action "
           "needed unless "
           "it persists");
-    } else if (ext == ".tmp" || temporary) {
+    } else if (temporary) {
+      add("warning", "", it->path().string(),
+          "staging file of a restore or compaction that was interrupted (or is running now)",
+          "the next writable open of the table deletes it when no restore or compaction runs; "
+          "or delete it once no duckpart process is running");
+    } else if (ext == ".tmp") {
       add("warning", "", it->path().string(), "temporary file left by an interrupted operation",
           "delete it once no duckpart process is running");
     }

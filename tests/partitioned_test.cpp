@@ -2681,8 +2681,67 @@ TEST_F(PartitionedTest, ARestoreUnchangedSinceABackupIsRefusedOnceThePartitionCh
   EXPECT_NE(msg.find("was created since"), std::string::npos) << msg;
   EXPECT_EQ(repo.count_all(schema_, month()), 7) << "nothing was changed";
   repo.drop_partition(schema_, name);
+  code = {};
+  msg = error_of([&] { repo.drop_partition(schema_, name, &now); }, &code);
+  EXPECT_EQ(code, ErrorCode::kConflict) << "dropped since its token: " << msg;
+  // Its file made by another process meanwhile (this repository has not listed it): refused, the
+  // file left as it is.
+  std::filesystem::copy_file(fourteen.backup_file, state.source_file);
+  code = {};
+  msg = error_of([&] { repo.restore_partition(schema_, fourteen.backup_file, &absent); }, &code);
+  EXPECT_EQ(code, ErrorCode::kConflict) << msg;
+  EXPECT_NE(msg.find("appeared"), std::string::npos) << msg;
+  EXPECT_EQ(std::filesystem::file_size(state.source_file),
+            std::filesystem::file_size(fourteen.backup_file));
+  std::filesystem::remove(state.source_file);
   repo.restore_partition(schema_, fourteen.backup_file, &absent);
   EXPECT_EQ(repo.count_all(schema_, month()), 14) << "still absent: restored";
+}
+
+TEST_F(PartitionedTest, LeftoverStagingFilesAreDeletedAtAWritableOpenUnlessSomeoneStages) {
+  // Staging files of a restore, a compaction or a creation killed before its rename: a writable
+  // open deletes them when no process is staging in the directory (each restore, compaction and
+  // creation holds a shared flock on it meanwhile); a read-only open, or one while another
+  // process stages, leaves them.
+  fill_36_months();
+  const std::string dir = path("parts/events");
+  const std::vector<std::string> leftovers = {
+      ".partition_2022_07.duckdb.restore",   ".partition_2022_07.duckdb.restore.tmp",
+      ".partition_2022_08.duckdb.compact",   ".partition_2022_08.duckdb.compact.wal",
+      ".partition_2022_08.duckdb.compact16", "partition_2024_01.duckdb.creating",
+      "_template.duckdb.creating.wal"};
+  for (const auto& f : leftovers) std::ofstream(dir + "/" + f) << "left by a killed run";
+  auto present = [&] {
+    int n = 0;
+    for (const auto& f : leftovers) n += std::filesystem::exists(dir + "/" + f) ? 1 : 0;
+    return n;
+  };
+  const PartitionConfig cfg = test_config(path("parts"), PartitionStrategy::kMonthly);
+  {
+    PartitionedDataRepository ro(cfg, {.read_only = true});
+    EXPECT_EQ(ro.count_all(schema_), 36 * 50);
+  }
+  EXPECT_EQ(present(), 7) << "a read-only open deletes nothing";
+  {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_SH), 0);  // (another open file description: as another process)
+    {
+      PartitionedDataRepository repo(cfg);
+      EXPECT_EQ(repo.count_all(schema_), 36 * 50);
+    }
+    ::close(fd);
+  }
+  EXPECT_EQ(present(), 7) << "someone is staging: nothing deleted";
+  PartitionedDataRepository repo(cfg);
+  EXPECT_EQ(repo.count_all(schema_), 36 * 50);
+  EXPECT_EQ(present(), 0);
+  // Restores and compactions stage as before (their locks are shared), and leave nothing.
+  repo.compact_partition(schema_, "partition_2022_08");
+  const auto copy = repo.backup_partition(schema_, "partition_2022_07", path("bk"));
+  repo.restore_partition(schema_, copy.backup_file);
+  EXPECT_EQ(repo.count_all(schema_), 36 * 50);
+  EXPECT_EQ(present(), 0);
 }
 
 TEST_F(PartitionedTest, LargeBatchesHoldDuckDBAtOneThreadAndRestoreIt) {

@@ -136,6 +136,8 @@ struct MigrationResult {
   // routed.
   int64_t rows_by_insert = 0;
   bool interrupted = false;
+  // Every batch is copied (interrupted = true with it: stopped while verifying or catching up).
+  bool copied = false;
   double seconds = 0;
   bool verified = false;
   std::vector<PeriodCheck> checks;
@@ -198,6 +200,7 @@ class PartitionMigrator {
   Schema schema_;
   std::string alias_;
   const std::atomic<bool>* stop_ = nullptr;  // migrate()'s: verify() checks it between its passes
+  bool verify_stopped_ = false;              // the last verify() returned early for stop_
 };
 
 }  // namespace duckpart

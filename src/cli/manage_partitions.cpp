@@ -358,6 +358,7 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
     j["partitions_created"] = r.partitions_created;
     j["rows_by_insert"] = r.rows_by_insert;
     j["interrupted"] = r.interrupted;
+    j["copied"] = r.copied;
     j["seconds"] = r.seconds;
     j["verified"] = r.verified;
     j["mismatches"] = r.mismatches;
@@ -408,6 +409,12 @@ int cmd_migrate(const Common& c, const MigrateArgs& a) {
           ch.name.c_str(), static_cast<long long>(ch.source_rows), ch.source_checksum.c_str(),
           static_cast<long long>(ch.partition_rows), ch.partition_checksum.c_str());
     }
+  }
+  if (r.interrupted && r.copied) {
+    std::fprintf(stderr,
+                 "manage_partitions: interrupted while verifying or catching up (every row is "
+                 "copied); run the same migrate command again to verify\n");
+    return static_cast<int>(ErrorCode::kInterrupted);
   }
   if (r.interrupted) {
     std::fprintf(
