@@ -387,10 +387,11 @@ std::string partition_alias(const std::string& table, const PartitionKey& key) {
 // swap takes a new one, so a partition dropped and made again never repeats an epoch (restore's
 // unchanged_since compares them).
 // A lock on a partition directory (flock on the directory itself, no file of its own) that marks
-// staging files in use: a restore or compaction holds it shared from before it creates its staging
-// file until that file is renamed or deleted; a writable open deletes leftover staging files only
-// when it gets it exclusively (no process is staging there). Best effort: a directory that cannot
-// be opened or locked is not locked (and nothing is deleted).
+// staging files in use: a restore, compaction or partition creation holds it shared from before
+// it creates its staging file until that file is renamed or deleted; a writable open deletes
+// leftover staging files only when it gets it exclusively (no process is staging there). Best
+// effort: where the directory cannot be opened or flock does not work on it (some network file
+// systems), staging goes on unlocked and leftovers are not deleted (health-report lists them).
 class StagingLock {
  public:
   static StagingLock shared(const std::string& dir) {
@@ -6336,8 +6337,8 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
       }
       auto made = impl_->make_entry(store, key);
       std::error_code fec;
-      if (unchanged_since &&
-          (fs::exists(made->file, fec) || fs::exists(made->file + ".wal", fec))) {
+      // (A log alone may be a crashed drop's: deleted below, as for any restore.)
+      if (unchanged_since && fs::exists(made->file, fec)) {
         // (Not loaded here: another process created it since this one listed the directory.)
         throw Error(ErrorCode::kConflict,
                     fmt::format("partition {} was created since its replacement was built (its "
@@ -6426,9 +6427,32 @@ void PartitionedDataRepository::restore_partition(const Schema& schema,
     std::lock_guard block(e->bloom_mu);
     set_bloom(store, *e, nullptr, -1);
   }
+  // A partition that did not exist (a token of an absent one) must not have been created by
+  // another process during the copy: its file, and its log, are not this restore's to replace.
+  const bool must_be_new = unchanged_since && unchanged_since->source_file.empty();
+  auto created_elsewhere = [&] {
+    fs::remove(staged, ec);
+    return Error(ErrorCode::kConflict,
+                 fmt::format("partition {} was created since its replacement was built (its file "
+                             "'{}' appeared, written by another process): it was left unchanged",
+                             e->name, e->file));
+  };
+  if (must_be_new && fs::exists(e->file, ec)) throw created_elsewhere();
   fs::remove(store.dir + "/" + kIdIndexDir + "/" + e->name + ".bloom", ec);
   fs::remove(e->file + ".wal", ec);
-  if (std::rename(staged.c_str(), e->file.c_str()) != 0) {
+  // (RENAME_NOREPLACE closes the window between that check and the rename where the file system
+  // has it.)
+  int renamed = 0;
+  if (must_be_new) {
+    renamed = ::renameat2(AT_FDCWD, staged.c_str(), AT_FDCWD, e->file.c_str(), RENAME_NOREPLACE);
+    if (renamed != 0 && errno == EEXIST) throw created_elsewhere();
+    if (renamed != 0 && (errno == EINVAL || errno == ENOSYS)) {  // not supported there
+      renamed = std::rename(staged.c_str(), e->file.c_str());
+    }
+  } else {
+    renamed = std::rename(staged.c_str(), e->file.c_str());
+  }
+  if (renamed != 0) {
     fs::remove(staged, ec);
     throw Error(ErrorCode::kIo, fmt::format("cannot replace '{}'", e->file));
   }
